@@ -1,0 +1,233 @@
+"""`Model` (config + params + tokenizer), `load`, `logits`, `save_pretrained`.
+
+`load` accepts `builtin:<name>`, an HF checkpoint directory or a `.gguf` file, and places every
+weight in its sharding as it is read (see weights.py). `logits` is a full, cache-free forward,
+compiled once per (config, mesh, rules).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from grm_jax import parallel
+from grm_jax.models import builtin, weights
+from grm_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from grm_jax.models.decoder import Decoder, KVCache, default_positions
+from grm_jax.models.gguf_io import GGUFSource
+from grm_jax.models.safetensors_io import CheckpointError, SafetensorsSource, write_sharded
+
+
+@dataclasses.dataclass
+class Model:
+  """Everything needed to run a checkpoint: architecture, weights, tokenizer, special ids."""
+
+  config: ModelConfig
+  params: Any
+  tokenizer: Any = None
+  bos_id: int | None = None
+  eos_ids: tuple[int, ...] = ()
+  pad_id: int = 0
+  source: str = ""
+  mesh: Mesh | None = None
+  rules: tuple = parallel.DEFAULT_RULES
+
+  @property
+  def eos_id(self) -> int | None:
+    return self.eos_ids[0] if self.eos_ids else None
+
+  def module(self) -> Decoder:
+    return Decoder(self.config, self.mesh, tuple(self.rules) if self.mesh is not None else ())
+
+  def apply(self, params, tokens, positions, mask, cache: KVCache | None = None):
+    """The pure forward: (logits float32 [B,T,V], new cache or None)."""
+    return self.module().apply({"params": params}, tokens, positions, mask, cache)
+
+  def encode_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of a conversation in the model's chat template."""
+    if self.tokenizer is None:
+      raise ValueError(f"{self.source}: model was loaded without a tokenizer")
+    out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    if hasattr(out, "keys") and "input_ids" in out:
+      out = out["input_ids"]
+    return list(out)
+
+
+# --------------------------------------------------------------------------- forward
+
+
+@functools.lru_cache(maxsize=32)
+def _forward(cfg: ModelConfig, mesh: Mesh | None, rules: tuple):
+  module = Decoder(cfg, mesh, rules if mesh is not None else ())
+
+  def fwd(params, tokens, positions, mask):
+    return module.apply({"params": params}, tokens, positions, mask)[0]
+
+  return jax.jit(fwd)
+
+
+def logits(model: Model, tokens, mask=None, positions=None) -> jax.Array:
+  """Full forward, no cache: int32 tokens [B,T] -> float32 logits [B,T,V].
+
+  `mask` marks real tokens (default: all); `positions` default to counting real tokens only,
+  so left-padded rows get the same logits as unpadded ones.
+  """
+  tokens = jnp.asarray(tokens, jnp.int32)
+  if tokens.ndim != 2:
+    raise ValueError(f"logits: tokens must be [batch, length], got shape {tokens.shape}")
+  mask = jnp.ones(tokens.shape, bool) if mask is None else jnp.asarray(mask, bool)
+  positions = default_positions(mask) if positions is None else jnp.asarray(positions, jnp.int32)
+  if model.mesh is not None:
+    tokens, mask, positions = (parallel.shard_batch(np.asarray(a), model.mesh, model.rules) for a in (tokens, mask, positions))
+  fwd = _forward(model.config, model.mesh, tuple(model.rules))
+  return fwd(model.params, tokens, positions, mask)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _dtype_overrides(dtype: str, param_dtype: str | None) -> dict[str, str]:
+  for d in (dtype, param_dtype):
+    if d is not None and d not in ("float32", "bfloat16", "float16"):
+      raise ValueError(f"dtype {d!r}: use float32, bfloat16 or float16")
+  return {"dtype": dtype, "param_dtype": param_dtype or dtype}
+
+
+def _load_tokenizer(directory: str, gguf_file: str | None = None, cache_dir: str | None = None):
+  from transformers import AutoTokenizer
+
+  if gguf_file is None:
+    return AutoTokenizer.from_pretrained(directory)
+  # Building a tokenizer from GGUF metadata takes seconds; keep a saved copy in the cache.
+  path = os.path.join(directory, gguf_file)
+  key = f"{gguf_file}-{os.path.getsize(path)}-{int(os.path.getmtime(path))}"
+  saved = os.path.join(cache_dir or builtin.default_cache_dir(), "tokenizers", key)
+  if os.path.exists(os.path.join(saved, "tokenizer_config.json")):
+    return AutoTokenizer.from_pretrained(saved)
+  tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+  try:
+    tok.save_pretrained(saved)
+  except OSError:
+    pass  # a read-only cache only costs speed
+  return tok
+
+
+def _special_ids(hf: dict, tok) -> tuple[int | None, tuple[int, ...], int]:
+  eos = hf.get("eos_token_id")
+  eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+  if tok is not None and tok.eos_token_id is not None and tok.eos_token_id not in eos_ids:
+    eos_ids = eos_ids + (tok.eos_token_id,)
+  bos = hf.get("bos_token_id", tok.bos_token_id if tok is not None else None)
+  pad = hf.get("pad_token_id")
+  if pad is None and tok is not None:
+    pad = tok.pad_token_id
+  if pad is None:
+    pad = eos_ids[0] if eos_ids else 0
+  return bos, tuple(int(e) for e in eos_ids), int(pad)
+
+
+def _generation_eos(directory: str) -> list[int]:
+  path = os.path.join(directory, "generation_config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    eos = json.load(f).get("eos_token_id")
+  return eos if isinstance(eos, list) else ([eos] if eos is not None else [])
+
+
+def load(
+  spec: str,
+  dtype: str = "float32",
+  param_dtype: str | None = None,
+  mesh: Mesh | None = None,
+  rules=parallel.DEFAULT_RULES,
+  tokenizer: bool = True,
+  cache_dir: str | None = None,
+  **config_overrides,
+) -> Model:
+  """Load `builtin:<name>`, an HF directory (config.json + safetensors) or a `.gguf` file.
+
+  With `mesh`, each tensor goes straight into its sharding under `rules`.
+  `config_overrides` set ModelConfig fields (e.g. `remat=True`).
+  """
+  overrides = {**_dtype_overrides(dtype, param_dtype), **config_overrides}
+  rules = tuple(tuple(r) for r in rules)
+  if spec.startswith("builtin:"):
+    path = builtin.locate(spec.removeprefix("builtin:"), cache_dir=cache_dir)
+    model = _load_gguf(path, overrides, mesh, rules, tokenizer, cache_dir)
+    model.source = spec
+    return model
+  if not os.path.exists(spec):
+    raise FileNotFoundError(
+      f"{spec}: no such file or directory; pass an HF checkpoint directory, a .gguf file or "
+      f"one of {', '.join('builtin:' + k for k in builtin.BUILTINS)}"
+    )
+  if os.path.isfile(spec):
+    if not spec.endswith(".gguf"):
+      raise CheckpointError(f"{spec}: a single weight file must be .gguf; for safetensors pass its directory")
+    return _load_gguf(spec, overrides, mesh, rules, tokenizer, cache_dir)
+  return _load_hf_dir(spec, overrides, mesh, rules, tokenizer)
+
+
+def _load_hf_dir(directory, overrides, mesh, rules, want_tokenizer) -> Model:
+  cfg_path = os.path.join(directory, "config.json")
+  if not os.path.exists(cfg_path):
+    raise CheckpointError(f"{cfg_path}: missing; an HF checkpoint directory needs config.json")
+  try:
+    with open(cfg_path) as f:
+      hf = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{cfg_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+  cfg = from_hf_config(hf, source=cfg_path, **overrides)
+  source = SafetensorsSource(directory)
+  weights.check_complete(cfg, source, directory)
+  params = weights.load_params(cfg, source, mesh, rules)
+  tok = _load_tokenizer(directory) if want_tokenizer else None
+  hf = dict(hf)
+  gen_eos = _generation_eos(directory)
+  if gen_eos:
+    hf["eos_token_id"] = gen_eos
+  bos, eos_ids, pad = _special_ids(hf, tok)
+  return Model(cfg, params, tok, bos, eos_ids, pad, directory, mesh, rules)
+
+
+def _load_gguf(path, overrides, mesh, rules, want_tokenizer, cache_dir) -> Model:
+  source = GGUFSource(path)
+  hf = source.hf_config()
+  cfg = from_hf_config(hf, source=path, **overrides)
+  weights.check_complete(cfg, source, path)
+  params = weights.load_params(cfg, source, mesh, rules)
+  tok = _load_tokenizer(os.path.dirname(path) or ".", os.path.basename(path), cache_dir) if want_tokenizer else None
+  bos, eos_ids, pad = _special_ids(hf, tok)
+  return Model(cfg, params, tok, bos, eos_ids, pad, path, mesh, rules)
+
+
+def from_config(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES, **ids) -> Model:
+  """A randomly initialised model (tests, smoke runs), params created in their shardings."""
+  rules = tuple(tuple(r) for r in rules)
+  params = weights.init_params(cfg, seed, mesh, rules)
+  return Model(cfg, params, None, ids.get("bos_id"), tuple(ids.get("eos_ids", ())), ids.get("pad_id", 0), "random", mesh, rules)
+
+
+def save_pretrained(model: Model, out_dir: str, max_shard_bytes: int = 4 << 30) -> None:
+  """Write an HF directory that `transformers.AutoModelForCausalLM.from_pretrained` loads."""
+  os.makedirs(out_dir, exist_ok=True)
+  cfg = model.config
+  eos = list(model.eos_ids)
+  hf = to_hf_config(cfg, model.bos_id, eos[0] if len(eos) == 1 else (eos or None), model.pad_id)
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(hf, f, indent=2)
+  with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
+    json.dump({"bos_token_id": model.bos_id, "eos_token_id": eos or None, "pad_token_id": model.pad_id}, f, indent=2)
+  tensors = weights.export_tensors(cfg, model.params)
+  write_sharded(out_dir, tensors, max_shard_bytes)
+  if model.tokenizer is not None:
+    model.tokenizer.save_pretrained(out_dir)
