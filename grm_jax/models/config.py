@@ -81,13 +81,9 @@ class ModelConfig:
     if self.family not in FAMILIES:
       raise UnsupportedModelError(f"ModelConfig.family={self.family!r}; expected one of {FAMILIES}")
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(
-        f"ModelConfig: num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
-      )
+      raise ValueError(f"ModelConfig: num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.layer_types and len(self.layer_types) != self.num_layers:
-      raise ValueError(
-        f"ModelConfig.layer_types has {len(self.layer_types)} entries for num_layers={self.num_layers}"
-      )
+      raise ValueError(f"ModelConfig.layer_types has {len(self.layer_types)} entries for num_layers={self.num_layers}")
     bad = set(self.layer_types) - {"full", "sliding"}
     if bad:
       raise ValueError(f"ModelConfig.layer_types: unknown kinds {sorted(bad)}; use 'full' or 'sliding'")
@@ -297,41 +293,114 @@ def to_hf_config(cfg: ModelConfig, bos_token_id=None, eos_token_id=None, pad_tok
 PRESETS: dict[str, dict[str, Any]] = {
   # The embedded default (GUIDE §4); the GGUF's metadata gives the same numbers.
   "smollm2-135m": dict(
-    family="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
-    num_heads=9, num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0,
-    max_position_embeddings=8192, tie_word_embeddings=True,
+    family="llama",
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_layers=30,
+    num_heads=9,
+    num_kv_heads=3,
+    head_dim=64,
+    rms_norm_eps=1e-5,
+    rope_theta=100000.0,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
   ),
   "qwen2.5-1.5b": dict(
-    family="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28,
-    num_heads=12, num_kv_heads=2, head_dim=128, rms_norm_eps=1e-6, rope_theta=1000000.0,
-    max_position_embeddings=32768, tie_word_embeddings=True, qkv_bias=True,
+    family="qwen2",
+    vocab_size=151936,
+    hidden_size=1536,
+    intermediate_size=8960,
+    num_layers=28,
+    num_heads=12,
+    num_kv_heads=2,
+    head_dim=128,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    max_position_embeddings=32768,
+    tie_word_embeddings=True,
+    qkv_bias=True,
   ),
   "gemma2-2b": dict(
-    family="gemma2", vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_layers=26,
-    num_heads=8, num_kv_heads=4, head_dim=256, rms_norm_eps=1e-6, max_position_embeddings=8192,
-    tie_word_embeddings=True, norm_plus_one=True, sandwich_norms=True, scale_embeddings=True,
-    mlp_activation="gelu_tanh", query_pre_attn_scalar=256.0, attn_logit_softcap=50.0,
-    final_logit_softcap=30.0, sliding_window=4096, layer_types=("sliding", "full") * 13,
+    family="gemma2",
+    vocab_size=256000,
+    hidden_size=2304,
+    intermediate_size=9216,
+    num_layers=26,
+    num_heads=8,
+    num_kv_heads=4,
+    head_dim=256,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+    norm_plus_one=True,
+    sandwich_norms=True,
+    scale_embeddings=True,
+    mlp_activation="gelu_tanh",
+    query_pre_attn_scalar=256.0,
+    attn_logit_softcap=50.0,
+    final_logit_softcap=30.0,
+    sliding_window=4096,
+    layer_types=("sliding", "full") * 13,
   ),
   "gemma2-9b": dict(
-    family="gemma2", vocab_size=256000, hidden_size=3584, intermediate_size=14336, num_layers=42,
-    num_heads=16, num_kv_heads=8, head_dim=256, rms_norm_eps=1e-6, max_position_embeddings=8192,
-    tie_word_embeddings=True, norm_plus_one=True, sandwich_norms=True, scale_embeddings=True,
-    mlp_activation="gelu_tanh", query_pre_attn_scalar=256.0, attn_logit_softcap=50.0,
-    final_logit_softcap=30.0, sliding_window=4096, layer_types=("sliding", "full") * 21,
+    family="gemma2",
+    vocab_size=256000,
+    hidden_size=3584,
+    intermediate_size=14336,
+    num_layers=42,
+    num_heads=16,
+    num_kv_heads=8,
+    head_dim=256,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+    norm_plus_one=True,
+    sandwich_norms=True,
+    scale_embeddings=True,
+    mlp_activation="gelu_tanh",
+    query_pre_attn_scalar=256.0,
+    attn_logit_softcap=50.0,
+    final_logit_softcap=30.0,
+    sliding_window=4096,
+    layer_types=("sliding", "full") * 21,
   ),
   # The paper's base model (DeepSeek-GRM-27B is Gemma-2-27B).
   "gemma2-27b": dict(
-    family="gemma2", vocab_size=256000, hidden_size=4608, intermediate_size=36864, num_layers=46,
-    num_heads=32, num_kv_heads=16, head_dim=128, rms_norm_eps=1e-6, max_position_embeddings=8192,
-    tie_word_embeddings=True, norm_plus_one=True, sandwich_norms=True, scale_embeddings=True,
-    mlp_activation="gelu_tanh", query_pre_attn_scalar=144.0, attn_logit_softcap=50.0,
-    final_logit_softcap=30.0, sliding_window=4096, layer_types=("sliding", "full") * 23,
+    family="gemma2",
+    vocab_size=256000,
+    hidden_size=4608,
+    intermediate_size=36864,
+    num_layers=46,
+    num_heads=32,
+    num_kv_heads=16,
+    head_dim=128,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+    norm_plus_one=True,
+    sandwich_norms=True,
+    scale_embeddings=True,
+    mlp_activation="gelu_tanh",
+    query_pre_attn_scalar=144.0,
+    attn_logit_softcap=50.0,
+    final_logit_softcap=30.0,
+    sliding_window=4096,
+    layer_types=("sliding", "full") * 23,
   ),
   "llama3.2-1b": dict(
-    family="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16,
-    num_heads=32, num_kv_heads=8, head_dim=64, rms_norm_eps=1e-5, rope_theta=500000.0,
-    rope_scaling=RopeScaling("llama3", 32.0, 1.0, 4.0, 8192), max_position_embeddings=131072,
+    family="llama",
+    vocab_size=128256,
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_layers=16,
+    num_heads=32,
+    num_kv_heads=8,
+    head_dim=64,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    rope_scaling=RopeScaling("llama3", 32.0, 1.0, 4.0, 8192),
+    max_position_embeddings=131072,
     tie_word_embeddings=True,
   ),
 }
@@ -347,17 +416,33 @@ def preset(name: str, **overrides) -> ModelConfig:
 def tiny(family: str, **overrides) -> ModelConfig:
   """A tiny random architecture of a family, for tests and smoke runs."""
   base: dict[str, Any] = dict(
-    family=family, vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
-    num_heads=4, num_kv_heads=2, head_dim=16, rope_theta=10000.0, max_position_embeddings=512,
+    family=family,
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    rope_theta=10000.0,
+    max_position_embeddings=512,
   )
   if family == "qwen2":
     base.update(qkv_bias=True, rms_norm_eps=1e-6)
   if family == "gemma2":
     base.update(
-      num_layers=4, tie_word_embeddings=True, norm_plus_one=True, sandwich_norms=True,
-      scale_embeddings=True, mlp_activation="gelu_tanh", query_pre_attn_scalar=24.0,
-      attn_logit_softcap=50.0, final_logit_softcap=30.0, sliding_window=8,
-      layer_types=("sliding", "full") * 2, rms_norm_eps=1e-6,
+      num_layers=4,
+      tie_word_embeddings=True,
+      norm_plus_one=True,
+      sandwich_norms=True,
+      scale_embeddings=True,
+      mlp_activation="gelu_tanh",
+      query_pre_attn_scalar=24.0,
+      attn_logit_softcap=50.0,
+      final_logit_softcap=30.0,
+      sliding_window=8,
+      layer_types=("sliding", "full") * 2,
+      rms_norm_eps=1e-6,
     )
   base.update(overrides)
   return ModelConfig(**base)

@@ -86,7 +86,9 @@ def logits(model: Model, tokens, mask=None, positions=None) -> jax.Array:
   mask = jnp.ones(tokens.shape, bool) if mask is None else jnp.asarray(mask, bool)
   positions = default_positions(mask) if positions is None else jnp.asarray(positions, jnp.int32)
   if model.mesh is not None:
-    tokens, mask, positions = (parallel.shard_batch(np.asarray(a), model.mesh, model.rules) for a in (tokens, mask, positions))
+    tokens, mask, positions = (
+      parallel.shard_batch(np.asarray(a), model.mesh, model.rules) for a in (tokens, mask, positions)
+    )
   fwd = _forward(model.config, model.mesh, tuple(model.rules))
   return fwd(model.params, tokens, positions, mask)
 
@@ -210,11 +212,15 @@ def _load_gguf(path, overrides, mesh, rules, want_tokenizer, cache_dir) -> Model
   return Model(cfg, params, tok, bos, eos_ids, pad, path, mesh, rules)
 
 
-def from_config(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES, **ids) -> Model:
+def from_config(
+  cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES, **ids
+) -> Model:
   """A randomly initialised model (tests, smoke runs), params created in their shardings."""
   rules = tuple(tuple(r) for r in rules)
   params = weights.init_params(cfg, seed, mesh, rules)
-  return Model(cfg, params, None, ids.get("bos_id"), tuple(ids.get("eos_ids", ())), ids.get("pad_id", 0), "random", mesh, rules)
+  return Model(
+    cfg, params, None, ids.get("bos_id"), tuple(ids.get("eos_ids", ())), ids.get("pad_id", 0), "random", mesh, rules
+  )
 
 
 def save_pretrained(model: Model, out_dir: str, max_shard_bytes: int = 4 << 30) -> None:

@@ -18,9 +18,18 @@ import numpy as np
 from grm_jax.models.weights import TensorSource
 
 _DTYPES = {
-  "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-  "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-  "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+  "F8_E4M3": ml_dtypes.float8_e4m3fn,
+  "F8_E5M2": ml_dtypes.float8_e5m2,
 }
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
@@ -53,8 +62,7 @@ def read_header(path: str) -> tuple[dict, int]:
     end = start + meta["data_offsets"][1]
     if end > size:
       raise CheckpointError(
-        f"{path}: tensor {name!r} ends at byte {end} but the file has {size}; the file is truncated "
-        "(re-download it)"
+        f"{path}: tensor {name!r} ends at byte {end} but the file has {size}; the file is truncated (re-download it)"
       )
     if meta["dtype"] not in _DTYPES:
       raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {meta['dtype']}")

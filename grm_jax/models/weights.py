@@ -180,9 +180,7 @@ def check_complete(cfg: ModelConfig, source: TensorSource, where: str) -> None:
         )
 
 
-def load_params(
-  cfg: ModelConfig, source: TensorSource, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES
-):
+def load_params(cfg: ModelConfig, source: TensorSource, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES):
   """Build the param tree from `source`, each leaf placed in its sharding as it is read."""
   mesh = mesh or parallel.single_device_mesh()
   shapes, _ = abstract_params(cfg)

@@ -1,0 +1,36 @@
+"""grm_jax: DeepSeek-GRM generative reward models (SPCT) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+  name="grm_jax",
+  version="0.1.0",
+  description="Pointwise generative reward models trained with Self-Principled Critique Tuning, in JAX/Flax",
+  long_description=open("README.md", encoding="utf-8").read(),
+  long_description_content_type="text/markdown",
+  python_requires=">=3.11",
+  packages=find_packages(include=["grm_jax", "grm_jax.*"]),
+  install_requires=[
+    "jax>=0.7",
+    "flax>=0.11",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "transformers>=4.56",
+    "tensorflow-datasets>=4.9.9",
+    "ml-collections>=1.0",
+    "absl-py",
+    "numpy>=1.26",
+    "ml-dtypes",
+    "gguf>=0.17",
+    "sentencepiece",
+    "tokenizers",
+    "pyarrow",
+    "tqdm",
+  ],
+  extras_require={
+    # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.
+    "test": ["pytest>=8", "pytest-timeout", "ruff", "accelerate", "torch==2.13.0", "nbformat", "nbclient", "ipykernel"],
+    "tpu": ["jax[tpu]"],
+    "gpu": ["jax[cuda12]"],
+  },
+)
