@@ -83,7 +83,9 @@ def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[Any] | N
 
 
 def single_device_mesh(device=None) -> Mesh:
-  device = device or jax.devices()[0]
+  """A 1x1x1 mesh on `device` (default: this process's first device, which is where
+  un-sharded jit outputs land; `jax.devices()[0]` would belong to process 0 on every host)."""
+  device = device or jax.local_devices()[0]
   return Mesh(np.asarray([device], dtype=object).reshape(1, 1, 1), MESH_AXES)
 
 
@@ -152,6 +154,15 @@ def shard_batch(x: np.ndarray | jax.Array, mesh: Mesh, rules, names=("activation
   sharding = named_sharding(mesh, names[: np.ndim(x)], rules, np.shape(x))
   arr = np.asarray(x)
   return jax.make_array_from_callback(arr.shape, sharding, lambda idx: arr[idx])
+
+
+def to_host(x) -> np.ndarray:
+  """The full value of a (possibly multi-host) global array as a numpy array on every host."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def describe(tree, shardings) -> list[str]:

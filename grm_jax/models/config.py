@@ -75,6 +75,7 @@ class ModelConfig:
   # Numerics and memory.
   dtype: str = "float32"  # activations / compute
   param_dtype: str = "float32"
+  cache_dtype: str | None = None  # KV cache; None = dtype (bf16 on GPU/TPU, f32 on CPU)
   remat: bool = False  # rematerialise each block in the backward pass
 
   def __post_init__(self):

@@ -45,7 +45,7 @@ class KVCache:
 def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype: Any = None) -> KVCache:
   """An empty cache with room for `slots` tokens per row (prompt + new tokens)."""
   shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
-  dt = jnp.dtype(dtype or cfg.dtype)
+  dt = jnp.dtype(dtype or cfg.cache_dtype or cfg.dtype)
   return KVCache(
     k=jnp.zeros(shape, dt),
     v=jnp.zeros(shape, dt),
@@ -98,8 +98,13 @@ class Attention(nn.Module):
   rules: tuple = ()
 
   @nn.compact
-  def __call__(self, x, positions, window, kv_state, q_slots, k_slots, k_valid):
-    """x [B,T,D]; kv_state None (no cache) or (k_cache, v_cache, index) for this layer."""
+  def __call__(self, x, positions, mask, window, layer_cache, index):
+    """x [B,T,D] -> (y [B,T,D], (k, v) of these T tokens).
+
+    `layer_cache` is None or this layer's read-only (k [B,S,KVH,Dh], v, valid [B,S]) from
+    earlier steps. Keys are the cache slots plus the T new tokens; the caller writes the new
+    k/v into the cache once for all layers, so the big cache is never copied per layer.
+    """
     cfg = self.cfg
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     d, h, kvh, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -121,27 +126,37 @@ class Attention(nn.Module):
     k = _constrain(apply_rope(k, positions, cfg.rope_inv_freq()), heads, self.mesh, self.rules)
     v = _constrain(v, heads, self.mesh, self.rules)
 
-    new_kv = None
-    if kv_state is not None:
-      k_cache, v_cache, index = kv_state
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
-      new_kv = (k_cache, v_cache)
-      k, v = k_cache.astype(dt), v_cache.astype(dt)
-
     b, t = x.shape[:2]
     g = h // kvh
     qg = q.reshape(b, t, kvh, g, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-    scores = _softcap(scores * cfg.attn_scale, cfg.attn_logit_softcap)
-    rel = q_slots[:, None] - k_slots[None, :]  # [T, S]
-    allowed = (rel >= 0) & (rel < window)
-    mask = allowed[None, :, :] & k_valid[:, None, :]  # [B, T, S]
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    neg = jnp.finfo(jnp.float32).min
+
+    def scores_against(keys, allowed):  # allowed [B, T, S]
+      s = jnp.einsum("btkgd,bskd->bkgts", qg, keys, preferred_element_type=jnp.float32)
+      s = _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap)
+      return jnp.where(allowed[:, None, None], s, neg)
+
+    # The new tokens among themselves: causal, real tokens only, within the window.
+    rel = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]
+    self_allowed = ((rel >= 0) & (rel < window))[None] & mask[:, None, :]
+    parts = [scores_against(k, self_allowed)]
+    values = [v]
+    if layer_cache is not None:
+      k_cache, v_cache, valid = layer_cache
+      rel_c = (index + jnp.arange(t))[:, None] - jnp.arange(k_cache.shape[1])[None, :]
+      cache_allowed = (rel_c < window)[None] & valid[:, None, :]
+      parts.insert(0, scores_against(k_cache.astype(dt), cache_allowed))
+      values.insert(0, v_cache.astype(dt))
+    scores = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd)
-    y = jnp.einsum("bthk,hkd->btd", out, wo.astype(dt))
-    return y, new_kv
+    out = 0
+    start = 0
+    for vals in values:
+      width = vals.shape[1]
+      out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., start : start + width], vals)
+      start += width
+    y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
+    return y, (k, v)
 
 
 class MLP(nn.Module):
@@ -169,13 +184,11 @@ class Block(nn.Module):
   rules: tuple = ()
 
   @nn.compact
-  def __call__(self, x, window, layer_kv, positions, index, q_slots, k_slots, k_valid):
+  def __call__(self, x, window, k_cache, v_cache, valid, positions, mask, index):
     cfg = self.cfg
-    kv_state = None if layer_kv is None else (layer_kv[0], layer_kv[1], index)
+    layer_cache = None if k_cache is None else (k_cache, v_cache, valid)
     h = RMSNorm(cfg, name="attn_norm")(x)
-    h, new_kv = Attention(cfg, self.mesh, self.rules, name="attn")(
-      h, positions, window, kv_state, q_slots, k_slots, k_valid
-    )
+    h, new_kv = Attention(cfg, self.mesh, self.rules, name="attn")(h, positions, mask, window, layer_cache, index)
     if cfg.sandwich_norms:
       h = RMSNorm(cfg, name="post_attn_norm")(h)
     x = x + h
@@ -189,14 +202,22 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-  """tokens [B,T] -> float32 logits [B,T,V] (and the updated cache when one is given)."""
+  """tokens [B,T] -> (float32 logits [B,T,V], cache).
+
+  cache=None, cache_slots=0: plain forward (training, scoring); returns (logits, None).
+  cache=None, cache_slots=S:  prefill; returns a new cache of S slots holding these T tokens.
+  cache=KVCache:              extend the cache with T tokens (decode); returns the new cache.
+  last_only=True returns logits for the last position only ([B,1,V]).
+  """
 
   cfg: ModelConfig
   mesh: Any = None
   rules: tuple = ()
 
   @nn.compact
-  def __call__(self, tokens, positions, mask, cache: KVCache | None = None, return_hidden: bool = False):
+  def __call__(
+    self, tokens, positions, mask, cache: KVCache | None = None, cache_slots: int = 0, last_only: bool = False
+  ):
     cfg = self.cfg
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     b, t = tokens.shape
@@ -210,15 +231,10 @@ class Decoder(nn.Module):
     x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"), self.mesh, self.rules)
 
     if cache is None:
-      index = jnp.zeros((), jnp.int32)
-      q_slots = jnp.arange(t)
-      k_slots, k_valid, layer_kv = q_slots, mask, None
+      index, k_cache, v_cache, valid = jnp.zeros((), jnp.int32), None, None, None
     else:
-      index = cache.index
-      q_slots = index + jnp.arange(t)
-      k_slots = jnp.arange(cache.num_slots)
-      k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-      layer_kv = (cache.k, cache.v)
+      # Per-layer k/v are scanned inputs; `valid` is shared by all layers.
+      index, k_cache, v_cache, valid = cache.index, cache.k, cache.v, cache.valid
 
     block = Block
     if cfg.remat:
@@ -227,16 +243,16 @@ class Decoder(nn.Module):
       block,
       variable_axes={"params": 0},
       split_rngs={"params": True},
-      in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+      in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
       length=cfg.num_layers,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    x, new_kv = stack(cfg, self.mesh, self.rules, name="layers")(
-      x, jnp.asarray(cfg.layer_windows()), layer_kv, positions, index, q_slots, k_slots, k_valid
+    x, (new_k, new_v) = stack(cfg, self.mesh, self.rules, name="layers")(
+      x, jnp.asarray(cfg.layer_windows()), k_cache, v_cache, valid, positions, mask, index
     )
+    if last_only:  # prefill needs only the next-token logits; skip the [T, V] head matmul
+      x = x[:, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
-    if return_hidden:
-      return x
     if cfg.tie_word_embeddings:
       logits = jnp.einsum("btd,vd->btv", x, embed.astype(dt), preferred_element_type=jnp.float32)
     else:
@@ -246,9 +262,19 @@ class Decoder(nn.Module):
       logits = jnp.einsum("btd,dv->btv", x, head.astype(dt), preferred_element_type=jnp.float32)
     logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
     logits = _constrain(logits, ("activation_batch", "activation_length", "activation_vocab"), self.mesh, self.rules)
-    if cache is None:
+
+    if cache is None and not cache_slots:
       return logits, None
-    new_cache = KVCache(k=new_kv[0], v=new_kv[1], valid=k_valid, index=index + t)
+    if cache is None:
+      cache = init_cache(cfg, b, cache_slots)
+    # One in-place write of all layers' new k/v at slots [index, index + t).
+    start = (0, 0, index, 0, 0)
+    new_cache = KVCache(
+      k=jax.lax.dynamic_update_slice(cache.k, new_k.astype(cache.k.dtype), start),
+      v=jax.lax.dynamic_update_slice(cache.v, new_v.astype(cache.v.dtype), start),
+      valid=jax.lax.dynamic_update_slice(cache.valid, mask, (0, index)),
+      index=index + t,
+    )
     return logits, new_cache
 
 

@@ -73,9 +73,11 @@ def _open(path: str):
         f"{path}: uses a quantisation type unknown to this gguf library ({e}); re-quantise to "
         "F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_x/Q6_K/Q4_K/... or upgrade the `gguf` package"
       ) from e
-    raise GGUFError(f"{path}: not a readable GGUF file ({e})") from e
+    raise GGUFError(f"{path}: not a readable GGUF file ({e}); it is truncated or corrupt: re-download it") from e
   except Exception as e:  # truncated files surface as numpy/struct errors
-    raise GGUFError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); the file may be truncated") from e
+    raise GGUFError(
+      f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); it is truncated or corrupt: re-download it"
+    ) from e
 
 
 def _field(reader, key: str, default: Any = None) -> Any:
@@ -83,6 +85,17 @@ def _field(reader, key: str, default: Any = None) -> Any:
   if f is None:
     return default
   return f.contents()
+
+
+def _required(reader, key: str, path: str) -> Any:
+  """A metadata value the model cannot be built without; a clear error when it is absent."""
+  v = _field(reader, key)
+  if v is None:
+    raise GGUFError(
+      f"{path}: metadata key {key!r} is missing; the file was not written by llama.cpp's converter "
+      "(convert_hf_to_gguf.py) or is damaged. Re-convert it, or load the HF checkpoint directory instead"
+    )
+  return v
 
 
 class GGUFSource(TensorSource):
@@ -96,9 +109,10 @@ class GGUFSource(TensorSource):
     if self.arch not in _GGUF_ARCHS:
       raise UnsupportedModelError(
         f"{path}: general.architecture={self.arch!r} is not supported; grm_jax reads GGUF "
-        f"architectures {sorted(_GGUF_ARCHS)}"
+        f"architectures {sorted(_GGUF_ARCHS)}. Use a GGUF of one of those, or add the architecture "
+        "to grm_jax/models/gguf_io.py"
       )
-    self.n_head = int(_field(self.reader, f"{self.arch}.attention.head_count"))
+    self.n_head = int(_required(self.reader, f"{self.arch}.attention.head_count", path))
     self.n_kv_head = int(_field(self.reader, f"{self.arch}.attention.head_count_kv", self.n_head))
     self._tensors: dict[str, Any] = {}
     for t in self.reader.tensors:
@@ -129,10 +143,14 @@ class GGUFSource(TensorSource):
     except NotImplementedError as e:
       raise GGUFError(f"{self.describe(name)}: cannot dequantise {t.tensor_type.name} ({e})") from e
     w = np.asarray(w, np.float32).reshape(tuple(int(x) for x in reversed(t.shape)))
-    if self.arch == "llama" and name.endswith("q_proj.weight"):
-      w = _unpermute(w, self.n_head)
-    elif self.arch == "llama" and name.endswith("k_proj.weight"):
-      w = _unpermute(w, self.n_kv_head)
+    if self.arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+      heads = self.n_head if name.endswith("q_proj.weight") else self.n_kv_head
+      if w.shape[0] % (2 * heads):
+        raise GGUFError(
+          f"{self.describe(name)}: {w.shape[0]} rows cannot be {heads} heads of even size; the tensor does "
+          "not match the file's attention.head_count metadata (re-convert the model)"
+        )
+      w = _unpermute(w, heads)
     if self.arch == "gemma2" and name.endswith("norm.weight"):
       w = w - 1.0
     return w
@@ -142,17 +160,19 @@ class GGUFSource(TensorSource):
   def hf_config(self) -> dict[str, Any]:
     """A transformers-style config dict built from the GGUF metadata."""
     a, r = self.arch, self.reader
-    hidden = int(_field(r, f"{a}.embedding_length"))
+    hidden = int(_required(r, f"{a}.embedding_length", self.path))
     tokens = r.fields.get("tokenizer.ggml.tokens")
     vocab = _field(r, f"{a}.vocab_size") or (len(tokens.data) if tokens is not None else None)
+    if vocab is None:
+      vocab = _required(r, f"{a}.vocab_size", self.path)  # neither it nor tokenizer.ggml.tokens
     head_dim = int(_field(r, f"{a}.attention.key_length", hidden // self.n_head))
     hf: dict[str, Any] = {
       "architectures": [_GGUF_ARCHS[a]],
       "model_type": a,
       "vocab_size": int(vocab),
       "hidden_size": hidden,
-      "intermediate_size": int(_field(r, f"{a}.feed_forward_length")),
-      "num_hidden_layers": int(_field(r, f"{a}.block_count")),
+      "intermediate_size": int(_required(r, f"{a}.feed_forward_length", self.path)),
+      "num_hidden_layers": int(_required(r, f"{a}.block_count", self.path)),
       "num_attention_heads": self.n_head,
       "num_key_value_heads": self.n_kv_head,
       "head_dim": head_dim,

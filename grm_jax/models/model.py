@@ -187,7 +187,10 @@ def _load_hf_dir(directory, overrides, mesh, rules, want_tokenizer) -> Model:
     with open(cfg_path) as f:
       hf = json.load(f)
   except json.JSONDecodeError as e:
-    raise CheckpointError(f"{cfg_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    raise CheckpointError(
+      f"{cfg_path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the file or "
+      "re-download the checkpoint's config.json"
+    ) from e
   cfg = from_hf_config(hf, source=cfg_path, **overrides)
   source = SafetensorsSource(directory)
   weights.check_complete(cfg, source, directory)

@@ -47,10 +47,13 @@ def read_header(path: str) -> tuple[dict, int]:
   with open(path, "rb") as f:
     raw = f.read(8)
     if len(raw) < 8:
-      raise CheckpointError(f"{path}: {size} bytes, too short to be a safetensors file (truncated?)")
+      raise CheckpointError(f"{path}: {size} bytes, too short to be a safetensors file (truncated? re-download it)")
     (n,) = struct.unpack("<Q", raw)
     if n > size - 8:
-      raise CheckpointError(f"{path}: header claims {n} bytes but the file has {size}; it is truncated")
+      raise CheckpointError(
+        f"{path}: header claims {n} bytes but the file has {size}; it is truncated or not a safetensors "
+        "file (re-download it)"
+      )
     try:
       header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -65,7 +68,10 @@ def read_header(path: str) -> tuple[dict, int]:
         f"{path}: tensor {name!r} ends at byte {end} but the file has {size}; the file is truncated (re-download it)"
       )
     if meta["dtype"] not in _DTYPES:
-      raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {meta['dtype']}")
+      raise CheckpointError(
+        f"{path}: tensor {name!r} has unsupported dtype {meta['dtype']}; supported: {', '.join(_DTYPES)} "
+        "(re-save the checkpoint in float32 or bfloat16)"
+      )
   return header, start
 
 

@@ -180,6 +180,18 @@ def check_complete(cfg: ModelConfig, source: TensorSource, where: str) -> None:
         )
 
 
+def _hf_shape(row: ParamMap, ours: tuple[int, ...], cfg: ModelConfig) -> tuple[int, ...]:
+  """The checkpoint-layout shape of one (per-layer) tensor, computed without allocating it."""
+  return tuple(jax.eval_shape(lambda w: row.to_hf(w, cfg), jax.ShapeDtypeStruct(ours, jnp.float32)).shape)
+
+
+def _shape_facts(cfg: ModelConfig) -> str:
+  return (
+    f"vocab_size={cfg.vocab_size}, hidden_size={cfg.hidden_size}, intermediate_size={cfg.intermediate_size}, "
+    f"num_heads={cfg.num_heads}, num_kv_heads={cfg.num_kv_heads}, head_dim={cfg.head_dim}"
+  )
+
+
 def load_params(cfg: ModelConfig, source: TensorSource, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES):
   """Build the param tree from `source`, each leaf placed in its sharding as it is read."""
   mesh = mesh or parallel.single_device_mesh()
@@ -195,12 +207,20 @@ def load_params(cfg: ModelConfig, source: TensorSource, mesh: Mesh | None = None
     # Outer loop over layers, inner over local devices: each checkpoint tensor is read and
     # re-laid-out once, and only this host's shards are ever materialised.
     host = {d: None for d in index_map}
+    want = shape[1:] if row.stacked else shape
+    want_hf = _hf_shape(row, want, cfg)
     for i in layers:
       name = row.hf.format(i=i) if row.stacked else row.hf
-      w = np.asarray(row.to_ours(np.asarray(source.get(name)), cfg), np.float32).astype(dtype)
-      want = shape[1:] if row.stacked else shape
-      if w.shape != want:
-        raise ValueError(f"{source.describe(name)}: shape {w.shape}, expected {want} from the config")
+      raw = source.get(name)
+      # Check in the checkpoint's own layout, before any reshape could fail with a bare
+      # numpy message that names neither the file nor the tensor.
+      if tuple(raw.shape) != want_hf:
+        raise ValueError(
+          f"{source.describe(name)}: shape {list(raw.shape)} in the checkpoint, but the config "
+          f"({_shape_facts(cfg)}) implies {list(want_hf)}. The weights and the config describe "
+          "different models: use the config that came with these weights."
+        )
+      w = np.asarray(row.to_ours(np.asarray(raw), cfg), np.float32).astype(dtype)
       for d, idx in index_map.items():
         if not row.stacked:
           host[d] = w[idx]

@@ -1,0 +1,55 @@
+"""The paper's reward math, with no model state: prompts, score parsing, the correctness rule, voting.
+
+Text work (prompts, parsing) is plain Python on the host; the rule and voting are array functions that run
+on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_scores` -> `unpermute` ->
+`is_correct` / `rl_reward` (training) or `vote` -> `choose_best` (inference).
+"""
+
+from grm_jax.grm.parse import Judgement, find_score_block, parse_scores, split_judgement, stack_scores, unpermute
+from grm_jax.grm.prompts import (
+  DEFAULT_TEMPLATE,
+  HINT_TEMPLATE,
+  META_TEMPLATE,
+  SINGLE_TEMPLATE,
+  GrmPrompt,
+  grm_prompt,
+  hint_suffix,
+  meta_prompt,
+  render_context,
+  render_responses,
+  sample_permutation,
+)
+from grm_jax.grm.rules import has_unique_best, is_correct, judgement_correct, pick_correct, rl_reward, true_best
+from grm_jax.grm.voting import choose_best, default_k_meta, meta_keep, unpermute_batch, vote, voted_correct
+
+__all__ = [
+  "DEFAULT_TEMPLATE",
+  "HINT_TEMPLATE",
+  "META_TEMPLATE",
+  "SINGLE_TEMPLATE",
+  "GrmPrompt",
+  "Judgement",
+  "choose_best",
+  "default_k_meta",
+  "find_score_block",
+  "grm_prompt",
+  "has_unique_best",
+  "hint_suffix",
+  "is_correct",
+  "judgement_correct",
+  "meta_keep",
+  "meta_prompt",
+  "parse_scores",
+  "pick_correct",
+  "render_context",
+  "render_responses",
+  "rl_reward",
+  "sample_permutation",
+  "split_judgement",
+  "stack_scores",
+  "true_best",
+  "unpermute",
+  "unpermute_batch",
+  "vote",
+  "voted_correct",
+]

@@ -1,0 +1,111 @@
+"""Reading scores out of a GRM judgement (paper-notes §1.5), and undoing the response shuffle.
+
+The rule, chosen to be strict enough for training and forgiving of harmless formatting:
+- A score block is `\\boxed{...}` (one or two backslashes, as models write it raw or JSON-escaped) or `[[...]]`
+  (the form in the paper's Figs. 2-3). The **last** block in the text wins, even if it is garbage: a model that
+  revises its scores means the final ones, and falling back to an earlier block would reward rambling.
+- Inside, comma-separated integers (ASCII or full-width commas), any whitespace, an optional trailing period
+  (`\\boxed{7, 4.}`), and integral decimals such as `7.0`. Anything else in any part (`Response 1: 7`,
+  `7/10`, `7.5`, `x`, an empty part) makes the block unparseable. The "official" downstream parser casts parts
+  to float and silently drops the ones that fail; we refuse instead, because dropping a part shifts the
+  scores onto the wrong responses. Labels are not accepted: the template asks for bare scores in order.
+- Exactly `n` scores, else unparseable. Values are clipped to [lo, hi] (the model-card example clips to
+  [1, 10]).
+Single square brackets are deliberately *not* score blocks: the prompt's own `[The End of Response 2]` markers
+would match them.
+
+Unparseable judgements return None; callers count them and score them -1 (rules.py), never crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+_BLOCK = re.compile(r"\\{1,2}boxed\{([^{}]*)\}|\[\[([^\[\]]*)\]\]")
+_INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
+_SECTION = re.compile(r"^[ \t#*]*(Specific Criteria|Analysis|Scores)[ \t*]*:", re.MULTILINE)
+
+
+def find_score_block(text: str) -> str | None:
+  """Contents of the last `\\boxed{...}` or `[[...]]` in `text`, or None if there is none."""
+  matches = list(_BLOCK.finditer(text))
+  if not matches:
+    return None
+  last = matches[-1]
+  return last.group(1) if last.group(1) is not None else last.group(2)
+
+
+def parse_scores(text: str, n: int, lo: int = 1, hi: int = 10) -> list[int] | None:
+  """The n integer scores of a judgement in *shown* order, clipped to [lo, hi]; None if unparseable."""
+  if n < 1:
+    raise ValueError(f"n must be >= 1, got {n}")
+  if lo > hi:
+    raise ValueError(f"empty score range [{lo}, {hi}]")
+  if not isinstance(text, str):
+    return None
+  block = find_score_block(text)
+  if block is None:
+    return None
+  body = block.replace("，", ",").strip()
+  if body.endswith("."):
+    body = body[:-1]
+  parts = [p.strip() for p in body.split(",")]
+  if len(parts) != n or not all(_INTEGER.fullmatch(p) for p in parts):
+    return None
+  return [min(max(int(float(p)), lo), hi) for p in parts]
+
+
+def unpermute(scores: Sequence[int] | None, perm: Sequence[int]) -> list[int] | None:
+  """Map scores from shown order back to original order: `out[perm[p]] = scores[p]`. None stays None."""
+  if scores is None:
+    return None
+  if len(scores) != len(perm):
+    raise ValueError(f"{len(scores)} scores for a permutation of {len(perm)}")
+  out = [0] * len(perm)
+  for p, i in enumerate(perm):
+    out[i] = scores[p]
+  return out
+
+
+def stack_scores(parsed: Sequence[Sequence[int] | None], n_max: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pack parsed judgements into arrays for rules/voting: (scores int32 [N, n_max], valid bool [N]).
+
+  Unparseable entries and padding columns hold 0; `valid` (and the caller's response mask) say what is real.
+  """
+  scores = np.zeros((len(parsed), n_max), np.int32)
+  valid = np.zeros((len(parsed),), bool)
+  for r, s in enumerate(parsed):
+    if s is None:
+      continue
+    if len(s) > n_max:
+      raise ValueError(f"entry {r} has {len(s)} scores, more than n_max={n_max}")
+    scores[r, : len(s)] = s
+    valid[r] = True
+  return scores, valid
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+  """The three output lines the template asks for; a field is None when its label is missing."""
+
+  criteria: str | None
+  analysis: str | None
+  scores: str | None
+
+
+def split_judgement(text: str) -> Judgement:
+  """Split a judgement at its `Specific Criteria:` / `Analysis:` / `Scores:` labels (last occurrence wins).
+
+  For reports and principle analysis only; scoring always goes through `parse_scores`, which does not need the
+  labels.
+  """
+  found: dict[str, str] = {}
+  marks = list(_SECTION.finditer(text))
+  for i, m in enumerate(marks):
+    end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+    found[m.group(1)] = text[m.end() : end].strip()
+  return Judgement(found.get("Specific Criteria"), found.get("Analysis"), found.get("Scores"))

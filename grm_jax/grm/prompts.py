@@ -1,0 +1,303 @@
+"""Prompt builders for the GRM, the single-response 0/1 template and the meta RM (paper App. G).
+
+The builders return chat *messages* plus the metadata needed to undo the response shuffle; turning
+messages into token ids is the model's job (`Model.encode_chat`), so this module stays plain text.
+
+Template text is the paper's (arXiv 2504.02495v3, App. G, pp. 41-43; skeleton in
+`reference/paper-notes.md` §1.2-1.3), including its typos ("responeses") and curly quotes. The PDF marks
+newlines with literal `\\n`; where it only shows a paragraph or section break we insert one newline,
+plus a blank line before a `#### ... ####` header that does not already follow a `\\n` mark (this matches
+the skeleton in paper-notes §1.2). Sub-items keep the single leading space the PDF prints (`\\n - Fully`).
+The templates are `string.Template`s with `$context` / `$responses` so the paper's literal braces
+(`\\boxed{x, x}`) stay as printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------- template text
+
+_PREAMBLE_HEAD = (
+  "You are a skilled little expert at scoring responses. You should evaluate given responses based on the given "
+  "judging criteria.\n"
+  "Given the context of the conversation (the last round is the User’s query) and multiple responses from the "
+  "Assistant, you need to refer to the [General Evaluation Criteria] to score the responses. Based on the general "
+  "evaluation criteria, state potential other specific criteria to the query, the weights of different criteria, "
+  "and then provide an overall comprehensive score upon them."
+)
+_PREAMBLE_TAIL = "Before scoring, please analyze step by step. Your scoring needs to be as strict as possible."
+
+DEFAULT_RUBRIC = (
+  "1. Instruction Adherence:\n"
+  " - Fully Adhered (9-10 points): The response fully complies with all instructions and requirements of the "
+  "question.\n"
+  " - Partially Adhered (6-8 points): The response meets most of the instructions but has some omissions or "
+  "misunderstandings.\n"
+  " - Basically Adhered (3-5 points): The response meets some instructions, but the main requirements are not "
+  "fulfilled.\n"
+  " - Not Adhered (1-2 points): The response does not meet any instructions.\n"
+  " Example: If the question requires three examples and the response provides only one, it falls under "
+  "“Partially Adhered.”\n"
+  "2. Usefulness:\n"
+  " - Highly Useful (9-10 points): The response provides comprehensive and accurate information, fully addressing "
+  "the issue.\n"
+  " - Useful but Incomplete (6-8 points): The response provides some useful information, but lacks details or "
+  "accuracy.\n"
+  " - Limited Usefulness (3-5 points): The response offers little useful information, with most content being "
+  "irrelevant or incorrect.\n"
+  " - Useless or Incorrect (1-2 points): The response is completely irrelevant or incorrect.\n"
+  " Example: If there are factual errors in the response but the overall direction is correct, it falls under "
+  "“Useful but Incomplete.”\n"
+  "3. Level of Detail:\n"
+  " - Very Detailed (9-10 points): The response includes ample details covering all aspects of the issue.\n"
+  " - Detailed but Slightly Lacking (6-8 points): The response is fairly detailed but misses some important "
+  "details.\n"
+  " - Basically Detailed (3-5 points): The response provides some details but is not thorough enough overall.\n"
+  " - Not Detailed (1-2 points): The response is very brief and lacks necessary details.\n"
+  " Example: If the response provides only a simple conclusion without an explanation, it falls under "
+  "“Not Detailed.”\n"
+  "4. Relevance:\n"
+  " - Highly Relevant (9-10 points): The response is highly relevant to the question, with information closely "
+  "aligned with the topic.\n"
+  " - Generally Relevant (6-8 points): The response is generally relevant but includes some unnecessary "
+  "information.\n"
+  " - Partially Relevant (3-5 points): The response has a lot of content that deviates from the topic.\n"
+  " - Not Relevant (1-2 points): The response is completely irrelevant.\n"
+  " Example: If the response strays from the topic but still provides some relevant information, it falls under "
+  "“Partially Relevant.”"
+)
+
+SINGLE_RUBRIC = (
+  "1. Instruction Adherence:\n"
+  " - Fully Adhered: The response fully complies with all instructions and requirements of the question.\n"
+  " - Partially Adhered: The response meets most of the instructions but has some omissions or "
+  "misunderstandings.\n"
+  " - Basically Adhered: The response meets some instructions, but the main requirements are not fulfilled.\n"
+  " - Not Adhered: The response does not meet any instructions.\n"
+  " Example: If the question requires three examples and the response provides only one, it falls under "
+  "“Partially Adhered.”\n"
+  "2. Clarity:\n"
+  " - Very Clear: The response is fluent, well-structured, and logically clear.\n"
+  " - Clear but Minor Issues: The response is mostly clear but has some minor language or structural issues.\n"
+  " - Basically Clear: The response has noticeable language or logic issues but is still understandable.\n"
+  " - Not Clear: The response is disjointed, illogical, and hard to understand.\n"
+  " Example: If the response has complex sentence structures and lacks punctuation, it falls under "
+  "“Basically Clear” or “Not Clear.”\n"
+  "3. Accuracy:\n"
+  " - Completely Accurate: All information and data are completely accurate.\n"
+  " - Mostly Accurate: Most information is accurate, with minor errors.\n"
+  " - Some Errors: There are some noticeable errors affecting comprehension.\n"
+  " - Mostly Incorrect: There are numerous errors seriously affecting the credibility of the information.\n"
+  " Example: If a specific data point is incorrectly cited but doesn’t affect the overall conclusion, it falls "
+  "under “Mostly Accurate.”"
+)
+
+# "DeepSeek-GRM (Default)": n >= 1 responses, integer scores 1..10, one `\boxed{}` with n scores.
+DEFAULT_TEMPLATE = string.Template(
+  _PREAMBLE_HEAD + "\n"
+  "Each score is an integer between 1 and 10, with a higher score indicating that the response meets the relevant "
+  "criteria more closely. For example, a score of 1 means the response does not meet the criteria at all, a score "
+  "of 6 means the response meets only some parts, and a score of 10 means the response perfectly meets the "
+  "evaluation criteria.\n" + _PREAMBLE_TAIL + "\n"
+  "\n"
+  "#### Evaluation Criteria ####\n" + DEFAULT_RUBRIC + "\n"
+  "\n"
+  "#### Conversation Context ####\n"
+  "$context\n"
+  "#### Responses to be Scored ####\n"
+  "$responses"
+  "#### Output Format Requirements ####\n"
+  "Output with three lines\n"
+  "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
+  "criteria>.\n"
+  "Analysis: <Compare different responses based on given Criteria>.\n"
+  "Scores: <the overall comprehensive score of all responses in order, separate by comma in the boxed, e.g., "
+  "\\boxed{x, x} if there exists 2 responeses>."
+)
+
+# "DeepSeek-GRM (Training on Rating Single Response)": n = 1, verifiable data, score 0/1. Training only; at
+# evaluation single responses use DEFAULT_TEMPLATE (paper App. D.1). The paper's page shows no
+# "Output with three lines" line in this template, so none is rendered.
+SINGLE_TEMPLATE = string.Template(
+  _PREAMBLE_HEAD + " The score is 0 or 1, with 1 indicating that the response is correct.\n" + _PREAMBLE_TAIL + "\n"
+  "\n"
+  "#### Evaluation Criteria ####\n" + SINGLE_RUBRIC + "\n"
+  "\n"
+  "#### Conversation Context ####\n"
+  "$context\n"
+  "#### Responses to be Scored ####\n"
+  "$responses"
+  "#### Output Format Requirements ####\n"
+  "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
+  "criteria>.\n"
+  "Analysis: <Compare different responses based on given Criteria>.\n"
+  "Scores: <the overall comprehensive score of the response, e.g., \\boxed{x}>."
+)
+
+# Meta RM (user turn); the assistant turn is the GRM's generated principles & critique.
+META_TEMPLATE = string.Template(
+  "Please score the responses.\n"
+  "\n"
+  "#### Conversation Context ####\n"
+  "$context\n"
+  "#### Responses to be Scored ####\n"
+  "$responses"
+)
+
+RESPONSE_BLOCK = string.Template("[The Begin of Response $i]\n$response\n[The End of Response $i]\n")
+SINGLE_RESPONSE_BLOCK = string.Template("[The Begin of Response]\n$response\n[The End of Response]\n")
+HINT_TEMPLATE = string.Template("The best response is: Response $j")
+
+# Role names used when a multi-turn context is flattened into the template (they are the template's own words:
+# "the last round is the User’s query", "responses from the Assistant").
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+TEMPLATES = ("default", "single")
+SCORE_RANGES = {"default": (1, 10), "single": (0, 1)}
+
+Query = str | Sequence[Mapping[str, str]]
+
+
+# --------------------------------------------------------------------------- builders
+
+
+@dataclasses.dataclass(frozen=True)
+class GrmPrompt:
+  """A rendered GRM prompt and what is needed to read its output.
+
+  `perm[p]` is the original index of the response shown as "Response p+1", so scores parsed in shown order
+  map back with `parse.unpermute(shown, perm)`. `lo`/`hi` is the template's score range (pass it to
+  `parse_scores`). `hint` is the 1-based *shown* index named by the hint suffix, or None.
+  """
+
+  messages: list[dict[str, str]]
+  perm: tuple[int, ...]
+  n: int
+  lo: int
+  hi: int
+  template: str
+  hint: int | None = None
+
+
+def render_context(query: Query) -> str:
+  """The `{conversation context & query}` slot.
+
+  A string is used as is. A list of chat messages (`{"role", "content"}`) must end with a user turn, since the
+  template says the last round is the User's query; a single user turn renders as its bare content and longer
+  conversations as role-labelled turns ("User: ...", "Assistant: ...") separated by blank lines. The paper does
+  not print a multi-turn example, so the labelling is our choice (paper-notes §9 lists it as unknown).
+  """
+  if isinstance(query, str):
+    return query
+  turns = list(query)
+  if not turns:
+    raise ValueError("conversation context is empty")
+  for t, turn in enumerate(turns):
+    role = turn.get("role")
+    if role not in ROLE_NAMES:
+      raise ValueError(f"conversation turn {t}: role {role!r} is not one of {sorted(ROLE_NAMES)}")
+    if not isinstance(turn.get("content"), str):
+      raise ValueError(f"conversation turn {t}: 'content' must be a string")
+  if turns[-1]["role"] != "user":
+    raise ValueError(f"conversation context must end with a user turn, got {turns[-1]['role']!r}")
+  if len(turns) == 1:
+    return turns[0]["content"]
+  return "\n\n".join(f"{ROLE_NAMES[t['role']]}: {t['content']}" for t in turns)
+
+
+def render_responses(responses: Sequence[str], numbered: bool = True) -> str:
+  """Response blocks in the given (already shown) order; `numbered=False` is the single-response 0/1 form."""
+  if numbered:
+    return "".join(RESPONSE_BLOCK.substitute(i=i + 1, response=r) for i, r in enumerate(responses))
+  if len(responses) != 1:
+    raise ValueError(f"the un-numbered response block holds exactly one response, got {len(responses)}")
+  return SINGLE_RESPONSE_BLOCK.substitute(response=responses[0])
+
+
+def hint_suffix(shown_index: int, extra: str = "") -> str:
+  """The hint line for the 1-based *shown* index j, plus optional dataset-specific text.
+
+  The paper adds HelpSteer2's labelled preference strength to the hint; its wording is not published, so
+  callers supply it as `extra`.
+  """
+  if shown_index < 1:
+    raise ValueError(f"hint index is 1-based, got {shown_index}")
+  return HINT_TEMPLATE.substitute(j=shown_index) + extra
+
+
+def sample_permutation(n: int, rng: np.random.Generator | int | None) -> tuple[int, ...]:
+  """Shown order for one sample: a fresh permutation from `rng` (Generator or seed), identity when None."""
+  if n < 1:
+    raise ValueError(f"need at least one response, got {n}")
+  if rng is None:
+    return tuple(range(n))
+  gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+  return tuple(int(i) for i in gen.permutation(n))
+
+
+def _check_perm(perm: Sequence[int], n: int) -> tuple[int, ...]:
+  perm = tuple(int(i) for i in perm)
+  if sorted(perm) != list(range(n)):
+    raise ValueError(f"perm {perm} is not a permutation of range({n})")
+  return perm
+
+
+def grm_prompt(
+  query: Query,
+  responses: Sequence[str],
+  *,
+  rng: np.random.Generator | int | None = None,
+  perm: Sequence[int] | None = None,
+  hint_best: int | None = None,
+  hint_extra: str = "",
+  template: str = "default",
+) -> GrmPrompt:
+  """One GRM prompt as a single user turn, with the responses shown in a permuted order.
+
+  The order is `perm` if given, else drawn from `rng` (a Generator to advance, or a seed), else the original
+  order. Voting needs an independent shuffle per sample (paper §4.1): call this once per sample with the same
+  Generator. `hint_best` is the *original* 0-based index of the true best response; the hint names its shown
+  position ("The best response is: Response j") on a new line after the template (the paper only says the hint
+  is "appended to the input"). `template="single"` is the 0/1 training template and requires one response.
+  """
+  if template not in TEMPLATES:
+    raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+  n = len(responses)
+  if n < 1:
+    raise ValueError("need at least one response")
+  if any(not isinstance(r, str) for r in responses):
+    raise ValueError("responses must be strings")
+  if template == "single" and n != 1:
+    raise ValueError(f"the single-response template takes exactly one response, got {n}")
+  order = _check_perm(perm, n) if perm is not None else sample_permutation(n, rng)
+  shown = [responses[i] for i in order]
+  body = DEFAULT_TEMPLATE if template == "default" else SINGLE_TEMPLATE
+  content = body.substitute(
+    context=render_context(query), responses=render_responses(shown, numbered=template == "default")
+  )
+  hint = None
+  if hint_best is not None:
+    if not 0 <= hint_best < n:
+      raise ValueError(f"hint_best={hint_best} is out of range for {n} responses")
+    hint = order.index(hint_best) + 1
+    content += "\n" + hint_suffix(hint, hint_extra)
+  lo, hi = SCORE_RANGES[template]
+  return GrmPrompt([{"role": "user", "content": content}], order, n, lo, hi, template, hint)
+
+
+def meta_prompt(query: Query, responses: Sequence[str], judgement: str, perm: Sequence[int]) -> list[dict[str, str]]:
+  """Meta-RM input: the plain template as the user turn, the GRM's generated text as the assistant turn.
+
+  `perm` must be the order the GRM saw (`GrmPrompt.perm`): the judgement talks about "Response 1" etc. in that
+  order. The whole generated text (principles, analysis and the Scores line) is kept: the meta RM is trained to
+  predict whether those scores are correct, and paper Table 17 shows it flagging a tied (8, 8) sample.
+  """
+  order = _check_perm(perm, len(responses))
+  shown = [responses[i] for i in order]
+  user = META_TEMPLATE.substitute(context=render_context(query), responses=render_responses(shown))
+  return [{"role": "user", "content": user}, {"role": "assistant", "content": judgement}]

@@ -1,0 +1,94 @@
+"""Inference-time scaling: voting over k sampled judgements, optionally guided by a meta RM (paper §4).
+
+Voting (Eq. 14) sums each response's scores over the k samples after mapping them back to the original order;
+unparseable samples contribute nothing. Meta-RM guided voting first keeps the k_meta samples with the highest
+meta-RM logit among the *valid* ones (a sample we could not parse has no scores to keep). The best response
+is the argmax of the votes with ties broken at random (the paper shuffles, then takes argmax).
+
+All functions are pure jax.numpy over padded arrays with masks; no Python loops over the batch or the samples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from grm_jax.grm import rules
+
+Array = Any
+
+
+def default_k_meta(k: int) -> int:
+  """⌈k/2⌉: the paper's default is k_meta = k/2 (all its k are even); rounding up keeps at least one sample and
+  matches paper-notes §10, which reads the odd case as ⌈k/2⌉."""
+  return max(1, math.ceil(k / 2))
+
+
+def meta_keep(valid: Array, meta: Array, k_meta: int) -> jax.Array:
+  """bool [B, k]: the k_meta valid samples with the highest meta reward per item (fewer if fewer are valid).
+
+  Equal meta rewards are ranked by sample index, so the choice is deterministic.
+  """
+  valid = jnp.asarray(valid, bool)
+  meta = jnp.where(valid, jnp.asarray(meta, jnp.float32), -jnp.inf)
+  order = jnp.argsort(-meta, axis=-1, stable=True)
+  rank = jnp.argsort(order, axis=-1, stable=True)
+  return (rank < k_meta) & valid
+
+
+def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | None = None) -> jax.Array:
+  """Voted scores [B, n]: the sum over samples of valid, already-unpermuted scores [B, k, n].
+
+  With `meta` [B, k], only the top `k_meta` valid samples by meta reward are summed (default ⌈k/2⌉).
+  Jittable; `k_meta` is a shape-free Python int, so mark it static when jitting with it as an argument.
+  The result keeps the dtype of `scores` (int scores give int votes).
+  """
+  scores = jnp.asarray(scores)
+  keep = jnp.asarray(valid, bool)
+  if scores.ndim != 3 or keep.shape != scores.shape[:2]:
+    raise ValueError(f"expected scores [B, k, n] and valid [B, k], got {scores.shape} and {keep.shape}")
+  if meta is not None:
+    k = scores.shape[1]
+    k_meta = default_k_meta(k) if k_meta is None else int(k_meta)
+    if k_meta < 1:
+      raise ValueError(f"k_meta must be >= 1, got {k_meta}")
+    keep = meta_keep(keep, meta, min(k_meta, k))
+  elif k_meta is not None:
+    raise ValueError("k_meta was given without meta rewards")
+  return jnp.sum(jnp.where(keep[..., None], scores, jnp.zeros((), scores.dtype)), axis=1)
+
+
+def unpermute_batch(shown: Array, perm: Array) -> jax.Array:
+  """Scores in shown order [..., n] back to original order: `out[..., perm[..., p]] = shown[..., p]`.
+
+  Padded items must pad `perm` with the identity tail (n_real, ..., n_max - 1) so padding stays in place.
+  """
+  inverse = jnp.argsort(jnp.asarray(perm), axis=-1)
+  return jnp.take_along_axis(jnp.asarray(shown), inverse, axis=-1)
+
+
+def choose_best(votes: Array, response_mask: Array, key: jax.Array) -> jax.Array:
+  """int32 [B]: the argmax of the votes over real responses, ties broken uniformly at random.
+
+  Equivalent to the paper's shuffle-then-argmax. An item whose samples all failed to parse has all-zero votes,
+  so its pick is uniformly random among its responses.
+  """
+  votes = jnp.asarray(votes)
+  mask = jnp.asarray(response_mask, bool)
+  v = jnp.where(mask, votes.astype(jnp.float32), -jnp.inf)
+  is_top = mask & (v == jnp.max(v, axis=-1, keepdims=True))
+  noise = jax.random.uniform(key, v.shape)
+  return jnp.argmax(jnp.where(is_top, noise, -1.0), axis=-1).astype(jnp.int32)
+
+
+def voted_correct(votes: Array, valid: Array, rewards: Array, response_mask: Array) -> jax.Array:
+  """Eq. 10 applied to the voted totals, bool [B] (ties wrong); `valid` [B, k] says which samples voted.
+
+  An item counts only if at least one sample was valid. For benchmark accuracy with random tie-break use
+  `rules.pick_correct(choose_best(...), rewards, mask)`.
+  """
+  has_vote = jnp.any(jnp.asarray(valid, bool), axis=-1)
+  return rules.is_correct(jnp.asarray(votes), has_vote, jnp.asarray(rewards), jnp.asarray(response_mask, bool))

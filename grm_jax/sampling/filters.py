@@ -1,0 +1,63 @@
+"""The sampling distribution as pure functions of logits: temperature, top-k, top-p.
+
+`sampling_logits` returns the log-probabilities the sampler actually draws from, so the
+log-prob it reports for a token is exactly what a trainer recomputes from the same logits
+(GRPO's importance ratio depends on that agreement).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -jnp.inf
+
+
+def top_k_mask(logits: jax.Array, k: int) -> jax.Array:
+  """Keep the k largest logits per row (ties with the k-th value are kept too)."""
+  if k <= 0 or k >= logits.shape[-1]:
+    return logits
+  kth = jax.lax.top_k(logits, k)[0][..., -1:]
+  return jnp.where(logits >= kth, logits, NEG_INF)
+
+
+def top_p_mask(logits: jax.Array, p: jax.Array | float) -> jax.Array:
+  """Nucleus filter: keep the smallest prefix of tokens (by descending probability) whose
+  mass reaches p; the most likely token is always kept. Tokens tied with the last kept
+  probability are kept too, so the result does not depend on sort order among equals."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  sorted_probs = jnp.sort(probs, axis=-1)[..., ::-1]
+  before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass strictly before each token
+  keep_sorted = before < p
+  # Smallest kept probability per row; everything at least that likely is kept.
+  threshold = jnp.min(jnp.where(keep_sorted, sorted_probs, jnp.inf), axis=-1, keepdims=True)
+  return jnp.where(probs >= threshold, logits, NEG_INF)
+
+
+def sampling_logits(
+  logits: jax.Array, temperature: jax.Array | float, top_p: jax.Array | float = 1.0, top_k: int = 0, use_top_p=False
+) -> jax.Array:
+  """Normalised log-probs of the sampling distribution (float32, -inf where filtered).
+
+  With top_k=0 and use_top_p=False this is exactly log_softmax(logits / temperature).
+  `top_k` and `use_top_p` are static (they change the program); temperature and top_p are data.
+  """
+  x = logits.astype(jnp.float32) / temperature
+  x = top_k_mask(x, top_k)
+  if use_top_p:
+    x = top_p_mask(x, top_p)
+  return jax.nn.log_softmax(x, axis=-1)
+
+
+def sample_token(key, logits, temperature, top_p=1.0, top_k: int = 0, use_top_p=False, greedy=False):
+  """(token int32 [B], log-prob float32 [B]) for logits [B, V].
+
+  Greedy (temperature 0) returns the argmax and its log-prob under the unscaled softmax.
+  """
+  if greedy:
+    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  else:
+    logp = sampling_logits(logits, temperature, top_p, top_k, use_top_p)
+    token = jax.random.categorical(key, logp, axis=-1).astype(jnp.int32)
+  return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]

@@ -1,0 +1,222 @@
+"""`generate`: one jitted program per shape bucket — prefill once, then decode in a while_loop.
+
+For each call the host left-pads the distinct prompts into a [P, Lp] block (Lp and P rounded
+up to buckets so repeated calls reuse the compiled program). On device:
+  1. prefill the P prompts once, writing a KV cache of Lp + max_new_tokens slots;
+  2. copy each prompt's cache n times (rows = P * n) — the shared prefix is never recomputed;
+  3. decode inside one `lax.while_loop` that stops as soon as every row hit a stop token.
+Text never enters the device program; outputs come back as token ids and log-probs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grm_jax import parallel
+from grm_jax.models.decoder import Decoder, KVCache, default_positions
+from grm_jax.models.model import Model
+from grm_jax.sampling.filters import sample_token
+
+
+@dataclasses.dataclass
+class GenerateOutput:
+  """tokens[i][j]: ids generated for prompt i, sample j (stop token excluded);
+  logprobs[i][j]: their log-probs under the sampling distribution;
+  stopped[i][j]: True if the sample ended on a stop token (False: hit max_new_tokens)."""
+
+  tokens: list[list[list[int]]]
+  logprobs: list[list[list[float]]]
+  stopped: list[list[bool]]
+
+  def num_tokens(self) -> int:
+    return sum(len(t) for row in self.tokens for t in row)
+
+
+def length_bucket(n: int, minimum: int = 16) -> int:
+  """Round up to 2^k or 3*2^(k-1): at most 33% padding, two programs per octave."""
+  n = max(n, minimum)
+  p = 1 << (n - 1).bit_length()
+  return p * 3 // 4 if p * 3 // 4 >= n and p >= 4 else p
+
+
+def batch_bucket(n: int, multiple: int = 1) -> int:
+  b = 1 << max(n - 1, 0).bit_length()
+  return math.lcm(b, multiple) if b % multiple else b
+
+
+def _cache_names(cfg):
+  return ("layers", "cache_batch", None, "cache_heads", None)
+
+
+@functools.lru_cache(maxsize=64)
+def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
+  module = Decoder(cfg, mesh, rules if mesh is not None else ())
+  rows = batch * n
+
+  def constrain(x, names):
+    return parallel.constrain(x, names, mesh, rules)
+
+  def run(params, tokens, mask, key, temperature, top_p, stop_ids):
+    variables = {"params": params}
+    positions = default_positions(mask)
+    lengths = mask.sum(-1).astype(jnp.int32)
+    logits, cache = module.apply(variables, tokens, positions, mask, cache_slots=prompt_len + max_new, last_only=True)
+
+    # The shared prefix: one prefill, n copies of its cache.
+    def rep(x, axis):
+      return jnp.repeat(x, n, axis=axis)
+
+    cache = KVCache(
+      k=constrain(rep(cache.k, 1), _cache_names(cfg)),
+      v=constrain(rep(cache.v, 1), _cache_names(cfg)),
+      valid=constrain(rep(cache.valid, 0), ("cache_batch", None)),
+      index=cache.index,
+    )
+    lengths = rep(lengths, 0)
+    real = lengths > 0  # bucket-filler rows have no tokens and are done from the start
+
+    def pick(step, logits):
+      return sample_token(jax.random.fold_in(key, step), logits, temperature, top_p, top_k, use_top_p, greedy)
+
+    def record(step, tok, logp, done, out_t, out_lp, n_out):
+      stop = jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
+      keep = ~done & ~stop
+      out_t = out_t.at[:, step].set(jnp.where(keep, tok, 0))
+      out_lp = out_lp.at[:, step].set(jnp.where(keep, logp, 0.0))
+      n_out = jnp.where(keep, step + 1, n_out)
+      stopped_now = ~done & stop
+      return done | stop, out_t, out_lp, n_out, stopped_now
+
+    tok, logp = pick(0, rep(logits[:, -1], 0))
+    out_t = constrain(jnp.zeros((rows, max_new), jnp.int32), ("activation_batch", None))
+    out_lp = constrain(jnp.zeros((rows, max_new), jnp.float32), ("activation_batch", None))
+    n_out = jnp.zeros((rows,), jnp.int32)
+    done, out_t, out_lp, n_out, hit = record(0, tok, logp, ~real, out_t, out_lp, n_out)
+    state = (jnp.int32(1), tok, cache, done, out_t, out_lp, n_out, hit)
+
+    def cond(state):
+      step, done = state[0], state[3]
+      return (step < max_new) & ~jnp.all(done)
+
+    def body(state):
+      step, tok, cache, done, out_t, out_lp, n_out, hit = state
+      pos = (lengths + step - 1)[:, None]
+      logits, cache = module.apply(variables, tok[:, None], pos, jnp.ones((rows, 1), bool), cache)
+      tok, logp = pick(step, logits[:, 0])
+      done, out_t, out_lp, n_out, now = record(step, tok, logp, done, out_t, out_lp, n_out)
+      return step + 1, tok, cache, done, out_t, out_lp, n_out, hit | now
+
+    state = jax.lax.while_loop(cond, body, state)
+    return state[4], state[5], state[6], state[7], state[0]
+
+  return jax.jit(run)
+
+
+def _validate(model: Model, prompts, n, max_new_tokens, temperature, top_p, top_k) -> None:
+  if not isinstance(prompts, Sequence) or isinstance(prompts, str | bytes):
+    raise TypeError("generate: prompts must be a list of token-id lists (tokenize text with model.encode_chat)")
+  vocab = model.config.vocab_size
+  for i, p in enumerate(prompts):
+    if len(p) == 0:
+      raise ValueError(f"generate: prompts[{i}] is empty; every prompt needs at least one token")
+    lo, hi = min(p), max(p)
+    if lo < 0 or hi >= vocab:
+      raise ValueError(f"generate: prompts[{i}] has token id {lo if lo < 0 else hi} outside [0, {vocab})")
+  if n < 1:
+    raise ValueError(f"generate: n={n}; need n >= 1 samples per prompt")
+  if max_new_tokens < 1:
+    raise ValueError(f"generate: max_new_tokens={max_new_tokens}; need >= 1")
+  if temperature < 0:
+    raise ValueError(f"generate: temperature={temperature}; need >= 0 (0 = greedy)")
+  if not 0 < top_p <= 1:
+    raise ValueError(f"generate: top_p={top_p}; need 0 < top_p <= 1")
+  if top_k < 0:
+    raise ValueError(f"generate: top_k={top_k}; need >= 0 (0 = off)")
+  longest = max(len(p) for p in prompts) + max_new_tokens
+  if longest > model.config.max_position_embeddings:
+    raise ValueError(
+      f"generate: longest prompt + max_new_tokens = {longest} exceeds the model's "
+      f"max_position_embeddings={model.config.max_position_embeddings}"
+    )
+
+
+def generate(
+  model: Model,
+  prompts: Sequence[Sequence[int]],
+  n: int = 1,
+  max_new_tokens: int = 256,
+  temperature: float = 0.5,
+  top_p: float = 1.0,
+  top_k: int = 0,
+  seed: int = 0,
+  stop_token_ids: Sequence[int] | None = None,
+  max_prompts_per_call: int = 64,
+) -> GenerateOutput:
+  """Sample n continuations of each prompt (token-id lists). See GUIDE §3.
+
+  stop_token_ids default to the model's EOS ids; pass [] to disable stopping.
+  Prompts are processed in chunks of `max_prompts_per_call` distinct prompts; identical
+  prompts are prefilled once.
+  """
+  if not prompts:
+    return GenerateOutput([], [], [])
+  _validate(model, prompts, n, max_new_tokens, temperature, top_p, top_k)
+  stops = list(model.eos_ids if stop_token_ids is None else stop_token_ids)
+  greedy = temperature == 0
+  use_top_p = top_p < 1.0
+
+  # Distinct prompts only; results are fanned back out to every duplicate.
+  keys = [tuple(int(t) for t in p) for p in prompts]
+  distinct = list(dict.fromkeys(keys))
+  results: dict[tuple[int, ...], Any] = {}
+  shard_mult = 1
+  if model.mesh is not None:
+    shard_mult = math.prod(model.mesh.shape[a] for a in ("data", "fsdp"))
+  stop_arr = np.full((max(1, len(stops)),), -1, np.int32)
+  stop_arr[: len(stops)] = stops
+  base_key = jax.random.key(seed)
+  for c in range(0, len(distinct), max_prompts_per_call):
+    chunk = distinct[c : c + max_prompts_per_call]
+    batch = batch_bucket(len(chunk), shard_mult if n == 1 else 1)
+    if model.mesh is not None and (batch * n) % shard_mult:
+      batch = math.lcm(batch, shard_mult)
+    plen = length_bucket(max(len(p) for p in chunk))
+    tokens = np.full((batch, plen), model.pad_id, np.int32)
+    mask = np.zeros((batch, plen), bool)
+    for i, p in enumerate(chunk):
+      tokens[i, plen - len(p) :] = p
+      mask[i, plen - len(p) :] = True
+    rules = tuple(model.rules)
+    prog = _program(
+      model.config, model.mesh, rules, batch, plen, n, max_new_tokens, top_k, use_top_p, greedy, len(stop_arr)
+    )
+    if model.mesh is not None:
+      tokens_d = parallel.shard_batch(tokens, model.mesh, rules)
+      mask_d = parallel.shard_batch(mask, model.mesh, rules)
+    else:
+      tokens_d, mask_d = tokens, mask
+    key = jax.random.fold_in(base_key, c)
+    out_t, out_lp, n_out, hit, _ = prog(
+      model.params, tokens_d, mask_d, key, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr
+    )
+    out_t, out_lp, n_out, hit = (parallel.to_host(a) for a in (out_t, out_lp, n_out, hit))
+    for i, p in enumerate(chunk):
+      rows = range(i * n, (i + 1) * n)
+      results[p] = (
+        [out_t[r, : n_out[r]].tolist() for r in rows],
+        [out_lp[r, : n_out[r]].tolist() for r in rows],
+        [bool(hit[r]) for r in rows],
+      )
+  return GenerateOutput(
+    tokens=[results[k][0] for k in keys],
+    logprobs=[results[k][1] for k in keys],
+    stopped=[results[k][2] for k in keys],
+  )
