@@ -4,7 +4,8 @@ Layers are stacked with `nn.scan` (one compiled block, params with a leading `la
 which keeps compile time flat in depth and lets the KV cache be one array per K and V.
 
 The KV cache is explicit data, passed in and returned (`KVCache`):
-  k, v   [layers, batch, slots, kv_heads, head_dim]
+  k, v   [layers, batch, kv_heads, slots, head_dim]  (slots next to head_dim: the attention
+         dots read the cache in place, no per-step transpose)
   valid  [batch, slots]  which slots hold a real (non-padding) token
   index  int32 scalar    the next slot to write
 All rows write the same slots (prompts are left-padded), so attention masks come from slot
@@ -39,12 +40,12 @@ class KVCache:
 
   @property
   def num_slots(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
 
 def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype: Any = None) -> KVCache:
   """An empty cache with room for `slots` tokens per row (prompt + new tokens)."""
-  shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+  shape = (cfg.num_layers, batch, cfg.num_kv_heads, slots, cfg.head_dim)
   dt = jnp.dtype(dtype or cfg.cache_dtype or cfg.dtype)
   return KVCache(
     k=jnp.zeros(shape, dt),
@@ -99,11 +100,11 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, mask, window, layer_cache, index):
-    """x [B,T,D] -> (y [B,T,D], (k, v) of these T tokens).
+    """x [B,T,D] -> (y [B,T,D], kv).
 
-    `layer_cache` is None or this layer's read-only (k [B,S,KVH,Dh], v, valid [B,S]) from
-    earlier steps. Keys are the cache slots plus the T new tokens; the caller writes the new
-    k/v into the cache once for all layers, so the big cache is never copied per layer.
+    Without a cache, kv is the k/v of these T tokens ([B,KVH,T,Dh] each). With
+    `layer_cache` = (k [B,KVH,S,Dh], v, valid [B,S]), the T tokens are written at slot
+    `index` and kv is the updated (k, v) of this layer.
     """
     cfg = self.cfg
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
@@ -131,32 +132,33 @@ class Attention(nn.Module):
     qg = q.reshape(b, t, kvh, g, hd)
     neg = jnp.finfo(jnp.float32).min
 
-    def scores_against(keys, allowed):  # allowed [B, T, S]
-      s = jnp.einsum("btkgd,bskd->bkgts", qg, keys, preferred_element_type=jnp.float32)
+    def scores_against(keys, allowed):  # keys [B, KVH, S, Dh], allowed [B, T, S]
+      s = jnp.einsum("btkgd,bksd->bkgts", qg, keys, preferred_element_type=jnp.float32)
       s = _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap)
       return jnp.where(allowed[:, None, None], s, neg)
 
-    # The new tokens among themselves: causal, real tokens only, within the window.
-    rel = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]
-    self_allowed = ((rel >= 0) & (rel < window))[None] & mask[:, None, :]
-    parts = [scores_against(k, self_allowed)]
-    values = [v]
-    if layer_cache is not None:
-      k_cache, v_cache, valid = layer_cache
-      rel_c = (index + jnp.arange(t))[:, None] - jnp.arange(k_cache.shape[1])[None, :]
-      cache_allowed = (rel_c < window)[None] & valid[:, None, :]
-      parts.insert(0, scores_against(k_cache.astype(dt), cache_allowed))
-      values.insert(0, v_cache.astype(dt))
-    scores = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+    k_new, v_new = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KVH, T, Dh]
+    if layer_cache is None:
+      # The tokens among themselves: causal, real tokens only, within the window.
+      rel = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]
+      allowed = ((rel >= 0) & (rel < window))[None] & mask[:, None, :]
+      keys, vals, new_kv = k_new, v_new, (k_new, v_new)
+    else:
+      # Write first, then attend over the cache: the old buffer is never read after the
+      # update, so XLA updates it in place instead of copying it every step.
+      k_cache, v_cache, valid = layer_cache  # `valid` already marks these T tokens
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k_new.astype(k_cache.dtype), (0, 0, index, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v_new.astype(v_cache.dtype), (0, 0, index, 0))
+      rel = (index + jnp.arange(t))[:, None] - jnp.arange(k_cache.shape[2])[None, :]
+      allowed = ((rel >= 0) & (rel < window))[None] & valid[:, None, :]
+      keys, vals, new_kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
+    scores = jnp.einsum("btkgd,bksd->bkgts", qg, keys, preferred_element_type=jnp.float32)
+    scores = _softcap(scores * cfg.attn_scale, cfg.attn_logit_softcap)
+    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = 0
-    start = 0
-    for vals in values:
-      width = vals.shape[1]
-      out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., start : start + width], vals)
-      start += width
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, vals)
     y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
-    return y, (k, v)
+    return y, new_kv
 
 
 class MLP(nn.Module):
@@ -201,6 +203,25 @@ class Block(nn.Module):
     return x, new_kv
 
 
+def embed_tokens(cfg: ModelConfig, table, tokens, mesh=None, rules=()):
+  dt = jnp.dtype(cfg.dtype)
+  x = jnp.take(table, tokens, axis=0).astype(dt)
+  if cfg.scale_embeddings:
+    x = x * jnp.asarray(cfg.hidden_size**0.5, dt)
+  return _constrain(x, ("activation_batch", "activation_length", "activation_embed"), mesh, rules)
+
+
+def output_logits(cfg: ModelConfig, x, embed, head=None, mesh=None, rules=()):
+  """Final-normed hidden states -> float32 logits (tied or separate head, soft-capped)."""
+  dt = jnp.dtype(cfg.dtype)
+  if head is None:
+    logits = jnp.einsum("btd,vd->btv", x, embed.astype(dt), preferred_element_type=jnp.float32)
+  else:
+    logits = jnp.einsum("btd,dv->btv", x, head.astype(dt), preferred_element_type=jnp.float32)
+  logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
+  return _constrain(logits, ("activation_batch", "activation_length", "activation_vocab"), mesh, rules)
+
+
 class Decoder(nn.Module):
   """tokens [B,T] -> (float32 logits [B,T,V], cache).
 
@@ -219,23 +240,20 @@ class Decoder(nn.Module):
     self, tokens, positions, mask, cache: KVCache | None = None, cache_slots: int = 0, last_only: bool = False
   ):
     cfg = self.cfg
-    pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+    pdt = jnp.dtype(cfg.param_dtype)
     b, t = tokens.shape
     mask = mask.astype(bool)
     embed = _param(
       self, "embed", nn.initializers.normal(1.0), (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pdt
     )
-    x = jnp.take(embed, tokens, axis=0).astype(dt)
-    if cfg.scale_embeddings:
-      x = x * jnp.asarray(cfg.hidden_size**0.5, dt)
-    x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"), self.mesh, self.rules)
+    x = embed_tokens(cfg, embed, tokens, self.mesh, self.rules)
 
     if cache is None:
       index, k_cache, v_cache, valid = jnp.zeros((), jnp.int32), None, None, None
     else:
-      # Per-layer k/v are scanned inputs; `valid` is shared by all layers.
-      index, k_cache, v_cache, valid = cache.index, cache.k, cache.v, cache.valid
-
+      # Per-layer k/v are scanned inputs; `valid` (shared by all layers) gains the new tokens.
+      index, k_cache, v_cache = cache.index, cache.k, cache.v
+      valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
     block = Block
     if cfg.remat:
       block = nn.remat(Block, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
@@ -253,27 +271,24 @@ class Decoder(nn.Module):
     if last_only:  # prefill needs only the next-token logits; skip the [T, V] head matmul
       x = x[:, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
-    if cfg.tie_word_embeddings:
-      logits = jnp.einsum("btd,vd->btv", x, embed.astype(dt), preferred_element_type=jnp.float32)
-    else:
+    head = None
+    if not cfg.tie_word_embeddings:
       head = _param(
         self, "lm_head", nn.initializers.normal(0.02), (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pdt
       )
-      logits = jnp.einsum("btd,dv->btv", x, head.astype(dt), preferred_element_type=jnp.float32)
-    logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
-    logits = _constrain(logits, ("activation_batch", "activation_length", "activation_vocab"), self.mesh, self.rules)
+    logits = output_logits(cfg, x, embed, head, self.mesh, self.rules)
 
     if cache is None and not cache_slots:
       return logits, None
-    if cache is None:
-      cache = init_cache(cfg, b, cache_slots)
-    # One in-place write of all layers' new k/v at slots [index, index + t).
-    start = (0, 0, index, 0, 0)
+    if cache is not None:
+      return logits, KVCache(k=new_k, v=new_v, valid=valid, index=index + t)
+    # Prefill: the new tokens' k/v go into a fresh cache of `cache_slots` slots.
+    fresh = init_cache(cfg, b, cache_slots)
     new_cache = KVCache(
-      k=jax.lax.dynamic_update_slice(cache.k, new_k.astype(cache.k.dtype), start),
-      v=jax.lax.dynamic_update_slice(cache.v, new_v.astype(cache.v.dtype), start),
-      valid=jax.lax.dynamic_update_slice(cache.valid, mask, (0, index)),
-      index=index + t,
+      k=jax.lax.dynamic_update_slice(fresh.k, new_k.astype(fresh.k.dtype), (0, 0, 0, 0, 0)),
+      v=jax.lax.dynamic_update_slice(fresh.v, new_v.astype(fresh.v.dtype), (0, 0, 0, 0, 0)),
+      valid=jax.lax.dynamic_update_slice(fresh.valid, mask, (0, 0)),
+      index=jnp.asarray(t, jnp.int32),
     )
     return logits, new_cache
 
@@ -282,3 +297,56 @@ def default_positions(mask: Array) -> Array:
   """Positions that count only real tokens (left padding gets position 0)."""
   mask = mask.astype(jnp.int32)
   return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
+
+
+# --------------------------------------------------------------------------- unrolled decode
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class LayerCaches:
+  """The KV cache as one array per layer ([B, KVH, S, Dh] each), for the decode loop.
+
+  A stacked [L, ...] cache read inside a layer loop is sliced (copied) per layer and step;
+  separate per-layer buffers are read in place and updated in place by the while_loop.
+  """
+
+  k: tuple
+  v: tuple
+  valid: Array
+  index: Array
+
+  @classmethod
+  def from_stacked(cls, cache: KVCache) -> LayerCaches:
+    n = cache.k.shape[0]
+    return cls(tuple(cache.k[i] for i in range(n)), tuple(cache.v[i] for i in range(n)), cache.valid, cache.index)
+
+
+def split_layer_params(params) -> list:
+  """Stacked layer params -> one param tree per layer (done once, outside the decode loop)."""
+  layers = params["layers"]
+  n = jax.tree_util.tree_leaves(layers)[0].shape[0]
+  return [jax.tree_util.tree_map(lambda a, i=i: a[i], layers) for i in range(n)]
+
+
+def decode_step(
+  cfg: ModelConfig, params, layer_params, tokens, positions, mask, cache: LayerCaches, mesh=None, rules=()
+):
+  """Extend per-layer caches by T tokens with the layers unrolled: same math as Decoder
+  (same Block, RMSNorm, embedding and head functions), laid out for a fast decode loop."""
+  mask = mask.astype(bool)
+  rules = rules if mesh is not None else ()
+  x = embed_tokens(cfg, params["embed"], tokens, mesh, rules)
+  block = Block(cfg, mesh, rules)
+  windows = cfg.layer_windows()
+  valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index))
+  ks, vs = [], []
+  for i, lp in enumerate(layer_params):
+    x, (k, v) = block.apply(
+      {"params": lp}, x, int(windows[i]), cache.k[i], cache.v[i], valid, positions, mask, cache.index
+    )
+    ks.append(k)
+    vs.append(v)
+  x = RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
+  logits = output_logits(cfg, x, params["embed"], params.get("lm_head"), mesh, rules)
+  return logits, LayerCaches(tuple(ks), tuple(vs), valid, cache.index + tokens.shape[1])

@@ -227,16 +227,22 @@ def from_config(
 
 
 def save_pretrained(model: Model, out_dir: str, max_shard_bytes: int = 4 << 30) -> None:
-  """Write an HF directory that `transformers.AutoModelForCausalLM.from_pretrained` loads."""
-  os.makedirs(out_dir, exist_ok=True)
+  """Write an HF directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
+
+  Multi-host: call it on every process (params sharded across processes are gathered
+  collectively); only process 0 writes, so processes never race on a shared filesystem.
+  """
   cfg = model.config
+  tensors = weights.export_tensors(cfg, model.params)
+  if jax.process_index() != 0:
+    return
+  os.makedirs(out_dir, exist_ok=True)
   eos = list(model.eos_ids)
   hf = to_hf_config(cfg, model.bos_id, eos[0] if len(eos) == 1 else (eos or None), model.pad_id)
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
   with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
     json.dump({"bos_token_id": model.bos_id, "eos_token_id": eos or None, "pad_token_id": model.pad_id}, f, indent=2)
-  tensors = weights.export_tensors(cfg, model.params)
   write_sharded(out_dir, tensors, max_shard_bytes)
   if model.tokenizer is not None:
     model.tokenizer.save_pretrained(out_dir)

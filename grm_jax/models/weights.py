@@ -237,10 +237,14 @@ def load_params(cfg: ModelConfig, source: TensorSource, mesh: Mesh | None = None
 
 
 def export_tensors(cfg: ModelConfig, params) -> dict[str, np.ndarray]:
-  """Our params -> transformers-named host arrays (gathers to this host)."""
+  """Our params -> transformers-named host arrays (gathers to this host).
+
+  Multi-host: a param sharded across processes is all-gathered, a collective, so every
+  process must call this (in the same order), not just the one that writes.
+  """
   out = {}
   for row in param_map(cfg):
-    w = np.asarray(jax.device_get(_get_path(params, row.path)))
+    w = parallel.to_host(_get_path(params, row.path))
     if row.stacked:
       for i in range(cfg.num_layers):
         out[row.hf.format(i=i)] = np.ascontiguousarray(row.to_hf(w[i], cfg))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax import parallel
-from grm_jax.models.decoder import Decoder, KVCache, default_positions
+from grm_jax.models.decoder import Decoder, LayerCaches, decode_step, default_positions, split_layer_params
 from grm_jax.models.model import Model
 from grm_jax.sampling.filters import sample_token
 
@@ -52,10 +52,6 @@ def batch_bucket(n: int, multiple: int = 1) -> int:
   return math.lcm(b, multiple) if b % multiple else b
 
 
-def _cache_names(cfg):
-  return ("layers", "cache_batch", None, "cache_heads", None)
-
-
 @functools.lru_cache(maxsize=64)
 def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
   module = Decoder(cfg, mesh, rules if mesh is not None else ())
@@ -74,12 +70,17 @@ def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, 
     def rep(x, axis):
       return jnp.repeat(x, n, axis=axis)
 
-    cache = KVCache(
-      k=constrain(rep(cache.k, 1), _cache_names(cfg)),
-      v=constrain(rep(cache.v, 1), _cache_names(cfg)),
+    # Per-layer buffers for the decode loop (see decoder.LayerCaches).
+    def layer(x):
+      return constrain(rep(x, 0), ("cache_batch", "cache_heads", None, None))
+
+    cache = LayerCaches(
+      k=tuple(layer(cache.k[i]) for i in range(cfg.num_layers)),
+      v=tuple(layer(cache.v[i]) for i in range(cfg.num_layers)),
       valid=constrain(rep(cache.valid, 0), ("cache_batch", None)),
       index=cache.index,
     )
+    layer_params = split_layer_params(params)
     lengths = rep(lengths, 0)
     real = lengths > 0  # bucket-filler rows have no tokens and are done from the start
 
@@ -109,7 +110,9 @@ def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, 
     def body(state):
       step, tok, cache, done, out_t, out_lp, n_out, hit = state
       pos = (lengths + step - 1)[:, None]
-      logits, cache = module.apply(variables, tok[:, None], pos, jnp.ones((rows, 1), bool), cache)
+      logits, cache = decode_step(
+        cfg, params, layer_params, tok[:, None], pos, jnp.ones((rows, 1), bool), cache, mesh, rules
+      )
       tok, logp = pick(step, logits[:, 0])
       done, out_t, out_lp, n_out, now = record(step, tok, logp, done, out_t, out_lp, n_out)
       return step + 1, tok, cache, done, out_t, out_lp, n_out, hit | now

@@ -1,0 +1,55 @@
+"""Data: `PreferenceExample`, readers per format, the `load_dataset` registry, a synthetic verifiable set.
+
+The TFDS builder lives in `grm_jax.data.tfds_builder` and is not imported here, so reading data does not
+pay for importing tensorflow_datasets.
+"""
+
+from grm_jax.data.benchmarks import (
+  REALMISTAKE_PASSWORD,
+  REWARDBENCH_SECTIONS,
+  RM_BENCH_STYLES,
+  read_realmistake,
+  read_rewardbench,
+  read_rm_bench,
+  read_rmb,
+  rm_bench_level,
+  rm_bench_pairs,
+)
+from grm_jax.data.example import DataError, Examples, PreferenceExample, write_jsonl
+from grm_jax.data.formats import (
+  read_helpsteer2,
+  read_helpsteer2_preference,
+  read_jsonl,
+  read_ppe,
+  read_skywork,
+  read_ultrafeedback,
+)
+from grm_jax.data.registry import DEFAULT_ROOT, dataset_names, load_dataset
+from grm_jax.data.synthetic import SYNTHETIC_TASKS, synthetic
+
+__all__ = [
+  "DEFAULT_ROOT",
+  "DataError",
+  "Examples",
+  "PreferenceExample",
+  "REALMISTAKE_PASSWORD",
+  "REWARDBENCH_SECTIONS",
+  "RM_BENCH_STYLES",
+  "SYNTHETIC_TASKS",
+  "dataset_names",
+  "load_dataset",
+  "read_helpsteer2",
+  "read_helpsteer2_preference",
+  "read_jsonl",
+  "read_ppe",
+  "read_realmistake",
+  "read_rewardbench",
+  "read_rm_bench",
+  "read_rmb",
+  "read_skywork",
+  "read_ultrafeedback",
+  "rm_bench_level",
+  "rm_bench_pairs",
+  "synthetic",
+  "write_jsonl",
+]
