@@ -28,7 +28,8 @@ def top_p_mask(logits: jax.Array, p: jax.Array | float) -> jax.Array:
   probs = jax.nn.softmax(logits, axis=-1)
   sorted_probs = jnp.sort(probs, axis=-1)[..., ::-1]
   before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass strictly before each token
-  keep_sorted = before < p
+  # p >= 1 keeps everything: the float32 mass before a near-zero token can round up to 1.
+  keep_sorted = (before < p) | (jnp.asarray(p) >= 1.0)
   # Smallest kept probability per row; everything at least that likely is kept.
   threshold = jnp.min(jnp.where(keep_sorted, sorted_probs, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(probs >= threshold, logits, NEG_INF)
