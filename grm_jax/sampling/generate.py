@@ -167,7 +167,8 @@ def generate(
 
   stop_token_ids default to the model's EOS ids; pass [] to disable stopping.
   Prompts are processed in chunks of `max_prompts_per_call` distinct prompts; identical
-  prompts are prefilled once.
+  prompts are prefilled once when decoding is greedy. Sampled duplicates each get their own,
+  independent samples (e.g. voting over prompts whose shuffled responses happen to coincide).
   """
   if not prompts:
     return GenerateOutput([], [], [])
@@ -176,10 +177,11 @@ def generate(
   greedy = temperature == 0
   use_top_p = top_p < 1.0
 
-  # Distinct prompts only; results are fanned back out to every duplicate.
-  keys = [tuple(int(t) for t in p) for p in prompts]
+  # Greedy: distinct prompts only, results fanned back out to every duplicate. Sampling: the
+  # position in `prompts` is part of the key, so duplicates are not collapsed.
+  keys = [(tuple(int(t) for t in p), 0 if greedy else i) for i, p in enumerate(prompts)]
   distinct = list(dict.fromkeys(keys))
-  results: dict[tuple[int, ...], Any] = {}
+  results: dict[tuple[tuple[int, ...], int], Any] = {}
   shard_mult = 1
   if model.mesh is not None:
     shard_mult = math.prod(model.mesh.shape[a] for a in ("data", "fsdp"))
@@ -191,10 +193,10 @@ def generate(
     batch = batch_bucket(len(chunk), shard_mult if n == 1 else 1)
     if model.mesh is not None and (batch * n) % shard_mult:
       batch = math.lcm(batch, shard_mult)
-    plen = length_bucket(max(len(p) for p in chunk))
+    plen = length_bucket(max(len(p) for p, _ in chunk))
     tokens = np.full((batch, plen), model.pad_id, np.int32)
     mask = np.zeros((batch, plen), bool)
-    for i, p in enumerate(chunk):
+    for i, (p, _) in enumerate(chunk):
       tokens[i, plen - len(p) :] = p
       mask[i, plen - len(p) :] = True
     rules = tuple(model.rules)
@@ -211,15 +213,15 @@ def generate(
       model.params, tokens_d, mask_d, key, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr
     )
     out_t, out_lp, n_out, hit = (parallel.to_host(a) for a in (out_t, out_lp, n_out, hit))
-    for i, p in enumerate(chunk):
+    for i, k in enumerate(chunk):
       rows = range(i * n, (i + 1) * n)
-      results[p] = (
+      results[k] = (
         [out_t[r, : n_out[r]].tolist() for r in rows],
         [out_lp[r, : n_out[r]].tolist() for r in rows],
         [bool(hit[r]) for r in rows],
       )
-  return GenerateOutput(
-    tokens=[results[k][0] for k in keys],
-    logprobs=[results[k][1] for k in keys],
-    stopped=[results[k][2] for k in keys],
+  return GenerateOutput(  # copies: duplicates must not share mutable lists
+    tokens=[[list(t) for t in results[k][0]] for k in keys],
+    logprobs=[[list(lp) for lp in results[k][1]] for k in keys],
+    stopped=[list(results[k][2]) for k in keys],
   )
