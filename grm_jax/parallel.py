@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -180,21 +179,27 @@ def initialize_distributed(
   num_processes: int | None = None,
   process_id: int | None = None,
   local_device_ids: Sequence[int] | None = None,
-) -> None:
-  """Start JAX's multi-host runtime once per process.
+) -> bool:
+  """Start JAX's multi-host runtime once per process; True when running multi-process.
 
-  On TPU pods (and SLURM / Open MPI GPU clusters) every argument is auto-detected; give them
-  explicitly for a hand-made cluster (e.g. two processes on localhost in the tests).
-  Single-process runs skip it.
+  With no arguments, JAX's own cluster detection is used (Cloud TPU pods, GKE, SLURM, Open MPI);
+  when it finds no cluster this is a single-process run and nothing is started. Give the
+  arguments explicitly for a hand-made cluster (e.g. two processes on localhost in the tests).
+  Must run before anything touches a JAX device.
   """
   if jax.distributed.is_initialized():
-    return
-  auto = any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE"))
-  if coordinator_address is None and num_processes is None and not auto:
-    return
-  jax.distributed.initialize(
-    coordinator_address=coordinator_address,
-    num_processes=num_processes,
-    process_id=process_id,
-    local_device_ids=local_device_ids,
-  )
+    return jax.process_count() > 1
+  explicit = coordinator_address is not None or num_processes is not None
+  try:
+    jax.distributed.initialize(
+      coordinator_address=coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+      local_device_ids=local_device_ids,
+    )
+  except ValueError as e:
+    if explicit:
+      raise
+    log.debug("no cluster detected (%s): single-process run", e)
+    return False
+  return jax.process_count() > 1

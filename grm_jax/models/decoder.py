@@ -107,7 +107,9 @@ class Attention(nn.Module):
 
     Without a cache, kv is the k/v of these T tokens (k [B,KVH,Dh,T], v [B,KVH,T,Dh]). With
     `layer_cache` = (k [B,KVH,Dh,S], v [B,KVH,S,Dh], valid [B,S]), the T tokens are written at
-    slot `index` and kv is the updated (k, v) of this layer.
+    slot `index` and kv is the updated (k, v) of this layer. An optional 4th element
+    (pk [P,KVH,Dh,Lp], pv [P,KVH,Lp,Dh], pvalid [P,Lp]) is a prefix shared by each group of
+    B/P consecutive rows; the cache's slots then follow the prefix's Lp slots.
     """
     cfg = self.cfg
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
@@ -132,38 +134,57 @@ class Attention(nn.Module):
 
     b, t = x.shape[:2]
     g = h // kvh
-    qg = q.reshape(b, t, kvh, g, hd)
-    neg = jnp.finfo(jnp.float32).min
-
-    def scores_against(keys, allowed):  # keys [B, KVH, S, Dh], allowed [B, T, S]
-      s = jnp.einsum("btkgd,bksd->bkgts", qg, keys, preferred_element_type=jnp.float32)
-      s = _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap)
-      return jnp.where(allowed[:, None, None], s, neg)
-
     k_new, v_new = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B,KVH,Dh,T], [B,KVH,T,Dh]
+    offset = 0  # absolute slot of this cache's slot 0 (the prefix length when one is shared)
+    prefix = None
     if layer_cache is None:
       # The tokens among themselves: causal, real tokens only, within the window.
-      rel = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]
-      allowed = ((rel >= 0) & (rel < window))[None] & mask[:, None, :]
-      keys, vals, new_kv = k_new, v_new, (k_new, v_new)
+      keys, vals, valid, new_kv = k_new, v_new, mask, (k_new, v_new)
+      q_slots = jnp.arange(t)
     else:
       # Write first, then attend over the cache: the old buffer is never read after the
       # update, so XLA updates it in place instead of copying it every step.
-      k_cache, v_cache, valid = layer_cache  # `valid` already marks these T tokens
+      k_cache, v_cache, valid = layer_cache[:3]  # `valid` already marks these T tokens
+      prefix = layer_cache[3] if len(layer_cache) > 3 else None
       k_cache = jax.lax.dynamic_update_slice(k_cache, k_new.astype(k_cache.dtype), (0, 0, 0, index))
       v_cache = jax.lax.dynamic_update_slice(v_cache, v_new.astype(v_cache.dtype), (0, 0, index, 0))
-      rel = (index + jnp.arange(t))[:, None] - jnp.arange(v_cache.shape[2])[None, :]
-      allowed = ((rel >= 0) & (rel < window))[None] & valid[:, None, :]
       keys, vals, new_kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
-    # Batched dots in [B, KVH, rows, Dh] layout (batch dims leading, contraction last), which
-    # XLA:CPU runs ~4x faster than the equivalent einsum with T between B and KVH.
-    qr = qg.transpose(0, 2, 3, 1, 4).reshape(b, kvh, g * t, hd)  # rows = (g, t)
-    dims = (((3,), (2,)), ((0, 1), (0, 1)))
-    scores = jax.lax.dot_general(qr, keys, dims, preferred_element_type=jnp.float32).reshape(b, kvh, g, t, -1)
+      q_slots = index + jnp.arange(t)
+      if prefix is not None:
+        offset = prefix[0].shape[-1]
+
+    def allowed(rel, ok):  # causal + window + real keys -> [B, T, S]
+      return ((rel >= 0) & (rel < window))[None] & ok[:, None, :]
+
+    # Batched dots in [batch, KVH, rows, Dh] layout (batch dims leading, contraction on the
+    # operands' natural axes), which XLA:CPU runs ~4x faster than the equivalent einsum.
+    dims_qk = (((3,), (2,)), ((0, 1), (0, 1)))
+    dims_pv = (((3,), (2,)), ((0, 1), (0, 1)))
+    qr = q.reshape(b, t, kvh, g, hd).transpose(0, 2, 3, 1, 4)  # [B, KVH, G, T, Dh]
+    scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, dims_qk, preferred_element_type=jnp.float32)
+    scores = scores.reshape(b, kvh, g, t, -1)
+    masks = [allowed(q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :], valid)]
+    if prefix is not None:
+      # Shared prefix: the n rows sampled from one prompt read its prefix cache once, as
+      # n*G query rows of a single dot, instead of from n copies of it.
+      pk, pv, pvalid = prefix  # [P, KVH, Dh, Lp], [P, KVH, Lp, Dh], [P, Lp]
+      p_rows = pk.shape[0]
+      n = b // p_rows
+      q_pre = qr.reshape(p_rows, n, kvh, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(p_rows, kvh, n * g * t, hd)
+      s_pre = jax.lax.dot_general(q_pre, pk.astype(dt), dims_qk, preferred_element_type=jnp.float32)
+      s_pre = s_pre.reshape(p_rows, kvh, n, g * t, offset).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g, t, offset)
+      scores = jnp.concatenate([s_pre, scores], axis=-1)
+      masks.insert(0, allowed((offset + q_slots)[:, None] - jnp.arange(offset)[None, :], jnp.repeat(pvalid, n, 0)))
     scores = _softcap(scores * cfg.attn_scale, cfg.attn_logit_softcap)
-    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt).reshape(b, kvh, g * t, -1)
-    out = jax.lax.dot_general(probs, vals, (((3,), (2,)), ((0, 1), (0, 1))))  # [B, KVH, G*T, Dh]
+    mask_all = jnp.concatenate(masks, axis=-1) if len(masks) > 1 else masks[0]
+    scores = jnp.where(mask_all[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+    own = probs[..., offset:].reshape(b, kvh, g * t, -1)
+    out = jax.lax.dot_general(own, vals, dims_pv)  # [B, KVH, G*T, Dh]
+    if prefix is not None:
+      p_pre = probs[..., :offset].reshape(p_rows, n, kvh, g * t, offset).transpose(0, 2, 1, 3, 4)
+      o_pre = jax.lax.dot_general(p_pre.reshape(p_rows, kvh, n * g * t, offset), pv.astype(dt), dims_pv)
+      out = out + o_pre.reshape(p_rows, kvh, n, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g * t, hd)
     out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4)
     y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
     return y, new_kv
@@ -194,9 +215,9 @@ class Block(nn.Module):
   rules: tuple = ()
 
   @nn.compact
-  def __call__(self, x, window, k_cache, v_cache, valid, positions, mask, index):
+  def __call__(self, x, window, k_cache, v_cache, valid, positions, mask, index, prefix=None):
     cfg = self.cfg
-    layer_cache = None if k_cache is None else (k_cache, v_cache, valid)
+    layer_cache = None if k_cache is None else (k_cache, v_cache, valid) + ((prefix,) if prefix is not None else ())
     h = RMSNorm(cfg, name="attn_norm")(x)
     h, new_kv = Attention(cfg, self.mesh, self.rules, name="attn")(h, positions, mask, window, layer_cache, index)
     if cfg.sandwich_norms:
@@ -313,21 +334,43 @@ def default_positions(mask: Array) -> Array:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class LayerCaches:
-  """The KV cache as one array per layer ([B, KVH, S, Dh] each), for the decode loop.
+  """The KV cache as one array per layer, for the decode loop.
 
   A stacked [L, ...] cache read inside a layer loop is sliced (copied) per layer and step;
   separate per-layer buffers are read in place and updated in place by the while_loop.
+
+  k[i] [B,KVH,Dh,S], v[i] [B,KVH,S,Dh], valid [B,S], index: this cache's next slot.
+  Optional shared prefix (prefix_k[i] [P,KVH,Dh,Lp], prefix_v[i], prefix_valid [P,Lp]): row r
+  continues prompt r // (B / P), whose prefix is stored once however many rows sample from it.
   """
 
   k: tuple
   v: tuple
   valid: Array
   index: Array
+  prefix_k: tuple | None = None
+  prefix_v: tuple | None = None
+  prefix_valid: Array | None = None
 
   @classmethod
   def from_stacked(cls, cache: KVCache) -> LayerCaches:
     n = cache.k.shape[0]
     return cls(tuple(cache.k[i] for i in range(n)), tuple(cache.v[i] for i in range(n)), cache.valid, cache.index)
+
+  @classmethod
+  def after_prefix(cls, prefix: KVCache, rows: int, slots: int, dtype=None) -> LayerCaches:
+    """Empty per-row caches of `slots` slots that continue the shared `prefix` cache."""
+    n_layers, _, kvh, hd, _ = prefix.k.shape
+    dt = dtype or prefix.k.dtype
+    return cls(
+      k=tuple(jnp.zeros((rows, kvh, hd, slots), dt) for _ in range(n_layers)),
+      v=tuple(jnp.zeros((rows, kvh, slots, hd), dt) for _ in range(n_layers)),
+      valid=jnp.zeros((rows, slots), bool),
+      index=jnp.zeros((), jnp.int32),
+      prefix_k=tuple(prefix.k[i] for i in range(n_layers)),
+      prefix_v=tuple(prefix.v[i] for i in range(n_layers)),
+      prefix_valid=prefix.valid,
+    )
 
 
 def split_layer_params(params) -> list:
@@ -350,11 +393,12 @@ def decode_step(
   valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index))
   ks, vs = [], []
   for i, lp in enumerate(layer_params):
+    prefix = None if cache.prefix_k is None else (cache.prefix_k[i], cache.prefix_v[i], cache.prefix_valid)
     x, (k, v) = block.apply(
-      {"params": lp}, x, int(windows[i]), cache.k[i], cache.v[i], valid, positions, mask, cache.index
+      {"params": lp}, x, int(windows[i]), cache.k[i], cache.v[i], valid, positions, mask, cache.index, prefix
     )
     ks.append(k)
     vs.append(v)
   x = RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
   logits = output_logits(cfg, x, params["embed"], params.get("lm_head"), mesh, rules)
-  return logits, LayerCaches(tuple(ks), tuple(vs), valid, cache.index + tokens.shape[1])
+  return logits, dataclasses.replace(cache, k=tuple(ks), v=tuple(vs), valid=valid, index=cache.index + tokens.shape[1])

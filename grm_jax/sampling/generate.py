@@ -2,8 +2,10 @@
 
 For each call the host left-pads the distinct prompts into a [P, Lp] block (Lp and P rounded
 up to buckets so repeated calls reuse the compiled program). On device:
-  1. prefill the P prompts once, writing a KV cache of Lp + max_new_tokens slots;
-  2. copy each prompt's cache n times (rows = P * n) — the shared prefix is never recomputed;
+  1. prefill the P prompts once into a prefix KV cache of Lp slots;
+  2. give each of the rows = P * n samples its own cache of max_new_tokens slots only: the n
+     rows of a prompt read its prefix cache once per step, as one batched dot (decoder.Attention),
+     so the prefix is neither recomputed nor copied nor re-read n times;
   3. decode inside one `lax.while_loop` that stops as soon as every row hit a stop token.
 Text never enters the device program; outputs come back as token ids and log-probs.
 """
@@ -41,10 +43,14 @@ class GenerateOutput:
 
 
 def length_bucket(n: int, minimum: int = 16) -> int:
-  """Round up to 2^k or 3*2^(k-1): at most 33% padding, two programs per octave."""
+  """Prompt-length bucket: powers of two up to 64, then multiples of 64 up to 1,024, then of
+  256. Prefill cost is linear in the padded length, so fine buckets (<= ~20% padding past 64
+  tokens) are worth the few extra compiled programs."""
   n = max(n, minimum)
-  p = 1 << (n - 1).bit_length()
-  return p * 3 // 4 if p * 3 // 4 >= n and p >= 4 else p
+  if n <= 64:
+    return 1 << (n - 1).bit_length()
+  step = 64 if n <= 1024 else 256
+  return -(-n // step) * step
 
 
 def batch_bucket(n: int, multiple: int = 1) -> int:
@@ -64,21 +70,16 @@ def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, 
     variables = {"params": params}
     positions = default_positions(mask)
     lengths = mask.sum(-1).astype(jnp.int32)
-    logits, cache = module.apply(variables, tokens, positions, mask, cache_slots=prompt_len + max_new, last_only=True)
+    logits, prefix = module.apply(variables, tokens, positions, mask, cache_slots=prompt_len, last_only=True)
 
-    # The shared prefix: one prefill, n copies of its cache.
     def rep(x, axis):
       return jnp.repeat(x, n, axis=axis)
 
-    # Per-layer buffers for the decode loop (see decoder.LayerCaches).
-    def layer(x):
-      return constrain(rep(x, 0), ("cache_batch", "cache_heads", None, None))
-
-    cache = LayerCaches(
-      k=tuple(layer(cache.k[i]) for i in range(cfg.num_layers)),
-      v=tuple(layer(cache.v[i]) for i in range(cfg.num_layers)),
-      valid=constrain(rep(cache.valid, 0), ("cache_batch", None)),
-      index=cache.index,
+    # The prompt's cache is stored once and shared by its n rows (decoder.LayerCaches); each
+    # row gets its own cache only for the tokens it generates.
+    cache = LayerCaches.after_prefix(prefix, rows, max_new, dtype=jnp.dtype(cfg.cache_dtype or cfg.dtype))
+    cache = jax.tree_util.tree_map(
+      lambda x: constrain(x, ("cache_batch", "cache_heads", None, None)) if x.ndim == 4 else x, cache
     )
     layer_params = split_layer_params(params)
     lengths = rep(lengths, 0)
