@@ -291,6 +291,14 @@ def to_hf_config(cfg: ModelConfig, bos_token_id=None, eos_token_id=None, pad_tok
 
 # --------------------------------------------------------------------------- presets
 
+# fmt: off
+# What every Gemma-2 size shares.
+_GEMMA2: dict[str, Any] = dict(
+  family="gemma2", vocab_size=256000, rms_norm_eps=1e-6, max_position_embeddings=8192, tie_word_embeddings=True,
+  norm_plus_one=True, sandwich_norms=True, scale_embeddings=True, mlp_activation="gelu_tanh",
+  attn_logit_softcap=50.0, final_logit_softcap=30.0, sliding_window=4096,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
   # The embedded default (GUIDE §4); the GGUF's metadata gives the same numbers.
   "smollm2-135m": dict(
@@ -323,71 +331,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     qkv_bias=True,
   ),
   "gemma2-2b": dict(
-    family="gemma2",
-    vocab_size=256000,
-    hidden_size=2304,
-    intermediate_size=9216,
-    num_layers=26,
-    num_heads=8,
-    num_kv_heads=4,
-    head_dim=256,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=8192,
-    tie_word_embeddings=True,
-    norm_plus_one=True,
-    sandwich_norms=True,
-    scale_embeddings=True,
-    mlp_activation="gelu_tanh",
-    query_pre_attn_scalar=256.0,
-    attn_logit_softcap=50.0,
-    final_logit_softcap=30.0,
-    sliding_window=4096,
-    layer_types=("sliding", "full") * 13,
+    **_GEMMA2, hidden_size=2304, intermediate_size=9216, num_layers=26, num_heads=8, num_kv_heads=4,
+    head_dim=256, query_pre_attn_scalar=256.0, layer_types=("sliding", "full") * 13,
   ),
   "gemma2-9b": dict(
-    family="gemma2",
-    vocab_size=256000,
-    hidden_size=3584,
-    intermediate_size=14336,
-    num_layers=42,
-    num_heads=16,
-    num_kv_heads=8,
-    head_dim=256,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=8192,
-    tie_word_embeddings=True,
-    norm_plus_one=True,
-    sandwich_norms=True,
-    scale_embeddings=True,
-    mlp_activation="gelu_tanh",
-    query_pre_attn_scalar=256.0,
-    attn_logit_softcap=50.0,
-    final_logit_softcap=30.0,
-    sliding_window=4096,
-    layer_types=("sliding", "full") * 21,
+    **_GEMMA2, hidden_size=3584, intermediate_size=14336, num_layers=42, num_heads=16, num_kv_heads=8,
+    head_dim=256, query_pre_attn_scalar=256.0, layer_types=("sliding", "full") * 21,
   ),
-  # The paper's base model (DeepSeek-GRM-27B is Gemma-2-27B).
+  # The paper's base model (DeepSeek-GRM-27B is Gemma-2-27B); its attention scale is hidden/heads.
   "gemma2-27b": dict(
-    family="gemma2",
-    vocab_size=256000,
-    hidden_size=4608,
-    intermediate_size=36864,
-    num_layers=46,
-    num_heads=32,
-    num_kv_heads=16,
-    head_dim=128,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=8192,
-    tie_word_embeddings=True,
-    norm_plus_one=True,
-    sandwich_norms=True,
-    scale_embeddings=True,
-    mlp_activation="gelu_tanh",
-    query_pre_attn_scalar=144.0,
-    attn_logit_softcap=50.0,
-    final_logit_softcap=30.0,
-    sliding_window=4096,
-    layer_types=("sliding", "full") * 23,
+    **_GEMMA2, hidden_size=4608, intermediate_size=36864, num_layers=46, num_heads=32, num_kv_heads=16,
+    head_dim=128, query_pre_attn_scalar=144.0, layer_types=("sliding", "full") * 23,
   ),
   "llama3.2-1b": dict(
     family="llama",
@@ -405,6 +359,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     tie_word_embeddings=True,
   ),
 }
+# fmt: on
 
 
 def preset(name: str, **overrides) -> ModelConfig:
