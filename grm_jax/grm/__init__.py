@@ -3,8 +3,10 @@
 Text work (prompts, parsing) is plain Python on the host; the rule and voting are array functions that run
 on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_scores` -> `unpermute` ->
 `is_correct` / `rl_reward` (training) or `vote` -> `choose_best` (inference).
+`judge` runs the sampling side end to end (examples -> shuffled prompts -> model -> score arrays).
 """
 
+from grm_jax.grm.judge import Judgements, judge, judge_texts_to_arrays
 from grm_jax.grm.parse import Judgement, find_score_block, parse_scores, split_judgement, stack_scores, unpermute
 from grm_jax.grm.prompts import (
   DEFAULT_TEMPLATE,
@@ -29,6 +31,7 @@ __all__ = [
   "SINGLE_TEMPLATE",
   "GrmPrompt",
   "Judgement",
+  "Judgements",
   "choose_best",
   "default_k_meta",
   "find_score_block",
@@ -36,6 +39,8 @@ __all__ = [
   "has_unique_best",
   "hint_suffix",
   "is_correct",
+  "judge",
+  "judge_texts_to_arrays",
   "judgement_correct",
   "meta_keep",
   "meta_prompt",

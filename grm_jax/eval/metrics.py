@@ -1,0 +1,345 @@
+"""Official benchmark metrics from per-example predicted scores (paper §5, shared/benchmarks/README.md).
+
+Input: the examples as read by `grm_jax.data` and, for each, its predicted scores over its n responses in the
+example's original response order (for a GRM: the voted totals, `grm.vote`, already un-permuted). `votes` is a
+sequence of 1-D arrays (one [n_i] per example) or one padded array [N, n_max] whose tail beyond n_i is ignored.
+Every value returned is a float: metrics are fractions in [0, 1] (not percentages); counts are under the keys
+"n", "n_*" and "n/*".
+
+"Is the chosen response the best?" decisions follow the paper's evaluation (§4.1/§5.1): argmax of the scores
+with ties broken uniformly at random (`grm.choose_best` with `key`), then the pick must be the unique
+ground-truth best (`grm.pick_correct`). A tied pair is thus right half the time in expectation, not always
+wrong (the training rule, `grm.is_correct`, counts ties wrong). Examples whose ground truth has no unique best
+(e.g. PPE ties kept with `include_ties`) cannot be scored this way and are left out, counted in "n_excluded".
+
+Per benchmark (`score_benchmark(name, ...)`):
+- rewardbench: accuracy per subset ("subset/<name>"); per section ("section/<name>") the subset accuracies are
+  averaged weighted by their example counts, except that in Reasoning math-prm is weighted as much as all hep-*
+  subsets together (official RewardBench: weight 984 = 6 x 164); "overall" = mean of Chat, Chat Hard, Safety,
+  Reasoning. Prior Sets, if present, are reported as the unweighted mean of their subsets and excluded from the
+  overall (paper Table 8).
+- rmb: accuracy per scenario file (`source`), averaged over the scenarios of each goal x set
+  ("Helpfulness/BoN", "Harmlessness/Pairwise", ...); "overall" = mean of the four. A BoN list is right only if
+  its best response is the pick among all n (the paper's GRM scores the whole list in one prompt; the
+  benchmark's pair rule "best beats every loser" is the same event up to ties). "micro/<part>" gives the plain
+  example accuracy as well.
+- rm-bench: each prompt's 3 x 3 chosen-vs-rejected matrix (`data.rm_bench_pairs`); hard = chosen style plainer
+  than rejected (upper triangle), normal = diagonal, easy = lower triangle. Per domain ("<domain>/easy", ...,
+  "<domain>") the cells are averaged over prompts (Safety pools safety-refuse and safety-response), the domain
+  score is the mean of the three levels (= mean of the 9 cells); "overall" and "easy"/"normal"/"hard" average
+  the domains present. Without the Math file the overall covers 3 domains ("n_domains") and is not comparable
+  with the leaderboard. Examples may be the 6-response parents (votes [6]: one listwise judgement, each cell
+  compares two of its scores) or the pairs from `rm_bench_pairs` (votes [2]: one judgement per cell).
+- realmistake: ROC-AUC of the error label (positive class "error", `metadata["label"]`) against the error score
+  = -votes. The GRM rates a single response 1-10 (higher is better, default template), so a low score flags an
+  error; the paper does not state the orientation (paper-notes §9.10) and this is the only one under which a
+  good judge scores above 0.5. Ties count 1/2 (Mann-Whitney, the expectation over random tie-breaks, as
+  sklearn's roc_auc_score). "auc" pools all examples; "auc/<task>" and "auc_task_mean" are per task.
+- ppe: accuracy; "preference" over the human-preference pairs, "correctness" = mean over the correctness
+  subsets ("correctness/<subset>") as in paper Table 9.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, rm_bench_level, rm_bench_pairs
+from grm_jax.data.example import PreferenceExample
+from grm_jax.grm import rules, voting
+
+Metrics = dict[str, float]
+
+REWARDBENCH_MAIN = ("Chat", "Chat Hard", "Safety", "Reasoning")
+RMB_PARTS = ("Helpfulness/BoN", "Helpfulness/Pairwise", "Harmlessness/BoN", "Harmlessness/Pairwise")
+RM_BENCH_LEVELS = ("easy", "normal", "hard")
+
+
+# --------------------------------------------------------------------------------------------------
+# Array helpers.
+
+
+def pad(examples: Sequence[PreferenceExample], votes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(votes [N, n_max] float64, rewards [N, n_max], mask [N, n_max]) from examples and their scores.
+
+  `votes` is a sequence of [n_i] arrays or an [N, >= n_max] array; a length mismatch is an error.
+  """
+  n_ex = len(examples)
+  if n_ex == 0:
+    raise ValueError("no examples to score")
+  n_max = max(ex.n for ex in examples)
+  out = np.zeros((n_ex, n_max))
+  rewards = np.zeros((n_ex, n_max))
+  mask = np.zeros((n_ex, n_max), bool)
+  padded = isinstance(votes, np.ndarray | jax.Array) and np.ndim(votes) == 2
+  if padded:
+    rows = np.asarray(votes, np.float64)
+    if rows.shape[0] != n_ex or rows.shape[1] < n_max:
+      raise ValueError(f"votes {rows.shape} do not cover {n_ex} examples with up to {n_max} responses")
+  else:
+    if len(votes) != n_ex:
+      raise ValueError(f"{len(votes)} vote rows for {n_ex} examples")
+    rows = votes
+  for i, ex in enumerate(examples):
+    row = np.asarray(rows[i], np.float64).reshape(-1)
+    if not padded and row.shape[0] != ex.n:
+      raise ValueError(f"example {i} ({ex.source}/{ex.id}) has {ex.n} responses but {row.shape[0]} scores")
+    out[i, : ex.n] = row[: ex.n]
+    rewards[i, : ex.n] = ex.rewards
+    mask[i, : ex.n] = True
+  if not np.all(np.isfinite(out[mask])):
+    raise ValueError("votes must be finite")
+  return out, rewards, mask
+
+
+def example_correct(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  """(correct [N] bool, scorable [N] bool): argmax with random tie-break is the unique true best.
+
+  `scorable` is False where the ground truth has no unique best (such examples are never correct).
+  """
+  v, r, m = pad(examples, votes)
+  choice = np.asarray(voting.choose_best(v, m, key))
+  return np.asarray(rules.pick_correct(choice, r, m)), np.asarray(rules.has_unique_best(r, m))
+
+
+def roc_auc(labels: Any, scores: Any) -> float:
+  """ROC-AUC of binary `labels` (1 = positive) ranked by `scores` (higher = more positive); ties count 1/2.
+
+  The Mann-Whitney U statistic with mid-ranks; NaN if a class is empty.
+  """
+  y = np.asarray(labels).astype(bool).reshape(-1)
+  s = np.asarray(scores, np.float64).reshape(-1)
+  if y.shape != s.shape:
+    raise ValueError(f"{y.shape[0]} labels for {s.shape[0]} scores")
+  n_pos, n_neg = int(y.sum()), int((~y).sum())
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+  upper = np.cumsum(counts)  # 1-based rank of the last element of each tie group
+  mid = upper - (counts - 1) / 2.0
+  ranks = mid[inverse]
+  u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+  return float(u / (n_pos * n_neg))
+
+
+def _group_mean(values: np.ndarray, groups: Sequence[str]) -> dict[str, tuple[float, int]]:
+  sums: dict[str, float] = defaultdict(float)
+  counts: dict[str, int] = defaultdict(int)
+  for g, x in zip(groups, values, strict=True):
+    sums[g] += float(x)
+    counts[g] += 1
+  return {g: (sums[g] / counts[g], counts[g]) for g in sums}
+
+
+def _subset_name(ex: PreferenceExample) -> str:
+  return ex.source.split("/", 1)[1] if "/" in ex.source else ex.source
+
+
+def _scorable_only(examples, votes, key) -> tuple[list[PreferenceExample], np.ndarray, int]:
+  correct, scorable = example_correct(examples, votes, key)
+  kept = [ex for ex, ok in zip(examples, scorable, strict=True) if ok]
+  return kept, correct[scorable], int((~scorable).sum())
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks.
+
+
+def rewardbench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+  """RewardBench v1 scores; see the module docstring."""
+  examples, correct, excluded = _scorable_only(examples, votes, key)
+  subsets = _group_mean(correct, [_subset_name(ex) for ex in examples])
+  section_of = {}
+  for ex in examples:
+    section_of[_subset_name(ex)] = REWARDBENCH_SECTIONS.get(_subset_name(ex), ex.category)
+  out: Metrics = {"n": float(len(examples)), "n_excluded": float(excluded)}
+  by_section: dict[str, list[str]] = defaultdict(list)
+  for s in sorted(subsets):
+    out[f"subset/{s}"] = subsets[s][0]
+    out[f"n/{s}"] = float(subsets[s][1])
+    by_section[section_of[s]].append(s)
+  hep_total = sum(subsets[s][1] for s in subsets if s.startswith("hep-"))
+  for section, names in by_section.items():
+    accs = np.array([subsets[s][0] for s in names])
+    if section == "Prior Sets":
+      weights = np.ones(len(names))
+    else:
+      weights = np.array(
+        [float(hep_total or subsets[s][1]) if s == "math-prm" else float(subsets[s][1]) for s in names]
+      )
+    out[f"section/{section}"] = float(np.sum(weights * accs) / np.sum(weights))
+  present = [s for s in REWARDBENCH_MAIN if f"section/{s}" in out]
+  out["overall"] = float(np.mean([out[f"section/{s}"] for s in present])) if present else float("nan")
+  out["n_sections"] = float(len(present))
+  return out
+
+
+def rmb(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+  """RMB scores; see the module docstring."""
+  examples, correct, excluded = _scorable_only(examples, votes, key)
+  scenarios = _group_mean(correct, [ex.source for ex in examples])
+  part_of = {ex.source: ex.category for ex in examples}
+  micro = _group_mean(correct, [ex.category for ex in examples])
+  out: Metrics = {"n": float(len(examples)), "n_excluded": float(excluded)}
+  by_part: dict[str, list[float]] = defaultdict(list)
+  for src, (acc, _) in scenarios.items():
+    by_part[part_of[src]].append(acc)
+  for part in sorted(by_part):
+    out[part] = float(np.mean(by_part[part]))
+    out[f"micro/{part}"] = micro[part][0]
+    out[f"n/{part}"] = float(micro[part][1])
+    out[f"n_scenarios/{part}"] = float(len(by_part[part]))
+  present = [p for p in RMB_PARTS if p in out] or sorted(by_part)
+  out["overall"] = float(np.mean([out[p] for p in present]))
+  out["n_parts"] = float(len(present))
+  return out
+
+
+def _rm_bench_cells(examples, votes) -> tuple[list[PreferenceExample], list[np.ndarray]]:
+  """Expands 6-response parents into their 9 pair examples and pair votes; pairs pass through."""
+  pairs, pair_votes = [], []
+  for i, ex in enumerate(examples):
+    row = np.asarray(votes[i], np.float64).reshape(-1)
+    if "level" in ex.metadata:
+      pairs.append(ex)
+      pair_votes.append(row[:2])
+      continue
+    if row.shape[0] != ex.n:
+      raise ValueError(f"example {i} ({ex.source}/{ex.id}) has {ex.n} responses but {row.shape[0]} scores")
+    k = ex.metadata.get("num_chosen")
+    for p in rm_bench_pairs(ex):
+      ci, rj = p.metadata["chosen_style"], p.metadata["rejected_style"]
+      pairs.append(p)
+      pair_votes.append(np.array([row[ci], row[k + rj]]))
+  return pairs, pair_votes
+
+
+def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+  """RM-Bench scores; see the module docstring."""
+  if isinstance(votes, np.ndarray | jax.Array):
+    votes = np.asarray(votes)
+  if len(votes) != len(examples):
+    raise ValueError(f"{len(votes)} vote rows for {len(examples)} examples")
+  pairs, pair_votes = _rm_bench_cells(examples, votes)
+  correct, _ = example_correct(pairs, pair_votes, key)
+  cells = _group_mean(
+    correct, [f"{p.category}|{p.metadata['chosen_style']}|{p.metadata['rejected_style']}" for p in pairs]
+  )
+  domains = sorted({p.category for p in pairs})
+  out: Metrics = {"n_pairs": float(len(pairs))}
+  for d in domains:
+    by_level: dict[str, list[float]] = defaultdict(list)
+    n_prompts = 0
+    for name, (acc, count) in cells.items():
+      dom, i, j = name.split("|")
+      if dom == d:
+        by_level[rm_bench_level(int(i), int(j))].append(acc)
+        n_prompts = max(n_prompts, count)
+    for level in RM_BENCH_LEVELS:
+      if by_level[level]:
+        out[f"{d}/{level}"] = float(np.mean(by_level[level]))
+    out[d] = float(np.mean([out[f"{d}/{lv}"] for lv in RM_BENCH_LEVELS if f"{d}/{lv}" in out]))
+    out[f"n/{d}"] = float(n_prompts)
+  for level in RM_BENCH_LEVELS:
+    vals = [out[f"{d}/{level}"] for d in domains if f"{d}/{level}" in out]
+    if vals:
+      out[level] = float(np.mean(vals))
+  out["overall"] = float(np.mean([out[d] for d in domains]))
+  out["n_domains"] = float(len(domains))
+  return out
+
+
+def realmistake(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None) -> Metrics:
+  """ReaLMistake ROC-AUC; see the module docstring. `key` is unused (AUC needs no tie-break)."""
+  del key
+  v, _, m = pad(examples, votes)
+  if not np.all(m[:, 0]) or m.shape[1] != 1:
+    raise ValueError("ReaLMistake examples have exactly one response")
+  error_score = -v[:, 0]
+  labels = np.array([_error_label(ex) for ex in examples])
+  out: Metrics = {"auc": roc_auc(labels, error_score), "n": float(len(examples)), "n_error": float(labels.sum())}
+  tasks = sorted({ex.category for ex in examples})
+  task_aucs = []
+  for t in tasks:
+    sel = np.array([ex.category == t for ex in examples])
+    out[f"auc/{t}"] = roc_auc(labels[sel], error_score[sel])
+    out[f"n/{t}"] = float(sel.sum())
+    task_aucs.append(out[f"auc/{t}"])
+  out["auc_task_mean"] = float(np.mean(task_aucs))
+  return out
+
+
+def _error_label(ex: PreferenceExample) -> int:
+  label = ex.metadata.get("label")
+  if label in (0, 1):
+    return int(label)
+  return int(ex.rewards[0] == 0.0)  # reward 0.0 = error
+
+
+def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+  """PPE accuracy; see the module docstring."""
+  examples, correct, excluded = _scorable_only(examples, votes, key)
+  out: Metrics = {"n": float(len(examples)), "n_excluded": float(excluded)}
+  is_pref = np.array([ex.category == "PPE Preference" for ex in examples], bool)
+  if is_pref.any():
+    out["preference"] = float(correct[is_pref].mean())
+    out["n/preference"] = float(is_pref.sum())
+  corr = [ex for ex, p in zip(examples, is_pref, strict=True) if not p]
+  if corr:
+    subsets = _group_mean(correct[~is_pref], [_subset_name(ex) for ex in corr])
+    for s, (acc, count) in sorted(subsets.items()):
+      out[f"correctness/{s}"] = acc
+      out[f"n/{s}"] = float(count)
+    out["correctness"] = float(np.mean([acc for acc, _ in subsets.values()]))
+  return out
+
+
+def accuracy(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+  """Plain accuracy over examples with a unique best (any other data set)."""
+  _, correct, excluded = _scorable_only(examples, votes, key)
+  acc = float(correct.mean()) if correct.size else float("nan")
+  return {"accuracy": acc, "n": float(correct.size), "n_excluded": float(excluded)}
+
+
+_BENCHMARKS = {
+  "rewardbench": rewardbench,
+  "rmb": rmb,
+  "rm-bench": rm_bench,
+  "realmistake": realmistake,
+  "ppe": ppe,
+  "accuracy": accuracy,
+}
+_ALIASES = {
+  "reward-bench": "rewardbench",
+  "reward_bench": "rewardbench",
+  "rmb_bon": "rmb",
+  "rmb-bon": "rmb",
+  "rmb_pairwise": "rmb",
+  "rmb-pairwise": "rmb",
+  "rm_bench": "rm-bench",
+  "rmbench": "rm-bench",
+}
+
+
+def benchmark_names() -> tuple[str, ...]:
+  return tuple(_BENCHMARKS)
+
+
+def score_benchmark(name: str, examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+  """The official metrics of benchmark `name` (a `load_dataset` name, part before ':') as {metric: value}.
+
+  Args:
+    name: rewardbench, rmb (rmb_bon, rmb_pairwise), rm-bench, realmistake, ppe, or "accuracy" for any other set.
+    examples: the examples, as read by `grm_jax.data`.
+    votes: predicted scores per example in original response order: [n_i] arrays or an [N, n_max] array.
+    key: PRNG key for the random tie-break of argmax decisions.
+  """
+  base = name.split(":", 1)[0].lower()
+  base = _ALIASES.get(base, base)
+  if base not in _BENCHMARKS:
+    raise ValueError(f"no metric for {name!r}; expected one of {benchmark_names()}")
+  return _BENCHMARKS[base](examples, votes, key)

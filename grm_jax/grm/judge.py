@@ -1,0 +1,282 @@
+"""The judge layer: PreferenceExamples -> k shuffled GRM prompts each -> sampled judgements -> score arrays.
+
+This is the one place where the paper's inference-time sampling (§4.1) meets the model: every sample of an item
+sees the responses in its own permutation (drawn from a seeded numpy Generator, so a run is reproducible), the
+prompts are tokenized with the model's chat template, all samples are drawn by `sampling.generate`, and the
+texts are parsed (`parse_scores`) and mapped back to the original response order (`unpermute`). The arrays it
+returns are what `rules` (training) and `voting` (inference) consume.
+
+Prefix sharing: a permutation can repeat (always for n = 1, often for n = 2), giving identical prompts. Those
+are grouped and sampled with `generate(n=m)`, so the prompt is prefilled once and its m samples decode
+against one prefix cache; at temperature > 0 they are still independent samples. Groups are batched by their
+multiplicity m (one `generate` call per distinct m), so at most k sampler programs are compiled per shape.
+Greedy decoding (temperature 0) sends every prompt with n = 1: `generate` collapses duplicates itself.
+
+A judgement that cannot be parsed is marked invalid (scores 0) and counted; it never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from grm_jax.data.example import PreferenceExample
+from grm_jax.grm.parse import parse_scores, unpermute
+from grm_jax.grm.prompts import SCORE_RANGES, grm_prompt
+
+DEFAULT_RANGE = SCORE_RANGES["default"]
+
+
+@dataclasses.dataclass
+class Judgements:
+  """k sampled judgements for each of B items, in the original response order.
+
+  Attributes:
+    scores: int32 [B, k, n_max], original order; 0 where the sample is invalid or the response is padding.
+    valid: bool [B, k], the sample's scores parsed (exactly n integers in its last score block).
+    response_mask: bool [B, n_max], which response slots are real (item b has n_b responses).
+    perms: int32 [B, k, n_max]; `perms[b, j, p]` is the original index shown as "Response p+1" in sample j,
+      padded with the identity tail (n_b, ..., n_max - 1) so `voting.unpermute_batch` leaves padding in place.
+    texts: texts[b][j], the decoded judgement (special tokens skipped).
+    tokens: tokens[b][j], the generated token ids (stop token excluded), for training stages.
+    logprobs: logprobs[b][j], their log-probs under the sampling distribution.
+    prompt_ids: prompt_ids[b][j], the prompt token ids sample j was conditioned on.
+    prompt_tokens: int32 [B, k], prompt length of each sample.
+    generated_tokens: int32 [B, k], number of generated tokens of each sample.
+    stopped: bool [B, k], True if the sample ended on a stop token (False: cut at max_new_tokens).
+    templates: the template used per item ("default" or "single").
+    sampler_seconds: wall time spent inside `sampling.generate` (includes compilation on a first call).
+    total_seconds: wall time of the whole `judge` call (tokenizing, sampling, decoding, parsing).
+  """
+
+  scores: np.ndarray
+  valid: np.ndarray
+  response_mask: np.ndarray
+  perms: np.ndarray
+  texts: list[list[str]]
+  tokens: list[list[list[int]]]
+  logprobs: list[list[list[float]]]
+  prompt_ids: list[list[list[int]]]
+  prompt_tokens: np.ndarray
+  generated_tokens: np.ndarray
+  stopped: np.ndarray
+  templates: list[str]
+  sampler_seconds: float = 0.0
+  total_seconds: float = 0.0
+
+  @property
+  def num_items(self) -> int:
+    return int(self.scores.shape[0])
+
+  @property
+  def k(self) -> int:
+    return int(self.scores.shape[1])
+
+  @property
+  def num_invalid(self) -> int:
+    """Samples whose scores could not be parsed."""
+    return int(self.valid.size - self.valid.sum())
+
+  @property
+  def parse_failure_rate(self) -> float:
+    return self.num_invalid / self.valid.size if self.valid.size else 0.0
+
+  @property
+  def items_per_second(self) -> float:
+    """Items judged (k samples each) per second of sampler wall time."""
+    return self.num_items / self.sampler_seconds if self.sampler_seconds > 0 else float("nan")
+
+  @property
+  def tokens_per_second(self) -> float:
+    """Generated tokens per second of sampler wall time."""
+    total = int(self.generated_tokens.sum())
+    return total / self.sampler_seconds if self.sampler_seconds > 0 else float("nan")
+
+
+def judge_texts_to_arrays(
+  texts: Sequence[Sequence[str]],
+  perms: Sequence[Sequence[Sequence[int]]],
+  ranges: Sequence[tuple[int, int]] | None = None,
+  n_max: int | None = None,
+  k: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Judgement texts in shown order -> (scores [B,k,n_max], valid [B,k], response_mask [B,n_max], perms).
+
+  `texts[b][j]` is sample j of item b, written for a prompt that showed the responses in order `perms[b][j]`
+  (`perm[p]` = original index shown as "Response p+1"); item b has n_b = len(perms[b][0]) responses. `ranges`
+  gives each item's score range (lo, hi) for `parse_scores`, default (1, 10). Returns int32 scores in the
+  original order (0 where invalid or padding), bool valid, bool response mask and the int32 perms padded with
+  the identity tail. `k` is only needed to shape an empty batch. Pure: no model needed, never raises on
+  unparseable text.
+  """
+  B = len(texts)
+  if len(perms) != B:
+    raise ValueError(f"{B} items of texts but {len(perms)} items of perms")
+  if ranges is not None and len(ranges) != B:
+    raise ValueError(f"{B} items but {len(ranges)} score ranges")
+  ks = {len(t) for t in texts}
+  if len(ks) > 1:
+    raise ValueError(f"every item needs the same number of samples k, got {sorted(ks)}")
+  if ks and k is not None and ks != {k}:
+    raise ValueError(f"expected k={k} samples per item, got {ks.pop()}")
+  k = ks.pop() if ks else (k or 0)
+  ns = []
+  for b in range(B):
+    if len(perms[b]) != len(texts[b]):
+      raise ValueError(f"item {b}: {len(texts[b])} texts but {len(perms[b])} perms")
+    item_ns = {len(p) for p in perms[b]}
+    if len(item_ns) != 1:
+      raise ValueError(f"item {b}: perms of different lengths {sorted(item_ns)}")
+    ns.append(item_ns.pop())
+  if n_max is None:
+    n_max = max(ns, default=1)
+  elif ns and max(ns) > n_max:
+    raise ValueError(f"an item has {max(ns)} responses, more than n_max={n_max}")
+  scores = np.zeros((B, k, n_max), np.int32)
+  valid = np.zeros((B, k), bool)
+  mask = np.zeros((B, n_max), bool)
+  perm_arr = np.broadcast_to(np.arange(n_max, dtype=np.int32), (B, k, n_max)).copy()
+  for b in range(B):
+    n = ns[b]
+    lo, hi = ranges[b] if ranges is not None else DEFAULT_RANGE
+    mask[b, :n] = True
+    for j in range(k):
+      perm = [int(i) for i in perms[b][j]]
+      perm_arr[b, j, :n] = perm
+      out = unpermute(parse_scores(texts[b][j], n, lo, hi), perm)
+      if out is not None:
+        scores[b, j, :n] = out
+        valid[b, j] = True
+  return scores, valid, mask, perm_arr
+
+
+def _sample_groups(prompt_ids: Sequence[tuple[int, ...]], greedy: bool) -> dict[int, list[list[int]]]:
+  """Groups sample slots by identical prompt; returns {multiplicity m: [slots of each distinct prompt]}.
+
+  Greedy decoding gives every slot its own group of 1 (the sampler deduplicates greedy prompts itself).
+  """
+  if greedy:
+    return {1: [[s] for s in range(len(prompt_ids))]} if prompt_ids else {}
+  by_prompt: dict[tuple[int, ...], list[int]] = {}
+  for s, ids in enumerate(prompt_ids):
+    by_prompt.setdefault(ids, []).append(s)
+  by_count: dict[int, list[list[int]]] = {}
+  for slots in by_prompt.values():
+    by_count.setdefault(len(slots), []).append(slots)
+  return dict(sorted(by_count.items()))
+
+
+def judge(
+  model: Any,
+  examples: Sequence[PreferenceExample],
+  *,
+  k: int = 1,
+  temperature: float = 0.5,
+  top_p: float = 1.0,
+  top_k: int = 0,
+  max_new_tokens: int = 512,
+  seed: int = 0,
+  batch_items: int = 16,
+  shuffle: bool = True,
+  single_template: str = "single",
+  stop_token_ids: Sequence[int] | None = None,
+) -> Judgements:
+  """Samples k judgements per example, each with its own shuffle of the responses (paper §4.1).
+
+  Args:
+    model: a `models.Model` (anything with `encode_chat`, `tokenizer.decode` and what `sampling.generate` needs).
+    examples: the items; mixed n is fine (arrays are padded to the largest n).
+    k: samples per item (paper: up to 32 at temperature 0.5).
+    temperature, top_p, top_k, max_new_tokens, stop_token_ids: passed to `sampling.generate`.
+    seed: one seed for everything random: the permutations (drawn per item in order, so they do not depend on
+      `batch_items`) and the sampler keys.
+    batch_items: items per round of sampling; bounds host and device memory (B·k prompts per round).
+    shuffle: False shows every sample the original order (for debugging positional bias).
+    single_template: template for n = 1 items: "single" (the 0/1 training template, the default) or "default"
+      (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
+  """
+  from grm_jax import sampling  # noqa: PLC0415 - keeps `grm` importable without the model stack
+
+  if k < 1:
+    raise ValueError(f"k must be >= 1, got {k}")
+  if batch_items < 1:
+    raise ValueError(f"batch_items must be >= 1, got {batch_items}")
+  if single_template not in SCORE_RANGES:
+    raise ValueError(f"single_template must be one of {tuple(SCORE_RANGES)}, got {single_template!r}")
+  start = time.perf_counter()
+  perm_seq, sampler_seq = np.random.SeedSequence(seed).spawn(2)
+  perm_rng = np.random.default_rng(perm_seq)
+  sampler_rng = np.random.default_rng(sampler_seq)
+  greedy = temperature == 0
+
+  B = len(examples)
+  n_max = max((ex.n for ex in examples), default=1)
+  templates = [single_template if ex.n == 1 else "default" for ex in examples]
+  perms: list[list[tuple[int, ...]]] = []
+  for ex in examples:
+    if shuffle:
+      perms.append([tuple(int(i) for i in perm_rng.permutation(ex.n)) for _ in range(k)])
+    else:
+      perms.append([tuple(range(ex.n))] * k)
+
+  texts: list[list[str]] = [[""] * k for _ in range(B)]
+  tokens: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(B)]
+  logprobs: list[list[list[float]]] = [[[] for _ in range(k)] for _ in range(B)]
+  prompt_ids: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(B)]
+  stopped = np.zeros((B, k), bool)
+  sampler_seconds = 0.0
+
+  for b0 in range(0, B, batch_items):
+    items = range(b0, min(b0 + batch_items, B))
+    slots = [(b, j) for b in items for j in range(k)]
+    ids: list[tuple[int, ...]] = []
+    for b, j in slots:
+      ex = examples[b]
+      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b])
+      ids.append(tuple(int(t) for t in model.encode_chat(prompt.messages)))
+      prompt_ids[b][j] = list(ids[-1])
+    for m, groups in _sample_groups(ids, greedy).items():
+      call_seed = int(sampler_rng.integers(2**31 - 1))
+      t0 = time.perf_counter()
+      out = sampling.generate(
+        model,
+        [list(ids[g[0]]) for g in groups],
+        n=m,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=call_seed,
+        stop_token_ids=stop_token_ids,
+      )
+      sampler_seconds += time.perf_counter() - t0
+      for g, group in enumerate(groups):
+        for r, s in enumerate(group):
+          b, j = slots[s]
+          tokens[b][j] = list(out.tokens[g][r])
+          logprobs[b][j] = list(out.logprobs[g][r])
+          stopped[b, j] = bool(out.stopped[g][r])
+          texts[b][j] = model.tokenizer.decode(tokens[b][j], skip_special_tokens=True)
+
+  ranges = [SCORE_RANGES[t] for t in templates]
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, ranges, n_max, k)
+  return Judgements(
+    scores=scores,
+    valid=valid,
+    response_mask=mask,
+    perms=perm_arr,
+    texts=texts,
+    tokens=tokens,
+    logprobs=logprobs,
+    prompt_ids=prompt_ids,
+    prompt_tokens=np.array([[len(p) for p in row] for row in prompt_ids], np.int32).reshape(B, k),
+    generated_tokens=np.array([[len(t) for t in row] for row in tokens], np.int32).reshape(B, k),
+    stopped=stopped,
+    templates=templates,
+    sampler_seconds=sampler_seconds,
+    total_seconds=time.perf_counter() - start,
+  )

@@ -1,0 +1,336 @@
+"""Benchmark metrics and scaling curves, proven without a model.
+
+On the real benchmark files (skipped when shared/benchmarks is absent): an oracle judge scores 1.0 everywhere, a
+reversed oracle 0.0, and a random judge lands within 4 standard errors of its exact chance value. The standard
+error is derived from how much each independent unit (example, or RM-Bench prompt) weighs in the metric: the
+metric is sum_u w_u X_u with independent X_u in [0, 1], so Var <= sum_u w_u^2 Var(X_u), Var(X_u) = p(1-p) for a
+Bernoulli(p) item and <= 1/4 for any [0, 1] unit; for ROC-AUC the null variance of Mann-Whitney U is
+(n + 1) / (12 n_pos n_neg) (ties only lower it). 4 SE is a two-sided false-alarm rate of about 6e-5 per check;
+the seeds are fixed anyway, so the test is deterministic.
+Small synthetic cases pin the official aggregation rules against hand-computed numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from grm_jax import grm
+from grm_jax.data import PreferenceExample, load_dataset, rm_bench_pairs
+from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS
+from grm_jax.eval import default_ks, roc_auc, scaling_curve, score_benchmark, subset_mask, subset_votes
+
+ROOT = Path("/work/shared/benchmarks")
+BENCHMARKS = ("rewardbench", "rmb", "rm-bench", "realmistake")
+KEY = jax.random.PRNGKey(0)
+
+
+@pytest.fixture(scope="module")
+def real():
+  if not ROOT.is_dir():
+    pytest.skip(f"{ROOT} is absent")
+  data = {}
+  for name in BENCHMARKS:
+    try:
+      data[name] = load_dataset(name, root=ROOT)
+    except (FileNotFoundError, ValueError) as e:  # a partial checkout
+      pytest.skip(f"{name}: {e}")
+  return data
+
+
+def _main(name: str, metrics: dict[str, float]) -> dict[str, float]:
+  """The headline metrics of each benchmark (no counts)."""
+  if name == "realmistake":
+    return {k: v for k, v in metrics.items() if k.startswith("auc")}
+  if name == "rewardbench":
+    return {k: v for k, v in metrics.items() if k.startswith(("section/", "subset/")) or k == "overall"}
+  return {k: v for k, v in metrics.items() if not k.startswith("n_") and not k.startswith("n/") and k != "n"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Real benchmark files.
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_oracle_and_reversed_oracle(real, name):
+  examples = real[name]
+  oracle = score_benchmark(name, examples, [np.array(ex.rewards) for ex in examples], KEY)
+  reverse = score_benchmark(name, examples, [-np.array(ex.rewards) for ex in examples], KEY)
+  main_o, main_r = _main(name, oracle), _main(name, reverse)
+  assert main_o and set(main_o) == set(main_r)
+  assert all(v == 1.0 for v in main_o.values()), main_o
+  assert all(v == 0.0 for v in main_r.values()), main_r
+  if name == "rewardbench":
+    assert oracle["n"] == len(examples) == 2985 and oracle["n_sections"] == 4
+  if name == "rmb":
+    assert oracle["n_parts"] == 4 and oracle["n"] == len(examples)
+  if name == "rm-bench":
+    assert oracle["n_pairs"] == 9 * len(examples) and {"easy", "normal", "hard"} <= set(oracle)
+  if name == "realmistake":
+    assert oracle["n"] == 900
+
+
+def test_rm_bench_pair_examples_match_parents(real):
+  parents = real["rm-bench"][:60]
+  rng = np.random.default_rng(3)
+  votes = [rng.normal(size=6) for _ in parents]
+  pairs, pair_votes = [], []
+  for ex, v in zip(parents, votes, strict=True):
+    for p in rm_bench_pairs(ex):
+      pairs.append(p)
+      pair_votes.append(np.array([v[p.metadata["chosen_style"]], v[3 + p.metadata["rejected_style"]]]))
+  # Continuous votes: no ties, so the key plays no part and both forms give identical numbers.
+  assert score_benchmark("rm-bench", parents, votes, KEY) == score_benchmark("rm-bench", pairs, pair_votes, KEY)
+
+
+def _rewardbench_weights(examples):
+  count = Counter(ex.source.split("/", 1)[1] for ex in examples)
+  hep = sum(c for s, c in count.items() if s.startswith("hep-"))
+  weight = {s: float(hep if s == "math-prm" else c) for s, c in count.items()}
+  total = defaultdict(float)
+  for s in count:
+    total[REWARDBENCH_SECTIONS[s]] += weight[s]
+  out = []
+  for ex in examples:
+    s = ex.source.split("/", 1)[1]
+    out.append(0.25 * weight[s] / total[REWARDBENCH_SECTIONS[s]] / count[s])
+  return np.array(out)
+
+
+def _rmb_weights(examples):
+  count = Counter(ex.source for ex in examples)
+  scenarios = defaultdict(set)
+  for ex in examples:
+    scenarios[ex.category].add(ex.source)
+  return np.array([0.25 / len(scenarios[ex.category]) / count[ex.source] for ex in examples])
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_random_judge_is_at_chance(real, name):
+  examples = real[name]
+  rng = np.random.default_rng(7)
+  votes = [rng.integers(1, 11, size=ex.n).astype(float) for ex in examples]  # integer scores: ties happen
+  got = score_benchmark(name, examples, votes, jax.random.PRNGKey(11))
+  if name == "realmistake":
+    labels = np.array([ex.metadata["label"] for ex in examples])
+    n_pos, n_neg = labels.sum(), (1 - labels).sum()
+    value, expected, se = got["auc"], 0.5, math.sqrt((len(labels) + 1) / (12 * n_pos * n_neg))
+  elif name == "rewardbench":
+    w = _rewardbench_weights(examples)
+    assert math.isclose(w.sum(), 1.0)
+    value, expected, se = got["overall"], 0.5, 0.5 * math.sqrt(np.sum(w**2))
+  elif name == "rmb":
+    w = _rmb_weights(examples)
+    p = np.array([1.0 / ex.n for ex in examples])  # argmax with random tie-break of exchangeable scores
+    assert math.isclose(w.sum(), 1.0)
+    value, expected, se = got["overall"], float(np.sum(w * p)), math.sqrt(np.sum(w**2 * p * (1 - p)))
+  else:  # rm-bench: the 9 cells of a prompt share its scores, so the unit is the prompt (variance <= 1/4)
+    count = Counter(ex.category for ex in examples)
+    w = np.array([1.0 / len(count) / count[ex.category] for ex in examples])
+    value, expected, se = got["overall"], 0.5, 0.5 * math.sqrt(np.sum(w**2))
+  assert se < 0.03
+  assert abs(value - expected) < 4 * se, (value, expected, se)
+
+
+# --------------------------------------------------------------------------------------------------
+# Golden numbers on small synthetic cases.
+
+
+def _pair(source, category, correct, **meta):
+  ex = PreferenceExample(context="q", responses=("a", "b"), rewards=(1.0, 0.0), source=source, category=category,
+                         metadata=meta)  # fmt: skip
+  return ex, np.array([1.0, 0.0] if correct else [0.0, 1.0])
+
+
+def _score(name, items, key=KEY):
+  examples, votes = zip(*items, strict=True)
+  return score_benchmark(name, list(examples), list(votes), key)
+
+
+def test_rewardbench_section_weighting():
+  cases = [
+    ("alpacaeval-easy", True),
+    ("alpacaeval-easy", False),
+    ("mt-bench-easy", True),
+    ("llmbar-natural", True),
+    ("donotanswer", False),
+    ("math-prm", True),
+    ("hep-python", False),
+    ("hep-python", False),
+    ("hep-go", True),
+    ("shp", True),
+    ("anthropic_hhh", False),
+  ]
+  got = _score("rewardbench", [_pair(f"rewardbench/{s}", REWARDBENCH_SECTIONS[s], ok) for s, ok in cases])
+  assert got["subset/alpacaeval-easy"] == 0.5
+  assert got["section/Chat"] == pytest.approx(2 / 3)  # (2 * 0.5 + 1 * 1) / 3: example-weighted
+  assert got["section/Chat Hard"] == 1.0 and got["section/Safety"] == 0.0
+  # math-prm weighs as much as the 3 hep examples: (3 * 1 + 2 * 0 + 1 * 1) / 6, not the plain mean 0.5.
+  assert got["section/Reasoning"] == pytest.approx(2 / 3)
+  assert got["section/Prior Sets"] == 0.5
+  assert got["overall"] == pytest.approx((2 / 3 + 1 + 0 + 2 / 3) / 4)  # Prior Sets excluded
+  assert got["n"] == 11 and got["n_sections"] == 4
+
+
+def _bon(source, category, votes):
+  ex = PreferenceExample(context="q", responses=tuple("abcd"), rewards=(1.0, 0.0, 0.0, 0.0), source=source,
+                         category=category)  # fmt: skip
+  return ex, np.array(votes, float)
+
+
+def test_rmb_bon_rule_and_macro_average():
+  items = [
+    _pair("rmb/pairwise/Helpfulness/A", "Helpfulness/Pairwise", True),
+    _pair("rmb/pairwise/Helpfulness/A", "Helpfulness/Pairwise", False),
+    _pair("rmb/pairwise/Helpfulness/B", "Helpfulness/Pairwise", True),
+    _bon("rmb/bon/Helpfulness/A", "Helpfulness/BoN", [5, 4, 4, 1]),  # losers tie among themselves: right
+    _bon("rmb/bon/Harmlessness/S1", "Harmlessness/BoN", [5, 6, 1, 1]),  # one loser beats the best: wrong
+    _pair("rmb/pairwise/Harmlessness/S1", "Harmlessness/Pairwise", True),
+  ]
+  got = _score("rmb", items)
+  assert got["Helpfulness/Pairwise"] == 0.75  # mean of scenarios A (1/2) and B (1/1)
+  assert got["micro/Helpfulness/Pairwise"] == pytest.approx(2 / 3)
+  assert got["Helpfulness/BoN"] == 1.0 and got["Harmlessness/BoN"] == 0.0 and got["Harmlessness/Pairwise"] == 1.0
+  assert got["overall"] == pytest.approx((0.75 + 1 + 0 + 1) / 4)
+
+
+def test_rmb_bon_tie_with_best_is_a_coin_flip():
+  items = [_bon("rmb/bon/Helpfulness/A", "Helpfulness/BoN", [5, 5, 1, 1])] * 800
+  acc = _score("rmb", items)["Helpfulness/BoN"]
+  assert abs(acc - 0.5) < 4 * math.sqrt(0.25 / 800)
+  # Three-way tie at the top: right 1/3 of the time.
+  items = [_bon("rmb/bon/Helpfulness/A", "Helpfulness/BoN", [5, 5, 5, 1])] * 800
+  acc = _score("rmb", items, jax.random.PRNGKey(5))["Helpfulness/BoN"]
+  assert abs(acc - 1 / 3) < 4 * math.sqrt(2 / 9 / 800)
+
+
+def _rm_bench(domain, category):
+  return PreferenceExample(context="q", responses=tuple("abcdef"), rewards=(1, 1, 1, 0, 0, 0), source=domain,
+                           category=category, metadata={"num_chosen": 3})  # fmt: skip
+
+
+def test_rm_bench_level_mapping():
+  # Chosen (concise, plain, markdown) = 3, 2, 1 against rejected 2.5, 1.5, 0.5. Cell [i][j] = chosen i beats
+  # rejected j: row 0 = 1 1 1, row 1 = 0 1 1, row 2 = 0 0 1. Hard (i < j) = 1, normal = 1, easy (i > j) = 0.
+  chat = _rm_bench("rm-bench/chat", "Chat")
+  code = _rm_bench("rm-bench/code", "Code")
+  got = score_benchmark("rm-bench", [chat, code], [np.array([3, 2, 1, 2.5, 1.5, 0.5]), np.array([1, 1, 1, 0, 0, 0])],
+                        KEY)  # fmt: skip
+  assert (got["Chat/hard"], got["Chat/normal"], got["Chat/easy"]) == (1.0, 1.0, 0.0)
+  assert got["Chat"] == pytest.approx(2 / 3) and got["Code"] == 1.0
+  assert got["easy"] == 0.5 and got["normal"] == 1.0 and got["hard"] == 1.0
+  assert got["overall"] == pytest.approx((2 / 3 + 1) / 2) and got["n_domains"] == 2
+
+
+def test_rm_bench_pools_safety_files():
+  refuse, respond = _rm_bench("rm-bench/safety-refuse", "Safety"), _rm_bench("rm-bench/safety-response", "Safety")
+  got = score_benchmark("rm-bench", [refuse, respond, respond], [np.array([1, 1, 1, 0, 0, 0])] + [np.zeros(6) + [
+    0, 0, 0, 1, 1, 1]] * 2, KEY)  # fmt: skip
+  assert got["n_domains"] == 1 and got["Safety"] == pytest.approx(1 / 3)  # pooled over 3 prompts, not per file
+
+
+def _mistake(error, task="t"):
+  return PreferenceExample(context="q", responses=("a",), rewards=(0.0 if error else 1.0,),
+                           source=f"realmistake/{task}/m", category=task, metadata={"label": int(error)})  # fmt: skip
+
+
+def test_realmistake_auc_golden():
+  examples = [_mistake(True), _mistake(True), _mistake(False), _mistake(False)]
+  got = score_benchmark("realmistake", examples, [np.array([2.0]), [5.0], [5.0], [9.0]], KEY)
+  # Error score = -votes: (-2, -5) positives vs (-5, -9) negatives: 1 + 1 + 1/2 (tie) + 1 = 3.5 of 4 pairs.
+  assert got["auc"] == 0.875 and got["n_error"] == 2
+
+
+def test_roc_auc_matches_pair_counting():
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 300)
+  s = rng.integers(0, 6, 300).astype(float)
+  pos, neg = s[y == 1], s[y == 0]
+  brute = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
+  assert roc_auc(y, s) == pytest.approx(brute)
+  assert math.isnan(roc_auc([1, 1], [0.1, 0.2]))
+
+
+def test_ppe_accuracy():
+  pref = [_pair("ppe/human-preference", "PPE Preference", ok) for ok in (True, False)]
+  corr = [_pair("ppe/mmlu_pro", "PPE Correctness", True)] + [_pair("ppe/math", "PPE Correctness", False)] * 2
+  tie = PreferenceExample(context="q", responses=("a", "b"), rewards=(0.5, 0.5), source="ppe/human-preference",
+                          category="PPE Preference")  # fmt: skip
+  got = _score("ppe", pref + corr + [(tie, np.array([1.0, 0.0]))])
+  assert got["preference"] == 0.5 and got["correctness/mmlu_pro"] == 1.0 and got["correctness/math"] == 0.0
+  assert got["correctness"] == 0.5 and got["n_excluded"] == 1 and got["n"] == 5
+
+
+def test_errors():
+  ex, _ = _pair("rewardbench/shp", "Prior Sets", True)
+  with pytest.raises(ValueError, match="no metric"):
+    score_benchmark("nope", [ex], [np.zeros(2)], KEY)
+  with pytest.raises(ValueError, match="responses but 3 scores"):
+    score_benchmark("rewardbench", [ex], [np.zeros(3)], KEY)
+  # A padded [N, n_max] array is accepted as well.
+  assert score_benchmark("rewardbench", [ex], np.array([[1.0, 0.0, 9.0]]), KEY)["section/Prior Sets"] == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Scaling curves.
+
+
+def _pool(rng, b=1500, k_max=16, p=0.6):
+  """A judge whose samples are independently right with probability p; right samples are more confident."""
+  right = rng.random((b, k_max)) < p
+  margin = np.where(right, rng.integers(1, 5, (b, k_max)), -rng.integers(1, 4, (b, k_max)))
+  scores = np.stack([5 + margin, np.full((b, k_max), 5)], axis=-1).astype(np.int32)  # response 0 is the best
+  valid = rng.random((b, k_max)) > 0.05
+  rewards = np.tile([1.0, 0.0], (b, 1))
+  meta = right + rng.normal(0, 0.2, (b, k_max))  # informative meta reward
+  return scores, valid, rewards, meta
+
+
+def test_default_ks():
+  assert default_ks(32) == (1, 2, 4, 8, 16, 32) and default_ks(1) == (1,) and default_ks(12) == (1, 2, 4, 8, 12)
+
+
+def test_subset_mask_draws_k_uniformly():
+  m = np.asarray(subset_mask(KEY, 500, 8, 3, 4))
+  assert m.shape == (4, 500, 8) and np.all(m.sum(-1) == 3)
+  freq = m.mean(axis=(0, 1))  # each slot is in the subset with probability 3/8; SE = sqrt(p(1-p)/2000)
+  assert np.all(np.abs(freq - 3 / 8) < 4 * math.sqrt(3 / 8 * 5 / 8 / 2000))
+
+
+def test_full_subset_equals_plain_vote():
+  scores, valid, _, meta = _pool(np.random.default_rng(1), b=50, k_max=8)
+  np.testing.assert_array_equal(subset_votes(scores, valid, 8, KEY)[0], grm.vote(scores, valid))
+  np.testing.assert_array_equal(subset_votes(scores, valid, 8, KEY, 1, meta)[0], grm.vote(scores, valid, meta))
+
+
+def test_voting_improves_with_k_and_meta_beats_voting():
+  scores, valid, rewards, meta = _pool(np.random.default_rng(2))
+  table = scaling_curve(scores, valid, rewards, meta=meta, num_subsets=4, seed=3)
+  ks = sorted(table)
+  assert ks == [1, 2, 4, 8, 16]
+  voting = [table[k]["voting"] for k in ks]
+  assert abs(voting[0] - 0.6 * 0.95 - 0.05 * 0.5) < 0.04  # k=1: p if valid, a coin flip if not
+  assert all(b > a for a, b in zip(voting, voting[1:], strict=False)), voting
+  assert voting[-1] > voting[0] + 0.2
+  assert table[1]["meta"] == table[1]["voting"]  # k_meta = 1 of 1: the same subsets and tie-breaks
+  for k in ks[1:]:
+    assert table[k]["meta"] > table[k]["voting"], (k, table[k])
+  assert table[16]["voting_std"] < 0.02 and table[16]["subsets"] == 4
+
+
+def test_scaling_curve_with_benchmark_metric():
+  scores, valid, rewards, _ = _pool(np.random.default_rng(4), b=40, k_max=4)
+  examples = [PreferenceExample(context="q", responses=("a", "b"), rewards=(1.0, 0.0), source="rewardbench/shp",
+                                category="Prior Sets") for _ in range(40)]  # fmt: skip
+  metric = lambda v, key: score_benchmark("rewardbench", examples, v, key)["section/Prior Sets"]
+  custom = scaling_curve(scores, valid, metric=metric, ks=[4], num_subsets=2, seed=0)
+  default = scaling_curve(scores, valid, rewards, ks=[4], num_subsets=2, seed=0)
+  assert set(custom[4]) == {"voting", "voting_std", "subsets"}
+  assert abs(custom[4]["voting"] - default[4]["voting"]) <= 0.1  # same votes, different tie-break keys
+  with pytest.raises(ValueError, match="rewards"):
+    scaling_curve(scores, valid)
