@@ -26,6 +26,7 @@ setup(
     "tokenizers",
     "pyarrow",
     "tqdm",
+    "matplotlib",
   ],
   extras_require={
     # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.

@@ -1,0 +1,111 @@
+"""Entry point: `python -m grm_jax.main --config=experiments/<file>.py[:preset] --workdir=DIR`.
+
+The config file's `get_config(preset)` builds an `ml_collections.ConfigDict`; command-line
+overrides (`--config.eval.k=8`) are applied by `config_flags`, which rejects a key the config
+does not have. The config is then locked (no stage can invent a key) and the stages it lists run
+in order, each as `grm_jax.stages.<name>.run(config, workdir)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from grm_jax import parallel
+
+STAGES = ("rft", "grpo", "metarm", "evaluate")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir: str) -> dict:
+  """Run every stage the config lists; returns {stage: its result}."""
+  config = config.copy_and_resolve_references()
+  config.lock()
+  stages = tuple(config.stages)
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown:
+    raise ValueError(f"config.stages: unknown stage {unknown[0]!r}; known stages are {STAGES}")
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  results = {}
+  for name in stages:
+    try:
+      module = importlib.import_module(f"grm_jax.stages.{name}")
+    except ModuleNotFoundError as e:
+      raise NotImplementedError(
+        f"config.stages: stage {name!r} is not implemented in this version of grm_jax (grm_jax/stages/{name}.py)"
+      ) from e
+    logging.info("stage %s: start", name)
+    results[name] = module.run(config, workdir)
+    logging.info("stage %s: done", name)
+  return results
+
+
+def _load_config_file(spec: str):
+  path, _, preset = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no such file {path!r}")
+  module_spec = importlib.util.spec_from_file_location("grm_jax_experiment", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset or None)
+
+
+def _explain(argv: list[str], error: Exception) -> str:
+  """Turn a flag-parsing failure into a message that names the file, preset or key."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return f"{error}"
+  try:
+    config = _load_config_file(spec)
+  except Exception as e:  # the experiment file's own message (unknown preset, bad path, ...)
+    return f"--config={spec}: {e}"
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config.") :].split("=", 1)[0]
+    node, parts = config, key.split(".")
+    for i, part in enumerate(parts):
+      if not hasattr(node, "keys") or part not in node.keys():
+        where = ".".join(parts[:i]) or "(top level)"
+        known = sorted(node.keys()) if hasattr(node, "keys") else []
+        return f"{arg}: unknown config key {key!r} in {spec} ('{part}' is not under {where}; keys there: {known})"
+      node = node[part]
+  return f"{spec}: {error}"
+
+
+def _parse_flags(argv: list[str]):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:
+    print(f"grm_jax.main: {_explain(argv, e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; pass settings as --config.<key>=<value>")
+  try:
+    config = _CONFIG.value  # config_flags loads the file lazily: errors surface on first use
+    config.keys()
+  except Exception as e:
+    print(f"grm_jax.main: {_explain(sys.argv, e)}", file=sys.stderr)
+    sys.exit(2)
+  parallel.initialize_distributed()
+  results = run(config, _WORKDIR.value)
+  summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
+  print(json.dumps(summary, indent=2, default=str)[:4000])
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)
