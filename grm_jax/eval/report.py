@@ -1,0 +1,388 @@
+"""The evaluation report: what a person reads (Markdown, PNG plots) and what a program reads (JSON, JSONL).
+
+`write_report(out_dir, results, judged)` writes, from the results dict built by `grm_jax.stages.evaluate`:
+
+- `results.json`: every number (config, per-dataset official metrics at k=1 / Voting@k_max / MetaRM@k_max, the
+  scaling table, parse failures, throughput, position bias). Non-finite floats are written as null (strict JSON).
+- `report.md`: the same numbers as tables, with the definitions needed to read them.
+- `scaling.png`: Voting@k and MetaRM@k (when present) against k on a log2 axis, one line per dataset and column.
+- `position_bias.png`: how often the judge's top score lands on each shown position, against the 1/n of a
+  position-blind judge.
+- `judgements.jsonl` (when `judged` is given): one line per item with, per sample, the judgement text, the
+  permutation shown, the parsed scores (original response order) and whether they parsed, the raw material for
+  meta-RM training. ReaLMistake texts are never written (the data set must stay encrypted at rest; a judgement
+  may quote the response), so for examples whose `source` starts with "realmistake" `text` is null.
+
+Position bias (`position_bias`): for each valid sample whose scores have a unique maximum over the item's real
+responses ("decisive"), record the position at which that response was shown (`perms[b, j, p]` is the original
+index shown as "Response p+1"). Because `judge` shuffles the responses independently per sample, the true best
+response is shown at every position equally often, so a judge that ignores position picks each position at rate
+1/n (50% first for n = 2) whatever its accuracy; a judge that always scores the first-shown response highest
+gives 100%. Samples with a tied top score are counted separately ("ties") and left out of the rates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from grm_jax.data.example import PreferenceExample
+from grm_jax.grm.judge import Judgements
+
+WITHHELD_SOURCES = ("realmistake",)
+"""Sources whose texts never go to disk in plain text (the benchmark is distributed encrypted)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers from judgements.
+
+
+def position_bias(scores: Any, valid: Any, perms: Any, response_mask: Any) -> dict[str, dict[str, Any]]:
+  """Where the top-scored response was shown, per number of responses n >= 2 (see the module docstring).
+
+  Args:
+    scores: [B, k, n_max] scores in original order; valid: [B, k]; perms: [B, k, n_max] (shown position p ->
+      original index); response_mask: [B, n_max].
+
+  Returns:
+    {"n=<n>": {"n", "items", "samples" (valid), "decisive", "ties", "counts" [n] (decisive samples whose top
+    response was shown at position p), "rates" [n] (counts / decisive, NaN if none), "expected" (1/n),
+    "first_rate" (rates[0])}} for each n present among the items; n = 1 items have no position and are skipped.
+  """
+  scores = np.asarray(scores)
+  valid = np.asarray(valid, bool)
+  perms = np.asarray(perms)
+  mask = np.asarray(response_mask, bool)
+  ns = mask.sum(-1)
+  out: dict[str, dict[str, Any]] = {}
+  for n in sorted({int(x) for x in ns if x >= 2}):
+    items = np.flatnonzero(ns == n)
+    s = scores[items][:, :, :n].astype(np.float64)  # [I, k, n] original order
+    v = valid[items]
+    p = perms[items][:, :, :n]
+    shown = np.take_along_axis(s, p, axis=-1)  # [I, k, n] in shown order
+    top = shown.max(-1, keepdims=True)
+    unique = (shown == top).sum(-1) == 1
+    decisive = v & unique
+    pos = shown.argmax(-1)
+    counts = np.array([int(np.sum(decisive & (pos == q))) for q in range(n)])
+    total = int(decisive.sum())
+    rates = counts / total if total else np.full(n, np.nan)
+    out[f"n={n}"] = {
+      "n": n,
+      "items": len(items),
+      "samples": int(v.sum()),
+      "decisive": total,
+      "ties": int(np.sum(v & ~unique)),
+      "counts": counts.tolist(),
+      "rates": [float(r) for r in rates],
+      "expected": 1.0 / n,
+      "first_rate": float(rates[0]),
+    }
+  return out
+
+
+def judgement_stats(j: Judgements) -> dict[str, Any]:
+  """Parse failures, throughput and position bias of one `judge` call, as plain JSON values."""
+  generated = int(np.asarray(j.generated_tokens).sum())
+  return {
+    "parse_failures": {
+      "invalid": j.num_invalid,
+      "samples": int(np.asarray(j.valid).size),
+      "rate": float(j.parse_failure_rate),
+    },
+    "throughput": {
+      "items": j.num_items,
+      "samples": int(np.asarray(j.valid).size),
+      "generated_tokens": generated,
+      "sampler_seconds": float(j.sampler_seconds),
+      "total_seconds": float(j.total_seconds),
+      "items_per_s": float(j.items_per_second),
+      "tokens_per_s": float(j.tokens_per_second),
+      "stopped_rate": float(np.asarray(j.stopped).mean()) if np.asarray(j.stopped).size else float("nan"),
+    },
+    "position_bias": position_bias(j.scores, j.valid, j.perms, j.response_mask),
+  }
+
+
+# --------------------------------------------------------------------------------------------------
+# Files.
+
+
+def jsonable(x: Any) -> Any:
+  """Plain JSON values: numpy scalars/arrays to Python, tuples to lists, non-finite floats to None."""
+  if isinstance(x, Mapping):
+    return {str(k): jsonable(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return [jsonable(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return jsonable(x.tolist())
+  if isinstance(x, np.bool_ | bool):
+    return bool(x)
+  if isinstance(x, np.integer | int):
+    return int(x)
+  if isinstance(x, np.floating | float):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
+def write_json(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(jsonable(results), f, indent=2, allow_nan=False)
+    f.write("\n")
+  os.replace(tmp, path)  # a killed run never leaves a half-written results.json that a rerun would trust
+
+
+def write_judgements(
+  path: str | os.PathLike, judged: Mapping[str, tuple[Sequence[PreferenceExample], Judgements]]
+) -> int:
+  """Writes one JSON line per item (see the module docstring); returns the number of lines."""
+  lines = 0
+  with open(path, "w") as f:
+    for dataset, (examples, j) in judged.items():
+      for b, ex in enumerate(examples):
+        withhold = ex.source.lower().startswith(WITHHELD_SOURCES)
+        n = ex.n
+        samples = []
+        for s in range(j.k):
+          samples.append(
+            {
+              "text": None if withhold else j.texts[b][s],
+              "perm": [int(i) for i in j.perms[b, s, :n]],
+              "scores": [int(x) for x in j.scores[b, s, :n]],
+              "valid": bool(j.valid[b, s]),
+              "generated_tokens": int(j.generated_tokens[b, s]),
+              "stopped": bool(j.stopped[b, s]),
+            }
+          )
+        row = {
+          "dataset": dataset,
+          "source": ex.source,
+          "category": ex.category,
+          "id": ex.id,
+          "n": n,
+          "rewards": list(ex.rewards) if ex.rewards is not None else None,
+          "best": ex.best,
+          "template": j.templates[b],
+          "text_withheld": withhold,
+          "samples": samples,
+        }
+        f.write(json.dumps(jsonable(row), ensure_ascii=False) + "\n")
+        lines += 1
+  return lines
+
+
+def _fmt(x: Any, pct: bool = True) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "–"
+  if isinstance(x, float):
+    return f"{100 * x:.1f}" if pct else f"{x:.3g}"
+  return str(x)
+
+
+def _metric_is_fraction(name: str) -> bool:
+  """Metric values are fractions except the counts, under "n", "n_*" and "n/*" (`eval.metrics`)."""
+  return not (name == "n" or name.startswith(("n_", "n/")))
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+  """The report a person reads, from the results dict (`results.json` content)."""
+  cfg = results.get("config", {})
+  ev = cfg.get("eval", {})
+  lines = [
+    "# GRM evaluation report",
+    "",
+    f"- **Model**: `{results.get('model', '?')}` (dtype {cfg.get('model', {}).get('dtype', '?')})",
+    f"- **Datasets**: {', '.join(results.get('datasets', {})) or '–'}",
+    f"- **Sampling**: k = {ev.get('k')} samples per item, temperature {ev.get('temperature')}, "
+    f"top_p {ev.get('top_p')}, max_new_tokens {ev.get('max_new_tokens')}, seed {cfg.get('seed')}",
+    f"- **Items per dataset**: {ev.get('limit') or 'all'}; scaling points average {ev.get('num_subsets')} random "
+    "k-subsets of the one pool of k_max samples",
+    f"- **Meta RM**: {ev.get('meta_model') or 'none (voting only)'}",
+    f"- **Devices**: {results.get('devices', '?')}; wall time {_fmt(results.get('seconds'), pct=False)} s",
+    "",
+    "Metrics are percentages (ReaLMistake: ROC-AUC × 100). *k=1* scores the first sample of each item alone; "
+    "*Voting@k* sums the valid scores of all k samples (paper §4.1); *MetaRM@k* sums only the top ⌈k/2⌉ by "
+    "meta reward. Argmax ties are broken at random.",
+    "",
+    "## Official metrics",
+    "",
+  ]
+  datasets = results.get("datasets", {})
+  for name, d in datasets.items():
+    k_max = d.get("k")
+    cols = [("k=1", d["metrics"].get("k1")), (f"Voting@{k_max}", d["metrics"].get("voting"))]
+    if d["metrics"].get("meta"):
+      cols.append((f"MetaRM@{k_max}", d["metrics"]["meta"]))
+    lines += [
+      f"### {name}  (benchmark `{d.get('benchmark')}`, official metric `{d.get('official_metric')}`, "
+      f"{d.get('num_items')} items)",
+      "",
+    ]
+    lines.append("| metric | " + " | ".join(c for c, _ in cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
+    keys = list(cols[1][1] or cols[0][1] or {})
+    official = d.get("official_metric")
+    keys.sort(key=lambda m: (m != official, not _metric_is_fraction(m), m))
+    for m in keys:
+      frac = _metric_is_fraction(m)
+      cells = [_fmt((c or {}).get(m), pct=frac) for _, c in cols]
+      label = f"**{m}**" if m == official else m
+      lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+  lines += ["## Inference-time scaling", ""]
+  has_meta = any("meta" in row for d in datasets.values() for row in d.get("scaling", []))
+  header = "| dataset | k | Voting@k | ± std |" + (" MetaRM@k | ± std |" if has_meta else "")
+  lines += [header, "|---|---|---|---|" + ("---|---|" if has_meta else "")]
+  for name, d in datasets.items():
+    for row in d.get("scaling", []):
+      cells = [name, str(row["k"]), _fmt(row.get("voting")), _fmt(row.get("voting_std"))]
+      if has_meta:
+        cells += [_fmt(row.get("meta")), _fmt(row.get("meta_std"))]
+      lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "![scaling](scaling.png)", ""]
+
+  lines += [
+    "## Parse failures and throughput",
+    "",
+    "Throughput counts sampler wall time only (compilation on a first call included); a sample that cannot be "
+    "parsed votes nothing.",
+    "",
+    "| dataset | samples | parse failures | rate % | items/s | generated tok/s | stopped % | sampler s |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  rows = list(datasets.items())
+  if "totals" in results and len(datasets) > 1:
+    rows.append(("**all**", results["totals"]))
+  for name, d in rows:
+    pf, tp = d["parse_failures"], d["throughput"]
+    lines.append(
+      f"| {name} | {pf['samples']} | {pf['invalid']} | {_fmt(pf['rate'])} | {_fmt(tp['items_per_s'], pct=False)} | "
+      f"{_fmt(tp['tokens_per_s'], pct=False)} | {_fmt(tp.get('stopped_rate'))} | "
+      f"{_fmt(tp['sampler_seconds'], pct=False)} |"
+    )
+
+  lines += [
+    "",
+    "## Position bias",
+    "",
+    "For every valid sample whose top score is unique (*decisive*), the position at which that response was "
+    "shown. The responses are shuffled independently per sample, so the truly best response appears at each "
+    "position equally often: a judge blind to position picks each of n positions 1/n of the time (50% first "
+    "for pairs) whatever its accuracy; a judge that always prefers the first-shown response gives 100% first. "
+    "Samples with a tied top score are counted as ties and left out of the rates.",
+    "",
+    "| dataset | n | decisive | ties | top response shown at position 1, 2, ... (%) | expected % |",
+    "|---|---|---|---|---|---|",
+  ]
+  for name, d in datasets.items():
+    for pb in d.get("position_bias", {}).values():
+      rates = ", ".join(_fmt(r) for r in pb["rates"])
+      lines.append(f"| {name} | {pb['n']} | {pb['decisive']} | {pb['ties']} | {rates} | {_fmt(pb['expected'])} |")
+  lines += ["", "![position bias](position_bias.png)", ""]
+  return "\n".join(lines)
+
+
+def _pyplot():
+  import matplotlib  # noqa: PLC0415 - plotting is optional for the numbers
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  return plt
+
+
+def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
+  """Voting@k (solid) and MetaRM@k (dashed) against k, log2 x-axis, one line per dataset and column."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  ks_all: set[int] = set()
+  for name, d in results.get("datasets", {}).items():
+    rows = d.get("scaling", [])
+    ks = [r["k"] for r in rows]
+    ks_all.update(ks)
+    unit = d.get("official_metric", "")
+    for col, style in (("voting", "-o"), ("meta", "--s")):
+      if rows and all(r.get(col) is not None and col in r for r in rows):
+        mean = np.array([r[col] for r in rows], float) * 100
+        std = np.array([r.get(f"{col}_std") or 0.0 for r in rows], float) * 100
+        label = f"{name} {'Voting' if col == 'voting' else 'MetaRM'}@k ({unit})"
+        (line,) = ax.plot(ks, mean, style, label=label)
+        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+  ax.set_xscale("log", base=2)
+  if ks_all:
+    ax.set_xticks(sorted(ks_all), [str(k) for k in sorted(ks_all)])
+  ax.set_xlabel("k (samples per item)")
+  ax.set_ylabel("official metric (%)")
+  ax.set_title(f"Inference-time scaling: {results.get('model', '')}", fontsize=9)
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_position_bias(results: Mapping[str, Any], path: str | os.PathLike) -> None:
+  """Grouped bars: share of decisive samples whose top response was shown at each position, vs 1/n."""
+  plt = _pyplot()
+  groups = [
+    (f"{name}\nn={pb['n']}", pb)
+    for name, d in results.get("datasets", {}).items()
+    for pb in d.get("position_bias", {}).values()
+  ]
+  fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups) + 2), 4.0))
+  width = 0.8
+  for g, (_, pb) in enumerate(groups):
+    n = pb["n"]
+    rates = [100 * (r if r is not None and math.isfinite(r) else 0.0) for r in pb["rates"]]
+    xs = g + (np.arange(n) - (n - 1) / 2) * width / n
+    ax.bar(xs, rates, width / n * 0.9, color=[plt.cm.tab10(p) for p in range(n)])
+    ax.hlines(100 / n, g - width / 2, g + width / 2, colors="k", linestyles="--", linewidth=1)
+    for x, p in zip(xs, range(n), strict=True):
+      ax.text(x, 1, str(p + 1), ha="center", va="bottom", fontsize=7, color="white")
+  ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+  ax.set_ylim(0, 100)
+  ax.set_ylabel("top response shown at position (%)")
+  ax.set_title("Position bias (bars: positions 1..n; dashed: position-blind 1/n)", fontsize=9)
+  if not groups:
+    ax.text(0.5, 0.5, "no items with n >= 2", ha="center", va="center", transform=ax.transAxes)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(
+  out_dir: str | os.PathLike,
+  results: Mapping[str, Any],
+  judged: Mapping[str, tuple[Sequence[PreferenceExample], Judgements]] | None = None,
+) -> dict[str, str]:
+  """Writes report.md, scaling.png, position_bias.png, results.json (last) and judgements.jsonl.
+
+  results.json is written last so that its presence means the whole report is there (the stage's skip check).
+  Returns {file kind: path}.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {
+    "report": os.path.join(out_dir, "report.md"),
+    "scaling": os.path.join(out_dir, "scaling.png"),
+    "position_bias": os.path.join(out_dir, "position_bias.png"),
+    "results": os.path.join(out_dir, "results.json"),
+  }
+  clean = jsonable(results)
+  if judged is not None:
+    paths["judgements"] = os.path.join(out_dir, "judgements.jsonl")
+    write_judgements(paths["judgements"], judged)
+  plot_scaling(clean, paths["scaling"])
+  plot_position_bias(clean, paths["position_bias"])
+  with open(paths["report"], "w") as f:
+    f.write(render_markdown(clean))
+  write_json(paths["results"], clean)
+  return paths

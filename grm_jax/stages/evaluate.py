@@ -1,0 +1,227 @@
+"""The evaluation stage: judge each benchmark with k samples, score Voting@k, draw the scaling curves, report.
+
+`run(config, workdir)` reads `config.model`, `config.mesh`, `config.seed` and `config.eval` (the contract is
+`experiments/eval.py`), and for each data set in `config.eval.datasets`:
+
+1. loads the examples (`data.load_dataset`, `limit` items, from `benchmark_root`);
+2. samples k judgements per item with the responses shuffled per sample (`grm.judge`, paper §4.1). Single-response
+   items (ReaLMistake) use the 1-10 "default" template, as the paper does at evaluation and as the ReaLMistake
+   metric assumes (low score = error);
+3. scores the benchmark's official metrics (`eval.score_benchmark`) at k=1 (the first sample alone) and at
+   Voting@k_max (sum of the valid scores of all k samples), and the scaling curve Voting@k for k = 1, 2, 4, ...,
+   k_max on the official metric (`eval.scaling_curve`, `num_subsets` random subsets per k);
+4. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
+   judgements.jsonl).
+
+A data set without an official metric (synthetic, jsonl, ...) is scored by plain accuracy. If
+`workdir/eval/results.json` exists and was made with the same seed, model and eval settings, the stored results are
+returned without loading the model (the mesh and stage list do not change the numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from grm_jax import grm, models, parallel
+from grm_jax.data.example import PreferenceExample
+from grm_jax.data.registry import load_dataset
+from grm_jax.eval import metrics as metrics_lib
+from grm_jax.eval import report
+from grm_jax.eval.scaling import scaling_curve
+
+OFFICIAL_METRIC = {
+  "rewardbench": ("overall",),
+  "rmb": ("overall",),
+  "rm-bench": ("overall",),
+  "realmistake": ("auc",),
+  "ppe": ("preference", "correctness"),
+  "accuracy": ("accuracy",),
+}
+"""Benchmark -> the headline metric(s), first one present wins (PPE: preference set if loaded, else correctness)."""
+
+FINGERPRINT_KEYS = ("seed", "model", "eval")
+"""Config parts that decide the numbers; a stored results.json with the same parts is reused."""
+
+
+def benchmark_of(dataset: str) -> str:
+  """The `score_benchmark` name for a data set name: its own benchmark, or "accuracy" for any other data."""
+  base = dataset.split(":", 1)[0].lower()
+  base = getattr(metrics_lib, "_ALIASES", {}).get(base, base)
+  return base if base in metrics_lib.benchmark_names() else "accuracy"
+
+
+def _official(bench: str, values: Mapping[str, float]) -> str:
+  for name in OFFICIAL_METRIC.get(bench, ()):
+    if name in values:
+      return name
+  raise KeyError(f"benchmark {bench!r}: none of its official metrics {OFFICIAL_METRIC.get(bench)} was computed")
+
+
+def _rows(examples: Sequence[PreferenceExample], votes: Any) -> list[np.ndarray]:
+  """Per-example vote rows [n_i] from a padded [B, n_max] table (metrics then check each length)."""
+  votes = np.asarray(votes, np.float64)
+  return [votes[i, : ex.n] for i, ex in enumerate(examples)]
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+  """The config as plain JSON values (ConfigDict, FrozenConfigDict or a mapping)."""
+  raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  return json.loads(json.dumps(report.jsonable(raw)))
+
+
+def _fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
+  return {key: cfg.get(key) for key in FINGERPRINT_KEYS}
+
+
+def datasets_of(config: Any) -> list[str]:
+  names = [d.strip() for d in str(config.eval.datasets).split(",") if d.strip()]
+  if not names:
+    raise ValueError("config.eval.datasets is empty; name at least one data set (e.g. 'rewardbench')")
+  return names
+
+
+def load_model(config: Any) -> Any:
+  """`models.load` of `config.model`, sharded over a mesh from `config.mesh` when more than one device is present."""
+  mesh = None
+  if jax.device_count() > 1:
+    mesh = parallel.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor})
+  return models.load(config.model.name, dtype=config.model.dtype, mesh=mesh, rules=tuple(config.mesh.rules))
+
+
+def evaluate_dataset(
+  name: str, examples: Sequence[PreferenceExample], j: grm.Judgements, config: Any
+) -> dict[str, Any]:
+  """Official metrics at k=1 and Voting@k_max, the scaling table, and the judgement statistics of one data set."""
+  bench = benchmark_of(name)
+  key = jax.random.PRNGKey(int(config.seed))
+  scores, valid = np.asarray(j.scores), np.asarray(j.valid)
+  voted = np.asarray(grm.vote(scores, valid))
+  first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
+  at_kmax = metrics_lib.score_benchmark(bench, examples, _rows(examples, voted), key)
+  at_k1 = metrics_lib.score_benchmark(bench, examples, _rows(examples, first), key)
+  official = _official(bench, at_kmax)
+
+  def metric(votes: np.ndarray, k: jax.Array) -> float:
+    return metrics_lib.score_benchmark(bench, examples, _rows(examples, votes), k)[official]
+
+  table = scaling_curve(scores, valid, num_subsets=int(config.eval.num_subsets), seed=int(config.seed), metric=metric)
+  return {
+    "benchmark": bench,
+    "official_metric": official,
+    "num_items": len(examples),
+    "k": j.k,
+    "skipped_rows": int(getattr(examples, "skipped", 0) or 0),
+    "metrics": {"k1": at_k1, "voting": at_kmax, "meta": None},
+    "scaling": [{"k": int(k), **row} for k, row in sorted(table.items())],
+    **report.judgement_stats(j),
+  }
+
+
+def _totals(per_dataset: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+  pf = [d["parse_failures"] for d in per_dataset.values()]
+  tp = [d["throughput"] for d in per_dataset.values()]
+  invalid, samples = sum(p["invalid"] for p in pf), sum(p["samples"] for p in pf)
+  secs = sum(t["sampler_seconds"] for t in tp)
+  items, tokens = sum(t["items"] for t in tp), sum(t["generated_tokens"] for t in tp)
+  stopped = [t["stopped_rate"] * t["samples"] for t in tp if t.get("stopped_rate") is not None]
+  return {
+    "parse_failures": {"invalid": invalid, "samples": samples, "rate": invalid / samples if samples else 0.0},
+    "throughput": {
+      "items": items,
+      "samples": samples,
+      "generated_tokens": tokens,
+      "sampler_seconds": secs,
+      "total_seconds": sum(t["total_seconds"] for t in tp),
+      "items_per_s": items / secs if secs > 0 else float("nan"),
+      "tokens_per_s": tokens / secs if secs > 0 else float("nan"),
+      "stopped_rate": sum(stopped) / samples if samples and stopped else float("nan"),
+    },
+  }
+
+
+def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
+  """Evaluates `config.model` on `config.eval.datasets`; writes `workdir/eval/` and returns the results dict."""
+  start = time.perf_counter()
+  out_dir = os.path.join(os.fspath(workdir), "eval")
+  cfg = config_dict(config)
+  results_path = os.path.join(out_dir, "results.json")
+  stored = None
+  if os.path.exists(results_path):
+    try:
+      with open(results_path) as f:
+        stored = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      logging.warning("evaluate: %s is unreadable (%s); evaluating again", results_path, e)
+  if stored is not None:
+    if _fingerprint(stored.get("config", {})) == _fingerprint(cfg):
+      logging.info("evaluate: %s exists with the same config; reusing it", results_path)
+      return stored
+    logging.info("evaluate: %s was made with another config; evaluating again", results_path)
+  if config.eval.meta_model:
+    raise NotImplementedError(
+      f"config.eval.meta_model={config.eval.meta_model!r}: MetaRM@k needs the meta RM, which is not implemented yet; "
+      "set config.eval.meta_model='' for voting only"
+    )
+  names = datasets_of(config)
+  k = int(config.eval.k)
+  limit = int(config.eval.limit) or None
+
+  datasets: dict[str, list[PreferenceExample]] = {}
+  for name in names:
+    datasets[name] = load_dataset(name, root=config.eval.benchmark_root, limit=limit)
+    logging.info("evaluate: %s: %d items", name, len(datasets[name]))
+    if not datasets[name]:
+      raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.eval.benchmark_root!r}")
+
+  model = load_model(config)
+  logging.info("evaluate: loaded %s (%s)", config.model.name, config.model.dtype)
+  per_dataset: dict[str, dict[str, Any]] = {}
+  judged: dict[str, tuple[Sequence[PreferenceExample], grm.Judgements]] = {}
+  for i, name in enumerate(names):
+    examples = datasets[name]
+    logging.info("evaluate: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
+    j = grm.judge(
+      model,
+      examples,
+      k=k,
+      temperature=float(config.eval.temperature),
+      top_p=float(config.eval.top_p),
+      max_new_tokens=int(config.eval.max_new_tokens),
+      seed=int(config.seed),
+      batch_items=int(config.eval.batch_items),
+      single_template="default",
+    )
+    judged[name] = (examples, j)
+    per_dataset[name] = evaluate_dataset(name, examples, j, config)
+    d = per_dataset[name]
+    logging.info(
+      "evaluate: %s: %s k=1 %.4f, voting@%d %.4f; parse failures %.1f%%; %.2f items/s, %.1f tok/s",
+      name,
+      d["official_metric"],
+      d["metrics"]["k1"][d["official_metric"]],
+      k,
+      d["metrics"]["voting"][d["official_metric"]],
+      100 * d["parse_failures"]["rate"],
+      d["throughput"]["items_per_s"],
+      d["throughput"]["tokens_per_s"],
+    )
+
+  results = {
+    "model": str(config.model.name),
+    "config": cfg,
+    "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+    "datasets": per_dataset,
+    "totals": _totals(per_dataset),
+    "seconds": time.perf_counter() - start,
+  }
+  paths = report.write_report(out_dir, results, judged)
+  logging.info("evaluate: wrote %s", ", ".join(paths.values()))
+  return report.jsonable(results)

@@ -1,0 +1,175 @@
+"""The evaluation stage end to end on a tiny random model with a scripted judge (fast and deterministic)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import eval as eval_experiment
+from grm_jax import grm, models
+from grm_jax.data import registry
+from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
+from grm_jax.stages import evaluate
+
+HAVE_REWARDBENCH = os.path.isdir(os.path.join(registry.DEFAULT_ROOT, "rewardbench"))
+
+
+def scripted_judge(calls):
+  """A stand-in for `grm.judge`: seeded shuffles, mostly prefers the true best, one unparseable sample per item."""
+
+  def judge(model, examples, *, k=1, seed=0, **kwargs):
+    calls.append({"model": model, "n_items": len(examples), "k": k, "seed": seed, **kwargs})
+    rng = np.random.default_rng(seed)
+    texts, perms = [], []
+    for b, ex in enumerate(examples):
+      item_texts, item_perms = [], []
+      for j in range(k):
+        perm = tuple(int(i) for i in rng.permutation(ex.n))
+        good = ex.rewards[perm[0]] if ex.n == 1 else None
+        shown = [9 if ex.rewards[i] == max(ex.rewards) and (b + j) % 3 else 4 for i in perm]
+        if ex.n == 1:
+          shown = [8 if good else 3]
+        text = "no verdict" if j == k - 1 and b % 2 else f"Critique...\nScores: \\boxed{{{', '.join(map(str, shown))}}}"
+        item_texts.append(text)
+        item_perms.append(perm)
+      texts.append(item_texts)
+      perms.append(item_perms)
+    scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, k=k)
+    B = len(examples)
+    return Judgements(
+      scores=scores,
+      valid=valid,
+      response_mask=mask,
+      perms=perm_arr,
+      texts=texts,
+      tokens=[[[5] * 7 for _ in range(k)] for _ in range(B)],
+      logprobs=[[[-1.0] * 7 for _ in range(k)] for _ in range(B)],
+      prompt_ids=[[[1, 2] for _ in range(k)] for _ in range(B)],
+      prompt_tokens=np.full((B, k), 2, np.int32),
+      generated_tokens=np.full((B, k), 7, np.int32),
+      stopped=np.ones((B, k), bool),
+      templates=["default"] * B,
+      sampler_seconds=0.5,
+      total_seconds=0.6,
+    )
+
+  return judge
+
+
+@pytest.fixture
+def config():
+  c = eval_experiment.get_config("smoke")
+  c.model.name = "tiny:llama"
+  c.eval.benchmark_root = registry.DEFAULT_ROOT
+  c.eval.datasets = "rewardbench,synthetic" if HAVE_REWARDBENCH else "synthetic"
+  c.eval.limit = 4
+  c.eval.k = 4
+  return c
+
+
+@pytest.fixture
+def patched(monkeypatch):
+  calls, loads = [], []
+
+  def fake_load(name, dtype="float32", mesh=None, rules=None):
+    loads.append({"name": name, "dtype": dtype, "mesh": mesh})
+    return models.from_config(models.tiny("llama"))
+
+  monkeypatch.setattr(models, "load", fake_load)
+  monkeypatch.setattr(grm, "judge", scripted_judge(calls))
+  return calls, loads
+
+
+def test_run_writes_report_and_second_run_skips(config, tmp_path, patched):
+  calls, loads = patched
+  results = evaluate.run(config, tmp_path)
+  names = evaluate.datasets_of(config)
+  assert list(results["datasets"]) == names
+  assert len(loads) == 1 and loads[0]["dtype"] == "float32"
+  # The config reaches the judge.
+  assert [c["n_items"] for c in calls] == [4] * len(names)
+  for c in calls:
+    assert c["k"] == 4 and c["seed"] == config.seed
+    assert c["temperature"] == config.eval.temperature and c["top_p"] == config.eval.top_p
+    assert c["max_new_tokens"] == 32 and c["batch_items"] == config.eval.batch_items
+  out = tmp_path / "eval"
+  for name in ("report.md", "results.json", "scaling.png", "position_bias.png", "judgements.jsonl"):
+    assert (out / name).stat().st_size > 0, name
+  for name, d in results["datasets"].items():
+    off = d["official_metric"]
+    assert off == ("overall" if name == "rewardbench" else "accuracy")
+    for col in ("k1", "voting"):
+      value = d["metrics"][col][off]
+      assert value is None or 0.0 <= value <= 1.0, (name, col, value)
+    assert [row["k"] for row in d["scaling"]] == [1, 2, 4]
+    for row in d["scaling"]:
+      assert row["voting"] is None or 0.0 <= row["voting"] <= 1.0
+    assert d["parse_failures"]["invalid"] == 2 and d["parse_failures"]["samples"] == 16
+    assert d["throughput"]["items_per_s"] == pytest.approx(8.0)
+  if HAVE_REWARDBENCH:  # the scripted judge mostly prefers the chosen response
+    rb = results["datasets"]["rewardbench"]
+    assert rb["metrics"]["voting"]["overall"] >= 0.5
+  assert json.loads((out / "results.json").read_text()) == results
+  lines = (out / "judgements.jsonl").read_text().splitlines()
+  assert len(lines) == 4 * len(names)
+
+  # Second run: same config -> stored results, no model load, no judging.
+  again = evaluate.run(config, tmp_path)
+  assert again == results and len(loads) == 1 and len(calls) == len(names)
+
+  # A changed eval setting is evaluated again.
+  config.eval.num_subsets = 3
+  evaluate.run(config, tmp_path)
+  assert len(loads) == 2
+
+
+def test_meta_model_is_not_implemented(config, tmp_path, patched):
+  config.eval.meta_model = "/ckpt/meta"
+  with pytest.raises(NotImplementedError, match="config.eval.meta_model"):
+    evaluate.run(config, tmp_path)
+
+
+def test_benchmark_of():
+  assert evaluate.benchmark_of("rewardbench") == "rewardbench"
+  assert evaluate.benchmark_of("rmb_bon") == "rmb"
+  assert evaluate.benchmark_of("rm_bench") == "rm-bench"
+  assert evaluate.benchmark_of("synthetic") == "accuracy"
+  assert evaluate.benchmark_of("jsonl:/x.jsonl") == "accuracy"
+
+
+class ByteTokenizer:
+  """A stub chat tokenizer for the 256-token tiny model: bytes of the last 48 characters of the chat, and back."""
+
+  def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True):
+    text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+    return list(text.encode("utf-8")[-48:])
+
+  def decode(self, ids, skip_special_tokens=True):
+    return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+def test_run_with_real_judge_on_tiny_model(config, tmp_path, monkeypatch):
+  """The real `grm.judge` and sampler on a random model: its texts do not parse, and the stage copes."""
+  loads = []
+
+  def fake_load(name, dtype="float32", mesh=None, rules=None):
+    loads.append(mesh)
+    m = models.from_config(models.tiny("llama"), mesh=mesh, rules=rules, eos_ids=(0,))
+    m.tokenizer = ByteTokenizer()
+    return m
+
+  monkeypatch.setattr(models, "load", fake_load)
+  config.eval.datasets = "synthetic"
+  config.eval.limit = 2
+  config.eval.k = 2
+  config.eval.max_new_tokens = 4
+  results = evaluate.run(config, tmp_path)
+  assert (loads[0] is not None) == (jax.device_count() > 1)  # sharded over the 8 fake CPU devices in tests
+  d = results["datasets"]["synthetic"]
+  assert d["parse_failures"]["samples"] == 4
+  assert d["throughput"]["generated_tokens"] > 0 and d["throughput"]["tokens_per_s"] > 0
+  value = d["metrics"]["voting"]["accuracy"]
+  assert value is None or 0.0 <= value <= 1.0
+  assert (tmp_path / "eval" / "report.md").exists()
