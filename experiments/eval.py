@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
   c.eval.benchmark_root = "../shared/benchmarks"  # relative to the current directory
   c.eval.limit = 32  # items per dataset (0 = all)
+  c.eval.subsample = "random"  # which `limit` items: "random" (seeded, across subsets) or "first"
   c.eval.k = 4  # samples per item (k_max of the scaling curves)
   c.eval.temperature = 0.5  # the paper's sampling temperature for voting
   c.eval.top_p = 1.0

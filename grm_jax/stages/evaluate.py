@@ -147,6 +147,21 @@ def _totals(per_dataset: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
   }
 
 
+def select_items(name: str, config, limit: int | None) -> list[PreferenceExample]:
+  """`limit` items of a dataset: the first ones, or (eval.subsample='random') a seeded uniform
+  sample kept in file order — benchmark files are sorted by subset, so the first 32 RewardBench
+  rows are all one subset."""
+  if config.eval.subsample not in ("first", "random"):
+    raise ValueError(f"config.eval.subsample={config.eval.subsample!r}; use 'first' or 'random'")
+  if config.eval.subsample == "first" or not limit:
+    return list(load_dataset(name, root=config.eval.benchmark_root, limit=limit))
+  examples = list(load_dataset(name, root=config.eval.benchmark_root))
+  if len(examples) <= limit:
+    return examples
+  keep = np.sort(np.random.default_rng(int(config.seed)).choice(len(examples), size=limit, replace=False))
+  return [examples[i] for i in keep]
+
+
 def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
   """Evaluates `config.model` on `config.eval.datasets`; writes `workdir/eval/` and returns the results dict."""
   start = time.perf_counter()
@@ -176,7 +191,7 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
 
   datasets: dict[str, list[PreferenceExample]] = {}
   for name in names:
-    datasets[name] = load_dataset(name, root=config.eval.benchmark_root, limit=limit)
+    datasets[name] = select_items(name, config, limit)
     logging.info("evaluate: %s: %d items", name, len(datasets[name]))
     if not datasets[name]:
       raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.eval.benchmark_root!r}")
