@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import tqdm
 
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.parse import parse_scores, unpermute
@@ -154,20 +155,16 @@ def judge_texts_to_arrays(
   return scores, valid, mask, perm_arr
 
 
-def _sample_groups(prompt_ids: Sequence[tuple[int, ...]], greedy: bool) -> dict[int, list[list[int]]]:
-  """Groups sample slots by identical prompt; returns {multiplicity m: [slots of each distinct prompt]}.
-
-  Greedy decoding gives every slot its own group of 1 (the sampler deduplicates greedy prompts itself).
-  """
+def _sample_groups(prompt_ids: Sequence[tuple[int, ...]], greedy: bool) -> list[list[int]]:
+  """Sample slots grouped by identical prompt (each group is sampled as one prompt with
+  len(group) samples). Greedy decoding gives every slot its own group: the sampler
+  deduplicates greedy prompts itself."""
   if greedy:
-    return {1: [[s] for s in range(len(prompt_ids))]} if prompt_ids else {}
+    return [[s] for s in range(len(prompt_ids))]
   by_prompt: dict[tuple[int, ...], list[int]] = {}
   for s, ids in enumerate(prompt_ids):
     by_prompt.setdefault(ids, []).append(s)
-  by_count: dict[int, list[list[int]]] = {}
-  for slots in by_prompt.values():
-    by_count.setdefault(len(slots), []).append(slots)
-  return dict(sorted(by_count.items()))
+  return list(by_prompt.values())
 
 
 def judge(
@@ -181,6 +178,7 @@ def judge(
   max_new_tokens: int = 512,
   seed: int = 0,
   batch_items: int = 16,
+  progress: bool = True,
   shuffle: bool = True,
   single_template: str = "single",
   stop_token_ids: Sequence[int] | None = None,
@@ -195,6 +193,7 @@ def judge(
     seed: one seed for everything random: the permutations (drawn per item in order, so they do not depend on
       `batch_items`) and the sampler keys.
     batch_items: items per round of sampling; bounds host and device memory (B·k prompts per round).
+    progress: show a tqdm bar over items.
     shuffle: False shows every sample the original order (for debugging positional bias).
     single_template: template for n = 1 items: "single" (the 0/1 training template, the default) or "default"
       (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
@@ -230,6 +229,7 @@ def judge(
   stopped = np.zeros((B, k), bool)
   sampler_seconds = 0.0
 
+  bar = tqdm.tqdm(total=B, desc=f"judge k={k}", unit="item", disable=not progress, leave=False)
   for b0 in range(0, B, batch_items):
     items = range(b0, min(b0 + batch_items, B))
     slots = [(b, j) for b in items for j in range(k)]
@@ -239,28 +239,32 @@ def judge(
       prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b])
       ids.append(tuple(int(t) for t in model.encode_chat(prompt.messages)))
       prompt_ids[b][j] = list(ids[-1])
-    for m, groups in _sample_groups(ids, greedy).items():
-      call_seed = int(sampler_rng.integers(2**31 - 1))
-      t0 = time.perf_counter()
-      out = sampling.generate(
-        model,
-        [list(ids[g[0]]) for g in groups],
-        n=m,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        seed=call_seed,
-        stop_token_ids=stop_token_ids,
-      )
-      sampler_seconds += time.perf_counter() - t0
-      for g, group in enumerate(groups):
-        for r, s in enumerate(group):
-          b, j = slots[s]
-          tokens[b][j] = list(out.tokens[g][r])
-          logprobs[b][j] = list(out.logprobs[g][r])
-          stopped[b, j] = bool(out.stopped[g][r])
-          texts[b][j] = model.tokenizer.decode(tokens[b][j], skip_special_tokens=True)
+    # One sampler call per round: each distinct prompt once, with as many samples as slots
+    # show it (prefix shared), so the round runs a single compiled decode loop.
+    groups = _sample_groups(ids, greedy)
+    call_seed = int(sampler_rng.integers(2**31 - 1))
+    t0 = time.perf_counter()
+    out = sampling.generate(
+      model,
+      [list(ids[g[0]]) for g in groups],
+      n=[len(g) for g in groups],
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      top_p=top_p,
+      top_k=top_k,
+      seed=call_seed,
+      stop_token_ids=stop_token_ids,
+    )
+    sampler_seconds += time.perf_counter() - t0
+    for g, group in enumerate(groups):
+      for r, s in enumerate(group):
+        b, j = slots[s]
+        tokens[b][j] = list(out.tokens[g][r])
+        logprobs[b][j] = list(out.logprobs[g][r])
+        stopped[b, j] = bool(out.stopped[g][r])
+        texts[b][j] = model.tokenizer.decode(tokens[b][j], skip_special_tokens=True)
+    bar.update(len(items))
+  bar.close()
 
   ranges = [SCORE_RANGES[t] for t in templates]
   scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, ranges, n_max, k)

@@ -66,7 +66,7 @@ def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, 
   def constrain(x, names):
     return parallel.constrain(x, names, mesh, rules)
 
-  def run(params, tokens, mask, key, temperature, top_p, stop_ids):
+  def run(params, tokens, mask, key, temperature, top_p, stop_ids, alive):
     variables = {"params": params}
     positions = default_positions(mask)
     lengths = mask.sum(-1).astype(jnp.int32)
@@ -83,7 +83,8 @@ def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, 
     )
     layer_params = split_layer_params(params)
     lengths = rep(lengths, 0)
-    real = lengths > 0  # bucket-filler rows have no tokens and are done from the start
+    # Bucket-filler rows (no tokens) and rows beyond a prompt's own sample count are done from the start.
+    real = (lengths > 0) & alive
 
     def pick(step, logits):
       return sample_token(jax.random.fold_in(key, step), logits, temperature, top_p, top_k, use_top_p, greedy)
@@ -155,7 +156,7 @@ def _validate(model: Model, prompts, n, max_new_tokens, temperature, top_p, top_
 def generate(
   model: Model,
   prompts: Sequence[Sequence[int]],
-  n: int = 1,
+  n: int | Sequence[int] = 1,
   max_new_tokens: int = 256,
   temperature: float = 0.5,
   top_p: float = 1.0,
@@ -166,6 +167,10 @@ def generate(
 ) -> GenerateOutput:
   """Sample n continuations of each prompt (token-id lists). See GUIDE §3.
 
+  `n` may be a list with one count per prompt: all prompts then share one program and one
+  decode loop with max(n) rows per prompt, the unused rows finished from the start (the judge
+  uses this when shuffled prompts repeat a different number of times).
+
   stop_token_ids default to the model's EOS ids; pass [] to disable stopping.
   Prompts are processed in chunks of `max_prompts_per_call` distinct prompts; identical
   prompts are prefilled once when decoding is greedy. Sampled duplicates each get their own,
@@ -173,7 +178,11 @@ def generate(
   """
   if not prompts:
     return GenerateOutput([], [], [])
-  _validate(model, prompts, n, max_new_tokens, temperature, top_p, top_k)
+  counts = [int(n)] * len(prompts) if isinstance(n, int | np.integer) else [int(c) for c in n]
+  if len(counts) != len(prompts):
+    raise ValueError(f"generate: n has {len(counts)} counts for {len(prompts)} prompts")
+  _validate(model, prompts, min(counts), max_new_tokens, temperature, top_p, top_k)
+  n = max(counts)
   stops = list(model.eos_ids if stop_token_ids is None else stop_token_ids)
   greedy = temperature == 0
   use_top_p = top_p < 1.0
@@ -182,6 +191,9 @@ def generate(
   # position in `prompts` is part of the key, so duplicates are not collapsed.
   keys = [(tuple(int(t) for t in p), 0 if greedy else i) for i, p in enumerate(prompts)]
   distinct = list(dict.fromkeys(keys))
+  want: dict[tuple[tuple[int, ...], int], int] = {}
+  for key_, c in zip(keys, counts, strict=True):
+    want[key_] = max(c, want.get(key_, 0))
   results: dict[tuple[tuple[int, ...], int], Any] = {}
   shard_mult = 1
   if model.mesh is not None:
@@ -197,32 +209,36 @@ def generate(
     plen = length_bucket(max(len(p) for p, _ in chunk))
     tokens = np.full((batch, plen), model.pad_id, np.int32)
     mask = np.zeros((batch, plen), bool)
+    alive = np.zeros((batch, n), bool)
     for i, (p, _) in enumerate(chunk):
       tokens[i, plen - len(p) :] = p
       mask[i, plen - len(p) :] = True
+      alive[i, : want[chunk[i]]] = True
     rules = tuple(model.rules)
     prog = _program(
       model.config, model.mesh, rules, batch, plen, n, max_new_tokens, top_k, use_top_p, greedy, len(stop_arr)
     )
+    alive = alive.reshape(-1)
     if model.mesh is not None:
       tokens_d = parallel.shard_batch(tokens, model.mesh, rules)
       mask_d = parallel.shard_batch(mask, model.mesh, rules)
+      alive_d = parallel.shard_batch(alive, model.mesh, rules, names=("activation_batch",))
     else:
-      tokens_d, mask_d = tokens, mask
+      tokens_d, mask_d, alive_d = tokens, mask, alive
     key = jax.random.fold_in(base_key, c)
     out_t, out_lp, n_out, hit, _ = prog(
-      model.params, tokens_d, mask_d, key, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr
+      model.params, tokens_d, mask_d, key, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr, alive_d
     )
     out_t, out_lp, n_out, hit = (parallel.to_host(a) for a in (out_t, out_lp, n_out, hit))
     for i, k in enumerate(chunk):
-      rows = range(i * n, (i + 1) * n)
+      rows = range(i * n, i * n + want[k])
       results[k] = (
         [out_t[r, : n_out[r]].tolist() for r in rows],
         [out_lp[r, : n_out[r]].tolist() for r in rows],
         [bool(hit[r]) for r in rows],
       )
   return GenerateOutput(  # copies: duplicates must not share mutable lists
-    tokens=[[list(t) for t in results[k][0]] for k in keys],
-    logprobs=[[list(lp) for lp in results[k][1]] for k in keys],
-    stopped=[list(results[k][2]) for k in keys],
+    tokens=[[list(t) for t in results[k][0][:c]] for k, c in zip(keys, counts, strict=True)],
+    logprobs=[[list(lp) for lp in results[k][1][:c]] for k, c in zip(keys, counts, strict=True)],
+    stopped=[list(results[k][2][:c]) for k, c in zip(keys, counts, strict=True)],
   )

@@ -92,12 +92,13 @@ def _scripted_generate(calls, garbage_every=0):
   """A fake sampler: reads the responses in shown order from the prompt and 'scores' each with its TRUE=x tag."""
 
   def fake(model, prompts, n=1, **kwargs):
-    calls.append({"prompts": [list(p) for p in prompts], "n": n, **kwargs})
+    counts = list(n) if isinstance(n, list | tuple) else [n] * len(prompts)
+    calls.append({"prompts": [list(p) for p in prompts], "n": counts, **kwargs})
     tokens = []
-    for p in prompts:
+    for p, n_p in zip(prompts, counts, strict=True):
       shown = [int(x) for x in _TRUE.findall("".join(chr(i) for i in p))]
       rows = []
-      for r in range(n):
+      for r in range(n_p):
         text = f"Analysis: fine.\nScores: \\boxed{{{', '.join(map(str, shown))}}}"
         if garbage_every and (len(calls) + r) % garbage_every == 0:
           text = "I refuse to score."
@@ -106,7 +107,7 @@ def _scripted_generate(calls, garbage_every=0):
     return GenerateOutput(
       tokens=tokens,
       logprobs=[[[-0.5] * len(t) for t in row] for row in tokens],
-      stopped=[[True] * n for _ in prompts],
+      stopped=[[True] * n_p for n_p in counts],
     )
 
   return fake
@@ -144,11 +145,14 @@ def test_fake_model_end_to_end(monkeypatch):
       assert out.generated_tokens[b, j] == len(out.tokens[b][j]) == len(out.texts[b][j])
   # The four-response item is actually shuffled, differently across samples.
   assert len({tuple(p) for p in out.perms[2]}) > 1
-  # Identical prompts share one generate row group: the n = 1 item is one prompt with n = k, and every sample
-  # slot is filled exactly once.
-  assert sum(len(c["prompts"]) * c["n"] for c in calls) == 3 * k
-  single = [c for c in calls if any("one TRUE=1" in "".join(map(chr, p)) for p in c["prompts"])]
-  assert len(single) == 1 and single[0]["n"] == k and len(single[0]["prompts"]) == 1
+  # One sampler call per round; identical prompts are sent once with their multiplicity: the n = 1 item is
+  # one prompt with n = k, and every sample slot is filled exactly once.
+  assert len(calls) == 1
+  assert sum(sum(c["n"]) for c in calls) == 3 * k
+  single = [
+    n_p for c in calls for p, n_p in zip(c["prompts"], c["n"], strict=True) if "one TRUE=1" in "".join(map(chr, p))
+  ]
+  assert single == [k]
   for c in calls:
     assert c["temperature"] == 0.7 and c["max_new_tokens"] == 32
     assert len({tuple(p) for p in c["prompts"]}) == len(c["prompts"])  # no duplicate prompts within a call
@@ -182,14 +186,14 @@ def test_greedy_sends_each_sample_with_n1(monkeypatch):
   calls = []
   monkeypatch.setattr(sampling, "generate", _scripted_generate(calls))
   out = judge(_FakeModel(), _examples()[:1], k=3, temperature=0.0)
-  assert [c["n"] for c in calls] == [1] and len(calls[0]["prompts"]) == 3
+  assert [c["n"] for c in calls] == [[1, 1, 1]] and len(calls[0]["prompts"]) == 3
   assert out.valid.all()
 
 
 def test_groups_by_multiplicity():
   ids = [(1,), (2,), (1,), (3,), (1,), (2,)]
-  assert _sample_groups(ids, greedy=False) == {1: [[3]], 2: [[1, 5]], 3: [[0, 2, 4]]}
-  assert _sample_groups(ids[:2], greedy=True) == {1: [[0], [1]]}
+  assert _sample_groups(ids, greedy=False) == [[0, 2, 4], [1, 5], [3]]
+  assert _sample_groups(ids[:2], greedy=True) == [[0], [1]]
 
 
 def test_empty_batch(monkeypatch):

@@ -461,3 +461,21 @@ def test_sharded_generate_matches_unsharded():
   want, got = sample(ref), sample(sharded)
   assert got.tokens == want.tokens
   assert len({t for row in want.tokens for s in row for t in s}) > 30  # varied samples
+
+
+def test_per_prompt_sample_counts_share_one_program():
+  """n as a list: each prompt gets exactly its own number of samples; greedy rows agree."""
+  from grm_jax import models as _models
+  from grm_jax import sampling as _sampling
+
+  m = _models.from_config(_models.tiny("llama"), seed=0)
+  prompts = [[1, 2, 3, 4], [5, 6, 7], [9, 9]]
+  out = _sampling.generate(m, prompts, n=[2, 1, 3], max_new_tokens=5, temperature=1.0, stop_token_ids=[])
+  assert [len(t) for t in out.tokens] == [2, 1, 3]
+  assert all(len(s) == 5 for row in out.tokens for s in row)
+  greedy = _sampling.generate(m, prompts, n=1, max_new_tokens=5, temperature=0, stop_token_ids=[])
+  many = _sampling.generate(m, prompts, n=[3, 1, 2], max_new_tokens=5, temperature=0, stop_token_ids=[])
+  for i, row in enumerate(many.tokens):
+    assert all(t == greedy.tokens[i][0] for t in row)
+  with pytest.raises(ValueError, match="n has 2 counts for 3 prompts"):
+    _sampling.generate(m, prompts, n=[1, 2], max_new_tokens=2)
