@@ -229,16 +229,19 @@ def judge(
   stopped = np.zeros((B, k), bool)
   sampler_seconds = 0.0
 
+  for b, ex in enumerate(examples):
+    for j in range(k):
+      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b])
+      prompt_ids[b][j] = [int(t) for t in model.encode_chat(prompt.messages)]
+  # Rounds take items in order of prompt length: every round is left-padded to its longest
+  # prompt, so mixing a 900- and a 3,000-token item would triple the first one's prefill.
+  order = sorted(range(B), key=lambda b: max((len(p) for p in prompt_ids[b]), default=0))
+
   bar = tqdm.tqdm(total=B, desc=f"judge k={k}", unit="item", disable=not progress, leave=False)
   for b0 in range(0, B, batch_items):
-    items = range(b0, min(b0 + batch_items, B))
+    items = order[b0 : b0 + batch_items]
     slots = [(b, j) for b in items for j in range(k)]
-    ids: list[tuple[int, ...]] = []
-    for b, j in slots:
-      ex = examples[b]
-      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b])
-      ids.append(tuple(int(t) for t in model.encode_chat(prompt.messages)))
-      prompt_ids[b][j] = list(ids[-1])
+    ids = [tuple(prompt_ids[b][j]) for b, j in slots]
     # One sampler call per round: each distinct prompt once, with as many samples as slots
     # show it (prefix shared), so the round runs a single compiled decode loop.
     groups = _sample_groups(ids, greedy)
