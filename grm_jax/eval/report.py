@@ -351,7 +351,7 @@ def plot_position_bias(results: Mapping[str, Any], path: str | os.PathLike) -> N
   ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
   ax.set_ylim(0, 100)
   ax.set_ylabel("top response shown at position (%)")
-  ax.set_title("Position bias (bars: positions 1..n; dashed: position-blind 1/n)", fontsize=9)
+  ax.set_title("Position bias\n(bars: positions 1..n; dashed: position-blind 1/n)", fontsize=9)
   if not groups:
     ax.text(0.5, 0.5, "no items with n >= 2", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
