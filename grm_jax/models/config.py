@@ -77,6 +77,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   cache_dtype: str | None = None  # KV cache; None = dtype (bf16 on GPU/TPU, f32 on CPU)
   remat: bool = False  # rematerialise each block in the backward pass
+  prefill_chunk: int = 512  # cache-free attention over > this many tokens runs in causal query chunks (0 = off)
 
   def __post_init__(self):
     if self.family not in FAMILIES:

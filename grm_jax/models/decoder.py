@@ -162,6 +162,27 @@ class Attention(nn.Module):
     # stored [.., Dh, S], v [.., S, Dh]), batched over (batch, KVH).
     dims = (((3,), (2,)), ((0, 1), (0, 1)))
     qr = q.reshape(b, t, kvh, g, hd).transpose(0, 2, 3, 1, 4)  # [B, KVH, G, T, Dh]
+    chunk = cfg.prefill_chunk
+    if layer_cache is None and chunk and t > chunk:
+      # Long prompts: query chunks attend only to keys up to their own end. Skips the masked
+      # upper triangle and keeps each chunk's [rows, keys] scores small enough to stay in cache.
+      outs = []
+      for q0 in range(0, t, chunk):
+        q1 = min(t, q0 + chunk)
+        s_c = jax.lax.dot_general(
+          qr[:, :, :, q0:q1].reshape(b, kvh, g * (q1 - q0), hd),
+          keys[..., :q1],
+          dims,
+          preferred_element_type=jnp.float32,
+        )
+        s_c = _softcap(s_c.reshape(b, kvh, g, q1 - q0, q1) * cfg.attn_scale, cfg.attn_logit_softcap)
+        ok = allowed(jnp.arange(q0, q1)[:, None] - jnp.arange(q1)[None, :], valid[:, :q1])
+        p_c = jax.nn.softmax(jnp.where(ok[:, None, None], s_c, jnp.finfo(jnp.float32).min), axis=-1).astype(dt)
+        o_c = jax.lax.dot_general(p_c.reshape(b, kvh, g * (q1 - q0), q1), vals[:, :, :q1], dims)
+        outs.append(o_c.reshape(b, kvh, g, q1 - q0, hd))
+      out = jnp.concatenate(outs, axis=3).transpose(0, 3, 1, 2, 4)
+      y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
+      return y, new_kv
     scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, dims, preferred_element_type=jnp.float32)
     scores = scores.reshape(b, kvh, g, t, -1)
     masks = [allowed(q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :], valid)]
