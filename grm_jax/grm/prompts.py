@@ -97,6 +97,9 @@ SINGLE_RUBRIC = (
   "under “Mostly Accurate.”"
 )
 
+# The part every GRM template shares: the conversation, then the numbered responses.
+_CONTEXT_AND_RESPONSES = "#### Conversation Context ####\n$context\n#### Responses to be Scored ####\n$responses"
+
 # "DeepSeek-GRM (Default)": n >= 1 responses, integer scores 1..10, one `\boxed{}` with n scores.
 DEFAULT_TEMPLATE = string.Template(
   _PREAMBLE_HEAD + "\n"
@@ -106,12 +109,7 @@ DEFAULT_TEMPLATE = string.Template(
   "evaluation criteria.\n" + _PREAMBLE_TAIL + "\n"
   "\n"
   "#### Evaluation Criteria ####\n" + DEFAULT_RUBRIC + "\n"
-  "\n"
-  "#### Conversation Context ####\n"
-  "$context\n"
-  "#### Responses to be Scored ####\n"
-  "$responses"
-  "#### Output Format Requirements ####\n"
+  "\n" + _CONTEXT_AND_RESPONSES + "#### Output Format Requirements ####\n"
   "Output with three lines\n"
   "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
   "criteria>.\n"
@@ -127,12 +125,7 @@ SINGLE_TEMPLATE = string.Template(
   _PREAMBLE_HEAD + " The score is 0 or 1, with 1 indicating that the response is correct.\n" + _PREAMBLE_TAIL + "\n"
   "\n"
   "#### Evaluation Criteria ####\n" + SINGLE_RUBRIC + "\n"
-  "\n"
-  "#### Conversation Context ####\n"
-  "$context\n"
-  "#### Responses to be Scored ####\n"
-  "$responses"
-  "#### Output Format Requirements ####\n"
+  "\n" + _CONTEXT_AND_RESPONSES + "#### Output Format Requirements ####\n"
   "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
   "criteria>.\n"
   "Analysis: <Compare different responses based on given Criteria>.\n"
@@ -140,14 +133,7 @@ SINGLE_TEMPLATE = string.Template(
 )
 
 # Meta RM (user turn); the assistant turn is the GRM's generated principles & critique.
-META_TEMPLATE = string.Template(
-  "Please score the responses.\n"
-  "\n"
-  "#### Conversation Context ####\n"
-  "$context\n"
-  "#### Responses to be Scored ####\n"
-  "$responses"
-)
+META_TEMPLATE = string.Template("Please score the responses.\n\n" + _CONTEXT_AND_RESPONSES)
 
 RESPONSE_BLOCK = string.Template("[The Begin of Response $i]\n$response\n[The End of Response $i]\n")
 SINGLE_RESPONSE_BLOCK = string.Template("[The Begin of Response]\n$response\n[The End of Response]\n")
