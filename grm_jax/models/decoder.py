@@ -280,6 +280,8 @@ class Decoder(nn.Module):
   cache=None, cache_slots=S:  prefill; returns a new cache of S slots holding these T tokens.
   cache=KVCache:              extend the cache with T tokens (decode); returns the new cache.
   last_only=True returns logits for the last position only ([B,1,V]).
+  head=False returns the final-normed hidden states [B,T,H] instead of logits: training computes
+  log-probs from them in sequence chunks (never holding [B,T,V]), and the meta RM puts its scalar head there.
   """
 
   cfg: ModelConfig
@@ -288,7 +290,14 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(
-    self, tokens, positions, mask, cache: KVCache | None = None, cache_slots: int = 0, last_only: bool = False
+    self,
+    tokens,
+    positions,
+    mask,
+    cache: KVCache | None = None,
+    cache_slots: int = 0,
+    last_only: bool = False,
+    head: bool = True,
   ):
     cfg = self.cfg
     pdt = jnp.dtype(cfg.param_dtype)
@@ -322,12 +331,14 @@ class Decoder(nn.Module):
     if last_only:  # prefill needs only the next-token logits; skip the [T, V] head matmul
       x = x[:, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
-    head = None
+    lm_head = None
     if not cfg.tie_word_embeddings:
-      head = _param(
+      lm_head = _param(
         self, "lm_head", nn.initializers.normal(0.02), (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pdt
       )
-    logits = output_logits(cfg, x, embed, head, self.mesh, self.rules)
+    if not head:
+      return x, None
+    logits = output_logits(cfg, x, embed, lm_head, self.mesh, self.rules)
 
     if cache is None and not cache_slots:
       return logits, None

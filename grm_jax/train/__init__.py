@@ -1,0 +1,1 @@
+"""Training: losses, optimisation and the RFT / GRPO training loops."""

@@ -1,0 +1,156 @@
+"""The train state and the one jitted, sharded train step that every stage uses.
+
+A stage supplies a loss function `loss_fn(params, micro_batch) -> (Weighted loss, {name: Weighted metric})`
+(see losses.py). The step runs it over M micro-batches in a `lax.scan`, accumulating the gradient of the loss's
+unreduced *sum* and its denominator separately, and divides once at the end. So M micro-batches of any lengths
+give the same update as one batch: token-mean over the whole optimizer step stays exact (anchors §0.1, the bug
+TRL #2995 / #3021 shipped). Params and optimizer state keep the shardings the params were created with (fsdp);
+the batch is placed with its row axis over data x fsdp (`place_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from grm_jax import parallel
+from grm_jax.train.losses import Weighted
+
+LossFn = Callable[[Any, Mapping[str, jax.Array]], tuple[Weighted, dict[str, Weighted]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  """A fresh state; the optimizer moments are created next to their params (same shardings)."""
+
+  def init(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p))
+
+  shardings = jax.tree.map(lambda a: a.sharding, params)
+  abstract = jax.eval_shape(init, params)
+  out = _state_shardings(abstract, shardings)
+  return jax.jit(init, out_shardings=out)(params)
+
+
+def _state_shardings(abstract_state: TrainState, param_shardings):
+  """Shardings for a TrainState: every optimizer subtree shaped like the param tree (Adam's mu and nu) takes the
+  params' shardings, so fsdp shards the moments too; everything else (counts, step) is replicated."""
+  leaves = jax.tree.leaves(param_shardings)
+  mesh = leaves[0].mesh if isinstance(leaves[0], NamedSharding) else None
+  replicated = NamedSharding(mesh, PartitionSpec()) if mesh is not None else leaves[0]
+  param_struct = jax.tree.structure(param_shardings)
+
+  def is_param_like(x):
+    return jax.tree.structure(x) == param_struct
+
+  opt = jax.tree.map(
+    lambda x: param_shardings if is_param_like(x) else replicated, abstract_state.opt_state, is_leaf=is_param_like
+  )
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt)
+
+
+def abstract_state(state: TrainState):
+  """ShapeDtypeStructs with shardings: the restore target for a checkpoint of this state."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule=None, *, donate: bool = True):
+  """jit(step)(state, batch) -> (state, metrics). `batch` arrays have a leading micro-batch axis [M, b, ...].
+
+  Returned metrics (float32 scalars): "loss" (the step's exact aggregated loss), every metric of `loss_fn` as its
+  exact value over all micro-batches, "grad_norm" (before clipping), "learning_rate", and "<name>/weight" for the
+  loss denominator (tokens or sequences counted).
+  """
+
+  def micro(params, mb):
+    def f(p):
+      loss, metrics = loss_fn(p, mb)
+      return loss.total, (loss, metrics)
+
+    grads, (loss, metrics) = jax.grad(f, has_aux=True)(params)
+    return grads, loss, metrics
+
+  def step(state: TrainState, batch):
+    first = jax.tree.map(lambda x: x[0], batch)
+    g_shape, l_shape, m_shape = jax.eval_shape(micro, state.params, first)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, l_shape, m_shape))
+    grads0 = jax.tree.map(lambda z, p: jax.lax.with_sharding_constraint(z, p.sharding) if _has_named(p) else z,
+                          zeros[0], state.params)
+    zeros = (grads0, zeros[1], zeros[2])
+
+    def body(acc, mb):
+      out = micro(state.params, mb)
+      return jax.tree.map(jnp.add, acc, out), None
+
+    (grads, loss, metrics), _ = jax.lax.scan(body, zeros, batch)
+    denom = jnp.maximum(loss.weight, 1e-12)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out = {"loss": loss.value, "loss/weight": loss.weight, "grad_norm": grad_norm}
+    for name, m in metrics.items():
+      out[name] = m.value
+    if schedule is not None:
+      out["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out
+
+  return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(loss_fn: LossFn):
+  """jit(eval)(params, batch) -> metrics: the same exact reduction over micro-batches, no update."""
+
+  def run(params, batch):
+    first = jax.tree.map(lambda x: x[0], batch)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(loss_fn, params, first))
+
+    def body(acc, mb):
+      return jax.tree.map(jnp.add, acc, loss_fn(params, mb)), None
+
+    (loss, metrics), _ = jax.lax.scan(body, zeros, batch)
+    out = {"loss": loss.value, "loss/weight": loss.weight}
+    out.update({k: m.value for k, m in metrics.items()})
+    return out
+
+  return jax.jit(run)
+
+
+def _has_named(x) -> bool:
+  return isinstance(getattr(x, "sharding", None), NamedSharding)
+
+
+def split_micro_batches(batch: Mapping[str, np.ndarray], micro_batches: int) -> dict[str, np.ndarray]:
+  """[B, ...] host arrays -> [M, B/M, ...]; B must be a multiple of M."""
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    if v.shape[0] % micro_batches:
+      raise ValueError(f"batch of {v.shape[0]} rows does not split into {micro_batches} micro-batches "
+                       "(config optim.micro_batches must divide the batch size)")
+    out[k] = v.reshape(micro_batches, v.shape[0] // micro_batches, *v.shape[1:])
+  return out
+
+
+def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh | None, rules) -> dict[str, jax.Array]:
+  """Host [M, b, ...] arrays -> global arrays with the row axis b over data x fsdp (replicated without a mesh)."""
+  if mesh is None:
+    return {k: jnp.asarray(v) for k, v in batch.items()}
+  out = {}
+  for k, v in batch.items():
+    names = (None, "activation_batch") + (None,) * (np.ndim(v) - 2)
+    out[k] = parallel.shard_batch(np.asarray(v), mesh, rules, names=names)
+  return out
