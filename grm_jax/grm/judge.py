@@ -182,6 +182,7 @@ def judge(
   shuffle: bool = True,
   single_template: str = "single",
   stop_token_ids: Sequence[int] | None = None,
+  hint: bool = False,
 ) -> Judgements:
   """Samples k judgements per example, each with its own shuffle of the responses (paper §4.1).
 
@@ -197,6 +198,8 @@ def judge(
     shuffle: False shows every sample the original order (for debugging positional bias).
     single_template: template for n = 1 items: "single" (the 0/1 training template, the default) or "default"
       (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
+    hint: append "The best response is: Response j" naming the true best's shown position, to items with
+      n >= 2 (RFT's hinted sampling, paper §2); `prompt_ids` then hold the hinted prompts.
   """
   from grm_jax import sampling  # noqa: PLC0415 - keeps `grm` importable without the model stack
 
@@ -231,7 +234,8 @@ def judge(
 
   for b, ex in enumerate(examples):
     for j in range(k):
-      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b])
+      hint_best = int(np.argmax(ex.rewards)) if hint and ex.n > 1 else None  # n = 1 has no "best" to name
+      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b], hint_best=hint_best)
       prompt_ids[b][j] = [int(t) for t in model.encode_chat(prompt.messages)]
   # Rounds take items in order of prompt length: every round is left-padded to its longest
   # prompt, so mixing a 900- and a 3,000-token item would triple the first one's prefill.

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from grm_jax import parallel
 from grm_jax.models import builtin, weights
-from grm_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from grm_jax.models.config import ModelConfig, UnsupportedModelError, from_hf_config, to_hf_config
 from grm_jax.models.decoder import Decoder, KVCache, default_positions
 from grm_jax.models.gguf_io import GGUFSource
 from grm_jax.models.safetensors_io import CheckpointError, SafetensorsSource, write_sharded
@@ -157,11 +157,15 @@ def load(
 ) -> Model:
   """Load `builtin:<name>`, an HF directory (config.json + safetensors) or a `.gguf` file.
 
+  `tiny:<family>` (llama, qwen2, gemma2) is a tiny random model of that family with the embedded default's
+  tokenizer and chat template: every pipeline stage runs on it in seconds (preset and stage tests, smoke runs).
   With `mesh`, each tensor goes straight into its sharding under `rules`.
   `config_overrides` set ModelConfig fields (e.g. `remat=True`).
   """
   overrides = {**_dtype_overrides(dtype, param_dtype), **config_overrides}
   rules = tuple(tuple(r) for r in rules)
+  if spec.startswith("tiny:"):
+    return _load_tiny(spec, overrides, mesh, rules, cache_dir)
   if spec.startswith("builtin:"):
     path = builtin.locate(spec.removeprefix("builtin:"), cache_dir=cache_dir)
     model = _load_gguf(path, overrides, mesh, rules, tokenizer, cache_dir)
@@ -177,6 +181,23 @@ def load(
       raise CheckpointError(f"{spec}: a single weight file must be .gguf; for safetensors pass its directory")
     return _load_gguf(spec, overrides, mesh, rules, tokenizer, cache_dir)
   return _load_hf_dir(spec, overrides, mesh, rules, tokenizer)
+
+
+def _load_tiny(spec, overrides, mesh, rules, cache_dir) -> Model:
+  from grm_jax.models.config import tiny  # noqa: PLC0415
+
+  family = spec.removeprefix("tiny:")
+  path = builtin.locate(next(iter(builtin.BUILTINS)), cache_dir=cache_dir)
+  tok = _load_tokenizer(os.path.dirname(path), os.path.basename(path), cache_dir)
+  hf = GGUFSource(path).hf_config()  # the builtin's special ids (metadata only, no weights read)
+  try:
+    cfg = tiny(family, vocab_size=len(tok), **overrides)
+  except (UnsupportedModelError, TypeError) as e:
+    raise ValueError(f"model {spec!r}: {e}; families are llama, qwen2, gemma2") from e
+  bos, eos_ids, pad = _special_ids(hf, tok)
+  model = from_config(cfg, seed=0, mesh=mesh, rules=rules, bos_id=bos, eos_ids=eos_ids, pad_id=pad)
+  model.tokenizer, model.source = tok, spec
+  return model
 
 
 def _load_hf_dir(directory, overrides, mesh, rules, want_tokenizer) -> Model:

@@ -1,0 +1,167 @@
+"""Config pieces shared by every experiment file: one builder per group, so `experiments/{spct,rft,grpo,metarm,
+eval}.py` compose the same keys and a stage reads the same names whichever file launched it.
+
+Each builder returns an `ml_collections.ConfigDict` with every key a stage reads and a comment on its meaning;
+experiment presets only override values. `validate(config)` checks cross-key constraints at start-up (batch sizes
+against the mesh and the group size), so a bad combination fails before any model is loaded, naming the key.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from grm_jax import parallel
+
+
+def model() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "builtin:smollm2-135m-instruct"  # builtin:..., an HF directory, a .gguf file, or tiny:<family>
+  c.dtype = "float32"  # activations; bfloat16 on GPU / TPU (XLA:CPU runs bf16 ~4x slower)
+  c.param_dtype = "float32"  # master weights; keep float32 for training
+  c.remat = False  # rematerialise each block in the backward pass (long sequences / big models)
+  return c
+
+
+def mesh() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.data = 1
+  c.fsdp = -1  # -1: all remaining devices
+  c.tensor = 1
+  c.rules = tuple(parallel.DEFAULT_RULES)
+  return c
+
+
+def data() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.train = "synthetic"  # grm_jax.data registry name (or name:PATH), the RM training items
+  c.train_limit = 256  # items (0 = all)
+  c.test = "synthetic"  # held-out items for before/after accuracy (split "test")
+  c.test_limit = 64
+  c.benchmark_root = "../shared/benchmarks"
+  return c
+
+
+def optim(learning_rate: float) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.learning_rate = learning_rate
+  c.schedule = "cosine"  # constant | cosine
+  c.warmup_steps = 2
+  c.final_lr_fraction = 0.1
+  c.weight_decay = 0.0
+  c.b1 = 0.9
+  c.b2 = 0.95
+  c.eps = 1e-8
+  c.grad_clip = 1.0  # global norm; 0 = off
+  return c
+
+
+def checkpoint() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.save_every = 10  # steps
+  c.keep = 2
+  return c
+
+
+def rft() -> ml_collections.ConfigDict:
+  """Rejective fine-tuning (paper §2): N non-hinted samples per item, reject wrong ones and too-easy items, one
+  hinted sample per item kept if right, then SFT on the accepted trajectories (loss on assistant tokens)."""
+  c = ml_collections.ConfigDict()
+  c.num_samples = 3  # N_RFT
+  c.hinted = True  # also draw one hinted sample per item
+  c.temperature = 1.0
+  c.top_p = 1.0
+  c.max_new_tokens = 256
+  c.batch_items = 16  # items per sampler call
+  c.general_data = ""  # optional jsonl of {"messages": [...]} chats mixed into SFT (paper: 85% of RFT data)
+  c.general_fraction = 0.0  # share of SFT examples drawn from general_data
+  c.epochs = 2
+  c.batch_size = 8  # sequences per optimizer step
+  c.micro_batches = 1  # gradient accumulation
+  c.max_len = 1024  # tokens per SFT sequence; longer ones are cut from the end of the judgement
+  c.loss_agg = "token_mean"
+  c.optim = optim(5e-6)
+  c.checkpoint = checkpoint()
+  return c
+
+
+def grpo() -> ml_collections.ConfigDict:
+  """Rule-based online RL (paper §3, Eq. 15)."""
+  c = ml_collections.ConfigDict()
+  c.init = "rft"  # start from the RFT stage's params ("rft") or the base model ("base")
+  c.steps = 900
+  c.prompts_per_step = 4  # items per step; rollouts per step = prompts_per_step * group_size
+  c.group_size = 4  # G
+  c.temperature = 1.0
+  c.top_p = 1.0
+  c.max_new_tokens = 256
+  c.epsilon = 0.2
+  c.epsilon_high = 0.0  # 0 = symmetric clip (DAPO uses 0.28)
+  c.beta = 0.08  # KL weight (paper: 0.08 for 27B)
+  c.kl = "k3"  # k1 | k2 | k3
+  c.loss_agg = "seq_mean_token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm (Dr.GRPO)
+  c.adv_scale = "group"  # group | batch | none (Dr.GRPO)
+  c.adv_ddof = 0
+  c.adv_eps = 1e-6
+  c.inner_updates = 1  # mu: optimizer steps per batch of rollouts (old log-probs fixed)
+  c.micro_batches = 1
+  c.optim = optim(4e-7)
+  c.checkpoint = checkpoint()
+  return c
+
+
+def metarm() -> ml_collections.ConfigDict:
+  """The meta RM (paper §4.2): a scalar head on the base model, BCE on (prompt, judgement, correct?)."""
+  c = ml_collections.ConfigDict()
+  c.init = ""  # base checkpoint of the meta RM ('' = config.model.name)
+  c.policy = "grpo"  # whose judgements to add to RFT's: "grpo", "rft" or "base"
+  c.samples_per_item = 3  # judgements sampled from the policy per training item
+  c.temperature = 1.0
+  c.max_new_tokens = 256
+  c.heldout_fraction = 0.2  # items held out for the AUC
+  c.epochs = 2
+  c.batch_size = 8
+  c.micro_batches = 1
+  c.max_len = 1024
+  c.optim = optim(1e-5)
+  c.checkpoint = checkpoint()
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Cross-key checks that would otherwise fail minutes into a run; each message names the key."""
+  rows = _batch_shards(config)
+  for stage, key in (("rft", "batch_size"), ("metarm", "batch_size")):
+    if stage not in config or stage not in tuple(config.get("stages", ())):
+      continue
+    group = config[stage]
+    if group[key] % group.micro_batches:
+      raise ValueError(f"config {stage}.{key}={group[key]} is not divisible by {stage}.micro_batches="
+                       f"{group.micro_batches}")
+    if rows and (group[key] // group.micro_batches) % rows:
+      raise ValueError(f"config {stage}.{key}={group[key]} / micro_batches={group.micro_batches} rows per "
+                       f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
+  if "grpo" in config and "grpo" in tuple(config.get("stages", ())):
+    g = config.grpo
+    rollouts = g.prompts_per_step * g.group_size
+    if g.group_size < 2:
+      raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")
+    if rollouts % g.micro_batches:
+      raise ValueError(f"config grpo.micro_batches={g.micro_batches} does not divide the {rollouts} rollouts per "
+                       f"step (grpo.prompts_per_step x grpo.group_size)")
+    if rows and (rollouts // g.micro_batches) % rows:
+      raise ValueError(f"config grpo.prompts_per_step x grpo.group_size = {rollouts} rollouts / micro_batches="
+                       f"{g.micro_batches} do not split over the mesh's data x fsdp = {rows} devices")
+
+
+def _batch_shards(config) -> int:
+  """Devices the batch is split over (data x fsdp), or 0 if the mesh is not known yet."""
+  if "mesh" not in config:
+    return 0
+  try:
+    shape = parallel.resolve_mesh_shape(
+      {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}, jax.device_count()
+    )
+  except ValueError as e:
+    raise ValueError(f"config mesh: {e}") from e
+  return shape["data"] * shape["fsdp"]

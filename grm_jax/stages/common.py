@@ -1,0 +1,166 @@
+"""What the training stages share: the mesh and model from config, params on disk, stage markers, item batches.
+
+Workdir layout (one folder per stage, written only by that stage):
+  config.json                 the resolved config of the last run
+  rft/judgements.jsonl        every non-hinted RFT sample with its correctness (meta-RM data)
+  rft/accepted.jsonl          the accepted trajectories (the SFT set) and rft/stats.json (acceptance rates)
+  <stage>/checkpoints/        orbax train states (params, optimizer, step, data position), newest `keep`
+  <stage>/metrics.jsonl       one line of scalars per step (TensorBoard events next to it when available)
+  <stage>/final/              the stage's output params (orbax); <stage>/done.json marks the stage complete
+  eval/                       report.md, results.json, plots
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from grm_jax import models, parallel
+from grm_jax.data.registry import load_dataset
+
+
+def make_mesh(config) -> tuple[Any, tuple]:
+  """The mesh from `config.mesh` (None on a single device: plain jit) and the logical-axis rules."""
+  rules = tuple(tuple(r) for r in config.mesh.rules)
+  if jax.device_count() == 1:
+    return None, rules
+  return parallel.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}), rules
+
+
+def load_base(config, mesh=None, rules=parallel.DEFAULT_RULES, name: str | None = None) -> models.Model:
+  return models.load(
+    name or config.model.name,
+    dtype=config.model.dtype,
+    param_dtype=config.model.param_dtype,
+    mesh=mesh,
+    rules=rules,
+    remat=bool(config.model.remat),
+  )
+
+
+def stage_dir(workdir: str, stage: str) -> str:
+  path = os.path.join(workdir, stage)
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
+def save_params(path: str, params) -> None:
+  """Params only (no optimizer state): what later stages and users load."""
+  path = os.path.abspath(path)
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(path, params, force=True)
+    ckpt.wait_until_finished()
+
+
+def restore_params(path: str, like) -> Any:
+  """Params saved by `save_params`, placed like `like` (same shapes and shardings)."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: no saved params (run the stage that writes it first)")
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(path, target)
+
+
+def with_params(model: models.Model, params) -> models.Model:
+  """The same model reading other params (no copy): the GRPO sampler uses the live training params this way."""
+  return dataclasses.replace(model, params=params)
+
+
+def read_done(stage_path: str) -> dict | None:
+  path = os.path.join(stage_path, "done.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_done(stage_path: str, info: dict) -> None:
+  tmp = os.path.join(stage_path, "done.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(info, f, indent=2)
+  os.replace(tmp, os.path.join(stage_path, "done.json"))
+
+
+def training_items(config, split: str = "train"):
+  """The RM training (or held-out) items named by `config.data`."""
+  name = config.data.train if split == "train" else config.data.test
+  limit = config.data.train_limit if split == "train" else config.data.test_limit
+  kwargs = {"split": split} if name.split(":", 1)[0] == "synthetic" else {}
+  return load_dataset(name, root=config.data.benchmark_root, limit=int(limit) or None, **kwargs)
+
+
+def epoch_order(num: int, seed: int, epoch: int) -> np.ndarray:
+  """The item order of one epoch: a fixed function of (seed, epoch), so a resumed run sees the same order."""
+  return np.random.default_rng([seed, epoch]).permutation(num)
+
+
+def batch_indices(num: int, batch: int, step: int, seed: int) -> np.ndarray:
+  """Item indices of optimizer step `step` (0-based) when walking shuffled epochs in batches of `batch`."""
+  out = []
+  pos = step * batch
+  while len(out) < batch:
+    epoch, offset = divmod(pos, num)
+    take = min(batch - len(out), num - offset)
+    out.extend(epoch_order(num, seed, epoch)[offset : offset + take])
+    pos += take
+  return np.asarray(out)
+
+
+def correctness(judgements, examples) -> np.ndarray:
+  """bool [B, k]: each sampled judgement right under Eq. 10 (the one rule RFT, GRPO and the meta RM share)."""
+  from grm_jax.grm import rules  # noqa: PLC0415
+
+  n_max = judgements.scores.shape[-1]
+  rewards = np.zeros((len(examples), n_max))
+  for i, ex in enumerate(examples):
+    rewards[i, : ex.n] = ex.rewards
+  return np.asarray(rules.is_correct(judgements.scores, judgements.valid, rewards[:, None], judgements.response_mask[
+    :, None]))
+
+
+def training_prompt_ids(model, example, perm, template: str) -> list[int]:
+  """The un-hinted GRM prompt for one sample's response order: what SFT and the meta RM condition on."""
+  from grm_jax.grm.prompts import grm_prompt  # noqa: PLC0415
+
+  prompt = grm_prompt(list(example.context), example.responses, perm=perm, template=template)
+  return [int(t) for t in model.encode_chat(prompt.messages)]
+
+
+def completion_ids(model, tokens, stopped: bool) -> list[int]:
+  """A sampled judgement as an SFT target: its tokens plus the end-of-turn token when it ended on one, so the
+  model learns to stop."""
+  ids = [int(t) for t in tokens]
+  if stopped and model.eos_id is not None:
+    ids.append(int(model.eos_id))
+  return ids
+
+
+def write_jsonl(path: str, rows) -> int:
+  tmp = path + ".tmp"
+  count = 0
+  with open(tmp, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+      count += 1
+  os.replace(tmp, path)
+  return count
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def fingerprint(config, *keys: str) -> str:
+  """A stable digest of the config parts that decide a stage's outputs (reuse them only if it matches)."""
+  import hashlib  # noqa: PLC0415
+
+  parts = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys if k in config}
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

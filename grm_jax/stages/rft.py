@@ -1,0 +1,230 @@
+"""Rejective fine-tuning (paper §2): sample judgements, keep the right ones, fine-tune on them.
+
+`run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.rft`:
+
+1. Sampling. Every training item is judged `num_samples` (N_RFT = 3) times without a hint, each sample with its own
+   response order (`grm.judge`). A sample is right under Eq. 10 (`rules.is_correct`); wrong ones are rejected, and
+   an item whose N samples are all right is dropped as too easy. With `hinted`, each remaining item with n >= 2 is
+   sampled once more with "The best response is: Response j" appended, kept if right. The hint only steers the
+   sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same response order, which is
+   what the model will see at inference (the paper does not say; this is the STaR "rationalisation" reading).
+   Written: `rft/judgements.jsonl` (every un-hinted sample, right or wrong: the meta RM's data),
+   `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by n). A rerun with the same
+   sampling settings reuses them.
+2. SFT on the accepted trajectories (plus `general_data` chats if configured), loss on the judgement tokens only,
+   `epochs` passes in shuffled batches; checkpoints and metrics under `rft/`; output params in `rft/final/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from grm_jax import grm
+from grm_jax.stages import common
+from grm_jax.train import losses
+from grm_jax.train.batching import pack
+from grm_jax.train.logprobs import token_logprobs
+from grm_jax.train.loop import run_loop
+from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
+
+SAMPLING_KEYS = ("num_samples", "hinted", "temperature", "top_p", "max_new_tokens")
+
+
+def _sampling_fingerprint(config) -> dict[str, Any]:
+  return {
+    "seed": int(config.seed),
+    "model": config.model.name,
+    "data": config.data.to_dict(),
+    **{k: config.rft[k] for k in SAMPLING_KEYS},
+  }
+
+
+def sample(config, model, examples, out_dir: str) -> dict[str, Any]:
+  """Step 1: judge, filter, write judgements / accepted / stats; returns the stats."""
+  rc = config.rft
+  kw = dict(temperature=float(rc.temperature), top_p=float(rc.top_p), max_new_tokens=int(rc.max_new_tokens),
+            batch_items=int(rc.batch_items))
+  j = grm.judge(model, examples, k=int(rc.num_samples), seed=int(config.seed), **kw)
+  correct = common.correctness(j, examples)
+  too_easy = correct.all(axis=1)
+  judgements, accepted = [], []
+  for b, ex in enumerate(examples):
+    for s in range(j.k):
+      row = {"id": ex.id, "source": ex.source, "n": ex.n, "context": list(ex.context), "responses": list(ex.responses),
+             "rewards": list(ex.rewards), "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s],
+             "valid": bool(j.valid[b, s]), "correct": bool(correct[b, s]), "template": j.templates[b]}
+      judgements.append(row)
+      if correct[b, s] and not too_easy[b]:
+        accepted.append({**row, "hinted": False, "prompt_ids": j.prompt_ids[b][s],
+                         "completion_ids": common.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s]))})
+
+  hinted_idx = [b for b, ex in enumerate(examples) if rc.hinted and ex.n > 1 and not too_easy[b]]
+  hinted_ok = np.zeros(len(examples), bool)
+  if hinted_idx:
+    sub = [examples[b] for b in hinted_idx]
+    h = grm.judge(model, sub, k=1, seed=int(config.seed) + 1, hint=True, **kw)
+    h_correct = common.correctness(h, sub)[:, 0]
+    for i, b in enumerate(hinted_idx):
+      if not h_correct[i]:
+        continue
+      hinted_ok[b] = True
+      ex, perm = examples[b], tuple(int(p) for p in h.perms[i, 0, : examples[b].n])
+      accepted.append({
+        "id": ex.id, "source": ex.source, "n": ex.n, "perm": list(perm), "text": h.texts[i][0], "hinted": True,
+        "prompt_ids": common.training_prompt_ids(model, ex, perm, h.templates[i]),
+        "completion_ids": common.completion_ids(model, h.tokens[i][0], bool(h.stopped[i, 0])),
+      })
+
+  stats = _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
+  stats["fingerprint"] = _sampling_fingerprint(config)
+  common.write_jsonl(os.path.join(out_dir, "judgements.jsonl"), judgements)
+  common.write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
+  with open(os.path.join(out_dir, "stats.json"), "w") as f:
+    json.dump(stats, f, indent=2)
+  return stats
+
+
+def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted) -> dict[str, Any]:
+  """Acceptance rates overall, by source and by n (how much each kind of item contributes to SFT)."""
+  groups: dict[str, dict[str, dict[str, int]]] = {"by_source": defaultdict(lambda: defaultdict(int)),
+                                                  "by_n": defaultdict(lambda: defaultdict(int))}
+  hinted = set(hinted_idx)
+  n_accepted = defaultdict(int)
+  for row in accepted:
+    n_accepted[(row["id"], row["source"])] += 1
+  for b, ex in enumerate(examples):
+    for key, name in (("by_source", ex.source), ("by_n", f"n={ex.n}")):
+      g = groups[key][name]
+      g["items"] += 1
+      g["samples"] += j.k
+      g["valid_samples"] += int(j.valid[b].sum())
+      g["correct_samples"] += int(correct[b].sum())
+      g["too_easy_items"] += int(too_easy[b])
+      g["hinted_samples"] += int(b in hinted)
+      g["hinted_accepted"] += int(hinted_ok[b])
+      g["accepted_trajectories"] += n_accepted[(ex.id, ex.source)]
+      g["items_with_accepted"] += int(n_accepted[(ex.id, ex.source)] > 0)
+
+  def finish(g):
+    g = dict(g)
+    g["correct_rate"] = g["correct_samples"] / max(g["samples"], 1)
+    g["parse_rate"] = g["valid_samples"] / max(g["samples"], 1)
+    g["hinted_accept_rate"] = g["hinted_accepted"] / max(g["hinted_samples"], 1)
+    return g
+
+  total = defaultdict(int)
+  for g in groups["by_n"].values():
+    for k, v in g.items():
+      total[k] += v
+  return {
+    "total": finish(total),
+    "by_source": {k: finish(v) for k, v in sorted(groups["by_source"].items())},
+    "by_n": {k: finish(v) for k, v in sorted(groups["by_n"].items())},
+    "sampler_seconds": j.sampler_seconds,
+  }
+
+
+def general_examples(path: str, model) -> list[tuple[list[int], list[int]]]:
+  """(prompt ids, completion ids) from a JSONL of {"messages": [...]} chats; the last assistant turn is the target."""
+  out = []
+  with open(path) as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        messages = json.loads(line)["messages"]
+        if messages[-1]["role"] != "assistant":
+          raise ValueError("the last message must be the assistant's answer")
+      except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:
+        raise ValueError(f"{path}:{line_no}: expected {{\"messages\": [..., {{\"role\": \"assistant\", ...}}]}}: "
+                         f"{e}") from e
+      prompt = model.encode_chat(messages[:-1], add_generation_prompt=True)
+      full = model.encode_chat(messages, add_generation_prompt=False)
+      if full[: len(prompt)] != prompt:
+        raise ValueError(f"{path}:{line_no}: the chat template does not extend the prompt with the answer")
+      out.append((prompt, full[len(prompt) :]))
+  return out
+
+
+def sft_loss_fn(model, config_group, mesh, rules):
+  cfg = model.config
+
+  def loss_fn(params, mb):
+    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], mesh=mesh, rules=rules)
+    loss = losses.nll_loss(logp, mb["loss_mask"], mode=config_group.loss_agg)
+    return loss, {"entropy": losses.aggregate(ent, mb["loss_mask"], "token_mean"),
+                  "tokens": losses.Weighted(mb["loss_mask"].sum(), 1.0)}
+
+  return loss_fn
+
+
+def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True):
+  """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history)."""
+  steps = max(1, math.ceil(len(sequences) * float(group.epochs) / int(group.batch_size)))
+  optimizer, schedule = make_optimizer(group.optim, steps)
+  train_step = make_train_step(sft_loss_fn(model, group, mesh, rules), optimizer, schedule)
+
+  def step_fn(state, step):
+    idx = common.batch_indices(len(sequences), int(group.batch_size), step, seed)
+    batch, _ = pack([sequences[i][0] for i in idx], [sequences[i][1] for i in idx], pad_id=model.pad_id,
+                    max_len=int(group.max_len))
+    return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
+
+  state = init_state(model.params, optimizer)
+  state, history = run_loop(name="rft/sft", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
+                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress)
+  return state.params, history
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  out = common.stage_dir(workdir, "rft")
+  done = common.read_done(out)
+  if done is not None and done.get("fingerprint") == common.fingerprint(config, "seed", "model", "data", "rft"):
+    logging.info("rft: already done (%s)", out)
+    return done
+  mesh, rules = common.make_mesh(config)
+  model = common.load_base(config, mesh, rules)
+  stats_path = os.path.join(out, "stats.json")
+  stats = None
+  if os.path.exists(stats_path) and os.path.exists(os.path.join(out, "accepted.jsonl")):
+    with open(stats_path) as f:
+      stats = json.load(f)
+    if stats.get("fingerprint") != json.loads(json.dumps(_sampling_fingerprint(config))):
+      stats = None
+  if stats is None:
+    stats = sample(config, model, common.training_items(config, "train"), out)
+  accepted = common.read_jsonl(os.path.join(out, "accepted.jsonl"))
+  sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
+  if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
+    general = general_examples(config.rft.general_data, model)
+    want = int(round(len(sequences) * config.rft.general_fraction / (1 - config.rft.general_fraction)))
+    rng = np.random.default_rng(int(config.seed))
+    sequences += [general[i] for i in rng.choice(len(general), size=min(want, len(general)), replace=False)]
+  logging.info("rft: %d accepted trajectories (%d SFT sequences); stats %s", len(accepted), len(sequences),
+               json.dumps(stats["total"]))
+  history = []
+  params = model.params
+  if sequences:
+    params, history = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules)
+  else:
+    logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
+  common.save_params(os.path.join(out, "final"), params)
+  info = {
+    "fingerprint": common.fingerprint(config, "seed", "model", "data", "rft"),
+    "accepted": len(accepted),
+    "sft_sequences": len(sequences),
+    "sft_steps": len(history),
+    "sft_loss_first": history[0]["loss"] if history else None,
+    "sft_loss_last": history[-1]["loss"] if history else None,
+    "stats": stats["total"],
+  }
+  common.write_done(out, info)
+  return info

@@ -1,0 +1,98 @@
+"""One GRPO update from a batch of scored rollouts (paper §3, Eq. 15), shared by the stage and the toy tests.
+
+Given rollouts (prompt + completion tokens), their ±1 rewards per group and the sampler's log-probs:
+1. advantages per group (`losses.group_advantages`: z-score with a std guard, or Dr.GRPO's centring);
+2. old log-probs from the trainer at the current params and reference log-probs from the frozen reference, both at
+   the sampling temperature (the same distribution the sampler drew from, so the ratio starts at 1);
+3. `inner_updates` (mu) optimizer steps of the clipped surrogate + beta * KL on the same rollouts, old log-probs
+   fixed, through the accumulated train step (`step.make_train_step`).
+Logged with the step: reward mean, accuracy, fraction of zero-variance groups, clip fraction, KL, entropy,
+response length, and mean |logp_sampler - logp_trainer| (the sampler/trainer agreement, anchors §0.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grm_jax.train import losses
+from grm_jax.train.batching import pack
+from grm_jax.train.logprobs import token_logprobs
+from grm_jax.train.step import make_train_step, place_batch, split_micro_batches
+
+
+def _logp_program(cfg, temperature: float, mesh, rules):
+  def run(params, batch):
+    def body(_, mb):
+      return None, token_logprobs(cfg, params, mb["tokens"], mb["mask"], temperature, mesh=mesh, rules=rules)[0]
+
+    return jax.lax.scan(body, None, {"tokens": batch["tokens"], "mask": batch["mask"]})[1]
+
+  return jax.jit(run)
+
+
+class GrpoUpdater:
+  """Holds the compiled programs of one GRPO configuration.
+
+  `g` is a config group with the keys of `configs.grpo()` (temperature, epsilon, epsilon_high, beta, kl, loss_agg,
+  adv_scale, adv_ddof, adv_eps, inner_updates, micro_batches, max_new_tokens).
+  """
+
+  def __init__(self, cfg, g: Mapping[str, Any], optimizer, schedule, mesh=None, rules=()):
+    if float(g["temperature"]) <= 0:
+      raise ValueError(f"config grpo.temperature={g['temperature']}: GRPO needs sampled rollouts (temperature > 0)")
+    self.cfg, self.g, self.mesh, self.rules = cfg, g, mesh, rules
+    self.beta = float(g["beta"])
+    self.logp = _logp_program(cfg, float(g["temperature"]), mesh, rules)
+    self.train_step = make_train_step(self._loss_fn, optimizer, schedule)
+
+  def _loss_fn(self, params, mb):
+    g = self.g
+    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], float(g["temperature"]), mesh=self.mesh,
+                               rules=self.rules)
+    loss, metrics = losses.grpo_loss(
+      logp, mb["old_logp"], mb.get("ref_logp"), mb["advantages"], mb["loss_mask"],
+      epsilon=float(g["epsilon"]), epsilon_high=float(g["epsilon_high"]) or None,
+      beta=self.beta, kl=str(g["kl"]), mode=str(g["loss_agg"]), max_len=int(g["max_new_tokens"]) + 1,
+    )
+    metrics["entropy"] = losses.aggregate(ent, mb["loss_mask"], "token_mean")
+    return loss, metrics
+
+  def update(self, state, ref_params, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+             sampler_logp: Sequence[Sequence[float]], rewards: np.ndarray, *, pad_id: int, max_len: int):
+    """rewards float [P, G] (±1); prompts / completions / sampler_logp are the P*G rollouts in group order.
+    `sampler_logp[i]` may be shorter than `completions[i]` (the stop token's log-prob is not returned)."""
+    g = self.g
+    rewards = np.asarray(rewards, np.float32)
+    adv = np.asarray(losses.group_advantages(jnp.asarray(rewards), ddof=int(g["adv_ddof"]), scale=str(g["adv_scale"]),
+                                             eps=float(g["adv_eps"]))).reshape(-1)
+    lengths = [len(c) for c in completions]
+    batch, _ = pack(prompts, completions, pad_id=pad_id, max_len=max_len,
+                    values={"sampler_logp": sampler_logp, "sampler_mask": [[1.0] * len(lp) for lp in sampler_logp]})
+    batch["advantages"] = adv.astype(np.float32)
+    micro = int(g["micro_batches"])
+    dev = place_batch(split_micro_batches(batch, micro), self.mesh, self.rules)
+    old = self.logp(state.params, dev)
+    sm = batch["sampler_mask"].reshape(old.shape)
+    diff = np.abs(np.asarray(old) - batch["sampler_logp"].reshape(old.shape))
+    train = {k: dev[k] for k in ("tokens", "mask", "loss_mask", "advantages")}
+    train["old_logp"] = old
+    if self.beta > 0:
+      train["ref_logp"] = self.logp(ref_params, dev)
+    metrics = {}
+    for _ in range(int(g["inner_updates"])):
+      state, metrics = self.train_step(state, train)
+    out = {k: float(v) for k, v in metrics.items()}
+    out.update({
+      "reward_mean": float(rewards.mean()),
+      "accuracy": float((rewards > 0).mean()),
+      "zero_variance_groups": float(losses.zero_variance_fraction(jnp.asarray(rewards))),
+      "response_length": float(np.mean(lengths)),
+      "logp_diff_sampler_trainer": float((diff * sm).sum() / max(sm.sum(), 1.0)),
+      "logp_diff_sampler_trainer_max": float((diff * sm).max()),
+    })
+    return state, out
