@@ -118,11 +118,13 @@ def metarm() -> ml_collections.ConfigDict:
   c.samples_per_item = 3  # judgements sampled from the policy per training item
   c.temperature = 1.0
   c.max_new_tokens = 256
+  c.batch_items = 16  # items per sampler call
   c.heldout_fraction = 0.2  # items held out for the AUC
+  c.class_balance = True  # weight BCE rows so both labels count equally (weak-policy data is mostly wrong)
   c.epochs = 2
   c.batch_size = 8
   c.micro_batches = 1
-  c.max_len = 1024
+  c.max_len = 1024  # tokens per (meta prompt, judgement); longer ones lose the start of the prompt
   c.optim = optim(1e-5)
   c.checkpoint = checkpoint()
   return c
@@ -165,3 +167,28 @@ def _batch_shards(config) -> int:
   except ValueError as e:
     raise ValueError(f"config mesh: {e}") from e
   return shape["data"] * shape["fsdp"]
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrink any experiment config to seconds: tiny random model with the real tokenizer, a few items, 1-2 steps.
+  The preset test runs every experiment file this way so no preset rots."""
+  c.model.name = "tiny:llama"
+  if "data" in c:
+    c.data.train_limit, c.data.test_limit = 4, 4
+  for stage in ("rft", "grpo", "metarm"):
+    if stage not in c:
+      continue
+    s = c[stage]
+    s.max_new_tokens = 16
+    s.checkpoint.save_every = 1
+    if "batch_size" in s:
+      s.batch_size, s.epochs, s.max_len = 2, 1, 1024
+    if stage == "rft":
+      s.num_samples, s.batch_items = 2, 4
+    if stage == "grpo":
+      s.steps, s.prompts_per_step, s.group_size = 2, 2, 2
+    if stage == "metarm":
+      s.samples_per_item = 1
+  if "eval" in c:
+    c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.num_subsets = 2, 2, 16, 2
+  return c

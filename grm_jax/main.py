@@ -17,7 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from grm_jax import parallel
+from grm_jax import configs, parallel
+from grm_jax.train.loop import Preempted
 
 STAGES = ("rft", "grpo", "metarm", "evaluate")
 
@@ -34,6 +35,7 @@ def run(config, workdir: str) -> dict:
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"config.stages: unknown stage {unknown[0]!r}; known stages are {STAGES}")
+  configs.validate(config)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -102,7 +104,16 @@ def main(argv):
     print(f"grm_jax.main: {_explain(sys.argv, e)}", file=sys.stderr)
     sys.exit(2)
   parallel.initialize_distributed()
-  results = run(config, _WORKDIR.value)
+  try:
+    configs.validate(config)
+  except ValueError as e:
+    print(f"grm_jax.main: {e}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    results = run(config, _WORKDIR.value)
+  except Preempted as e:
+    print(f"grm_jax.main: {e}", file=sys.stderr)
+    sys.exit(143)
   summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
   print(json.dumps(summary, indent=2, default=str)[:4000])
 

@@ -191,7 +191,7 @@ def _load_tiny(spec, overrides, mesh, rules, cache_dir) -> Model:
   tok = _load_tokenizer(os.path.dirname(path), os.path.basename(path), cache_dir)
   hf = GGUFSource(path).hf_config()  # the builtin's special ids (metadata only, no weights read)
   try:
-    cfg = tiny(family, vocab_size=len(tok), **overrides)
+    cfg = tiny(family, vocab_size=len(tok), max_position_embeddings=8192, **overrides)
   except (UnsupportedModelError, TypeError) as e:
     raise ValueError(f"model {spec!r}: {e}; families are llama, qwen2, gemma2") from e
   bos, eos_ids, pad = _special_ids(hf, tok)

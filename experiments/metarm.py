@@ -1,0 +1,28 @@
+"""The meta RM alone (paper §4.2): scalar head on the base model, BCE on (prompt, judgement, correct?).
+
+  python -m grm_jax.main --config=experiments/metarm.py --workdir=DIR   # DIR may hold rft/ and grpo/ outputs
+  python -m grm_jax.main --config=experiments/metarm.py:smoke --workdir=/tmp/metarm_smoke
+"""
+
+import ml_collections
+
+from grm_jax import configs
+
+PRESETS = ("default", "smoke")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"experiments/metarm.py: unknown preset {preset!r}; choose one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.stages = ("metarm",)
+  c.seed = 0
+  c.model = configs.model()
+  c.mesh = configs.mesh()
+  c.data = configs.data()
+  c.metarm = configs.metarm()
+  c.metarm.policy = "base"
+  if preset == "smoke":
+    configs.smoke(c)
+  return c

@@ -1,0 +1,101 @@
+"""Rule-based online RL (paper §3): GRPO on the GRM's own judgements, rewarded by Eq. 11.
+
+`run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.grpo`. Each
+step takes `prompts_per_step` training items (shuffled epochs), samples `group_size` judgements of each from the
+current policy (the sampler reads the training params themselves, no stale copy), rewards them +1 / -1 (right /
+wrong or unparseable, `rules.rl_reward`), and runs `train.grpo.GrpoUpdater` (group advantages, clipped ratio, KL to
+the frozen reference = the starting params). A step's items, response orders and sampling keys are functions of
+(seed, step), so a run resumed from its last checkpoint (`grpo/checkpoints/`) ends with the same params as an
+uninterrupted one. Output: `grpo/final/` params, `grpo/metrics.jsonl`, `grpo/done.json`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from grm_jax import grm
+from grm_jax.grm import rules
+from grm_jax.stages import common
+from grm_jax.train.grpo import GrpoUpdater
+from grm_jax.train.loop import run_loop
+from grm_jax.train.metrics import read_jsonl
+from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.step import init_state
+
+
+def initial_params(config, workdir: str, model):
+  """The params GRPO starts from (and keeps as its KL reference): RFT's output or the base model's."""
+  init = str(config.grpo.init)
+  if init == "base":
+    return model.params
+  if init == "rft":
+    return common.restore_params(os.path.join(workdir, "rft", "final"), model.params)
+  raise ValueError(f"config grpo.init={init!r}; use 'rft' (the RFT stage's output) or 'base'")
+
+
+def step_seed(seed: int, step: int) -> int:
+  return int(np.random.default_rng([seed, step, 7]).integers(2**31 - 1))
+
+
+def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
+  out = common.stage_dir(workdir, "grpo")
+  key = common.fingerprint(config, "seed", "model", "data", "grpo")
+  done = common.read_done(out)
+  if done is not None and done.get("fingerprint") == key:
+    logging.info("grpo: already done (%s)", out)
+    return done
+  g = config.grpo
+  mesh, rules_ = common.make_mesh(config)
+  model = common.load_base(config, mesh, rules_)
+  start = initial_params(config, workdir, model)
+  ref = jax.tree.map(jnp.copy, start)  # the train step donates its state; the reference must own its buffers
+  items = common.training_items(config, "train")
+  if not items:
+    raise ValueError("config data.train: no training items")
+  steps = int(g.steps)
+  optimizer, schedule = make_optimizer(g.optim, steps)
+  updater = GrpoUpdater(model.config, g, optimizer, schedule, mesh, rules_)
+  P, G = int(g.prompts_per_step), int(g.group_size)
+
+  def step_fn(state, step):
+    batch = [items[i] for i in common.batch_indices(len(items), P, step, int(config.seed))]
+    policy = common.with_params(model, state.params)
+    j = grm.judge(policy, batch, k=G, temperature=float(g.temperature), top_p=float(g.top_p),
+                  max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step), batch_items=P,
+                  progress=False)
+    gt = np.zeros((P, j.scores.shape[-1]))
+    for i, ex in enumerate(batch):
+      gt[i, : ex.n] = ex.rewards
+    reward = np.asarray(rules.rl_reward(j.scores, j.valid, gt[:, None], j.response_mask[:, None]))
+    prompts = [j.prompt_ids[b][s] for b in range(P) for s in range(G)]
+    completions = [common.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s])) for b in range(P)
+                   for s in range(G)]
+    sampler_logp = [j.logprobs[b][s] for b in range(P) for s in range(G)]
+    max_len = max(len(p) for p in prompts) + int(g.max_new_tokens) + 1
+    state, metrics = updater.update(state, ref, prompts, completions, sampler_logp, reward, pad_id=model.pad_id,
+                                    max_len=max_len)
+    metrics["parse_rate"] = float(j.valid.mean())
+    metrics["sampler_seconds"] = j.sampler_seconds
+    return state, metrics
+
+  state = init_state(start, optimizer)
+  state, _ = run_loop(name="grpo", state=state, step_fn=step_fn, num_steps=steps, out_dir=out,
+                      save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress)
+  common.save_params(os.path.join(out, "final"), state.params)
+  history = read_jsonl(os.path.join(out, "metrics.jsonl"))
+  k = max(1, min(5, len(history) // 2))
+  info = {
+    "fingerprint": key,
+    "steps": steps,
+    "reward_mean_first": float(np.mean([h["reward_mean"] for h in history[:k]])),
+    "reward_mean_last": float(np.mean([h["reward_mean"] for h in history[-k:]])),
+    "logp_diff_step0": history[0]["logp_diff_sampler_trainer"] if history else None,
+  }
+  common.write_done(out, info)
+  return info
