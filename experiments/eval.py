@@ -14,7 +14,7 @@ Presets (the part after ':'):
 
 import ml_collections
 
-from grm_jax import parallel
+from grm_jax import configs
 
 PRESETS = ("default", "smoke", "paper")
 
@@ -27,28 +27,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stages = ("evaluate",)
   c.seed = 0
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "builtin:smollm2-135m-instruct"  # builtin:..., an HF directory, or a .gguf file
-  c.model.dtype = "float32"  # bfloat16 on GPU / TPU
-
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = 1
-  c.mesh.fsdp = -1
-  c.mesh.tensor = 1
-  c.mesh.rules = tuple(parallel.DEFAULT_RULES)
-
-  c.eval = ml_collections.ConfigDict()
-  c.eval.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
-  c.eval.benchmark_root = "../shared/benchmarks"  # relative to the current directory
-  c.eval.limit = 32  # items per dataset (0 = all)
-  c.eval.subsample = "random"  # which `limit` items: "random" (seeded, across subsets) or "first"
-  c.eval.k = 4  # samples per item (k_max of the scaling curves)
-  c.eval.temperature = 0.5  # the paper's sampling temperature for voting
-  c.eval.top_p = 1.0
-  c.eval.max_new_tokens = 256
-  c.eval.batch_items = 8  # items judged per sampler call (memory bound)
-  c.eval.num_subsets = 8  # random k-subsets averaged per point of the scaling curve
-  c.eval.meta_model = ""  # meta RM checkpoint for MetaRM@k ('' = voting only)
+  c.model = configs.model()
+  c.mesh = configs.mesh()
+  c.eval = configs.evaluation()
 
   if preset == "smoke":
     c.eval.limit = 2

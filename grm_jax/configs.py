@@ -75,7 +75,7 @@ def rft() -> ml_collections.ConfigDict:
   c.batch_items = 16  # items per sampler call
   c.general_data = ""  # optional jsonl of {"messages": [...]} chats mixed into SFT (paper: 85% of RFT data)
   c.general_fraction = 0.0  # share of SFT examples drawn from general_data
-  c.epochs = 2
+  c.epochs = 2.0  # passes over the accepted set (fractional: the paper ran 0.73 epoch)
   c.batch_size = 8  # sequences per optimizer step
   c.micro_batches = 1  # gradient accumulation
   c.max_len = 1024  # tokens per SFT sequence; longer ones are cut from the end of the judgement
@@ -121,7 +121,7 @@ def metarm() -> ml_collections.ConfigDict:
   c.batch_items = 16  # items per sampler call
   c.heldout_fraction = 0.2  # items held out for the AUC
   c.class_balance = True  # weight BCE rows so both labels count equally (weak-policy data is mostly wrong)
-  c.epochs = 2
+  c.epochs = 2.0
   c.batch_size = 8
   c.micro_batches = 1
   c.max_len = 1024  # tokens per (meta prompt, judgement); longer ones lose the start of the prompt
@@ -180,6 +180,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       continue
     s = c[stage]
     s.max_new_tokens = 16
+    s.micro_batches = 1
     s.checkpoint.save_every = 1
     if "batch_size" in s:
       s.batch_size, s.epochs, s.max_len = 2, 1, 1024
@@ -191,4 +192,23 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       s.samples_per_item = 1
   if "eval" in c:
     c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.num_subsets = 2, 2, 16, 2
+  return c
+
+
+def evaluation() -> ml_collections.ConfigDict:
+  """Judging benchmarks with k samples per item: Voting@k and MetaRM@k curves (paper §4-5)."""
+  c = ml_collections.ConfigDict()
+  c.policy = "base"  # whose params judge: "base" (config.model), or a stage of this workdir: "rft", "grpo"
+  c.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
+  c.benchmark_root = "../shared/benchmarks"
+  c.limit = 32  # items per dataset (0 = all)
+  c.subsample = "random"  # which `limit` items: "random" (seeded, across subsets) or "first"
+  c.k = 4  # samples per item (k_max of the scaling curves)
+  c.temperature = 0.5  # the paper's sampling temperature for voting
+  c.top_p = 1.0
+  c.max_new_tokens = 256
+  c.batch_items = 8  # items judged per sampler call (memory bound)
+  c.num_subsets = 8  # random k-subsets averaged per point of the scaling curve
+  c.meta_model = ""  # a metarm stage folder for MetaRM@k ('' = voting only; "metarm" = this workdir's)
+  c.meta_batch_size = 8  # sequences per meta-RM forward
   return c

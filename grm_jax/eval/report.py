@@ -140,12 +140,16 @@ def write_json(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
 
 
 def write_judgements(
-  path: str | os.PathLike, judged: Mapping[str, tuple[Sequence[PreferenceExample], Judgements]]
+  path: str | os.PathLike,
+  judged: Mapping[str, tuple[Sequence[PreferenceExample], Judgements]],
+  metas: Mapping[str, Any] | None = None,
 ) -> int:
-  """Writes one JSON line per item (see the module docstring); returns the number of lines."""
+  """Writes one JSON line per item (see the module docstring), with each sample's meta-RM logit ("meta") when
+  `metas[dataset]` [B, k] is given; returns the number of lines."""
   lines = 0
   with open(path, "w") as f:
     for dataset, (examples, j) in judged.items():
+      meta = None if metas is None or metas.get(dataset) is None else np.asarray(metas[dataset], np.float64)
       for b, ex in enumerate(examples):
         withhold = ex.source.lower().startswith(WITHHELD_SOURCES)
         n = ex.n
@@ -159,6 +163,7 @@ def write_judgements(
               "valid": bool(j.valid[b, s]),
               "generated_tokens": int(j.generated_tokens[b, s]),
               "stopped": bool(j.stopped[b, s]),
+              **({"meta": float(meta[b, s])} if meta is not None else {}),
             }
           )
         row = {
@@ -235,6 +240,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
       cells = [_fmt((c or {}).get(m), pct=frac) for _, c in cols]
       label = f"**{m}**" if m == official else m
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    mi = d.get("meta_rm")
+    if mi:
+      lines.append(
+        f"Meta RM on this data set: keeps the top k_meta = {mi.get('k_meta')} of {k_max} samples; on the "
+        f"{mi.get('scored')} valid samples its logit separates right from wrong judgements (Eq. 10) with ROC-AUC "
+        f"{_fmt(mi.get('auc'))} and accuracy {_fmt(mi.get('accuracy'))} ({mi.get('positives', '–')} right)."
+      )
+      lines.append("")
     lines.append("")
 
   lines += ["## Inference-time scaling", ""]
@@ -363,6 +376,7 @@ def write_report(
   out_dir: str | os.PathLike,
   results: Mapping[str, Any],
   judged: Mapping[str, tuple[Sequence[PreferenceExample], Judgements]] | None = None,
+  metas: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
   """Writes report.md, scaling.png, position_bias.png, results.json (last) and judgements.jsonl.
 
@@ -379,7 +393,7 @@ def write_report(
   clean = jsonable(results)
   if judged is not None:
     paths["judgements"] = os.path.join(out_dir, "judgements.jsonl")
-    write_judgements(paths["judgements"], judged)
+    write_judgements(paths["judgements"], judged, metas)
   plot_scaling(clean, paths["scaling"])
   plot_position_bias(clean, paths["position_bias"])
   with open(paths["report"], "w") as f:

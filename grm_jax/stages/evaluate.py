@@ -9,7 +9,10 @@
    metric assumes (low score = error);
 3. scores the benchmark's official metrics (`eval.score_benchmark`) at k=1 (the first sample alone) and at
    Voting@k_max (sum of the valid scores of all k samples), and the scaling curve Voting@k for k = 1, 2, 4, ...,
-   k_max on the official metric (`eval.scaling_curve`, `num_subsets` random subsets per k);
+   k_max on the official metric (`eval.scaling_curve`, `num_subsets` random subsets per k). With `eval.meta_model`
+   (a metarm stage folder) each valid sample is also scored by the meta RM on its own meta prompt (its response
+   order and text), and MetaRM@k (votes of the top ⌈k/2⌉ samples by meta logit) is reported at k_max and along
+   the curve, with the meta RM's ROC-AUC against the samples' correctness;
 4. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
    judgements.jsonl).
 
@@ -96,10 +99,54 @@ def load_model(config: Any) -> Any:
   return models.load(config.model.name, dtype=config.model.dtype, mesh=mesh, rules=tuple(config.mesh.rules))
 
 
+def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tuple[Any, Any, int]:
+  """(meta model, meta params, max_len) of `config.eval.meta_model` (a metarm stage folder, absolute or relative
+  to the workdir, e.g. "metarm" for this pipeline's own), on the GRM's mesh."""
+  from grm_jax.stages import metarm  # noqa: PLC0415 - the training stack is only needed with a meta RM
+
+  path = os.fspath(config.eval.meta_model)
+  if not os.path.isabs(path) and os.path.isdir(os.path.join(os.fspath(workdir), path)):
+    path = os.path.join(os.fspath(workdir), path)
+  meta_model, params = metarm.load_meta_rm(path, mesh=model.mesh, rules=tuple(config.mesh.rules),
+                                           dtype=config.model.dtype)
+  logging.info("evaluate: loaded meta RM %s", path)
+  return meta_model, params, metarm.meta_max_len(path)
+
+
+def meta_logits(meta_rm: tuple[Any, Any, int], examples: Sequence[PreferenceExample], j: grm.Judgements,
+                config: Any) -> np.ndarray:
+  """float32 [B, k]: the meta RM's logit for each sample (its own response order and text).
+
+  Invalid samples are not scored (logit 0): voting drops them whatever their meta reward, so scoring them would be
+  wasted compute. A sample whose judgement alone exceeds the meta RM's max_len gets -inf (last in the ranking).
+  """
+  from grm_jax.stages import metarm  # noqa: PLC0415
+
+  meta_model, params, max_len = meta_rm
+  out = np.zeros((len(examples), j.k), np.float32)
+  seqs, slots = [], []
+  for b, ex in enumerate(examples):
+    for s in range(j.k):
+      if not j.valid[b, s]:
+        continue
+      ids, _ = metarm.meta_sequence(meta_model, ex.context, ex.responses, j.texts[b][s], j.perms[b, s, : ex.n], max_len)
+      if ids is None:
+        out[b, s] = -np.inf
+        continue
+      seqs.append(ids)
+      slots.append((b, s))
+  logits = metarm.sequence_logits(meta_model, params, seqs, int(config.eval.get("meta_batch_size", 8)),
+                                  meta_model.mesh, tuple(config.mesh.rules), max_len)
+  for (b, s), x in zip(slots, logits, strict=True):
+    out[b, s] = x
+  return out
+
+
 def evaluate_dataset(
-  name: str, examples: Sequence[PreferenceExample], j: grm.Judgements, config: Any
+  name: str, examples: Sequence[PreferenceExample], j: grm.Judgements, config: Any, meta: np.ndarray | None = None
 ) -> dict[str, Any]:
-  """Official metrics at k=1 and Voting@k_max, the scaling table, and the judgement statistics of one data set."""
+  """Official metrics at k=1, Voting@k_max and (with meta logits [B, k]) MetaRM@k_max, the scaling table, and the
+  judgement statistics of one data set."""
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
@@ -112,17 +159,41 @@ def evaluate_dataset(
   def metric(votes: np.ndarray, k: jax.Array) -> float:
     return metrics_lib.score_benchmark(bench, examples, _rows(examples, votes), k)[official]
 
-  table = scaling_curve(scores, valid, num_subsets=int(config.eval.num_subsets), seed=int(config.seed), metric=metric)
+  at_meta, meta_info = None, None
+  if meta is not None:
+    meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=grm.default_k_meta(j.k)))
+    at_meta = metrics_lib.score_benchmark(bench, examples, _rows(examples, meta_voted), key)
+    meta_info = {"k_meta": grm.default_k_meta(j.k), **meta_stats(meta, examples, j)}
+  table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=int(config.seed),
+                        metric=metric)
   return {
     "benchmark": bench,
     "official_metric": official,
     "num_items": len(examples),
     "k": j.k,
     "skipped_rows": int(getattr(examples, "skipped", 0) or 0),
-    "metrics": {"k1": at_k1, "voting": at_kmax, "meta": None},
+    "metrics": {"k1": at_k1, "voting": at_kmax, "meta": at_meta},
+    "meta_rm": meta_info,
     "scaling": [{"k": int(k), **row} for k, row in sorted(table.items())],
     **report.judgement_stats(j),
   }
+
+
+def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
+  """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
+  accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl."""
+  from grm_jax.stages.common import correctness  # noqa: PLC0415
+
+  valid = np.asarray(j.valid, bool)
+  scored = valid & np.isfinite(meta)
+  out: dict[str, Any] = {"scored": int(scored.sum()), "mean_logit": float(meta[scored].mean()) if scored.any()
+                         else float("nan")}
+  if all(ex.rewards is not None for ex in examples):
+    right = np.asarray(correctness(j, examples), bool)[scored]
+    out.update(positives=int(right.sum()), auc=metrics_lib.roc_auc(right, meta[scored]) if scored.any()
+               else float("nan"), accuracy=float(np.mean((meta[scored] > 0) == right)) if scored.any()
+               else float("nan"))
+  return out
 
 
 def _totals(per_dataset: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -180,11 +251,6 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       logging.info("evaluate: %s exists with the same config; reusing it", results_path)
       return stored
     logging.info("evaluate: %s was made with another config; evaluating again", results_path)
-  if config.eval.meta_model:
-    raise NotImplementedError(
-      f"config.eval.meta_model={config.eval.meta_model!r}: MetaRM@k needs the meta RM, which is not implemented yet; "
-      "set config.eval.meta_model='' for voting only"
-    )
   names = datasets_of(config)
   k = int(config.eval.k)
   limit = int(config.eval.limit) or None
@@ -197,9 +263,17 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.eval.benchmark_root!r}")
 
   model = load_model(config)
-  logging.info("evaluate: loaded %s (%s)", config.model.name, config.model.dtype)
+  policy = str(config.eval.get("policy", "base"))
+  if policy != "base":
+    from grm_jax.stages import common  # noqa: PLC0415 - the training stack is only needed for trained policies
+
+    model = common.with_params(model, common.restore_params(os.path.join(os.fspath(workdir), policy, "final"),
+                                                            model.params))
+  logging.info("evaluate: loaded %s (%s), params of %s", config.model.name, config.model.dtype, policy)
+  meta_rm = load_meta(config, model, workdir) if config.eval.meta_model else None
   per_dataset: dict[str, dict[str, Any]] = {}
   judged: dict[str, tuple[Sequence[PreferenceExample], grm.Judgements]] = {}
+  metas: dict[str, np.ndarray] = {}
   for i, name in enumerate(names):
     examples = datasets[name]
     logging.info("evaluate: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
@@ -215,7 +289,10 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       single_template="default",
     )
     judged[name] = (examples, j)
-    per_dataset[name] = evaluate_dataset(name, examples, j, config)
+    meta = meta_logits(meta_rm, examples, j, config) if meta_rm is not None else None
+    if meta is not None:
+      metas[name] = meta
+    per_dataset[name] = evaluate_dataset(name, examples, j, config, meta)
     d = per_dataset[name]
     logging.info(
       "evaluate: %s: %s k=1 %.4f, voting@%d %.4f; parse failures %.1f%%; %.2f items/s, %.1f tok/s",
@@ -237,6 +314,6 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
     "totals": _totals(per_dataset),
     "seconds": time.perf_counter() - start,
   }
-  paths = report.write_report(out_dir, results, judged)
+  paths = report.write_report(out_dir, results, judged, metas or None)
   logging.info("evaluate: wrote %s", ", ".join(paths.values()))
   return report.jsonable(results)

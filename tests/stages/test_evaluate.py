@@ -125,10 +125,42 @@ def test_run_writes_report_and_second_run_skips(config, tmp_path, patched):
   assert len(loads) == 2
 
 
-def test_meta_model_is_not_implemented(config, tmp_path, patched):
-  config.eval.meta_model = "/ckpt/meta"
-  with pytest.raises(NotImplementedError, match="config.eval.meta_model"):
-    evaluate.run(config, tmp_path)
+def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
+  """A saved meta RM (tiny model, hand-set head) scores every valid sample; MetaRM@k sits next to Voting@k."""
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from grm_jax.models.scalar_head import init_meta_params  # noqa: PLC0415
+  from grm_jax.stages import common  # noqa: PLC0415
+
+  calls = []
+
+  def fake_load(name, dtype="float32", mesh=None, rules=None, **kw):
+    m = models.from_config(models.tiny("llama"), eos_ids=(0,))
+    m.tokenizer = ByteTokenizer()
+    return m
+
+  monkeypatch.setattr(models, "load", fake_load)
+  monkeypatch.setattr(grm, "judge", scripted_judge(calls))
+  meta_dir = tmp_path / "metarm"
+  meta_dir.mkdir()
+  base = fake_load("tiny:llama")
+  params = init_meta_params(base.params, base.config.hidden_size)
+  params["head"] = {"kernel": jnp.linspace(-1.0, 1.0, base.config.hidden_size), "bias": jnp.asarray(0.1)}
+  common.save_params(str(meta_dir / "final"), params)
+  (meta_dir / "model.json").write_text(json.dumps({"name": "tiny:llama", "max_len": 256}))
+  config.eval.datasets = "synthetic"
+  config.eval.meta_model = str(meta_dir)
+  results = evaluate.run(config, tmp_path)
+  d = results["datasets"]["synthetic"]
+  meta = d["metrics"]["meta"]["accuracy"]
+  print("Voting@4", d["metrics"]["voting"]["accuracy"], "MetaRM@4", meta, "meta RM", d["meta_rm"])
+  assert 0.0 <= meta <= 1.0 and d["meta_rm"]["k_meta"] == 2 and d["meta_rm"]["scored"] == 14
+  assert all(row["meta"] is not None and "meta_std" in row for row in d["scaling"])
+  out = tmp_path / "eval"
+  assert "MetaRM@4" in (out / "report.md").read_text()
+  lines = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
+  metas = [s["meta"] for line in lines for s in line["samples"] if s["valid"]]
+  assert len(metas) == 14 and len(set(metas)) > 1  # per-sample logits, not a constant
 
 
 def test_benchmark_of():

@@ -1,0 +1,88 @@
+"""The whole SPCT recipe: RFT -> GRPO -> meta RM -> evaluation (voting@k and MetaRM@k).
+
+  python -m grm_jax.main --config=experiments/spct.py --workdir=/tmp/spct              # embedded SmolLM2, CPU
+  python -m grm_jax.main --config=experiments/spct.py:gemma2_27b --workdir=gs://...   # the paper's recipe, TPU pod
+  python -m grm_jax.main --config=experiments/spct.py:gemma2_2b --workdir=/content/spct  # one GPU / Colab
+
+Presets (the part after ':'):
+  default      SmolLM2-135M-Instruct (embedded) on the built-in synthetic verifiable preferences, f32, every stage
+               real but small (CPU)
+  smoke        tiny:llama, a few items and steps (what the preset test runs; seconds)
+  gemma2_2b    Gemma-2-2B-it from an HF directory, bf16, one 80 GB GPU or a Colab TPU/GPU runtime
+  qwen2_5_1_5b Qwen2.5-1.5B-Instruct, bf16, one GPU / Colab
+  gemma2_27b   the paper: Gemma-2-27B, RFT lr 5e-6 x 900 steps at batch 1024, GRPO lr 4e-7 x 900 steps at batch 512
+               rollouts (G=4), beta 0.08, meta RM lr 1e-5 batch 512; mesh fsdp x tensor for a v5p-128 pod / 128 GPUs
+Every key can be overridden on the command line (`--config.grpo.beta=0.02`); an unknown key fails at start.
+"""
+
+import ml_collections
+
+from grm_jax import configs
+
+PRESETS = ("default", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_27b")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"experiments/spct.py: unknown preset {preset!r}; choose one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.stages = ("rft", "grpo", "metarm", "evaluate")
+  c.seed = 0
+  c.model = configs.model()
+  c.mesh = configs.mesh()
+  c.data = configs.data()
+  c.rft = configs.rft()
+  c.grpo = configs.grpo()
+  c.metarm = configs.metarm()
+  c.eval = configs.evaluation()
+  c.eval.policy = "grpo"
+  c.eval.datasets = "synthetic"
+  c.eval.meta_model = "metarm"
+
+  if preset in ("default", "smoke"):
+    c.model.remat = True  # SmolLM2 at 1k tokens x 8 rows needs ~30 GB of activations without it
+    c.data.train_limit, c.data.test_limit = 96, 48
+    c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 192
+    c.rft.optim.learning_rate = 2e-5
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.optim.learning_rate = 12, 4, 2e-6
+    c.grpo.beta = 0.02
+    c.metarm.samples_per_item = 1
+    c.eval.limit, c.eval.k = 48, 4
+  if preset == "smoke":
+    configs.smoke(c)
+  elif preset in ("gemma2_2b", "qwen2_5_1_5b"):
+    c.model.name = "/content/gemma-2-2b-it" if preset == "gemma2_2b" else "/content/Qwen2.5-1.5B-Instruct"
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
+    c.data.train = "helpsteer2-preference"
+    c.data.train_limit = 20000
+    c.data.test, c.data.test_limit = "rewardbench", 0
+    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens = 32, 4, 4096, 1024
+    c.rft.optim.learning_rate = 5e-6
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.micro_batches, c.grpo.max_new_tokens = 300, 16, 4, 1024
+    c.grpo.optim.learning_rate = 1e-6
+    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 32, 4, 4096
+    c.eval.datasets, c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = "rewardbench", 0, 8, 1024, 32
+  elif preset == "gemma2_27b":
+    c.model.name = "/data/gemma-2-27b"  # an HF checkpoint directory (safetensors), on every host
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 8
+    c.data.train = "helpsteer2-preference"
+    c.data.train_limit = 0
+    c.data.test, c.data.test_limit = "rewardbench", 0
+    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens, c.rft.batch_items = (
+      1024, 8, 8192, 2048, 256)
+    c.rft.epochs = 0.73  # 900 steps x 1024 of the paper's 1256K set
+    c.rft.optim.learning_rate = 5e-6
+    c.rft.checkpoint.save_every = 100
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 900, 128, 4  # 512 rollouts per step
+    c.grpo.micro_batches, c.grpo.max_new_tokens, c.grpo.beta = 16, 2048, 0.08
+    c.grpo.optim.learning_rate = 4e-7
+    c.grpo.checkpoint.save_every = 50
+    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 512, 8, 8192
+    c.metarm.samples_per_item, c.metarm.optim.learning_rate = 3, 1e-5
+    c.eval.datasets = "rewardbench,rmb,rm-bench,realmistake"
+    c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = 0, 32, 2048, 64
+  return c

@@ -1,0 +1,326 @@
+"""The meta RM stage (paper §4.2): learn which sampled judgements are right, to guide voting at inference.
+
+`run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.metarm`:
+
+1. Data. Every line of `rft/judgements.jsonl` (the RFT stage's un-hinted samples, right and wrong) if present, plus
+   `samples_per_item` judgements per training item sampled from `policy` ("grpo": `grpo/final`, "rft": `rft/final`,
+   "base": the base model). Each is labelled by Eq. 10 (`common.correctness`, the rule RFT and GRPO use). Written
+   to `metarm/samples.jsonl` with the sampling fingerprint in `metarm/samples.json`; a rerun with the same sampling
+   settings reuses them.
+2. Input. The plain meta template with the responses in the order that sample saw, the judgement as the assistant
+   turn (`grm.prompts.meta_prompt`), in the meta RM's chat template. A sequence over `max_len` loses the start of
+   its prompt (the judgement and the context right before it are what decide correctness); one whose judgement
+   alone does not fit is skipped. Both are counted.
+3. Split. Items (source, id) are held out by a hash of their identity (`heldout_fraction`), so all samples of an
+   item fall on the same side and the held-out AUC measures generalisation to new items, not to new samples.
+4. Training. The base checkpoint (`init`, default `config.model.name`) plus a zero scalar head
+   (`models.scalar_head`), BCE on every training row, `epochs` passes in shuffled batches. With `class_balance`
+   each label gets half the total weight: judgements from a weak policy are mostly wrong, and an unweighted BCE
+   would first learn the prior (the bias) and little ranking. Held-out ROC-AUC and accuracy before and after
+   training go to `metarm/metrics.json`; params to `metarm/final/`, the base model spec to `metarm/model.json`.
+
+`load_meta_rm(path)` loads the result for evaluation (MetaRM@k) and `sequence_logits` scores token sequences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from grm_jax import grm, models, parallel
+from grm_jax.data.example import PreferenceExample
+from grm_jax.eval.metrics import roc_auc
+from grm_jax.eval.report import jsonable, write_json
+from grm_jax.grm.prompts import meta_prompt
+from grm_jax.models.scalar_head import init_meta_params, meta_scores
+from grm_jax.stages import common
+from grm_jax.train import losses
+from grm_jax.train.batching import bucket_length
+from grm_jax.train.loop import run_loop
+from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
+
+POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}
+SAMPLING_KEYS = ("policy", "samples_per_item", "temperature", "max_new_tokens")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequences.
+
+
+def meta_sequence(model, context, responses, text: str, perm, max_len: int) -> tuple[list[int] | None, bool]:
+  """(token ids, truncated) of one (meta prompt, judgement); (None, False) if the judgement alone is too long."""
+  messages = meta_prompt(list(context), list(responses), text, perm)
+  full = [int(t) for t in model.encode_chat(messages, add_generation_prompt=False)]
+  if len(full) <= max_len:
+    return full, False
+  prompt = model.encode_chat(messages[:1], add_generation_prompt=True)
+  answer = len(full) - len(prompt) if full[: len(prompt)] == list(prompt) else 0
+  if answer >= max_len:
+    return None, False
+  return full[-max_len:], True
+
+
+def item_heldout(source: str, item_id: str, fraction: float) -> bool:
+  """Whether an item is held out: a fixed hash of its identity, so every sample of it lands on the same side."""
+  digest = hashlib.blake2b(f"{source}\0{item_id}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "big") % 10_000 < round(float(fraction) * 10_000)
+
+
+def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, rows: int, max_len: int, multiple: int = 64):
+  """Right-padded int32 tokens and bool mask [rows, T], T a multiple of `multiple` (one compile per bucket)."""
+  longest = max((len(s) for s in seqs), default=1)
+  t = min(bucket_length(longest, multiple), max(max_len, longest))
+  tokens = np.full((rows, t), pad_id, np.int32)
+  mask = np.zeros((rows, t), bool)
+  for i, s in enumerate(seqs):
+    tokens[i, : len(s)] = s
+    mask[i, : len(s)] = True
+  return tokens, mask
+
+
+def _row_multiple(mesh) -> int:
+  """Rows of a batch must split over data x fsdp."""
+  if mesh is None:
+    return 1
+  return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
+
+
+def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
+                    max_len: int = 1 << 30) -> np.ndarray:
+  """float32 [N]: the meta RM's logit of each token sequence, scored in batches of similar length."""
+  out = np.zeros(len(seqs), np.float32)
+  if not seqs:
+    return out
+  cfg = model.config
+  rules = tuple(rules) if mesh is not None else ()
+  fn = jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
+  step = -(-int(batch_size) // _row_multiple(mesh)) * _row_multiple(mesh)
+  order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch: less padding
+  for b0 in range(0, len(order), step):
+    idx = order[b0 : b0 + step]
+    tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, max_len)
+    if mesh is None:
+      logits = fn(params, tokens, mask)
+    else:
+      logits = fn(params, parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules))
+    out[idx] = parallel.to_host(logits)[: len(idx)]
+  return out
+
+
+def heldout_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+  """ROC-AUC (NaN if a class is missing) and accuracy of logit > 0 on held-out rows."""
+  labels = np.asarray(labels, bool)
+  return {
+    "auc": roc_auc(labels, logits) if len(labels) else float("nan"),
+    "accuracy": float(np.mean((np.asarray(logits) > 0) == labels)) if len(labels) else float("nan"),
+    "rows": int(len(labels)),
+    "positives": int(labels.sum()),
+  }
+
+
+# --------------------------------------------------------------------------------------------------
+# Training.
+
+
+def bce_loss_fn(cfg, mesh, rules):
+  def loss_fn(params, mb):
+    logits = meta_scores(cfg, params, mb["tokens"], mb["mask"], mesh, rules)
+    return losses.bce_loss(logits, mb["label"], mb["weight"])
+
+  return loss_fn
+
+
+def class_weights(labels: np.ndarray, balance: bool) -> tuple[float, float]:
+  """(negative, positive) row weights: both labels carry half the total weight when `balance` and both occur."""
+  labels = np.asarray(labels, bool)
+  n, pos = len(labels), int(labels.sum())
+  if not balance or pos == 0 or pos == n:
+    return 1.0, 1.0
+  return n / (2.0 * (n - pos)), n / (2.0 * pos)
+
+
+def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: int, mesh=None, rules=(),
+          progress: bool = True) -> tuple[Any, list[dict]]:
+  """BCE on (sequence, label) rows for `group.epochs` passes in batches of `group.batch_size`; (params, history)."""
+  labels = np.asarray(train_labels, bool)
+  w_neg, w_pos = class_weights(labels, bool(group.class_balance))
+  batch_size = int(group.batch_size)
+  steps = max(1, math.ceil(len(train_seqs) * float(group.epochs) / batch_size))
+  optimizer, schedule = make_optimizer(group.optim, steps)
+  train_step = make_train_step(bce_loss_fn(model.config, mesh, tuple(rules) if mesh is not None else ()), optimizer,
+                               schedule)
+
+  def step_fn(state, step):
+    idx = common.batch_indices(len(train_seqs), batch_size, step, seed)
+    tokens, mask = pad_rows([train_seqs[i] for i in idx], model.pad_id, batch_size, int(group.max_len))
+    batch = {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
+             "weight": np.where(labels[idx], w_pos, w_neg).astype(np.float32)}
+    return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
+
+  state = init_state(params, optimizer)
+  state, history = run_loop(name="metarm", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
+                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress)
+  return state.params, history
+
+
+# --------------------------------------------------------------------------------------------------
+# Data.
+
+
+def _sampling_fingerprint(config, workdir: str) -> dict[str, Any]:
+  policy_dir = POLICY_DIRS.get(config.metarm.policy)
+  policy_done = common.read_done(os.path.join(workdir, policy_dir)) if policy_dir else None
+  rft_done = common.read_done(os.path.join(workdir, "rft"))
+  return {
+    "seed": int(config.seed),
+    "model": config.model.name,
+    "data": config.data.to_dict(),
+    **{k: config.metarm[k] for k in SAMPLING_KEYS},
+    "policy_stage": (policy_done or {}).get("fingerprint"),
+    "rft_stage": (rft_done or {}).get("fingerprint"),
+    "rft_judgements": os.path.exists(os.path.join(workdir, "rft", "judgements.jsonl")),
+  }
+
+
+def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExample], workdir: str) -> list[dict]:
+  """`samples_per_item` judgements per item from the configured policy, labelled by Eq. 10."""
+  mc = config.metarm
+  if mc.policy not in POLICY_DIRS:
+    raise ValueError(f"config metarm.policy={mc.policy!r}; choose one of {tuple(POLICY_DIRS)}")
+  if int(mc.samples_per_item) <= 0 or not examples:
+    return []
+  policy = base
+  if POLICY_DIRS[mc.policy]:
+    path = os.path.join(workdir, POLICY_DIRS[mc.policy], "final")
+    policy = common.with_params(base, common.restore_params(path, base.params))
+  j = grm.judge(policy, examples, k=int(mc.samples_per_item), seed=int(config.seed) + 2,
+                temperature=float(mc.temperature), max_new_tokens=int(mc.max_new_tokens),
+                batch_items=int(mc.batch_items))
+  correct = common.correctness(j, examples)
+  rows = []
+  for b, ex in enumerate(examples):
+    for s in range(j.k):
+      rows.append({"id": ex.id, "source": ex.source, "n": ex.n, "context": list(ex.context),
+                   "responses": list(ex.responses), "rewards": list(ex.rewards),
+                   "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s], "valid": bool(j.valid[b, s]),
+                   "correct": bool(correct[b, s]), "template": j.templates[b], "origin": f"policy:{mc.policy}"})
+  return rows
+
+
+def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
+  """RFT judgements + fresh policy samples, cached in `metarm/samples.jsonl` under a sampling fingerprint."""
+  samples_path, meta_path = os.path.join(out, "samples.jsonl"), os.path.join(out, "samples.json")
+  fp = json.loads(json.dumps(_sampling_fingerprint(config, workdir)))
+  if os.path.exists(samples_path) and os.path.exists(meta_path):
+    with open(meta_path) as f:
+      if json.load(f).get("fingerprint") == fp:
+        logging.info("metarm: reusing %s", samples_path)
+        return common.read_jsonl(samples_path)
+  rows = []
+  rft_path = os.path.join(workdir, "rft", "judgements.jsonl")
+  if os.path.exists(rft_path):
+    rows += [{**r, "origin": "rft"} for r in common.read_jsonl(rft_path)]
+  rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
+  common.write_jsonl(samples_path, rows)
+  with open(meta_path, "w") as f:
+    json.dump({"fingerprint": fp, "rows": len(rows)}, f, indent=2)
+  return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage.
+
+
+def _fingerprint(config) -> str:
+  return common.fingerprint(config, "seed", "model", "data", "metarm")
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  out = common.stage_dir(workdir, "metarm")
+  done = common.read_done(out)
+  if done is not None and done.get("fingerprint") == _fingerprint(config):
+    logging.info("metarm: already done (%s)", out)
+    return done
+  mc = config.metarm
+  mesh, rules = common.make_mesh(config)
+  base = common.load_base(config, mesh, rules)
+  rows = collect_samples(config, base, workdir, out)
+  meta_name = mc.init or config.model.name
+  meta_model = base if meta_name == config.model.name else common.load_base(config, mesh, rules, name=meta_name)
+
+  max_len = int(mc.max_len)
+  seqs, labels, heldout = [], [], []
+  truncated = skipped = 0
+  for r in rows:
+    ids, cut = meta_sequence(meta_model, r["context"], r["responses"], r["text"], r["perm"], max_len)
+    if ids is None:
+      skipped += 1
+      continue
+    truncated += cut
+    seqs.append(ids)
+    labels.append(bool(r["correct"]))
+    heldout.append(item_heldout(r["source"], str(r["id"]), float(mc.heldout_fraction)))
+  labels_a, held = np.asarray(labels, bool), np.asarray(heldout, bool)
+  tr, ho = np.flatnonzero(~held), np.flatnonzero(held)
+  counts = {
+    "rows": len(rows), "skipped_too_long": skipped, "truncated": truncated,
+    "train": {"rows": len(tr), "positives": int(labels_a[tr].sum()), "negatives": int((~labels_a[tr]).sum())},
+    "heldout": {"rows": len(ho), "positives": int(labels_a[ho].sum()), "negatives": int((~labels_a[ho]).sum())},
+    "origins": {o: sum(r.get("origin") == o for r in rows) for o in sorted({r.get("origin", "") for r in rows})},
+  }
+  w_neg, w_pos = class_weights(labels_a[tr], bool(mc.class_balance))
+  counts["class_weights"] = {"negative": w_neg, "positive": w_pos}
+  logging.info("metarm: %s", json.dumps(counts))
+  if not len(tr):
+    raise ValueError(f"metarm: no training rows (of {len(rows)} samples, {skipped} too long for metarm.max_len="
+                     f"{max_len}, {len(ho)} held out); run the rft stage or set metarm.samples_per_item > 0")
+
+  params = init_meta_params(meta_model.params, meta_model.config.hidden_size)
+  batch = int(mc.batch_size)
+  ho_seqs = [seqs[i] for i in ho]
+  before = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
+  params, history = train(meta_model, params, [seqs[i] for i in tr], labels_a[tr], mc, out, int(config.seed), mesh,
+                          rules)
+  after = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
+  logging.info("metarm: held-out AUC %.4f -> %.4f, accuracy %.4f -> %.4f", before["auc"], after["auc"],
+               before["accuracy"], after["accuracy"])
+  metrics = {"before": before, "after": after, "counts": counts, "steps": len(history),
+             "loss_first": history[0]["loss"] if history else None,
+             "loss_last": history[-1]["loss"] if history else None}
+  write_json(os.path.join(out, "metrics.json"), metrics)
+  common.save_params(os.path.join(out, "final"), params)
+  with open(os.path.join(out, "model.json"), "w") as f:
+    json.dump({"name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype,
+               "max_len": max_len, "hidden_size": meta_model.config.hidden_size}, f, indent=2)
+  info = {"fingerprint": _fingerprint(config), "auc_before": before["auc"], "auc_after": after["auc"],
+          "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"], "steps": len(history),
+          "train_rows": len(tr), "heldout_rows": len(ho)}
+  common.write_done(out, jsonable(info))  # strict JSON: an undefined AUC (one class held out) is null
+  return info
+
+
+def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):
+  """(model, params) of a meta RM written by `run`: `path` is the stage folder (`<workdir>/metarm`)."""
+  spec_path = os.path.join(path, "model.json")
+  if not os.path.exists(spec_path):
+    raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
+  with open(spec_path) as f:
+    spec = json.load(f)
+  model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"), mesh=mesh, rules=rules)
+  like = init_meta_params(model.params, model.config.hidden_size)
+  return model, common.restore_params(os.path.join(path, "final"), like)
+
+
+def meta_max_len(path: str) -> int:
+  """The sequence limit the meta RM at `path` was trained with (longer inputs are cut the same way)."""
+  with open(os.path.join(path, "model.json")) as f:
+    return int(json.load(f).get("max_len", 1024))

@@ -1,0 +1,78 @@
+"""Every experiment file x preset builds, validates, and (shrunk to a tiny model) runs its stages.
+
+Presets must not rot: each is built, checked by `configs.validate` against the device count it targets, and then
+run end to end with `configs.smoke` (tiny:<family> of the preset's model family, a few items, 1-2 steps) through
+`main.run`, the same path as the CLI.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+from grm_jax import configs, main
+from grm_jax.stages import common, evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILES = ("spct", "rft", "grpo", "metarm", "eval")
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+CASES = [(f, p) for f in FILES for p in load(f).PRESETS]
+FAMILY = {"gemma2": "gemma2", "qwen2": "qwen2"}
+
+
+@pytest.mark.parametrize(("name", "preset"), CASES)
+def test_preset_builds_and_names_its_stages(name, preset):
+  config = load(name).get_config(preset)
+  assert set(config.stages) <= set(main.STAGES)
+  for stage in config.stages:
+    group = "eval" if stage == "evaluate" else stage
+    assert group in config, f"experiments/{name}.py:{preset} runs {stage} without a config.{group} group"
+
+
+SPCT_RUNS = [p if p == "smoke" else pytest.param(p, marks=pytest.mark.slow) for p in load("spct").PRESETS]
+
+
+@pytest.mark.parametrize("preset", SPCT_RUNS)  # ~2 min each here: only smoke runs by default, the rest with -m slow
+def test_spct_preset_runs_every_stage_shrunk(preset, tmp_path, monkeypatch):
+  config = load("spct").get_config(preset)
+  family = next((f for f in FAMILY if f in preset), "llama")
+  configs.smoke(config)
+  config.model.name = f"tiny:{family}"
+  config.model.dtype = "float32"
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1
+  config.data.train = config.data.test = "synthetic"
+  config.eval.datasets = "synthetic"
+  config.eval.limit = 2
+  # One device (the smoke batches are 2-4 rows; the 8 fake devices are for the sharding tests).
+  monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))
+  monkeypatch.setattr(configs, "_batch_shards", lambda c: 1)
+  monkeypatch.setattr(evaluate, "load_model", lambda c: common.load_base(c))
+  results = main.run(config, str(tmp_path))
+  assert list(results) == list(config.stages)
+  for stage in ("rft", "grpo", "metarm"):
+    assert os.path.exists(tmp_path / stage / "done.json"), stage
+  assert os.path.exists(tmp_path / "eval" / "report.md")
+
+
+def test_bad_batch_for_the_group_or_mesh_names_the_key():
+  config = load("spct").get_config("smoke")
+  config.grpo.micro_batches = 3
+  with pytest.raises(ValueError, match="grpo.micro_batches=3"):
+    configs.validate(config)
+  config = load("spct").get_config("smoke")
+  config.rft.batch_size = 3
+  config.rft.micro_batches = 2
+  with pytest.raises(ValueError, match="rft.batch_size=3"):
+    configs.validate(config)
+  config = load("spct").get_config("smoke")
+  config.grpo.group_size = 1
+  with pytest.raises(ValueError, match="grpo.group_size=1"):
+    configs.validate(config)
