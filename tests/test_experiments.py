@@ -62,7 +62,11 @@ def test_spct_preset_runs_every_stage_shrunk(preset, tmp_path, monkeypatch):
   assert os.path.exists(tmp_path / "eval" / "report.md")
 
 
-def test_bad_batch_for_the_group_or_mesh_names_the_key():
+def test_bad_batch_for_the_group_or_mesh_names_the_key(monkeypatch):
+  config = load("spct").get_config("smoke")
+  with pytest.raises(ValueError, match=r"rft.batch_size=2 .* data x fsdp = 8 devices"):  # 8 fake devices here
+    configs.validate(config)
+  monkeypatch.setattr(configs, "_batch_shards", lambda c: 1)  # one device: only the group checks remain
   config = load("spct").get_config("smoke")
   config.grpo.micro_batches = 3
   with pytest.raises(ValueError, match="grpo.micro_batches=3"):
