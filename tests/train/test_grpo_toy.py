@@ -83,3 +83,10 @@ def test_kl_to_the_reference_grows_from_zero():
   history = run(6, beta=0.08)
   assert abs(history[0]["kl"]) < 1e-6  # step 0: policy == reference
   assert history[-1]["kl"] > 1e-6
+
+
+def test_inner_updates_move_the_ratio_and_clip():
+  """mu > 1: later inner steps see ratio != 1 against the fixed old log-probs, and large steps get clipped."""
+  history = run(3, inner_updates=4, epsilon=0.01)
+  assert all(abs(h["ratio"] - 1.0) > 1e-4 for h in history)  # the metrics are those of the last inner step
+  assert max(h["clip_fraction"] for h in history) > 0
