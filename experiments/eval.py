@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = configs.model()
   c.mesh = configs.mesh()
+  c.grm = configs.grm()
   c.eval = configs.evaluation()
 
   if preset == "smoke":

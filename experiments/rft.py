@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = configs.model()
   c.mesh = configs.mesh()
+  c.grm = configs.grm()
   c.data = configs.data()
   c.rft = configs.rft()
   c.rft.optim.learning_rate = 2e-5

@@ -31,24 +31,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = configs.model()
   c.mesh = configs.mesh()
+  c.grm = configs.grm()
   c.data = configs.data()
   c.rft = configs.rft()
   c.grpo = configs.grpo()
   c.metarm = configs.metarm()
   c.eval = configs.evaluation()
   c.eval.policy = "grpo"
-  c.eval.datasets = "synthetic"
+  c.eval.datasets = "synthetic:n=2"  # its test split: problems disjoint from training
   c.eval.meta_model = "metarm"
 
   if preset in ("default", "smoke"):
-    c.model.remat = True  # SmolLM2 at 1k tokens x 8 rows needs ~30 GB of activations without it
-    c.data.train_limit, c.data.test_limit = 96, 48
-    c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 192
-    c.rft.optim.learning_rate = 2e-5
-    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.optim.learning_rate = 12, 4, 2e-6
-    c.grpo.beta = 0.02
-    c.metarm.samples_per_item = 1
-    c.eval.limit, c.eval.k = 48, 4
+    # CPU-sized: n=2 synthetic items, the compact template (the paper's rubric alone is ~700 tokens per prompt),
+    # and RFT trajectories from the rule-based synthetic critic, standing in for the paper's strong pretrained
+    # sampler (SmolLM2-135M writes no parseable judgement on its own; see grm_jax/data/synthetic_critic.py).
+    c.grm.template = "compact"
+    c.data.train, c.data.train_limit = "synthetic:n=2", 64
+    c.data.test, c.data.test_limit = "synthetic:n=2", 32
+    c.rft.sampler = "synthetic-critic"
+    c.rft.batch_size, c.rft.epochs, c.rft.max_len = 8, 2.0, 512
+    c.rft.optim.learning_rate = 5e-5
+    c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 128
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 4, 4, 4
+    c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02
+    c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 1, 1.0, 8, 512
+    c.metarm.optim.learning_rate = 2e-5
+    c.eval.limit, c.eval.k, c.eval.batch_items, c.eval.baseline = 32, 4, 16, "base"
   if preset == "smoke":
     configs.smoke(c)
   elif preset in ("gemma2_2b", "qwen2_5_1_5b"):

@@ -42,6 +42,12 @@ def data() -> ml_collections.ConfigDict:
   return c
 
 
+def grm() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.template = "default"  # GRM prompt for n >= 2 items: "default" (paper App. G) or "compact" (short, CPU runs)
+  return c
+
+
 def optim(learning_rate: float) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.learning_rate = learning_rate
@@ -67,6 +73,8 @@ def rft() -> ml_collections.ConfigDict:
   """Rejective fine-tuning (paper §2): N non-hinted samples per item, reject wrong ones and too-easy items, one
   hinted sample per item kept if right, then SFT on the accepted trajectories (loss on assistant tokens)."""
   c = ml_collections.ConfigDict()
+  c.sampler = ""  # who samples: "" the trained model, "synthetic-critic" (built-in data), or a models.load spec
+  c.critic_noise = 0.3  # synthetic-critic: chance a sample believes a wrong answer (gives RFT something to reject)
   c.num_samples = 3  # N_RFT
   c.hinted = True  # also draw one hinted sample per item
   c.temperature = 1.0
@@ -199,6 +207,7 @@ def evaluation() -> ml_collections.ConfigDict:
   """Judging benchmarks with k samples per item: Voting@k and MetaRM@k curves (paper §4-5)."""
   c = ml_collections.ConfigDict()
   c.policy = "base"  # whose params judge: "base" (config.model), or a stage of this workdir: "rft", "grpo"
+  c.baseline = ""  # also judge with these params ("base", "rft") for a before / after table ('' = off)
   c.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
   c.benchmark_root = "../shared/benchmarks"
   c.limit = 32  # items per dataset (0 = all)

@@ -37,10 +37,10 @@ def test_preset_builds_and_names_its_stages(name, preset):
     assert group in config, f"experiments/{name}.py:{preset} runs {stage} without a config.{group} group"
 
 
-SPCT_RUNS = [p if p == "smoke" else pytest.param(p, marks=pytest.mark.slow) for p in load("spct").PRESETS]
-
-
-@pytest.mark.parametrize("preset", SPCT_RUNS)  # ~2 min each here: only smoke runs by default, the rest with -m slow
+# ~2 min each on 2 cores, so these run with `-m slow`; the default suite runs spct.py:smoke end to end through
+# the CLI in tests/test_colab.py (the notebook) and every stage's own test.
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", load("spct").PRESETS)
 def test_spct_preset_runs_every_stage_shrunk(preset, tmp_path, monkeypatch):
   config = load("spct").get_config(preset)
   family = next((f for f in FAMILY if f in preset), "llama")

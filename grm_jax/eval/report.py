@@ -216,10 +216,32 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     "*Voting@k* sums the valid scores of all k samples (paper §4.1); *MetaRM@k* sums only the top ⌈k/2⌉ by "
     "meta reward. Argmax ties are broken at random.",
     "",
+  ]
+  datasets = results.get("datasets", {})
+  base = results.get("baseline")
+  if base:
+    lines += [
+      f"## Before vs after: `{base.get('policy')}` params vs `{results.get('policy')}` params",
+      "",
+      "| dataset | metric | k=1 before | k=1 after | Voting@k before | Voting@k after | parse failures before | "
+      "after |",
+      "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, b in base.get("datasets", {}).items():
+      d = datasets.get(name, {})
+      metric = b.get("official_metric")
+      after_k1 = d.get("metrics", {}).get("k1", {}).get(metric)
+      after_vote = d.get("metrics", {}).get("voting", {}).get(metric)
+      after_pf = d.get("parse_failures", {}).get("rate")
+      lines.append(
+        f"| {name} | {metric} | {_fmt(b.get('k1'))} | {_fmt(after_k1)} | {_fmt(b.get('voting'))} | "
+        f"{_fmt(after_vote)} | {_fmt(b.get('parse_failure_rate'))} | {_fmt(after_pf)} |"
+      )
+    lines.append("")
+  lines += [
     "## Official metrics",
     "",
   ]
-  datasets = results.get("datasets", {})
   for name, d in datasets.items():
     k_max = d.get("k")
     cols = [("k=1", d["metrics"].get("k1")), (f"Voting@{k_max}", d["metrics"].get("voting"))]

@@ -183,6 +183,7 @@ def judge(
   single_template: str = "single",
   stop_token_ids: Sequence[int] | None = None,
   hint: bool = False,
+  template: str = "default",
 ) -> Judgements:
   """Samples k judgements per example, each with its own shuffle of the responses (paper §4.1).
 
@@ -198,6 +199,7 @@ def judge(
     shuffle: False shows every sample the original order (for debugging positional bias).
     single_template: template for n = 1 items: "single" (the 0/1 training template, the default) or "default"
       (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
+    template: the template of items with n >= 2: "default" (the paper's) or "compact" (a short CPU variant).
     hint: append "The best response is: Response j" naming the true best's shown position, to items with
       n >= 2 (RFT's hinted sampling, paper §2); `prompt_ids` then hold the hinted prompts.
   """
@@ -217,7 +219,9 @@ def judge(
 
   B = len(examples)
   n_max = max((ex.n for ex in examples), default=1)
-  templates = [single_template if ex.n == 1 else "default" for ex in examples]
+  if template not in SCORE_RANGES or template == "single":
+    raise ValueError(f"template must be 'default' or 'compact' for n >= 2 items, got {template!r}")
+  templates = [single_template if ex.n == 1 else template for ex in examples]
   perms: list[list[tuple[int, ...]]] = []
   for ex in examples:
     if shuffle:

@@ -132,6 +132,23 @@ SINGLE_TEMPLATE = string.Template(
   "Scores: <the overall comprehensive score of the response, e.g., \\boxed{x}>."
 )
 
+# Not from the paper: a ~120-token instruction with the default template's task, score range and exact output
+# format, for CPU runs where the default template's ~700 tokens of rubric dominate every prompt (prefill, SFT and
+# GRPO cost grow with prompt length). Opt in with `template="compact"`; results with it are not the paper's setup.
+COMPACT_TEMPLATE = string.Template(
+  "You are a skilled little expert at scoring responses. Given the context of the conversation (the last round is "
+  "the User’s query) and multiple responses from the Assistant, state the specific criteria for this query, "
+  "compare the responses, then score each with an integer between 1 and 10 (10: fully correct and helpful; 1: "
+  "wrong or useless). Your scoring needs to be as strict as possible.\n"
+  "\n" + _CONTEXT_AND_RESPONSES + "#### Output Format Requirements ####\n"
+  "Output with three lines\n"
+  "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
+  "criteria>.\n"
+  "Analysis: <Compare different responses based on given Criteria>.\n"
+  "Scores: <the overall comprehensive score of all responses in order, separate by comma in the boxed, e.g., "
+  "\\boxed{x, x} if there exists 2 responeses>."
+)
+
 # Meta RM (user turn); the assistant turn is the GRM's generated principles & critique.
 META_TEMPLATE = string.Template("Please score the responses.\n\n" + _CONTEXT_AND_RESPONSES)
 
@@ -143,8 +160,9 @@ HINT_TEMPLATE = string.Template("The best response is: Response $j")
 # "the last round is the User’s query", "responses from the Assistant").
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
-TEMPLATES = ("default", "single")
-SCORE_RANGES = {"default": (1, 10), "single": (0, 1)}
+TEMPLATES = ("default", "single", "compact")
+SCORE_RANGES = {"default": (1, 10), "single": (0, 1), "compact": (1, 10)}
+_BODIES = {"default": DEFAULT_TEMPLATE, "single": SINGLE_TEMPLATE, "compact": COMPACT_TEMPLATE}
 
 Query = str | Sequence[Mapping[str, str]]
 
@@ -262,9 +280,8 @@ def grm_prompt(
     raise ValueError(f"the single-response template takes exactly one response, got {n}")
   order = _check_perm(perm, n) if perm is not None else sample_permutation(n, rng)
   shown = [responses[i] for i in order]
-  body = DEFAULT_TEMPLATE if template == "default" else SINGLE_TEMPLATE
-  content = body.substitute(
-    context=render_context(query), responses=render_responses(shown, numbered=template == "default")
+  content = _BODIES[template].substitute(
+    context=render_context(query), responses=render_responses(shown, numbered=template != "single")
   )
   hint = None
   if hint_best is not None:

@@ -44,6 +44,11 @@ def load_base(config, mesh=None, rules=parallel.DEFAULT_RULES, name: str | None 
   )
 
 
+def grm_template(config) -> str:
+  """The GRM prompt template for n >= 2 items (`config.grm.template`; "default" when the config has no grm group)."""
+  return str(config.grm.template) if "grm" in config else "default"
+
+
 def stage_dir(workdir: str, stage: str) -> str:
   path = os.path.join(workdir, stage)
   os.makedirs(path, exist_ok=True)

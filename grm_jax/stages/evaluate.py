@@ -50,7 +50,7 @@ OFFICIAL_METRIC = {
 }
 """Benchmark -> the headline metric(s), first one present wins (PPE: preference set if loaded, else correctness)."""
 
-FINGERPRINT_KEYS = ("seed", "model", "eval")
+FINGERPRINT_KEYS = ("seed", "model", "grm", "eval")
 """Config parts that decide the numbers; a stored results.json with the same parts is reused."""
 
 
@@ -179,6 +179,37 @@ def evaluate_dataset(
   }
 
 
+def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, config, workdir) -> dict[str, Any]:
+  """Judges every data set again with the `baseline` params ("base", or a stage of this workdir) and the same
+  seeds, items and k: the before / after table of a training run (k=1 and Voting@k on the official metric)."""
+  model = base_model
+  if baseline != "base":
+    from grm_jax.stages import common  # noqa: PLC0415
+
+    model = common.with_params(base_model, common.restore_params(os.path.join(os.fspath(workdir), baseline, "final"),
+                                                                 base_model.params))
+  key = jax.random.PRNGKey(int(config.seed))
+  out: dict[str, Any] = {"policy": baseline, "datasets": {}}
+  for name, examples in datasets.items():
+    j = grm.judge(model, examples, k=int(config.eval.k), temperature=float(config.eval.temperature),
+                  top_p=float(config.eval.top_p), max_new_tokens=int(config.eval.max_new_tokens), seed=int(config.seed),
+                  batch_items=int(config.eval.batch_items), single_template="default",
+                  template=str(config.grm.template) if "grm" in config else "default")
+    bench = benchmark_of(name)
+    official = per_dataset[name]["official_metric"]
+    scores, valid = np.asarray(j.scores), np.asarray(j.valid)
+    voted = np.asarray(grm.vote(scores, valid))
+    first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
+    out["datasets"][name] = {
+      "official_metric": official,
+      "k1": metrics_lib.score_benchmark(bench, examples, _rows(examples, first), key)[official],
+      "voting": metrics_lib.score_benchmark(bench, examples, _rows(examples, voted), key)[official],
+      "parse_failure_rate": j.parse_failure_rate,
+    }
+    logging.info("evaluate: baseline %s on %s: %s", baseline, name, out["datasets"][name])
+  return out
+
+
 def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
   """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
   accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl."""
@@ -224,9 +255,11 @@ def select_items(name: str, config, limit: int | None) -> list[PreferenceExample
   rows are all one subset."""
   if config.eval.subsample not in ("first", "random"):
     raise ValueError(f"config.eval.subsample={config.eval.subsample!r}; use 'first' or 'random'")
+  # The built-in synthetic set is evaluated on its test split, whose problems training never sees.
+  split = {"split": "test"} if name.split(":", 1)[0].lower() == "synthetic" else {}
   if config.eval.subsample == "first" or not limit:
-    return list(load_dataset(name, root=config.eval.benchmark_root, limit=limit))
-  examples = list(load_dataset(name, root=config.eval.benchmark_root))
+    return list(load_dataset(name, root=config.eval.benchmark_root, limit=limit, **split))
+  examples = list(load_dataset(name, root=config.eval.benchmark_root, **split))
   if len(examples) <= limit:
     return examples
   keep = np.sort(np.random.default_rng(int(config.seed)).choice(len(examples), size=limit, replace=False))
@@ -263,6 +296,7 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.eval.benchmark_root!r}")
 
   model = load_model(config)
+  base_model = model
   policy = str(config.eval.get("policy", "base"))
   if policy != "base":
     from grm_jax.stages import common  # noqa: PLC0415 - the training stack is only needed for trained policies
@@ -287,6 +321,7 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       seed=int(config.seed),
       batch_items=int(config.eval.batch_items),
       single_template="default",
+      template=str(config.grm.template) if "grm" in config else "default",
     )
     judged[name] = (examples, j)
     meta = meta_logits(meta_rm, examples, j, config) if meta_rm is not None else None
@@ -306,8 +341,15 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       d["throughput"]["tokens_per_s"],
     )
 
+  baseline = str(config.eval.get("baseline", "") or "")
+  compared = None
+  if baseline and baseline != policy:
+    compared = compare_baseline(baseline, base_model, datasets, per_dataset, config, workdir)
+
   results = {
     "model": str(config.model.name),
+    "policy": policy,
+    "baseline": compared,
     "config": cfg,
     "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
     "datasets": per_dataset,

@@ -22,6 +22,7 @@ from absl import logging
 from grm_jax import grm
 from grm_jax.grm import rules
 from grm_jax.stages import common
+from grm_jax.train.batching import bucket_length
 from grm_jax.train.grpo import GrpoUpdater
 from grm_jax.train.loop import run_loop
 from grm_jax.train.metrics import read_jsonl
@@ -45,7 +46,7 @@ def step_seed(seed: int, step: int) -> int:
 
 def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   out = common.stage_dir(workdir, "grpo")
-  key = common.fingerprint(config, "seed", "model", "data", "grpo")
+  key = common.fingerprint(config, "seed", "model", "grm", "data", "grpo")
   done = common.read_done(out)
   if done is not None and done.get("fingerprint") == key:
     logging.info("grpo: already done (%s)", out)
@@ -62,13 +63,18 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   optimizer, schedule = make_optimizer(g.optim, steps)
   updater = GrpoUpdater(model.config, g, optimizer, schedule, mesh, rules_)
   P, G = int(g.prompts_per_step), int(g.group_size)
+  # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
+  # a few tokens at most, hence the slack) plus the longest judgement, in 64-token buckets.
+  longest_prompt = max(len(common.training_prompt_ids(model, ex, tuple(range(ex.n)), "single" if ex.n == 1 else
+                                                      common.grm_template(config))) for ex in items)
+  length = bucket_length(longest_prompt + 16 + int(g.max_new_tokens) + 1)
 
   def step_fn(state, step):
     batch = [items[i] for i in common.batch_indices(len(items), P, step, int(config.seed))]
     policy = common.with_params(model, state.params)
     j = grm.judge(policy, batch, k=G, temperature=float(g.temperature), top_p=float(g.top_p),
                   max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step), batch_items=P,
-                  progress=False)
+                  progress=False, template=common.grm_template(config))
     gt = np.zeros((P, j.scores.shape[-1]))
     for i, ex in enumerate(batch):
       gt[i, : ex.n] = ex.rewards
@@ -79,7 +85,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
     sampler_logp = [j.logprobs[b][s] for b in range(P) for s in range(G)]
     max_len = max(len(p) for p in prompts) + int(g.max_new_tokens) + 1
     state, metrics = updater.update(state, ref, prompts, completions, sampler_logp, reward, pad_id=model.pad_id,
-                                    max_len=max_len)
+                                    max_len=max_len, length=length)
     metrics["parse_rate"] = float(j.valid.mean())
     metrics["sampler_seconds"] = j.sampler_seconds
     return state, metrics

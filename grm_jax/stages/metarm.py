@@ -75,10 +75,14 @@ def item_heldout(source: str, item_id: str, fraction: float) -> bool:
   return int.from_bytes(digest, "big") % 10_000 < round(float(fraction) * 10_000)
 
 
-def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, rows: int, max_len: int, multiple: int = 64):
-  """Right-padded int32 tokens and bool mask [rows, T], T a multiple of `multiple` (one compile per bucket)."""
+def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, rows: int, max_len: int, multiple: int = 64,
+             length: int | None = None):
+  """Right-padded int32 tokens and bool mask [rows, T], T a multiple of `multiple` (one compile per bucket), or
+  `length` when the caller fixes it for a whole run."""
   longest = max((len(s) for s in seqs), default=1)
   t = min(bucket_length(longest, multiple), max(max_len, longest))
+  if length is not None and length >= longest:
+    t = length
   tokens = np.full((rows, t), pad_id, np.int32)
   mask = np.zeros((rows, t), bool)
   for i, s in enumerate(seqs):
@@ -159,9 +163,13 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
   train_step = make_train_step(bce_loss_fn(model.config, mesh, tuple(rules) if mesh is not None else ()), optimizer,
                                schedule)
 
+  # One row length for the run (the longest sequence's bucket): one compiled step instead of one per bucket.
+  length = min(bucket_length(max(len(s) for s in train_seqs)), max(int(group.max_len), 1))
+
   def step_fn(state, step):
     idx = common.batch_indices(len(train_seqs), batch_size, step, seed)
-    tokens, mask = pad_rows([train_seqs[i] for i in idx], model.pad_id, batch_size, int(group.max_len))
+    tokens, mask = pad_rows([train_seqs[i] for i in idx], model.pad_id, batch_size, int(group.max_len),
+                            length=length)
     batch = {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
              "weight": np.where(labels[idx], w_pos, w_neg).astype(np.float32)}
     return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
@@ -204,7 +212,7 @@ def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExamp
     policy = common.with_params(base, common.restore_params(path, base.params))
   j = grm.judge(policy, examples, k=int(mc.samples_per_item), seed=int(config.seed) + 2,
                 temperature=float(mc.temperature), max_new_tokens=int(mc.max_new_tokens),
-                batch_items=int(mc.batch_items))
+                batch_items=int(mc.batch_items), template=common.grm_template(config))
   correct = common.correctness(j, examples)
   rows = []
   for b, ex in enumerate(examples):
@@ -241,7 +249,7 @@ def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
 
 
 def _fingerprint(config) -> str:
-  return common.fingerprint(config, "seed", "model", "data", "metarm")
+  return common.fingerprint(config, "seed", "model", "grm", "data", "metarm")
 
 
 def run(config, workdir: str) -> dict[str, Any]:

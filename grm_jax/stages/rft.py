@@ -27,15 +27,16 @@ import numpy as np
 from absl import logging
 
 from grm_jax import grm
+from grm_jax.data import synthetic_critic
 from grm_jax.stages import common
 from grm_jax.train import losses
-from grm_jax.train.batching import pack
+from grm_jax.train.batching import bucket_length, pack
 from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.loop import run_loop
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
 
-SAMPLING_KEYS = ("num_samples", "hinted", "temperature", "top_p", "max_new_tokens")
+SAMPLING_KEYS = ("sampler", "critic_noise", "num_samples", "hinted", "temperature", "top_p", "max_new_tokens")
 
 
 def _sampling_fingerprint(config) -> dict[str, Any]:
@@ -43,16 +44,46 @@ def _sampling_fingerprint(config) -> dict[str, Any]:
     "seed": int(config.seed),
     "model": config.model.name,
     "data": config.data.to_dict(),
+    "template": common.grm_template(config),
     **{k: config.rft[k] for k in SAMPLING_KEYS},
   }
 
 
-def sample(config, model, examples, out_dir: str) -> dict[str, Any]:
+def _sampler(config, model, mesh, rules):
+  """The judge that draws RFT trajectories (`config.rft.sampler`): the model being trained (""), the rule-based
+  critic for the built-in synthetic data ("synthetic-critic"), or another checkpoint (a `models.load` spec), as in
+  the paper, where a strong pretrained GRM samples the RFT set."""
+  name = str(config.rft.sampler)
+  if not name:
+    return grm.judge, model
+  if name == "synthetic-critic":
+    noise = float(config.rft.critic_noise)
+
+    def critic(_, examples, *, k=1, seed=0, hint=False, template="default", **unused):
+      return synthetic_critic.critic_judge(examples, k=k, seed=seed, hint=hint, noise=noise, template=template)
+
+    return critic, None
+  return grm.judge, common.load_base(config, mesh, rules, name=name)
+
+
+def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple[list[int], list[int]]:
+  """(prompt ids, completion ids) in the trained model's tokenizer. A foreign sampler's text is re-tokenized; the
+  model's own samples keep their exact sampled ids."""
+  perm = tuple(int(p) for p in j.perms[b, s, : example.n])
+  if sampler_model is model:
+    return j.prompt_ids[b][s], common.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s]))
+  prompt = common.training_prompt_ids(model, example, perm, j.templates[b])
+  completion = model.tokenizer.encode(j.texts[b][s], add_special_tokens=False)
+  return prompt, common.completion_ids(model, completion, True)
+
+
+def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[str, Any]:
   """Step 1: judge, filter, write judgements / accepted / stats; returns the stats."""
   rc = config.rft
+  judge, sampler_model = _sampler(config, model, mesh, rules)
   kw = dict(temperature=float(rc.temperature), top_p=float(rc.top_p), max_new_tokens=int(rc.max_new_tokens),
-            batch_items=int(rc.batch_items))
-  j = grm.judge(model, examples, k=int(rc.num_samples), seed=int(config.seed), **kw)
+            batch_items=int(rc.batch_items), template=common.grm_template(config))
+  j = judge(sampler_model, examples, k=int(rc.num_samples), seed=int(config.seed), **kw)
   correct = common.correctness(j, examples)
   too_easy = correct.all(axis=1)
   judgements, accepted = [], []
@@ -63,24 +94,25 @@ def sample(config, model, examples, out_dir: str) -> dict[str, Any]:
              "valid": bool(j.valid[b, s]), "correct": bool(correct[b, s]), "template": j.templates[b]}
       judgements.append(row)
       if correct[b, s] and not too_easy[b]:
-        accepted.append({**row, "hinted": False, "prompt_ids": j.prompt_ids[b][s],
-                         "completion_ids": common.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s]))})
+        prompt, completion = _as_training_pair(model, sampler_model, ex, j, b, s)
+        accepted.append({**row, "hinted": False, "prompt_ids": prompt, "completion_ids": completion})
 
   hinted_idx = [b for b, ex in enumerate(examples) if rc.hinted and ex.n > 1 and not too_easy[b]]
   hinted_ok = np.zeros(len(examples), bool)
   if hinted_idx:
     sub = [examples[b] for b in hinted_idx]
-    h = grm.judge(model, sub, k=1, seed=int(config.seed) + 1, hint=True, **kw)
+    h = judge(sampler_model, sub, k=1, seed=int(config.seed) + 1, hint=True, **kw)
     h_correct = common.correctness(h, sub)[:, 0]
     for i, b in enumerate(hinted_idx):
       if not h_correct[i]:
         continue
       hinted_ok[b] = True
       ex, perm = examples[b], tuple(int(p) for p in h.perms[i, 0, : examples[b].n])
+      _, completion = _as_training_pair(model, sampler_model, ex, h, i, 0)
       accepted.append({
         "id": ex.id, "source": ex.source, "n": ex.n, "perm": list(perm), "text": h.texts[i][0], "hinted": True,
-        "prompt_ids": common.training_prompt_ids(model, ex, perm, h.templates[i]),
-        "completion_ids": common.completion_ids(model, h.tokens[i][0], bool(h.stopped[i, 0])),
+        "prompt_ids": common.training_prompt_ids(model, ex, perm, h.templates[i]),  # the un-hinted prompt
+        "completion_ids": completion,
       })
 
   stats = _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
@@ -171,11 +203,13 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
   steps = max(1, math.ceil(len(sequences) * float(group.epochs) / int(group.batch_size)))
   optimizer, schedule = make_optimizer(group.optim, steps)
   train_step = make_train_step(sft_loss_fn(model, group, mesh, rules), optimizer, schedule)
+  # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
+  length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 
   def step_fn(state, step):
     idx = common.batch_indices(len(sequences), int(group.batch_size), step, seed)
     batch, _ = pack([sequences[i][0] for i in idx], [sequences[i][1] for i in idx], pad_id=model.pad_id,
-                    max_len=int(group.max_len))
+                    max_len=int(group.max_len), length=length)
     return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
 
   state = init_state(model.params, optimizer)
@@ -187,7 +221,7 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
 def run(config, workdir: str) -> dict[str, Any]:
   out = common.stage_dir(workdir, "rft")
   done = common.read_done(out)
-  if done is not None and done.get("fingerprint") == common.fingerprint(config, "seed", "model", "data", "rft"):
+  if done is not None and done.get("fingerprint") == common.fingerprint(config, "seed", "model", "grm", "data", "rft"):
     logging.info("rft: already done (%s)", out)
     return done
   mesh, rules = common.make_mesh(config)
@@ -200,7 +234,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     if stats.get("fingerprint") != json.loads(json.dumps(_sampling_fingerprint(config))):
       stats = None
   if stats is None:
-    stats = sample(config, model, common.training_items(config, "train"), out)
+    stats = sample(config, model, common.training_items(config, "train"), out, mesh, rules)
   accepted = common.read_jsonl(os.path.join(out, "accepted.jsonl"))
   sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
   if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
@@ -218,7 +252,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
   common.save_params(os.path.join(out, "final"), params)
   info = {
-    "fingerprint": common.fingerprint(config, "seed", "model", "data", "rft"),
+    "fingerprint": common.fingerprint(config, "seed", "model", "grm", "data", "rft"),
     "accepted": len(accepted),
     "sft_sequences": len(sequences),
     "sft_steps": len(history),

@@ -26,13 +26,16 @@ def pack(
   multiple: int = 64,
   rows: int | None = None,
   values: dict[str, Sequence[Sequence[float]]] | None = None,
+  length: int | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
   """Arrays {"tokens" int32, "mask" bool, "loss_mask" float32} of shape [rows, T], and the number of rows cut.
 
   A row longer than `max_len` keeps its whole prompt and loses the end of its completion (an SFT target cut
   short still teaches its beginning); a prompt that alone reaches `max_len` is an error naming the limit.
-  `rows` pads the batch with empty rows (loss_mask 0) to a fixed count. `values` are per-completion-token float
-  lists (e.g. sampler log-probs) placed at the completion's positions as extra [rows, T] float32 arrays.
+  `rows` pads the batch with empty rows (loss_mask 0) to a fixed count. `length` fixes T: a training loop that
+  knows its longest sequence passes it, so every step runs one compiled program instead of one per bucket.
+  `values` are per-completion-token float lists (e.g. sampler log-probs) placed at the completion's positions as
+  extra [rows, T] float32 arrays.
   """
   if len(prompts) != len(completions):
     raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -42,6 +45,10 @@ def pack(
   longest = max((len(p) + len(c) for p, c in zip(prompts, completions, strict=True)), default=1)
   T = min(bucket_length(longest, multiple), bucket_length(max_len, multiple))
   T = min(T, max_len) if max_len % multiple else T
+  if length is not None:
+    if length < min(longest, max_len):
+      raise ValueError(f"length={length} is shorter than the longest row ({min(longest, max_len)} tokens)")
+    T = length
   tokens = np.full((rows, T), pad_id, np.int32)
   mask = np.zeros((rows, T), bool)
   loss_mask = np.zeros((rows, T), np.float32)

@@ -63,15 +63,19 @@ class GrpoUpdater:
     return loss, metrics
 
   def update(self, state, ref_params, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-             sampler_logp: Sequence[Sequence[float]], rewards: np.ndarray, *, pad_id: int, max_len: int):
+             sampler_logp: Sequence[Sequence[float]], rewards: np.ndarray, *, pad_id: int, max_len: int,
+             length: int | None = None):
     """rewards float [P, G] (±1); prompts / completions / sampler_logp are the P*G rollouts in group order.
-    `sampler_logp[i]` may be shorter than `completions[i]` (the stop token's log-prob is not returned)."""
+    `sampler_logp[i]` may be shorter than `completions[i]` (the stop token's log-prob is not returned).
+    `length` fixes the row length (one compiled program for the run); a longer batch falls back to its bucket."""
     g = self.g
     rewards = np.asarray(rewards, np.float32)
     adv = np.asarray(losses.group_advantages(jnp.asarray(rewards), ddof=int(g["adv_ddof"]), scale=str(g["adv_scale"]),
                                              eps=float(g["adv_eps"]))).reshape(-1)
     lengths = [len(c) for c in completions]
-    batch, _ = pack(prompts, completions, pad_id=pad_id, max_len=max_len,
+    longest = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
+    length = length if length is not None and length >= longest else None
+    batch, _ = pack(prompts, completions, pad_id=pad_id, max_len=max_len, length=length,
                     values={"sampler_logp": sampler_logp, "sampler_mask": [[1.0] * len(lp) for lp in sampler_logp]})
     batch["advantages"] = adv.astype(np.float32)
     micro = int(g["micro_batches"])

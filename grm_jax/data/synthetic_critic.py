@@ -1,0 +1,92 @@
+"""A rule-based GRM for the built-in synthetic set: an RFT trajectory source for models too small to start alone.
+
+The paper samples its RFT trajectories from a *different*, strong pretrained GRM (DeepSeek-V2.5, paper-notes §2),
+not from the model being trained. The embedded SmolLM2-135M cannot play that role for itself: on the GRM template
+it writes no parseable score at all (0 of 32 samples here, even with the hint). For the synthetic items, whose
+answers are known, this critic stands in for the strong GRM: it writes a judgement in the template's three-line
+format (criteria, analysis naming each response's answer and whether it is right, `\\boxed{}` scores) from the
+item's metadata. It is deliberately fallible: with probability `noise` a sample believes one of the wrong answers,
+so its scores are wrong and RFT's rejection rule (Eq. 10) has something to reject, and items it gets right every
+time are dropped as too easy, exactly as with a model sampler. The trained model is always evaluated on its own
+generated judgements of held-out problems; the critic never sees the test split.
+
+Used by `rft.sampler = "synthetic-critic"`; items without synthetic metadata are an error naming the item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from grm_jax.data.example import PreferenceExample
+from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
+from grm_jax.grm.prompts import SCORE_RANGES
+
+CRITERIA = (
+  "Specific Criteria: Correctness of the final answer to the question (weight 80%); clarity of the stated answer "
+  "(weight 20%)."
+)
+
+
+def _answers(ex: PreferenceExample) -> list[str]:
+  answers = ex.metadata.get("answers")
+  if not answers or len(answers) != ex.n or "answer" not in ex.metadata:
+    raise ValueError(f"synthetic-critic: item {ex.source}/{ex.id} has no synthetic answer metadata; the critic only "
+                     "judges the built-in synthetic set (config data.train='synthetic...')")
+  return [str(a) for a in answers]
+
+
+def critique(ex: PreferenceExample, perm: Sequence[int], believed: str, rng: np.random.Generator,
+             template: str) -> str:
+  """One judgement of `ex` shown in order `perm`, by a judge who believes the answer is `believed`."""
+  answers = _answers(ex)
+  lines, scores = [], []
+  for shown, i in enumerate(perm, 1):
+    right = answers[i] == believed
+    verdict = "this matches, so it is correct" if right else f"this does not match {believed}, so it is wrong"
+    lines.append(f"Response {shown} answers {answers[i]}: {verdict}.")
+    if template == "single":
+      scores.append(1 if right else 0)
+    else:
+      scores.append(int(rng.integers(8, 11)) if right else int(rng.integers(1, 4)))
+  question = ex.context[-1]["content"]
+  analysis = f"Analysis: The question is: {question} The correct answer is {believed}. " + " ".join(lines)
+  return f"{CRITERIA}\n{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+
+
+def critic_judge(examples: Sequence[PreferenceExample], *, k: int = 1, seed: int = 0, hint: bool = False,
+                 noise: float = 0.3, template: str = "default", single_template: str = "single") -> Judgements:
+  """k judgements per item with the same contract as `grm.judge` (shuffled responses per sample, scores in the
+  original order); `tokens` / `prompt_ids` are empty: the RFT stage tokenizes for the model it trains.
+  A hinted sample knows the best response, so it never errs."""
+  rng = np.random.default_rng(seed)
+  texts, perms, templates = [], [], []
+  for ex in examples:
+    answers = _answers(ex)
+    right = str(ex.metadata["answer"])
+    wrong = [a for a in answers if a != right] or [a for a in ex.metadata.get("answers", []) if a != right]
+    t = single_template if ex.n == 1 else template
+    templates.append(t)
+    row_t, row_p = [], []
+    for _ in range(k):
+      perm = tuple(int(i) for i in rng.permutation(ex.n))
+      mistaken = not hint and wrong and rng.random() < noise
+      believed = wrong[int(rng.integers(len(wrong)))] if mistaken else right
+      if ex.n == 1 and mistaken:
+        believed = right + "?"  # a single response: the mistaken judge rejects the right answer / accepts a wrong one
+        if answers[0] != right:
+          believed = answers[0]
+      row_t.append(critique(ex, perm, believed, rng, t))
+      row_p.append(perm)
+    texts.append(row_t)
+    perms.append(row_p)
+  n_max = max((ex.n for ex in examples), default=1)
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, [SCORE_RANGES[t] for t in templates], n_max, k)
+  B = len(examples)
+  return Judgements(
+    scores=scores, valid=valid, response_mask=mask, perms=perm_arr, texts=texts,
+    tokens=[[[] for _ in range(k)] for _ in range(B)], logprobs=[[[] for _ in range(k)] for _ in range(B)],
+    prompt_ids=[[[] for _ in range(k)] for _ in range(B)], prompt_tokens=np.zeros((B, k), np.int32),
+    generated_tokens=np.zeros((B, k), np.int32), stopped=np.ones((B, k), bool), templates=templates,
+  )
