@@ -100,6 +100,17 @@ SINGLE_RUBRIC = (
 # The part every GRM template shares: the conversation, then the numbered responses.
 _CONTEXT_AND_RESPONSES = "#### Conversation Context ####\n$context\n#### Responses to be Scored ####\n$responses"
 
+# The default template's output section (n responses, one `\boxed{}` with n scores), typo included.
+_OUTPUT_FORMAT = (
+  "#### Output Format Requirements ####\n"
+  "Output with three lines\n"
+  "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
+  "criteria>.\n"
+  "Analysis: <Compare different responses based on given Criteria>.\n"
+  "Scores: <the overall comprehensive score of all responses in order, separate by comma in the boxed, e.g., "
+  "\\boxed{x, x} if there exists 2 responeses>."
+)
+
 # "DeepSeek-GRM (Default)": n >= 1 responses, integer scores 1..10, one `\boxed{}` with n scores.
 DEFAULT_TEMPLATE = string.Template(
   _PREAMBLE_HEAD + "\n"
@@ -109,13 +120,7 @@ DEFAULT_TEMPLATE = string.Template(
   "evaluation criteria.\n" + _PREAMBLE_TAIL + "\n"
   "\n"
   "#### Evaluation Criteria ####\n" + DEFAULT_RUBRIC + "\n"
-  "\n" + _CONTEXT_AND_RESPONSES + "#### Output Format Requirements ####\n"
-  "Output with three lines\n"
-  "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
-  "criteria>.\n"
-  "Analysis: <Compare different responses based on given Criteria>.\n"
-  "Scores: <the overall comprehensive score of all responses in order, separate by comma in the boxed, e.g., "
-  "\\boxed{x, x} if there exists 2 responeses>."
+  "\n" + _CONTEXT_AND_RESPONSES + _OUTPUT_FORMAT
 )
 
 # "DeepSeek-GRM (Training on Rating Single Response)": n = 1, verifiable data, score 0/1. Training only; at
@@ -140,13 +145,7 @@ COMPACT_TEMPLATE = string.Template(
   "the User’s query) and multiple responses from the Assistant, state the specific criteria for this query, "
   "compare the responses, then score each with an integer between 1 and 10 (10: fully correct and helpful; 1: "
   "wrong or useless). Your scoring needs to be as strict as possible.\n"
-  "\n" + _CONTEXT_AND_RESPONSES + "#### Output Format Requirements ####\n"
-  "Output with three lines\n"
-  "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
-  "criteria>.\n"
-  "Analysis: <Compare different responses based on given Criteria>.\n"
-  "Scores: <the overall comprehensive score of all responses in order, separate by comma in the boxed, e.g., "
-  "\\boxed{x, x} if there exists 2 responeses>."
+  "\n" + _CONTEXT_AND_RESPONSES + _OUTPUT_FORMAT
 )
 
 # Meta RM (user turn); the assistant turn is the GRM's generated principles & critique.
