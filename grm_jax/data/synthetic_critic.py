@@ -37,21 +37,26 @@ def _answers(ex: PreferenceExample) -> list[str]:
   return [str(a) for a in answers]
 
 
-def critique(ex: PreferenceExample, perm: Sequence[int], believed: str, rng: np.random.Generator,
+def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, rng: np.random.Generator,
              template: str) -> str:
-  """One judgement of `ex` shown in order `perm`, by a judge who believes the answer is `believed`."""
+  """One judgement of `ex` shown in order `perm`, by a judge who believes the answer is `believed` (None: a judge
+  who wrongly rejects every response, the mistake left for a single right response)."""
   answers = _answers(ex)
   lines, scores = [], []
   for shown, i in enumerate(perm, 1):
     right = answers[i] == believed
-    verdict = "this matches, so it is correct" if right else f"this does not match {believed}, so it is wrong"
+    if believed is None:
+      verdict = "I do not think this is right, so it is wrong"
+    else:
+      verdict = "this matches, so it is correct" if right else f"this does not match {believed}, so it is wrong"
     lines.append(f"Response {shown} answers {answers[i]}: {verdict}.")
     if template == "single":
       scores.append(1 if right else 0)
     else:
       scores.append(int(rng.integers(8, 11)) if right else int(rng.integers(1, 4)))
   question = ex.context[-1]["content"]
-  analysis = f"Analysis: The question is: {question} The correct answer is {believed}. " + " ".join(lines)
+  claim = f"The correct answer is {believed}. " if believed is not None else ""
+  analysis = f"Analysis: The question is: {question} {claim}" + " ".join(lines)
   return f"{CRITERIA}\n{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 
@@ -65,18 +70,18 @@ def critic_judge(examples: Sequence[PreferenceExample], *, k: int = 1, seed: int
   for ex in examples:
     answers = _answers(ex)
     right = str(ex.metadata["answer"])
-    wrong = [a for a in answers if a != right] or [a for a in ex.metadata.get("answers", []) if a != right]
+    wrong = [a for a in answers if a != right]
     t = single_template if ex.n == 1 else template
     templates.append(t)
     row_t, row_p = [], []
     for _ in range(k):
       perm = tuple(int(i) for i in rng.permutation(ex.n))
-      mistaken = not hint and wrong and rng.random() < noise
-      believed = wrong[int(rng.integers(len(wrong)))] if mistaken else right
-      if ex.n == 1 and mistaken:
-        believed = right + "?"  # a single response: the mistaken judge rejects the right answer / accepts a wrong one
-        if answers[0] != right:
-          believed = answers[0]
+      mistaken = not hint and rng.random() < noise
+      believed: str | None = right
+      if mistaken and wrong:
+        believed = wrong[int(rng.integers(len(wrong)))]
+      elif mistaken:  # one right response: the mistaken judge rejects it
+        believed = None
       row_t.append(critique(ex, perm, believed, rng, t))
       row_p.append(perm)
     texts.append(row_t)
