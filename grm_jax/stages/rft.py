@@ -33,6 +33,7 @@ from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pack
 from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.loop import run_loop
+from grm_jax.train.metrics import read_jsonl as read_metrics
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
 
@@ -247,7 +248,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   history = []
   params = model.params
   if sequences:
-    params, history = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules)
+    params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules)
+    history = read_metrics(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
   common.save_params(os.path.join(out, "final"), params)
