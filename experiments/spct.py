@@ -53,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rft.optim.learning_rate = 5e-5
     c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 128
     c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 4, 4, 4
+    c.grpo.micro_batches = 4  # 16 rollouts x ~450 tokens in one pass needs ~26 GB without remat; 4 rows fit
     c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02
     c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 1, 1.0, 8, 512
     c.metarm.optim.learning_rate = 2e-5
