@@ -17,13 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/grpo.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = ml_collections.ConfigDict()
-  c.stages = ("grpo",)
-  c.seed = 0
-  c.model = configs.model()
-  c.mesh = configs.mesh()
-  c.grm = configs.grm()
-  c.data = configs.data()
+  c = configs.base(("grpo",))
   c.grpo = configs.grpo()
   c.grpo.init = "base"
   c.grpo.steps = 20

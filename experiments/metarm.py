@@ -15,13 +15,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/metarm.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = ml_collections.ConfigDict()
-  c.stages = ("metarm",)
-  c.seed = 0
-  c.model = configs.model()
-  c.mesh = configs.mesh()
-  c.grm = configs.grm()
-  c.data = configs.data()
+  c = configs.base(("metarm",))
   c.metarm = configs.metarm()
   c.metarm.policy = "base"
   if preset == "smoke":

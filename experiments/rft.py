@@ -18,13 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/rft.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = ml_collections.ConfigDict()
-  c.stages = ("rft",)
-  c.seed = 0
-  c.model = configs.model()
-  c.mesh = configs.mesh()
-  c.grm = configs.grm()
-  c.data = configs.data()
+  c = configs.base(("rft",))
   c.rft = configs.rft()
   c.rft.optim.learning_rate = 2e-5
   if preset == "smoke":

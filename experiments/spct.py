@@ -26,13 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/spct.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = ml_collections.ConfigDict()
-  c.stages = ("rft", "grpo", "metarm", "evaluate")
-  c.seed = 0
-  c.model = configs.model()
-  c.mesh = configs.mesh()
-  c.grm = configs.grm()
-  c.data = configs.data()
+  c = configs.base(("rft", "grpo", "metarm", "evaluate"))
   c.rft = configs.rft()
   c.grpo = configs.grpo()
   c.metarm = configs.metarm()

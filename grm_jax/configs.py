@@ -14,6 +14,18 @@ import ml_collections
 from grm_jax import parallel
 
 
+def base(stages: tuple[str, ...]) -> ml_collections.ConfigDict:
+  """The groups every training experiment shares: stages, seed, model, mesh, GRM template and data."""
+  c = ml_collections.ConfigDict()
+  c.stages = stages
+  c.seed = 0
+  c.model = model()
+  c.mesh = mesh()
+  c.grm = grm()
+  c.data = data()
+  return c
+
+
 def model() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "builtin:smollm2-135m-instruct"  # builtin:..., an HF directory, a .gguf file, or tiny:<family>
