@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -48,8 +49,14 @@ def run(config, workdir: str) -> dict:
         f"config.stages: stage {name!r} is not implemented in this version of grm_jax (grm_jax/stages/{name}.py)"
       ) from e
     logging.info("stage %s: start", name)
+    start = time.perf_counter()
     results[name] = module.run(config, workdir)
-    logging.info("stage %s: done", name)
+    seconds = time.perf_counter() - start
+    logging.info("stage %s: done in %.0f s", name, seconds)
+    # One line per stage and invocation (a skipped stage shows as a few seconds), so a resumed run's history stays.
+    with open(os.path.join(workdir, "timings.jsonl"), "a") as f:
+      line = {"stage": name, "seconds": round(seconds, 1), "end": time.strftime("%Y-%m-%dT%H:%M:%S")}
+      f.write(json.dumps(line) + "\n")
   return results
 
 

@@ -137,15 +137,15 @@ SINGLE_TEMPLATE = string.Template(
   "Scores: <the overall comprehensive score of the response, e.g., \\boxed{x}>."
 )
 
-# Not from the paper: a ~120-token instruction with the default template's task, score range and exact output
-# format, for CPU runs where the default template's ~700 tokens of rubric dominate every prompt (prefill, SFT and
-# GRPO cost grow with prompt length). Opt in with `template="compact"`; results with it are not the paper's setup.
+# Not from the paper: a ~60-token instruction with the default template's task, score range and three-line output
+# format (`Scores: \boxed{x, x}`), for CPU runs where the default template's ~700 tokens of rubric and format text
+# dominate every prompt (prefill, SFT and GRPO cost grow with prompt length). Opt in with `template="compact"`;
+# results with it are not the paper's setup.
 COMPACT_TEMPLATE = string.Template(
-  "You are a skilled little expert at scoring responses. Given the context of the conversation (the last round is "
-  "the User’s query) and multiple responses from the Assistant, state the specific criteria for this query, "
-  "compare the responses, then score each with an integer between 1 and 10 (10: fully correct and helpful; 1: "
-  "wrong or useless). Your scoring needs to be as strict as possible.\n"
-  "\n" + _CONTEXT_AND_RESPONSES + _OUTPUT_FORMAT
+  "Score each response to the User's query with an integer from 1 (wrong or useless) to 10 (fully correct and "
+  "helpful), as strictly as possible. Write three lines: Specific Criteria: <criteria for this query>, Analysis: "
+  "<compare the responses>, Scores: \\boxed{x, x} (one score per response, in order).\n"
+  "\n" + _CONTEXT_AND_RESPONSES
 )
 
 # Meta RM (user turn); the assistant turn is the GRM's generated principles & critique.

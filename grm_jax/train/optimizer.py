@@ -15,8 +15,8 @@ SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate_schedule(optim: Mapping[str, Any], total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then constant or cosine decay to
-  `final_lr_fraction * learning_rate` at `total_steps`."""
+  """Linear warmup over `warmup_steps` (step s < warmup uses (s + 1) / warmup of `learning_rate`, so no step is
+  spent at lr 0), then constant or cosine decay to `final_lr_fraction * learning_rate` at `total_steps`."""
   lr = float(optim["learning_rate"])
   warmup = int(optim.get("warmup_steps", 0))
   kind = optim.get("schedule", "constant")
@@ -31,7 +31,7 @@ def learning_rate_schedule(optim: Mapping[str, Any], total_steps: int) -> optax.
     main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim.get("final_lr_fraction", 0.1)))
   if warmup <= 0:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  return optax.join_schedules([optax.linear_schedule(lr / warmup, lr, warmup - 1), main], [warmup])
 
 
 def make_optimizer(optim: Mapping[str, Any], total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -11,7 +11,7 @@ from grm_jax import models, parallel
 from grm_jax.models.config import tiny
 from grm_jax.train import losses
 from grm_jax.train.logprobs import token_logprobs
-from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
 
 OPTIM = dict(learning_rate=1e-2, schedule="cosine", warmup_steps=1, weight_decay=0.01, grad_clip=1.0)
@@ -129,3 +129,11 @@ def test_dataclass_replace_shares_params():
   new = jax.tree.map(lambda x: x + 1, model.params)
   policy = dataclasses.replace(model, params=new)
   assert policy.params is new
+
+
+def test_warmup_never_spends_a_step_at_lr_zero():
+  s = learning_rate_schedule(dict(learning_rate=1.0, warmup_steps=4, schedule="constant"), total_steps=10)
+  np.testing.assert_allclose([float(s(i)) for i in range(6)], [0.25, 0.5, 0.75, 1.0, 1.0, 1.0], rtol=1e-6)
+  s = learning_rate_schedule(dict(learning_rate=2.0, warmup_steps=1, schedule="cosine", final_lr_fraction=0.1),
+                             total_steps=11)
+  assert float(s(0)) == 2.0 and abs(float(s(11)) - 0.2) < 1e-6
