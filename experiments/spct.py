@@ -20,6 +20,7 @@ import ml_collections
 from grm_jax import configs
 
 PRESETS = ("default", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_27b")
+SYNTHETIC = "synthetic:n=2,tasks=letter+upper"  # the CPU presets' data (train and held-out test split)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -32,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.metarm = configs.metarm()
   c.eval = configs.evaluation()
   c.eval.policy = "grpo"
-  c.eval.datasets = "synthetic:n=2"  # its test split: problems disjoint from training
+  c.eval.datasets = SYNTHETIC  # its test split: problems disjoint from training
   c.eval.meta_model = "metarm"
 
   if preset in ("default", "smoke"):
@@ -40,8 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # and RFT trajectories from the rule-based synthetic critic, standing in for the paper's strong pretrained
     # sampler (SmolLM2-135M writes no parseable judgement on its own; see grm_jax/data/synthetic_critic.py).
     c.grm.template = "compact"
-    c.data.train, c.data.train_limit = "synthetic:n=2", 48
-    c.data.test, c.data.test_limit = "synthetic:n=2", 32
+    # Tasks SmolLM2-135M can already answer (first / last letter 12 of 12, upper-casing 9 of 12 asked plainly): a
+    # judge must know the answer to compare responses, and ~20 SFT steps teach the judging format, not arithmetic.
+    # With all 13 tasks this budget ends at chance (README, "the default run").
+    c.data.train, c.data.train_limit = SYNTHETIC, 48
+    c.data.test, c.data.test_limit = SYNTHETIC, 32
     c.rft.sampler = "synthetic-critic"
     # Small batches and a high learning rate: at ~20 s per 4 x 384-token step, updates are what the CPU budget buys.
     c.rft.batch_size, c.rft.epochs, c.rft.max_len = 4, 1.0, 512
@@ -50,9 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 3, 2, 4
     c.grpo.micro_batches = 2  # 4 rows of ~300 tokens per pass: a 16-row pass without remat needs ~26 GB
     c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02
-    c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 1, 0.3, 8, 512
+    c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 1, 0.25, 8, 512
     c.metarm.optim.learning_rate, c.metarm.optim.warmup_steps = 2e-5, 1
-    c.eval.limit, c.eval.k, c.eval.batch_items, c.eval.baseline = 32, 4, 16, "base"
+    c.eval.limit, c.eval.k, c.eval.batch_items, c.eval.baseline = 32, 4, 32, "base"
   if preset == "smoke":
     configs.smoke(c)
   elif preset in ("gemma2_2b", "qwen2_5_1_5b"):

@@ -40,23 +40,33 @@ def _answers(ex: PreferenceExample) -> list[str]:
 def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, rng: np.random.Generator,
              template: str) -> str:
   """One judgement of `ex` shown in order `perm`, by a judge who believes the answer is `believed` (None: a judge
-  who wrongly rejects every response, the mistake left for a single right response)."""
+  who wrongly rejects every response, the mistake left for a single right response).
+
+  The analysis first reads each response's answer, then states the believed answer and which response gives it:
+  copying answers and looking one up by value are what a small model learns from a few dozen examples; a verdict
+  written per response ("this does not match ...") had SmolLM2-135M contradict itself after SFT."""
   answers = _answers(ex)
-  lines, scores = [], []
+  reads, scores, matching = [], [], []
   for shown, i in enumerate(perm, 1):
     right = answers[i] == believed
-    if believed is None:
-      verdict = "I do not think this is right, so it is wrong"
-    else:
-      verdict = "this matches, so it is correct" if right else f"this does not match {believed}, so it is wrong"
-    lines.append(f"Response {shown} answers {answers[i]}: {verdict}.")
+    reads.append(f"Response {shown} answers {answers[i]}.")
+    if right:
+      matching.append(shown)
     if template == "single":
       scores.append(1 if right else 0)
     else:
       scores.append(int(rng.integers(8, 11)) if right else int(rng.integers(1, 4)))
+  if len(perm) == 1:
+    verdict = "correct" if matching else "wrong"
+    claim = (f"The correct answer is {believed}, so the response is {verdict}." if believed is not None
+             else "I do not think it is right, so the response is wrong.")
+  elif matching:
+    others = "the others are" if len(perm) > 2 else "the other is"
+    claim = f"The correct answer is {believed}, which Response {matching[0]} gives, so it is correct and {others} wrong."
+  else:
+    claim = f"The correct answer is {believed}, which no response gives, so every response is wrong."
   question = ex.context[-1]["content"]
-  claim = f"The correct answer is {believed}. " if believed is not None else ""
-  analysis = f"Analysis: The question is: {question} {claim}" + " ".join(lines)
+  analysis = f"Analysis: The question is: {question} " + " ".join(reads) + " " + claim
   return f"{CRITERIA}\n{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 

@@ -85,7 +85,16 @@ def _fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def datasets_of(config: Any) -> list[str]:
-  names = [d.strip() for d in str(config.eval.datasets).split(",") if d.strip()]
+  """The comma-separated data set names of `config.eval.datasets`. A piece that is a bare `key=value` continues the
+  options of the data set before it, so "synthetic:n=2,tasks=letter+upper,rewardbench" is two data sets."""
+  names: list[str] = []
+  for piece in (d.strip() for d in str(config.eval.datasets).split(",")):
+    if not piece:
+      continue
+    if names and "=" in piece and ":" not in piece and ":" in names[-1]:
+      names[-1] += "," + piece
+    else:
+      names.append(piece)
   if not names:
     raise ValueError("config.eval.datasets is empty; name at least one data set (e.g. 'rewardbench')")
   return names
@@ -256,8 +265,11 @@ def select_items(name: str, config, limit: int | None) -> list[PreferenceExample
   if config.eval.subsample not in ("first", "random"):
     raise ValueError(f"config.eval.subsample={config.eval.subsample!r}; use 'first' or 'random'")
   # The built-in synthetic set is evaluated on its test split, whose problems training never sees.
-  split = {"split": "test"} if name.split(":", 1)[0].lower() == "synthetic" else {}
-  if config.eval.subsample == "first" or not limit:
+  synthetic = name.split(":", 1)[0].lower() == "synthetic"
+  split = {"split": "test"} if synthetic else {}
+  # The synthetic stream is already in seeded random order (and a narrow task mix has only so many test problems),
+  # so its first `limit` items are the random sample.
+  if config.eval.subsample == "first" or not limit or synthetic:
     return list(load_dataset(name, root=config.eval.benchmark_root, limit=limit, **split))
   examples = list(load_dataset(name, root=config.eval.benchmark_root, **split))
   if len(examples) <= limit:

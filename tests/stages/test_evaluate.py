@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -205,3 +206,11 @@ def test_run_with_real_judge_on_tiny_model(config, tmp_path, monkeypatch):
   value = d["metrics"]["voting"]["accuracy"]
   assert value is None or 0.0 <= value <= 1.0
   assert (tmp_path / "eval" / "report.md").exists()
+
+
+def test_dataset_list_keeps_synthetic_options_together():
+  config = ml_collections.ConfigDict({"eval": {"datasets": "synthetic:n=2,tasks=letter+upper, rewardbench,rmb"}})
+  assert evaluate.datasets_of(config) == ["synthetic:n=2,tasks=letter+upper", "rewardbench", "rmb"]
+  config.eval.datasets = " , "
+  with pytest.raises(ValueError, match="eval.datasets"):
+    evaluate.datasets_of(config)
