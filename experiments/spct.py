@@ -1,12 +1,12 @@
 """The whole SPCT recipe: RFT -> GRPO -> meta RM -> evaluation (voting@k and MetaRM@k).
 
   python -m grm_jax.main --config=experiments/spct.py --workdir=/tmp/spct              # embedded SmolLM2, CPU
-  python -m grm_jax.main --config=experiments/spct.py:gemma2_27b --workdir=gs://...   # the paper's recipe, TPU pod
+  python -m grm_jax.main --config=experiments/spct.py:gemma2_27b --workdir=/mnt/shared/spct  # the paper's recipe, TPU pod
   python -m grm_jax.main --config=experiments/spct.py:gemma2_2b --workdir=/content/spct  # one GPU / Colab
 
 Presets (the part after ':'):
-  default      SmolLM2-135M-Instruct (embedded) on the built-in synthetic verifiable preferences, f32, every stage
-               real but small (CPU)
+  default      SmolLM2-135M-Instruct (embedded) on the built-in synthetic verifiable preferences (first / last letter
+               and upper-case tasks, pairs), f32, every stage real but small: ~20 min on 2 CPU cores
   smoke        tiny:llama, a few items and steps (what the preset test runs; seconds)
   gemma2_2b    Gemma-2-2B-it from an HF directory, bf16, one 80 GB GPU or a Colab TPU/GPU runtime
   qwen2_5_1_5b Qwen2.5-1.5B-Instruct, bf16, one GPU / Colab
