@@ -34,7 +34,8 @@ def final_params(workdir):
 def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}  # one device: the smoke batch is 4 rollouts
   whole, killed = tmp_path / "whole", tmp_path / "killed"
-  subprocess.run(command(whole), cwd=REPO, env=env, check=True, capture_output=True)
+  done = subprocess.run(command(whole), cwd=REPO, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
 
   proc = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = killed / "grpo" / "checkpoints" / "1"

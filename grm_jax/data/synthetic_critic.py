@@ -62,7 +62,8 @@ def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, r
              else "I do not think it is right, so the response is wrong.")
   elif matching:
     others = "the others are" if len(perm) > 2 else "the other is"
-    claim = f"The correct answer is {believed}, which Response {matching[0]} gives, so it is correct and {others} wrong."
+    claim = (f"The correct answer is {believed}, which Response {matching[0]} gives, so it is correct and {others} "
+             "wrong.")
   else:
     claim = f"The correct answer is {believed}, which no response gives, so every response is wrong."
   question = ex.context[-1]["content"]
