@@ -16,7 +16,7 @@ import pytest
 
 from grm_jax.train.metrics import read_jsonl
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
 
 

@@ -58,7 +58,9 @@ def test_chunked_logprobs_equal_full_log_softmax():
 def test_four_micro_batches_give_the_same_update_as_one(mode):
   cfg = tiny("qwen2")
   params = models.from_config(cfg, seed=2).params
-  optimizer, schedule = make_optimizer(OPTIM, total_steps=10)
+  # eps 1e-4: Adam's first update is ~lr * g / (|g| + eps), and with eps 1e-8 a gradient element near 1e-8 turns a
+  # summation-order difference of ~1e-10 into a visible update difference.
+  optimizer, schedule = make_optimizer(dict(OPTIM, eps=1e-4), total_steps=10)
   step = make_train_step(sft_loss_fn(cfg, mode), optimizer, schedule, donate=False)
   batch = ragged_batch(cfg, rows=8)
   state = init_state(params, optimizer)
@@ -66,13 +68,11 @@ def test_four_micro_batches_give_the_same_update_as_one(mode):
   four, m4 = step(state, place_batch(split_micro_batches(batch, 4), None, ()))
   np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-6)
   np.testing.assert_allclose(float(m4["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
-  # Adam's first update is ~lr * g / (|g| + eps): a gradient element near eps turns a summation-order difference
-  # of ~1e-10 into a visible update difference, so params are compared against the step size (lr), not exactly.
   lr = float(schedule(0))
   assert lr > 0
   for a, b, p in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params), jax.tree.leaves(params), strict=True):
-    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-3 * lr
-    assert np.abs(np.asarray(a) - np.asarray(p)).max() > 0.5 * lr  # the step moved every tensor
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-4 * lr
+    assert np.abs(np.asarray(a) - np.asarray(p)).max() > 0  # the step moved every tensor
   if mode != "token_mean":
     return
   # A mean of per-micro-batch token means would differ: the micro-batches hold different numbers of tokens.
