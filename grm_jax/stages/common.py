@@ -2,6 +2,7 @@
 
 Workdir layout (one folder per stage, written only by that stage):
   config.json                 the resolved config of the last run
+  timings.jsonl               seconds per stage, one line per stage and invocation (main.run)
   rft/judgements.jsonl        every non-hinted RFT sample with its correctness (meta-RM data)
   rft/accepted.jsonl          the accepted trajectories (the SFT set) and rft/stats.json (acceptance rates)
   <stage>/checkpoints/        orbax train states (params, optimizer, step, data position), newest `keep`
