@@ -1,12 +1,12 @@
 """The whole SPCT recipe: RFT -> GRPO -> meta RM -> evaluation (voting@k and MetaRM@k).
 
   python -m grm_jax.main --config=experiments/spct.py --workdir=/tmp/spct              # embedded SmolLM2, CPU
-  python -m grm_jax.main --config=experiments/spct.py:gemma2_27b --workdir=/mnt/shared/spct  # the paper's recipe, TPU pod
+  python -m grm_jax.main --config=experiments/spct.py:gemma2_27b --workdir=/mnt/shared/spct  # the paper, TPU pod
   python -m grm_jax.main --config=experiments/spct.py:gemma2_2b --workdir=/content/spct  # one GPU / Colab
 
 Presets (the part after ':'):
   default      SmolLM2-135M-Instruct (embedded) on the built-in synthetic verifiable preferences (first / last letter
-               and upper-case tasks, pairs), f32, every stage real but small: ~20 min on 2 CPU cores
+               and upper-case tasks, pairs), f32, every stage real but small: ~17 min on 2 CPU cores
   smoke        tiny:llama, a few items and steps (what the preset test runs; seconds)
   gemma2_2b    Gemma-2-2B-it from an HF directory, bf16, one 80 GB GPU or a Colab TPU/GPU runtime
   qwen2_5_1_5b Qwen2.5-1.5B-Instruct, bf16, one GPU / Colab
@@ -47,10 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.train, c.data.train_limit = SYNTHETIC, 48
     c.data.test, c.data.test_limit = SYNTHETIC, 32
     c.rft.sampler = "synthetic-critic"
-    # Small batches and a high learning rate: at ~20 s per 4 x 384-token step, updates are what the CPU budget buys.
-    c.rft.batch_size, c.rft.epochs, c.rft.max_len = 4, 1.0, 512
+    # Small batches and a high learning rate: at ~12 s per 4 x 256-token step, updates are what the CPU budget buys.
+    c.rft.batch_size, c.rft.epochs, c.rft.max_len = 4, 2.0, 512
     c.rft.optim.learning_rate = 1.5e-4
-    c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 128
+    # The critic's judgements are ~45-70 tokens (a worked reference answer, a verdict and score per response).
+    c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 96
     c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 3, 2, 4
     c.grpo.micro_batches = 2  # 4 rows of ~300 tokens per pass: a 16-row pass without remat needs ~26 GB
     c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02

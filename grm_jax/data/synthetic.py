@@ -72,6 +72,9 @@ class Problem:
   answer: str
   wrong: tuple[str, ...]
   expr: str | None = None  # "23 + 58": lets a response read "23 + 58 = 81"
+  # The solution as one sentence with "{}" for the answer, in canonical words ("The first letter of 'onion' is {}."):
+  # what a judge writing its reference answer says (`synthetic_critic`); never shown in prompts or responses.
+  worked: str = "The correct answer is {}."
 
 
 def _wrong(answer: int | str, candidates: Sequence[int | str], *, minimum: int | None = None) -> tuple[str, ...]:
@@ -99,7 +102,7 @@ def _add(rng: random.Random) -> Problem:
     ]
   ).format(a=a, b=b)
   wrong = _wrong(s, rng.sample([s - 1, s + 1, s - 10, s + 10, s + 2, s - 2], 6), minimum=0)
-  return Problem("add", f"add:{min(a, b)}:{max(a, b)}", q, str(s), wrong, f"{a} + {b}")
+  return Problem("add", f"add:{min(a, b)}:{max(a, b)}", q, str(s), wrong, f"{a} + {b}", f"{a} + {b} = {{}}.")
 
 
 def _sub(rng: random.Random) -> Problem:
@@ -116,7 +119,7 @@ def _sub(rng: random.Random) -> Problem:
     ]
   ).format(a=a, b=b)
   wrong = _wrong(d, rng.sample([d - 1, d + 1, d + 10, d - 10, a + b, d + 2], 6), minimum=0)
-  return Problem("sub", f"sub:{a}:{b}", q, str(d), wrong, f"{a} - {b}")
+  return Problem("sub", f"sub:{a}:{b}", q, str(d), wrong, f"{a} - {b}", f"{a} - {b} = {{}}.")
 
 
 def _mul(rng: random.Random) -> Problem:
@@ -132,7 +135,7 @@ def _mul(rng: random.Random) -> Problem:
     ]
   ).format(a=a, b=b)
   wrong = _wrong(p, rng.sample([p + a, p - a, p + b, p - b, p + 1, p - 1, a + b], 7), minimum=1)
-  return Problem("mul", f"mul:{min(a, b)}:{max(a, b)}", q, str(p), wrong, f"{a} * {b}")
+  return Problem("mul", f"mul:{min(a, b)}:{max(a, b)}", q, str(p), wrong, f"{a} * {b}", f"{a} * {b} = {{}}.")
 
 
 def _compare(rng: random.Random) -> Problem:
@@ -144,7 +147,8 @@ def _compare(rng: random.Random) -> Problem:
     forms = ["Which number is smaller, {a} or {b}?", "Which is less: {a} or {b}?", "Of {a} and {b}, which is smaller?"]
   ans, other = (max(a, b), min(a, b)) if larger else (min(a, b), max(a, b))
   key = f"compare:{'max' if larger else 'min'}:{min(a, b)}:{max(a, b)}"
-  return Problem("compare", key, rng.choice(forms).format(a=a, b=b), str(ans), (str(other),))
+  worked = f"Of {a} and {b}, the {'larger' if larger else 'smaller'} is {{}}."
+  return Problem("compare", key, rng.choice(forms).format(a=a, b=b), str(ans), (str(other),), worked=worked)
 
 
 def _extreme(rng: random.Random) -> Problem:
@@ -161,14 +165,16 @@ def _extreme(rng: random.Random) -> Problem:
   ).format(w=which, l=lst)
   ans = max(nums) if largest else min(nums)
   wrong = tuple(str(x) for x in nums if x != ans)
-  return Problem("extreme", f"extreme:{which}:{':'.join(map(str, sorted(nums)))}", q, str(ans), wrong)
+  return Problem("extreme", f"extreme:{which}:{':'.join(map(str, sorted(nums)))}", q, str(ans), wrong,
+                 worked=f"The {which} of {lst} is {{}}.")
 
 
 def _parity(rng: random.Random) -> Problem:
   a = rng.randint(1, 999)
   q = rng.choice(["Is {a} even or odd?", "Is the number {a} odd or even?", "Is {a} an even or an odd number?"])
   ans = "even" if a % 2 == 0 else "odd"
-  return Problem("parity", f"parity:{a}", q.format(a=a), ans, ("odd" if ans == "even" else "even",))
+  return Problem("parity", f"parity:{a}", q.format(a=a), ans, ("odd" if ans == "even" else "even",),
+                 worked=f"{a} ends in {a % 10}, so it is {{}}.")
 
 
 def _neighbor(rng: random.Random) -> Problem:
@@ -185,7 +191,8 @@ def _neighbor(rng: random.Random) -> Problem:
     )
     ans, cands = a - 1, [a, a - 2, a + 1, a - 10, a - 11]
   wrong = _wrong(ans, rng.sample(cands, len(cands)), minimum=0)
-  return Problem("neighbor", f"neighbor:{'after' if after else 'before'}:{a}", q.format(a=a), str(ans), wrong)
+  return Problem("neighbor", f"neighbor:{'after' if after else 'before'}:{a}", q.format(a=a), str(ans), wrong,
+                 worked=f"{a} {'+' if after else '-'} 1 = {{}}.")
 
 
 def _sort(rng: random.Random) -> Problem:
@@ -203,7 +210,8 @@ def _sort(rng: random.Random) -> Problem:
   cands = [fmt(map(str, nums)), fmt(t[::-1]), fmt([t[1], t[0], t[2]]), fmt([t[0], t[2], t[1]])]
   wrong = _wrong(fmt(t), cands)
   key = f"sort:{'up' if up else 'down'}:{':'.join(map(str, sorted(nums)))}"
-  return Problem("sort", key, q.format(l=fmt(map(str, nums))), fmt(t), wrong)
+  worked = f"{fmt(map(str, nums))} from {'smallest to largest' if up else 'largest to smallest'} is {{}}."
+  return Problem("sort", key, q.format(l=fmt(map(str, nums))), fmt(t), wrong, worked=worked)
 
 
 def _reverse(rng: random.Random) -> Problem:
@@ -218,7 +226,7 @@ def _reverse(rng: random.Random) -> Problem:
     ]
   ).format(w=w)
   cands = [w, r[1] + r[0] + r[2:], r[:-1], r[:-2] + r[-1] + r[-2], r[1:]]
-  return Problem("reverse", f"reverse:{w}", q, r, _wrong(r, cands))
+  return Problem("reverse", f"reverse:{w}", q, r, _wrong(r, cands), worked=f"'{w}' backwards is {{}}.")
 
 
 def _count(rng: random.Random) -> Problem:
@@ -233,7 +241,8 @@ def _count(rng: random.Random) -> Problem:
     ]
   ).format(c=c, w=w)
   wrong = _wrong(k, rng.sample([k + 1, k + 2, k - 1, k + 3, k - 2], 5), minimum=0)
-  return Problem("count", f"count:{w}:{c}", q, str(k), wrong)
+  return Problem("count", f"count:{w}:{c}", q, str(k), wrong,
+                 worked=f"'{w}' is spelled {'-'.join(w)}, so '{c}' appears {{}} times.")
 
 
 def _length(rng: random.Random) -> Problem:
@@ -247,7 +256,7 @@ def _length(rng: random.Random) -> Problem:
     ]
   ).format(w=w)
   wrong = _wrong(n, rng.sample([n + 1, n - 1, n + 2, n - 2, n + 3], 5), minimum=1)
-  return Problem("length", f"length:{w}", q, str(n), wrong)
+  return Problem("length", f"length:{w}", q, str(n), wrong, worked=f"'{w}' is spelled {'-'.join(w)}: {{}} letters.")
 
 
 def _upper(rng: random.Random) -> Problem:
@@ -255,7 +264,7 @@ def _upper(rng: random.Random) -> Problem:
   u = w.upper()
   q = rng.choice(["Write '{w}' in capital letters.", "Convert '{w}' to uppercase.", "What is '{w}' in all caps?"])
   cands = [w, w.capitalize(), u[:-1] + u[-1].lower(), u[0].lower() + u[1:], u[::-1]]
-  return Problem("upper", f"upper:{w}", q.format(w=w), u, _wrong(u, cands))
+  return Problem("upper", f"upper:{w}", q.format(w=w), u, _wrong(u, cands), worked=f"'{w}' in capitals is {{}}.")
 
 
 def _letter(rng: random.Random) -> Problem:
@@ -269,7 +278,8 @@ def _letter(rng: random.Random) -> Problem:
   others = [c for c in dict.fromkeys(w) if c != ans]
   rng.shuffle(others)
   fill = [c for c in "aeiourstlnmpdgbchkwy" if c != ans and c not in others]
-  return Problem("letter", f"letter:{'first' if first else 'last'}:{w}", q.format(w=w), ans, _wrong(ans, others + fill))
+  return Problem("letter", f"letter:{'first' if first else 'last'}:{w}", q.format(w=w), ans, _wrong(ans, others + fill),
+                 worked=f"The {'first' if first else 'last'} letter of '{w}' is {{}}.")
 
 
 TaskFn = Callable[[random.Random], Problem]
@@ -342,7 +352,8 @@ def _stream(split: str, seed: int, ns: tuple[int, ...], tasks: tuple[str, ...]) 
       source=f"synthetic/{problem.task}",
       category="synthetic",
       id=f"{split}-{seed}-{index:06d}",
-      metadata={"task": problem.task, "key": problem.key, "answer": problem.answer, "answers": answers},
+      metadata={"task": problem.task, "key": problem.key, "answer": problem.answer, "answers": answers,
+                "worked": problem.worked},
     )
     index += 1
 

@@ -4,11 +4,12 @@ The paper samples its RFT trajectories from a *different*, strong pretrained GRM
 not from the model being trained. The embedded SmolLM2-135M cannot play that role for itself: on the GRM template
 it writes no parseable score at all (0 of 32 samples here, even with the hint). For the synthetic items, whose
 answers are known, this critic stands in for the strong GRM: it writes a judgement in the template's three-line
-format (criteria, analysis naming each response's answer and whether it is right, `\\boxed{}` scores) from the
-item's metadata. It is deliberately fallible: with probability `noise` a sample believes one of the wrong answers,
-so its scores are wrong and RFT's rejection rule (Eq. 10) has something to reject, and items it gets right every
-time are dropped as too easy, exactly as with a model sampler. The trained model is always evaluated on its own
-generated judgements of held-out problems; the critic never sees the test split.
+format from the item's metadata: criteria; an analysis that first works out the reference answer in canonical words
+("The first letter of 'onion' is o.", the problem's `worked` sentence), then gives each response's answer, a verdict
+and its score; the `\\boxed{}` scores. It is deliberately fallible: with probability `noise` a sample believes one of
+the wrong answers, so its scores are wrong and RFT's rejection rule (Eq. 10) has something to reject, and items it
+gets right every time are dropped as too easy, exactly as with a model sampler. The trained model is always
+evaluated on its own generated judgements of held-out problems; the critic never sees the test split.
 
 Used by `rft.sampler = "synthetic-critic"`; items without synthetic metadata are an error naming the item.
 """
@@ -23,10 +24,7 @@ from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
 from grm_jax.grm.prompts import SCORE_RANGES
 
-CRITERIA = (
-  "Specific Criteria: Correctness of the final answer to the question (weight 80%); clarity of the stated answer "
-  "(weight 20%)."
-)
+CRITERIA = "Specific Criteria: Correctness of the final answer."
 
 
 def _answers(ex: PreferenceExample) -> list[str]:
@@ -42,32 +40,24 @@ def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, r
   """One judgement of `ex` shown in order `perm`, by a judge who believes the answer is `believed` (None: a judge
   who wrongly rejects every response, the mistake left for a single right response).
 
-  The analysis first reads each response's answer, then states the believed answer and which response gives it:
-  copying answers and looking one up by value are what a small model learns from a few dozen examples; a verdict
-  written per response ("this does not match ...") had SmolLM2-135M contradict itself after SFT."""
+  Reference first, then per response its answer, a verdict and the score it earns, then the scores copied in
+  order: every decision is local (a comparison of two strings a few tokens apart, a score right after its verdict),
+  which a small model can learn from a few dozen examples. Two earlier
+  layouts did not train at this budget: a verdict per response with no stated reference (SmolLM2-135M
+  contradicted itself), and a reference stated last followed by "which Response j gives" (looking a response up
+  by its answer: 55% right after SFT, 69% of the picks the second-shown response)."""
   answers = _answers(ex)
-  reads, scores, matching = [], [], []
+  verdicts, scores = [], []
   for shown, i in enumerate(perm, 1):
     right = answers[i] == believed
-    reads.append(f"Response {shown} answers {answers[i]}.")
-    if right:
-      matching.append(shown)
     if template == "single":
       scores.append(1 if right else 0)
     else:
       scores.append(int(rng.integers(8, 11)) if right else int(rng.integers(1, 4)))
-  if len(perm) == 1:
-    verdict = "correct" if matching else "wrong"
-    claim = (f"The correct answer is {believed}, so the response is {verdict}." if believed is not None
-             else "I do not think it is right, so the response is wrong.")
-  elif matching:
-    others = "the others are" if len(perm) > 2 else "the other is"
-    claim = (f"The correct answer is {believed}, which Response {matching[0]} gives, so it is correct and {others} "
-             "wrong.")
-  else:
-    claim = f"The correct answer is {believed}, which no response gives, so every response is wrong."
-  question = ex.context[-1]["content"]
-  analysis = f"Analysis: The question is: {question} " + " ".join(reads) + " " + claim
+    verdicts.append(f"Response {shown} answers {answers[i]}: {'right' if right else 'wrong'}, {scores[-1]}.")
+  worked = str(ex.metadata.get("worked", "The correct answer is {}."))
+  reference = worked.replace("{}", believed) if believed is not None else "I cannot tell the correct answer."
+  analysis = "Analysis: " + reference + " " + " ".join(verdicts)
   return f"{CRITERIA}\n{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 

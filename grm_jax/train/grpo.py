@@ -3,7 +3,8 @@
 Given rollouts (prompt + completion tokens), their ±1 rewards per group and the sampler's log-probs:
 1. advantages per group (`losses.group_advantages`: z-score with a std guard, or Dr.GRPO's centring);
 2. old log-probs from the trainer at the current params and reference log-probs from the frozen reference, both at
-   the sampling temperature (the same distribution the sampler drew from, so the ratio starts at 1);
+   the sampling temperature (the same distribution the sampler drew from, so the ratio starts at 1); with one
+   inner update the old log-probs are the step's own, detached (as TRL does), which saves a forward pass;
 3. `inner_updates` (mu) optimizer steps of the clipped surrogate + beta * KL on the same rollouts, old log-probs
    fixed, through the accumulated train step (`step.make_train_step`).
 Logged with the step: reward mean, accuracy, fraction of zero-variance groups, clip fraction, KL, entropy,
@@ -48,19 +49,28 @@ class GrpoUpdater:
     self.cfg, self.g, self.mesh, self.rules = cfg, g, mesh, rules
     self.beta = float(g["beta"])
     self.logp = _logp_program(cfg, float(g["temperature"]), mesh, rules)
+    # One inner update: old log-probs are the loss's own forward, detached (no separate pass). A test turns this off
+    # to check both paths give the same update.
+    self.detached_old = int(g["inner_updates"]) == 1
     self.train_step = make_train_step(self._loss_fn, optimizer, schedule)
 
   def _loss_fn(self, params, mb):
     g = self.g
     logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], float(g["temperature"]), mesh=self.mesh,
                                rules=self.rules)
+    old = mb.get("old_logp")
+    extra = {}
+    if old is None:  # one inner update: the params that sampled are these params
+      old = jax.lax.stop_gradient(logp)
+      sm = mb["sampler_mask"]
+      extra["logp_diff_sampler_trainer"] = losses.Weighted(jnp.sum(jnp.abs(old - mb["sampler_logp"]) * sm), jnp.sum(sm))
     loss, metrics = losses.grpo_loss(
-      logp, mb["old_logp"], mb.get("ref_logp"), mb["advantages"], mb["loss_mask"],
+      logp, old, mb.get("ref_logp"), mb["advantages"], mb["loss_mask"],
       epsilon=float(g["epsilon"]), epsilon_high=float(g["epsilon_high"]) or None,
       beta=self.beta, kl=str(g["kl"]), mode=str(g["loss_agg"]), max_len=int(g["max_new_tokens"]) + 1,
     )
     metrics["entropy"] = losses.aggregate(ent, mb["loss_mask"], "token_mean")
-    return loss, metrics
+    return loss, {**metrics, **extra}
 
   def update(self, state, ref_params, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
              sampler_logp: Sequence[Sequence[float]], rewards: np.ndarray, *, pad_id: int, max_len: int,
@@ -80,11 +90,17 @@ class GrpoUpdater:
     batch["advantages"] = adv.astype(np.float32)
     micro = int(g["micro_batches"])
     dev = place_batch(split_micro_batches(batch, micro), self.mesh, self.rules)
-    old = self.logp(state.params, dev)
-    sm = batch["sampler_mask"].reshape(old.shape)
-    diff = np.abs(np.asarray(old) - batch["sampler_logp"].reshape(old.shape))
     train = {k: dev[k] for k in ("tokens", "mask", "loss_mask", "advantages")}
-    train["old_logp"] = old
+    diagnostics = {}
+    if self.detached_old:
+      train.update(sampler_logp=dev["sampler_logp"], sampler_mask=dev["sampler_mask"])
+    else:
+      old = self.logp(state.params, dev)
+      sm = batch["sampler_mask"].reshape(old.shape)
+      diff = np.abs(np.asarray(old) - batch["sampler_logp"].reshape(old.shape))
+      train["old_logp"] = old
+      diagnostics = {"logp_diff_sampler_trainer": float((diff * sm).sum() / max(sm.sum(), 1.0)),
+                     "logp_diff_sampler_trainer_max": float((diff * sm).max())}
     if self.beta > 0:
       train["ref_logp"] = self.logp(ref_params, dev)
     metrics = {}
@@ -96,7 +112,6 @@ class GrpoUpdater:
       "accuracy": float((rewards > 0).mean()),
       "zero_variance_groups": float(losses.zero_variance_fraction(jnp.asarray(rewards))),
       "response_length": float(np.mean(lengths)),
-      "logp_diff_sampler_trainer": float((diff * sm).sum() / max(sm.sum(), 1.0)),
-      "logp_diff_sampler_trainer_max": float((diff * sm).max()),
+      **diagnostics,
     })
     return state, out

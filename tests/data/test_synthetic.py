@@ -105,6 +105,52 @@ def test_answers_are_really_correct(train):
   assert checked > 400
 
 
+def _check_worked(task: str, sentence: str, answer: str) -> bool:
+  """Whether a worked solution, its blank filled with `answer`, is a true statement (independent of the generator)."""
+  body = sentence.rstrip(".")
+  if task in ("add", "sub", "mul", "neighbor"):
+    lhs, rhs = body.split(" = ")
+    a, op, b = lhs.split()
+    return {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(rhs)
+  word = re.search(r"'([a-z]+)'", body)
+  if task == "letter":
+    first, w, got = re.fullmatch(r"The (first|last) letter of '(\w+)' is (\w)", body).groups()
+    return (w[0] if first == "first" else w[-1]) == got
+  if task == "upper":
+    return body == f"'{word.group(1)}' in capitals is {word.group(1).upper()}"
+  if task == "reverse":
+    return body == f"'{word.group(1)}' backwards is {word.group(1)[::-1]}"
+  if task == "length":
+    w = word.group(1)
+    return body == f"'{w}' is spelled {'-'.join(w)}: {len(w)} letters"
+  if task == "count":
+    w, c, k = re.fullmatch(r"'(\w+)' is spelled [a-z-]+, so '(\w)' appears (\d+) times", body).groups()
+    return w.count(c) == int(k) and "-".join(w) in body
+  if task == "parity":
+    n, last, p = re.fullmatch(r"(\d+) ends in (\d), so it is (even|odd)", body).groups()
+    return int(n) % 10 == int(last) and ("even" if int(n) % 2 == 0 else "odd") == p
+  if task in ("compare", "extreme", "sort"):
+    nums = [int(x) for x in re.findall(r"\d+", body.split(" is ")[0])]
+    got = [int(x) for x in re.findall(r"\d+", body.split(" is ")[-1])]
+    if task == "sort":
+      return got == sorted(nums, reverse="largest to smallest" in body)
+    return got == [max(nums) if re.search("larger|largest", body) else min(nums)]
+  raise AssertionError(f"no check for task {task}")
+
+
+def test_worked_solutions_are_true_with_the_answer_and_false_with_a_wrong_one():
+  items = synthetic("train", size=300, n=2)
+  tasks = collections.Counter()
+  for ex in items:
+    task, worked = ex.metadata["task"], ex.metadata["worked"]
+    assert worked.count("{}") == 1, worked
+    wrong = next(a for a in ex.metadata["answers"] if a != ex.metadata["answer"])
+    assert _check_worked(task, worked.replace("{}", ex.metadata["answer"]), ex.metadata["answer"]), worked
+    assert not _check_worked(task, worked.replace("{}", wrong), wrong), (worked, wrong)
+    tasks[task] += 1
+  assert set(tasks) == set(SYNTHETIC_TASKS)
+
+
 @pytest.mark.parametrize(
   ("kw", "pattern"),
   [

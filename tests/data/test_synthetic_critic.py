@@ -1,5 +1,7 @@
 """The synthetic critic: its judgements parse, follow its belief, and are wrong exactly when it is mistaken."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,9 @@ def items():
 def test_noise_free_critic_is_always_right_and_parseable(items):
   j = critic_judge(items, k=3, seed=0, noise=0.0, template="compact")
   assert j.valid.all() and correctness(j, items).all()
-  assert "\\boxed{" in j.texts[0][0] and "The correct answer is" in j.texts[0][0]
+  for ex, row in zip(items, j.texts, strict=True):  # each judgement opens its analysis with the worked answer
+    reference = ex.metadata["worked"].replace("{}", ex.metadata["answer"])
+    assert all(t.split("\n")[1].startswith(f"Analysis: {reference} ") and "\\boxed{" in t for t in row), row
 
 
 def test_a_mistaken_critic_is_always_wrong(items):
@@ -43,3 +47,14 @@ def test_items_without_synthetic_metadata_are_rejected_by_name():
   ex = PreferenceExample(context="q", responses=("a", "b"), rewards=(1.0, 0.0), source="rewardbench/x", id="7")
   with pytest.raises(ValueError, match="rewardbench/x/7"):
     critic_judge([ex], k=1)
+
+
+def test_each_verdict_carries_the_score_the_box_repeats(items):
+  j = critic_judge(items, k=2, seed=5, noise=0.3, template="compact")
+  for ex, row in zip(items, j.texts, strict=True):
+    for text in row:
+      inline = re.findall(r": (right|wrong), (\d+)\.", text)
+      boxed = re.search(r"\\boxed\{(.*)\}", text).group(1).split(", ")
+      assert [s for _, s in inline] == boxed and len(boxed) == ex.n
+      for verdict, s in inline:  # right earns 8-10 (1 on the 0/1 template), wrong 1-3 (0)
+        assert (int(s) >= 8 or (ex.n == 1 and s == "1")) if verdict == "right" else int(s) <= 3

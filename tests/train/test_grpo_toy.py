@@ -6,6 +6,7 @@ the strictly higher score, else -1 (an unparseable answer, here a non-score toke
 real sampler reading the live training params; the update is `train.grpo.GrpoUpdater`, the one the stage uses.
 """
 
+import jax
 import numpy as np
 
 from grm_jax import models, sampling
@@ -90,3 +91,28 @@ def test_inner_updates_move_the_ratio_and_clip():
   history = run(3, inner_updates=4, epsilon=0.01)
   assert all(abs(h["ratio"] - 1.0) > 1e-4 for h in history)  # the metrics are those of the last inner step
   assert max(h["clip_fraction"] for h in history) > 0
+
+
+def test_one_inner_update_with_detached_logprobs_equals_a_separate_old_forward():
+  """mu = 1 reuses the loss's own log-probs (detached) as the old ones; a separate forward must give the same step."""
+  cfg = tiny("llama", vocab_size=24, num_layers=2)
+  model = models.from_config(cfg, seed=3, eos_ids=(EOS,), pad_id=BOS, bos_id=BOS)
+  optimizer, schedule = make_optimizer(dict(learning_rate=3e-3, schedule="constant", warmup_steps=0), 1)
+  prompts, qualities = toy_prompts(np.random.default_rng(3), 4)
+  out = sampling.generate(model, prompts, n=G, max_new_tokens=2, temperature=1.0, seed=3, stop_token_ids=[EOS])
+  rewards = score(out.tokens, qualities)
+  flat = [(p, list(out.tokens[i][j]), out.logprobs[i][j]) for i, p in enumerate(prompts) for j in range(G)]
+  results = []
+  for detached in (True, False):
+    updater = GrpoUpdater(cfg, config(beta=0.04), optimizer, schedule)
+    updater.detached_old = detached
+    state, m = updater.update(init_state(model.params, optimizer), model.params, *map(list, zip(*flat, strict=True)),
+                              rewards, pad_id=BOS, max_len=8)
+    results.append((state.params, m))
+  (p1, m1), (p2, m2) = results
+  diffs = [float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
+    jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2), strict=True)]
+  assert max(diffs) < 1e-6
+  assert abs(m1["loss"] - m2["loss"]) < 1e-6 and abs(m1["ratio"] - 1.0) < 1e-6
+  assert m1["logp_diff_sampler_trainer"] <= 1e-4 and abs(m1["logp_diff_sampler_trainer"] - m2[
+    "logp_diff_sampler_trainer"]) < 1e-6
