@@ -38,6 +38,7 @@ from grm_jax.data.example import Examples, PreferenceExample
 TEST_PERCENT = 20
 DEFAULT_SIZES = {"train": 2000, "test": 400}
 _MAX_DRAWS = 500
+DEFAULT_WORKED = "The correct answer is {}."  # a task without its own worked sentence
 
 # Common, non-palindromic lowercase words of 4-8 letters (the string tasks draw from these).
 WORDS = tuple(
@@ -74,7 +75,7 @@ class Problem:
   expr: str | None = None  # "23 + 58": lets a response read "23 + 58 = 81"
   # The solution as one sentence with "{}" for the answer, in canonical words ("The first letter of 'onion' is {}."):
   # what a judge writing its reference answer says (`synthetic_critic`); never shown in prompts or responses.
-  worked: str = "The correct answer is {}."
+  worked: str = DEFAULT_WORKED
 
 
 def _wrong(answer: int | str, candidates: Sequence[int | str], *, minimum: int | None = None) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from grm_jax.data.example import PreferenceExample
+from grm_jax.data.synthetic import DEFAULT_WORKED
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
 from grm_jax.grm.prompts import SCORE_RANGES
 
@@ -42,10 +43,10 @@ def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, r
 
   Reference first, then per response its answer, a verdict and the score it earns, then the scores copied in
   order: every decision is local (a comparison of two strings a few tokens apart, a score right after its verdict),
-  which a small model can learn from a few dozen examples. Two earlier
-  layouts did not train at this budget: a verdict per response with no stated reference (SmolLM2-135M
-  contradicted itself), and a reference stated last followed by "which Response j gives" (looking a response up
-  by its answer: 55% right after SFT, 69% of the picks the second-shown response)."""
+  which a small model can learn from a few dozen examples. Earlier layouts did not train at this budget: a
+  reference stated last followed by "which Response j gives" (looking a response up by its answer: 55% right after
+  SFT, 68% of decisive picks on the second-shown response), and a bare "The correct answer is X." first (the model
+  copied the first response's answer as the reference)."""
   answers = _answers(ex)
   verdicts, scores = [], []
   for shown, i in enumerate(perm, 1):
@@ -55,7 +56,7 @@ def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, r
     else:
       scores.append(int(rng.integers(8, 11)) if right else int(rng.integers(1, 4)))
     verdicts.append(f"Response {shown} answers {answers[i]}: {'right' if right else 'wrong'}, {scores[-1]}.")
-  worked = str(ex.metadata.get("worked", "The correct answer is {}."))
+  worked = str(ex.metadata.get("worked", DEFAULT_WORKED))
   reference = worked.replace("{}", believed) if believed is not None else "I cannot tell the correct answer."
   analysis = "Analysis: " + reference + " " + " ".join(verdicts)
   return f"{CRITERIA}\n{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
