@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     configs.smoke(c)
   elif preset in ("gemma2_2b", "qwen2_5_1_5b"):
     c.model.name = "/content/gemma-2-2b-it" if preset == "gemma2_2b" else "/content/Qwen2.5-1.5B-Instruct"
+    c.model.arch = "gemma2-2b" if preset == "gemma2_2b" else "qwen2.5-1.5b"
     c.model.dtype = "bfloat16"
     c.model.remat = True
     c.data.train = "helpsteer2-preference"
@@ -75,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.datasets, c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = "rewardbench", 0, 8, 1024, 32
   elif preset == "gemma2_27b":
     c.model.name = "/data/gemma-2-27b"  # an HF checkpoint directory (safetensors), on every host
+    c.model.arch = "gemma2-27b"
     c.model.dtype = "bfloat16"
     c.model.remat = True
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 8

@@ -32,6 +32,9 @@ def model() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # activations; bfloat16 on GPU / TPU (XLA:CPU runs bf16 ~4x slower)
   c.param_dtype = "float32"  # master weights; keep float32 for training
   c.remat = False  # rematerialise each block in the backward pass (long sequences / big models)
+  # The checkpoint's architecture as a grm_jax.models.config.PRESETS name, for planning without the weights
+  # (python -m grm_jax.aot); '' = read it from the checkpoint's config.json / GGUF metadata.
+  c.arch = ""
   return c
 
 
@@ -150,9 +153,10 @@ def metarm() -> ml_collections.ConfigDict:
   return c
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Cross-key checks that would otherwise fail minutes into a run; each message names the key."""
-  rows = _batch_shards(config)
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Cross-key checks that would otherwise fail minutes into a run; each message names the key. `num_devices`
+  defaults to this runtime's devices (grm_jax.aot passes a TPU slice's)."""
+  rows = _batch_shards(config, jax.device_count() if num_devices is None else num_devices)
   for stage, key in (("rft", "batch_size"), ("metarm", "batch_size")):
     if stage not in config or stage not in tuple(config.get("stages", ())):
       continue
@@ -176,13 +180,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        f"{g.micro_batches} do not split over the mesh's data x fsdp = {rows} devices")
 
 
-def _batch_shards(config) -> int:
+def _batch_shards(config, num_devices: int) -> int:
   """Devices the batch is split over (data x fsdp), or 0 if the mesh is not known yet."""
   if "mesh" not in config:
     return 0
   try:
     shape = parallel.resolve_mesh_shape(
-      {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}, jax.device_count()
+      {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}, num_devices
     )
   except ValueError as e:
     raise ValueError(f"config mesh: {e}") from e

@@ -147,10 +147,15 @@ def tree_shardings(logical_tree, shapes_tree, mesh: Mesh, rules):
   )
 
 
+def batch_sharding(mesh: Mesh, rules, shape: Sequence[int], names=("activation_batch", "activation_length")):
+  """The sharding `shard_batch` gives an array of this shape (names padded with None / cut to its rank)."""
+  names = (tuple(names) + (None,) * len(shape))[: len(shape)]
+  return named_sharding(mesh, names, rules, shape)
+
+
 def shard_batch(x: np.ndarray | jax.Array, mesh: Mesh, rules, names=("activation_batch", "activation_length")):
   """Place a host batch (global on every host) with its batch axis over data/fsdp."""
-  names = tuple(names) + (None,) * (np.ndim(x) - len(names))
-  sharding = named_sharding(mesh, names[: np.ndim(x)], rules, np.shape(x))
+  sharding = batch_sharding(mesh, rules, np.shape(x), names)
   arr = np.asarray(x)
   return jax.make_array_from_callback(arr.shape, sharding, lambda idx: arr[idx])
 

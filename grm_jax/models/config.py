@@ -78,6 +78,9 @@ class ModelConfig:
   cache_dtype: str | None = None  # KV cache; None = dtype (bf16 on GPU/TPU, f32 on CPU)
   remat: bool = False  # rematerialise each block in the backward pass
   prefill_chunk: int = 512  # cache-free attention over > this many tokens runs in causal query chunks (0 = off)
+  # Unroll the layer scan and the LM head's chunk scan. Same numbers, longer compiles: only for counting a program's
+  # FLOPs with XLA, whose cost analysis counts a loop body once however often it runs (grm_jax.aot).
+  unroll_scans: bool = False
 
   def __post_init__(self):
     if self.family not in FAMILIES:

@@ -323,6 +323,7 @@ class Decoder(nn.Module):
       split_rngs={"params": True},
       in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
       length=cfg.num_layers,
+      unroll=cfg.num_layers if cfg.unroll_scans else 1,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
     x, (new_k, new_v) = stack(cfg, self.mesh, self.rules, name="layers")(

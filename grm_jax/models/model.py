@@ -183,6 +183,32 @@ def load(
   return _load_hf_dir(spec, overrides, mesh, rules, tokenizer)
 
 
+def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = None, arch: str = "",
+                cache_dir: str | None = None, **config_overrides) -> ModelConfig:
+  """The architecture of `spec` without reading a weight: `arch` (a `models.config.PRESETS` name) when given,
+  else the checkpoint's config.json or GGUF metadata. Compiling for hardware we do not have needs no more."""
+  from grm_jax.models.config import preset  # noqa: PLC0415
+
+  overrides = {**_dtype_overrides(dtype, param_dtype), **config_overrides}
+  if arch:
+    try:
+      return preset(arch, **overrides)
+    except KeyError as e:
+      raise ValueError(f"config model.arch={arch!r}: {e.args[0]}") from e
+  if spec.startswith("tiny:"):
+    return load(spec, dtype=dtype, param_dtype=param_dtype, cache_dir=cache_dir, **config_overrides).config
+  if spec.startswith("builtin:"):
+    spec = builtin.locate(spec.removeprefix("builtin:"), cache_dir=cache_dir)
+  if os.path.isfile(spec) and spec.endswith(".gguf"):
+    return from_hf_config(GGUFSource(spec).hf_config(), source=spec, **overrides)
+  cfg_path = os.path.join(spec, "config.json")
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f"{spec}: no config.json to read the architecture from; set config model.arch to one of "
+                            "grm_jax.models.config.PRESETS (e.g. gemma2-27b) to plan without the checkpoint")
+  with open(cfg_path) as f:
+    return from_hf_config(json.load(f), source=cfg_path, **overrides)
+
+
 def _load_tiny(spec, overrides, mesh, rules, cache_dir) -> Model:
   from grm_jax.models.config import tiny  # noqa: PLC0415
 

@@ -42,6 +42,9 @@ class GenerateOutput:
     return sum(len(t) for row in self.tokens for t in row)
 
 
+MAX_PROMPTS_PER_CALL = 64  # distinct prompts per compiled call (bounds the prefix cache and host arrays)
+
+
 def length_bucket(n: int, minimum: int = 16) -> int:
   """Prompt-length bucket: powers of two up to 64, then multiples of 64 up to 1,024, then of
   256. Prefill cost is linear in the padded length, so fine buckets (<= ~20% padding past 64
@@ -58,8 +61,34 @@ def batch_bucket(n: int, multiple: int = 1) -> int:
   return math.lcm(b, multiple) if b % multiple else b
 
 
+def _one_step(cfg, mesh, rules, params, layer_params, tok, pos, cache):
+  """One decode step of every row: the while loop's model call (`decode_program` compiles it alone)."""
+  rows = tok.shape[0]
+  return decode_step(cfg, params, layer_params, tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache, mesh,
+                     rules)
+
+
+def decode_program(cfg, mesh, rules):
+  """jit(step)(params, layer_params, tok [R], pos [R], cache) -> (logits [R, 1, V], cache): the loop body's model
+  call as its own program, with the per-layer params the loop reads (split once, outside the loop). The loop has no
+  other per-step work on weights or cache, so this is what a decode step moves and computes (grm_jax.aot)."""
+  return jax.jit(functools.partial(_one_step, cfg, mesh, rules if mesh is not None else ()))
+
+
+def call_shape(num_prompts: int, n: int, longest_prompt: int, mesh) -> tuple[int, int]:
+  """(prompt rows, padded prompt length) of one sampler call: prompts rounded up to a power of two (and to the
+  data x fsdp shards when needed), the length to its bucket. One place, so `generate` and grm_jax.aot agree."""
+  shard_mult = 1 if mesh is None else math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  batch = batch_bucket(num_prompts, shard_mult if n == 1 else 1)
+  if mesh is not None and (batch * n) % shard_mult:
+    batch = math.lcm(batch, shard_mult)
+  return batch, length_bucket(longest_prompt)
+
+
 @functools.lru_cache(maxsize=64)
-def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
+def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
+  """The jitted sampler for one call shape: jit(run)(params, tokens [batch, prompt_len], mask, key, temperature,
+  top_p, stop_ids [num_stop], alive [batch * n]) -> (tokens, log-probs, lengths, stopped, steps)."""
   module = Decoder(cfg, mesh, rules if mesh is not None else ())
   rows = batch * n
 
@@ -111,10 +140,7 @@ def _program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, 
 
     def body(state):
       step, tok, cache, done, out_t, out_lp, n_out, hit = state
-      pos = (lengths + step - 1)[:, None]
-      logits, cache = decode_step(
-        cfg, params, layer_params, tok[:, None], pos, jnp.ones((rows, 1), bool), cache, mesh, rules
-      )
+      logits, cache = _one_step(cfg, mesh, rules, params, layer_params, tok, lengths + step - 1, cache)
       tok, logp = pick(step, logits[:, 0])
       done, out_t, out_lp, n_out, now = record(step, tok, logp, done, out_t, out_lp, n_out)
       return step + 1, tok, cache, done, out_t, out_lp, n_out, hit | now
@@ -163,7 +189,7 @@ def generate(
   top_k: int = 0,
   seed: int = 0,
   stop_token_ids: Sequence[int] | None = None,
-  max_prompts_per_call: int = 64,
+  max_prompts_per_call: int = MAX_PROMPTS_PER_CALL,
 ) -> GenerateOutput:
   """Sample n continuations of each prompt (token-id lists). See GUIDE §3.
 
@@ -195,18 +221,12 @@ def generate(
   for key_, c in zip(keys, counts, strict=True):
     want[key_] = max(c, want.get(key_, 0))
   results: dict[tuple[tuple[int, ...], int], Any] = {}
-  shard_mult = 1
-  if model.mesh is not None:
-    shard_mult = math.prod(model.mesh.shape[a] for a in ("data", "fsdp"))
   stop_arr = np.full((max(1, len(stops)),), -1, np.int32)
   stop_arr[: len(stops)] = stops
   base_key = jax.random.key(seed)
   for c in range(0, len(distinct), max_prompts_per_call):
     chunk = distinct[c : c + max_prompts_per_call]
-    batch = batch_bucket(len(chunk), shard_mult if n == 1 else 1)
-    if model.mesh is not None and (batch * n) % shard_mult:
-      batch = math.lcm(batch, shard_mult)
-    plen = length_bucket(max(len(p) for p, _ in chunk))
+    batch, plen = call_shape(len(chunk), n, max(len(p) for p, _ in chunk), model.mesh)
     tokens = np.full((batch, plen), model.pad_id, np.int32)
     mask = np.zeros((batch, plen), bool)
     alive = np.zeros((batch, n), bool)
@@ -215,7 +235,7 @@ def generate(
       mask[i, plen - len(p) :] = True
       alive[i, : want[chunk[i]]] = True
     rules = tuple(model.rules)
-    prog = _program(
+    prog = sampler_program(
       model.config, model.mesh, rules, batch, plen, n, max_new_tokens, top_k, use_top_p, greedy, len(stop_arr)
     )
     alive = alive.reshape(-1)

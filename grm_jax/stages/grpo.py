@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -23,7 +21,7 @@ from grm_jax import grm
 from grm_jax.grm import rules
 from grm_jax.stages import common
 from grm_jax.train.batching import bucket_length
-from grm_jax.train.grpo import GrpoUpdater
+from grm_jax.train.grpo import GrpoUpdater, reference_params
 from grm_jax.train.loop import run_loop
 from grm_jax.train.metrics import read_jsonl
 from grm_jax.train.optimizer import make_optimizer
@@ -38,6 +36,12 @@ def initial_params(config, workdir: str, model):
   if init == "rft":
     return common.restore_params(os.path.join(workdir, "rft", "final"), model.params)
   raise ValueError(f"config grpo.init={init!r}; use 'rft' (the RFT stage's output) or 'base'")
+
+
+def row_length(longest_prompt: int, max_new_tokens: int) -> int:
+  """Tokens per GRPO training row: the longest prompt (a shuffle moves a few tokens at most, hence the slack), the
+  longest judgement and its stop token, in 64-token buckets. One length per run: one compiled step."""
+  return bucket_length(longest_prompt + 16 + max_new_tokens + 1)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -55,7 +59,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   mesh, rules_ = common.make_mesh(config)
   model = common.load_base(config, mesh, rules_)
   start = initial_params(config, workdir, model)
-  ref = jax.tree.map(jnp.copy, start)  # the train step donates its state; the reference must own its buffers
+  ref = reference_params(model.config, start, float(g.beta))
   items = common.training_items(config, "train")
   if not items:
     raise ValueError("config data.train: no training items")
@@ -67,7 +71,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   # a few tokens at most, hence the slack) plus the longest judgement, in 64-token buckets.
   longest_prompt = max(len(common.training_prompt_ids(model, ex, tuple(range(ex.n)), "single" if ex.n == 1 else
                                                       common.grm_template(config))) for ex in items)
-  length = bucket_length(longest_prompt + 16 + int(g.max_new_tokens) + 1)
+  length = row_length(longest_prompt, int(g.max_new_tokens))
 
   def step_fn(state, step):
     batch = [items[i] for i in common.batch_indices(len(items), P, step, int(config.seed))]

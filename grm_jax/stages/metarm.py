@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -98,15 +99,19 @@ def _row_multiple(mesh) -> int:
   return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
 
 
+@functools.lru_cache(maxsize=8)
+def score_program(cfg, mesh, rules):
+  """jit(scores)(params, tokens [B, T], mask) -> float32 [B]: the meta RM's logits (evaluation's MetaRM@k)."""
+  return jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
+
+
 def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
                     max_len: int = 1 << 30) -> np.ndarray:
   """float32 [N]: the meta RM's logit of each token sequence, scored in batches of similar length."""
   out = np.zeros(len(seqs), np.float32)
   if not seqs:
     return out
-  cfg = model.config
-  rules = tuple(rules) if mesh is not None else ()
-  fn = jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
+  fn = score_program(model.config, mesh, tuple(rules) if mesh is not None else ())
   step = -(-int(batch_size) // _row_multiple(mesh)) * _row_multiple(mesh)
   order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch: less padding
   for b0 in range(0, len(order), step):

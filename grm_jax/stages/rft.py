@@ -187,8 +187,8 @@ def general_examples(path: str, model) -> list[tuple[list[int], list[int]]]:
   return out
 
 
-def sft_loss_fn(model, config_group, mesh, rules):
-  cfg = model.config
+def sft_loss_fn(cfg, config_group, mesh, rules):
+  """NLL of the judgement tokens (`loss_mask`) under `config_group.loss_agg`, plus entropy and token count."""
 
   def loss_fn(params, mb):
     logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], mesh=mesh, rules=rules)
@@ -203,7 +203,7 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
   """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history)."""
   steps = max(1, math.ceil(len(sequences) * float(group.epochs) / int(group.batch_size)))
   optimizer, schedule = make_optimizer(group.optim, steps)
-  train_step = make_train_step(sft_loss_fn(model, group, mesh, rules), optimizer, schedule)
+  train_step = make_train_step(sft_loss_fn(model.config, group, mesh, rules), optimizer, schedule)
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
   length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 

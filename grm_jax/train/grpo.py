@@ -36,6 +36,23 @@ def _logp_program(cfg, temperature: float, mesh, rules):
   return jax.jit(run)
 
 
+def reference_params(cfg, params, beta: float):
+  """The frozen KL reference: None when beta = 0 (no KL term, nothing kept), else a copy of `params` in the compute
+  dtype. The decoder casts every weight to `cfg.dtype` before use, so bf16 reference weights give exactly the
+  log-probs of f32 ones at half the memory; norm scales, which it reads in float32, keep their dtype. The copy owns
+  its buffers: the train step donates (overwrites) the policy's."""
+  if beta <= 0:
+    return None
+  dtype = jnp.dtype(cfg.dtype)
+
+  def copy(path, a):
+    name = getattr(path[-1], "key", None)
+    target = a.dtype if name == "scale" or not jnp.issubdtype(a.dtype, jnp.floating) else dtype
+    return jnp.array(a, dtype=target, copy=True)
+
+  return jax.tree_util.tree_map_with_path(copy, params)
+
+
 class GrpoUpdater:
   """Holds the compiled programs of one GRPO configuration.
 

@@ -55,7 +55,7 @@ def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float 
   def body(_, xs):
     return None, one(*xs)
 
-  _, (logp, ent) = jax.lax.scan(body, None, (hs, ts))
+  _, (logp, ent) = jax.lax.scan(body, None, (hs, ts), unroll=bool(cfg.unroll_scans))
   logp = logp.swapaxes(0, 1).reshape(b, -1)[:, :t]
   ent = ent.swapaxes(0, 1).reshape(b, -1)[:, :t]
   return logp, ent

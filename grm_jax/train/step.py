@@ -33,16 +33,29 @@ class TrainState:
   opt_state: Any
 
 
-def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-  """A fresh state; the optimizer moments are created next to their params (same shardings)."""
-
+def _init(optimizer):
   def init(p):
     return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p))
 
-  shardings = jax.tree.map(lambda a: a.sharding, params)
-  abstract = jax.eval_shape(init, params)
-  out = _state_shardings(abstract, shardings)
-  return jax.jit(init, out_shardings=out)(params)
+  return init
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  """A fresh state; the optimizer moments are created next to their params (same shardings)."""
+  init = _init(optimizer)
+  return jax.jit(init, out_shardings=_state_shardings(jax.eval_shape(init, params), _shardings(params)))(params)
+
+
+def abstract_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  """The state `init_state` would build, as ShapeDtypeStructs with their shardings; `params` may be abstract too.
+  Compiling a step against it touches no device memory (grm_jax.aot compiles for TPU slices this way)."""
+  abstract = jax.eval_shape(_init(optimizer), params)
+  shardings = _state_shardings(abstract, _shardings(params))
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def _shardings(params):
+  return jax.tree.map(lambda a: a.sharding, params)
 
 
 def _state_shardings(abstract_state: TrainState, param_shardings):
@@ -60,11 +73,6 @@ def _state_shardings(abstract_state: TrainState, param_shardings):
     lambda x: param_shardings if is_param_like(x) else replicated, abstract_state.opt_state, is_leaf=is_param_like
   )
   return TrainState(step=replicated, params=param_shardings, opt_state=opt)
-
-
-def abstract_state(state: TrainState):
-  """ShapeDtypeStructs with shardings: the restore target for a checkpoint of this state."""
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule=None, *, donate: bool = True):
@@ -149,8 +157,8 @@ def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh | None, rules) -> di
   """Host [M, b, ...] arrays -> global arrays with the row axis b over data x fsdp (replicated without a mesh)."""
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in batch.items()}
-  out = {}
-  for k, v in batch.items():
-    names = (None, "activation_batch") + (None,) * (np.ndim(v) - 2)
-    out[k] = parallel.shard_batch(np.asarray(v), mesh, rules, names=names)
-  return out
+  return {k: parallel.shard_batch(np.asarray(v), mesh, rules, names=BATCH_NAMES) for k, v in batch.items()}
+
+
+# Logical names of a step's [M, b, ...] batch arrays: micro-batches in sequence, rows over data x fsdp.
+BATCH_NAMES = (None, "activation_batch")

@@ -1,0 +1,225 @@
+"""What a program should cost, counted by hand: FLOPs, HBM bytes, memory, and the roofline time they imply.
+
+FLOPs (whole program, all chips). A matmul of [m, k] by [k, n] is 2·m·k·n. Per token, one forward through the
+decoder costs 2·N_layers (N_layers = the attention and MLP weights of all layers) plus 2·V·d for the LM head
+(computed only where logits are needed), plus causal attention: 4·h·hd per (query, key) pair per layer, a query at
+position i reading i + 1 keys (Gemma-2's sliding window is not subtracted: the decoder computes those scores and
+masks them). Training costs the forward, twice that for the backward, and with `remat` one more forward of the
+layers; the LM head runs in rematerialised chunks, so its forward runs twice. `model_flops` leaves the
+rematerialised forwards out: it is the 6·N·tokens (+ attention) that MFU is measured against.
+
+XLA's own count (`compiled.cost_analysis()["flops"]`) counts the body of a loop once however many times it runs (a
+27B step is under-counted ~14x), so it is only read on loop-free programs: the decode step (layers unrolled) as
+is, and a training step through two loop-free copies of depth p and 2p (p = the layer pattern's period, every
+scan unrolled, one micro-batch), extrapolated linearly in depth and multiplied by the micro-batches
+(`extrapolate`). tests/aot checks the analytic count against XLA's on loop-free programs.
+
+HBM bytes (per chip): a decode step must read every weight once (in compute dtype, as the chip holds it) and the KV
+cache its rows attend over; a training step reads the weights in compute dtype once per pass (fsdp gathers them:
+the chip reads the full layer, divided only by the tensor axis), and reads and writes its state (params, optimizer
+moments, gradient accumulators). Activations are not counted: the steps are compute-bound by far.
+Roofline: time = max(FLOPs per chip / peak, bytes per chip / bandwidth).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from grm_jax.models.config import ModelConfig
+
+
+def layer_params(cfg: ModelConfig) -> int:
+  """Weights in the matmuls of all layers (norms and biases are not matmuls)."""
+  d, f, h, kv, hd = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  return cfg.num_layers * (d * hd * (h + 2 * kv) + h * hd * d + 3 * d * f)
+
+
+def head_params(cfg: ModelConfig) -> int:
+  return cfg.vocab_size * cfg.hidden_size
+
+
+def attention_flops(cfg: ModelConfig, rows: int, queries: int, keys_per_query: float) -> float:
+  """QK^T and PV over all layers: 2 matmuls x 2 FLOPs x head_dim per (query, key, head)."""
+  return 4.0 * rows * queries * keys_per_query * cfg.num_heads * cfg.head_dim * cfg.num_layers
+
+
+def forward_flops(cfg: ModelConfig, rows: int, length: int, head: bool = True) -> float:
+  tokens = rows * length
+  out = 2.0 * layer_params(cfg) * tokens + attention_flops(cfg, rows, length, (length + 1) / 2)
+  return out + (2.0 * head_params(cfg) * tokens if head else 0.0)
+
+
+def train_flops(cfg: ModelConfig, rows: int, length: int, head: bool = True) -> tuple[float, float]:
+  """(FLOPs the step runs, model FLOPs): forward + backward (2x) + the rematerialised forward of the layers (with
+  `remat`) and of the chunked LM head (always)."""
+  tokens = rows * length
+  layers = 2.0 * layer_params(cfg) * tokens + attention_flops(cfg, rows, length, (length + 1) / 2)
+  lm_head = 2.0 * head_params(cfg) * tokens if head else 0.0
+  model = 3 * (layers + lm_head)
+  return model + (layers if cfg.remat else 0.0) + lm_head, model
+
+
+def decode_flops(cfg: ModelConfig, s) -> float:
+  """One decode step of `s.rows` rows over the slots the step attends to (prefix + every own slot: the cache is
+  read whole and masked)."""
+  per_row = 2.0 * (layer_params(cfg) + head_params(cfg))
+  return per_row * s.rows + attention_flops(cfg, s.rows, 1, s.prompt_len + s.max_new)
+
+
+def sampler_flops(cfg: ModelConfig, s) -> float:
+  """Prefill of the prompts (logits for the last position only) and `max_new` decode steps."""
+  prefill = forward_flops(cfg, s.prompts, s.prompt_len, head=False) + 2.0 * head_params(cfg) * s.prompts
+  return prefill + s.max_new * decode_flops(cfg, s)
+
+
+# ------------------------------------------------------------------------------------------------ bytes
+
+
+def itemsize(dtype) -> int:
+  """Bytes per element; PRNG key arrays (not numpy dtypes) hold two uint32."""
+  try:
+    return jnp.dtype(dtype).itemsize
+  except TypeError:
+    return 8
+
+
+def per_chip_bytes(tree, dtype=None) -> int:
+  """Bytes one chip holds of a tree of ShapeDtypeStructs / arrays with shardings (its shard of each leaf), as
+  `dtype` if given (e.g. the compute dtype a weight is read in)."""
+  total = 0
+  for a in jax.tree.leaves(tree):
+    shape = a.sharding.shard_shape(a.shape) if getattr(a, "sharding", None) is not None else a.shape
+    total += math.prod(shape) * itemsize(dtype or a.dtype)
+  return total
+
+
+def _tensor(mesh) -> int:
+  return int(mesh.shape.get("tensor", 1)) if mesh is not None else 1
+
+
+def compute_weight_bytes(cfg: ModelConfig, mesh) -> float:
+  """The weights of one pass in compute dtype as a chip reads them: fsdp gathers each layer whole, `tensor` splits."""
+  return (layer_params(cfg) + head_params(cfg)) * jnp.dtype(cfg.dtype).itemsize / _tensor(mesh)
+
+
+def train_bytes(cfg: ModelConfig, params, optimizer, micro_batches: int, mesh) -> float:
+  from grm_jax.train.step import abstract_state  # noqa: PLC0415
+
+  state = per_chip_bytes(abstract_state(params, optimizer))
+  grads = per_chip_bytes(params)
+  passes = 3 + (1 if cfg.remat else 0)
+  return 2 * state + 2 * micro_batches * grads + micro_batches * passes * compute_weight_bytes(cfg, mesh)
+
+
+def forward_bytes(cfg: ModelConfig, params, micro_batches: int, mesh) -> float:
+  return per_chip_bytes(params) + micro_batches * compute_weight_bytes(cfg, mesh)
+
+
+def decode_must_bytes(cfg: ModelConfig, s, params, mesh) -> float:
+  """What one decode step cannot avoid reading on a chip: its share of the weights in compute dtype and of the KV
+  cache (prefix slots once per prompt, own slots per row), with the cache split over batch and KV heads."""
+  weights = per_chip_bytes(params, cfg.dtype)
+  item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
+  slots = s.prompts * s.prompt_len + s.rows * s.max_new
+  kv = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * item
+  shards = 1
+  if mesh is not None:
+    batch = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+    shards = (batch if s.prompts % batch == 0 else 1) * (_tensor(mesh) if cfg.num_kv_heads % _tensor(mesh) == 0
+                                                         else 1)
+  return weights + kv / shards
+
+
+def sampler_bytes(cfg: ModelConfig, s, mesh) -> float:
+  params_bytes = (layer_params(cfg) + head_params(cfg)) * jnp.dtype(cfg.dtype).itemsize
+  weights = params_bytes / (1 if mesh is None else mesh.devices.size)
+  item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
+  slots = s.prompts * s.prompt_len + s.rows * s.max_new
+  kv = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * item / (1 if mesh is None else
+                                                                                mesh.devices.size)
+  return weights * (1 + s.max_new) + kv * s.max_new
+
+
+# ------------------------------------------------------------------------------------------------ time
+
+
+def extrapolate(flops_p: float, flops_2p: float, period: int, layers: int, micro_batches: int) -> float:
+  """A step's FLOPs from loop-free copies of depth p and 2p: per-layer cost from their difference, times depth."""
+  per_period = flops_2p - flops_p
+  return micro_batches * (flops_p + (layers / period - 1) * per_period)
+
+
+def roofline_seconds(flops_per_chip: float, bytes_per_chip: float, chip) -> tuple[float, str]:
+  compute, memory = flops_per_chip / chip.bf16_flops, bytes_per_chip / chip.hbm_bandwidth
+  return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def layer_period(cfg: ModelConfig) -> int:
+  """Layers in one repeat of the architecture's pattern (Gemma-2 alternates sliding / global: 2)."""
+  kinds = cfg.layer_types
+  if not kinds:
+    return 1
+  for p in range(1, len(kinds) + 1):
+    if len(kinds) % p == 0 and tuple(kinds[:p]) * (len(kinds) // p) == tuple(kinds):
+      return p
+  return len(kinds)
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def activation_bytes(cfg: ModelConfig, rows: float, length: int, head: bool = True, tensor: int = 1,
+                     backward: bool = True) -> float:
+  """Peak live activations of one micro-batch on one device (`rows` already divided over data x fsdp; head, MLP
+  and vocabulary work divided over `tensor`): the saved layer inputs (with remat; every intermediate without), one
+  layer's working set (twice in a backward: its forward and its gradients), one query chunk's f32 scores and
+  probabilities, and one LM-head chunk of logits with its softmax and gradient."""
+  item = jnp.dtype(cfg.dtype).itemsize
+  d, f = cfg.hidden_size, cfg.intermediate_size
+  qkvo = (2 * cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
+  chunk = min(cfg.prefill_chunk or length, length)
+  per_layer = rows * length * (2 * d + (qkvo + 3 * f) / tensor) * item
+  scores = rows * cfg.num_heads / tensor * chunk * length * 4 * 2
+  if not backward:
+    saved = 0.0
+  else:
+    saved = rows * length * d * item * cfg.num_layers if cfg.remat else per_layer * cfg.num_layers
+  lm_head = rows * min(256, length) * cfg.vocab_size / tensor * 4 * 3 if head else 0
+  return saved + (2 if backward else 1) * per_layer + scores + lm_head
+
+
+def global_bytes(tree) -> int:
+  return sum(math.prod(a.shape) * itemsize(a.dtype) for a in jax.tree.leaves(tree))
+
+
+def memory_estimate(p, mesh=None) -> float:
+  """Per-device bytes of program `p` counted by hand: its arguments (exact: shapes and shardings), plus for a
+  training step a gradient accumulator and activations, for a forward its activations, for a sampler its KV cache
+  (prefix + every row's own slots), prefill working set and outputs. With `mesh=None` it is one device holding
+  everything (a GPU); with the slice's mesh it is one chip, to check against what XLA:TPU compiled."""
+  cfg = p.cfg
+  shards = 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+  tensor = _tensor(mesh)
+  size = global_bytes if mesh is None else per_chip_bytes
+  args = size(p.args)
+  rows = p.rows / shards
+  head = not p.name.startswith(("metarm", "eval/meta"))
+  if p.kind == "train":
+    return args + size(p.param_args) + activation_bytes(cfg, rows, p.length, head, tensor)
+  if p.kind == "forward":
+    return args + activation_bytes(cfg, rows, p.length, head, tensor, backward=False)
+  item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
+  kv_heads = tensor if cfg.num_kv_heads % tensor == 0 else 1
+  logits = rows * cfg.vocab_size / tensor * 4 * 2
+  if p.kind == "decode":
+    return args + logits
+  slots = p.prefix_tokens + p.rows * p.length
+  kv = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * item / (shards * kv_heads)
+  outputs = rows * p.length * 8
+  prompts_per_chip = p.prefix_tokens / shards
+  prefill = activation_bytes(cfg, prompts_per_chip / max(cfg.prefill_chunk, 1), cfg.prefill_chunk or 1, False,
+                             tensor, backward=False)
+  return args + kv + outputs + logits + prefill

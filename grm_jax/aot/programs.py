@@ -1,0 +1,335 @@
+"""Every jitted program a preset's stages run, at the preset's shapes, as (function, abstract arguments) pairs.
+
+Nothing here re-implements a step: each program is built by the function the stage itself calls
+(`make_train_step` + `rft.sft_loss_fn`, `GrpoUpdater`, `metarm.bce_loss_fn`, `sampling.generate.sampler_program`,
+`metarm.score_program`), and its arguments are `jax.ShapeDtypeStruct`s carrying the shardings the stage would
+give the real arrays (params by the logical-axis rules, optimizer moments like their params, batches over
+data x fsdp). So `jit(f).lower(*args).compile()` is the program the stage would run on that mesh.
+
+Shapes the data decides at run time are taken at their bound: training rows at `max_len`, GRPO rows at the stage's
+`row_length` of `prompt_len`, sampler prompts at `prompt_len` tokens. Sampler calls mirror `grm.judge`: an item
+with n responses and k samples has min(k, n!) distinct shuffled prompts, each sampled ceil(k / distinct) times
+(the expected largest count; a call's program uses the largest count among its prompts, so an unlucky draw of
+permutations can be somewhat larger), at most `MAX_PROMPTS_PER_CALL` prompts per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from grm_jax import parallel
+from grm_jax.aot import cost
+from grm_jax.models import weights
+from grm_jax.models.config import ModelConfig
+from grm_jax.models.decoder import LayerCaches
+from grm_jax.sampling.generate import MAX_PROMPTS_PER_CALL, decode_program, sampler_program
+from grm_jax.sampling.generate import call_shape as sampler_call_shape
+from grm_jax.stages import grpo as grpo_stage
+from grm_jax.stages import metarm, rft
+from grm_jax.train.grpo import GrpoUpdater
+from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.step import BATCH_NAMES, abstract_state, make_train_step
+
+NUM_STOP_IDS = 2  # a chat model's end-of-turn and end-of-text tokens
+
+
+@dataclasses.dataclass
+class Program:
+  """One jitted program of a stage with abstract arguments, and what it should cost."""
+
+  name: str  # "<stage>/<program>", e.g. "rft/sft_step"
+  fn: Any  # the jitted function
+  args: tuple  # ShapeDtypeStructs with shardings
+  shape: str  # the shapes in words, for the report
+  flops: float  # analytic FLOPs of one call, all chips (cost.py states the rule)
+  model_flops: float  # the useful part (no rematerialisation), for MFU
+  hbm_bytes: float  # analytic HBM traffic of one call, per chip
+  tokens: int  # tokens processed (training) or generated (sampling) per call
+  must_bytes: float = 0.0  # decode step: weight and KV-cache bytes per chip the step must read
+  twin: Callable[[int], Program] | None = None  # loop-free copy with this many layers (XLA's FLOP count)
+  calls: int = 1  # calls per stage step (a sampler round of many prompts runs several calls)
+  kind: str = "train"  # train | forward | sampler (which memory estimate applies)
+  rows: int = 0  # rows of one micro-batch (train / forward) or of the decode (sampler)
+  length: int = 0  # tokens per row (train / forward) or own KV slots per row (sampler: new tokens)
+  prefix_tokens: int = 0  # sampler: prompt tokens of all its prompts (their KV cache is shared by their rows)
+  cfg: ModelConfig | None = None
+  param_args: Any = None  # the params among `args` (their gradient accumulator is a temporary)
+
+
+@dataclasses.dataclass
+class Plan:
+  """What the programs need: the config, the architecture, the mesh and the sizes the data would decide."""
+
+  config: Any
+  cfg: ModelConfig
+  mesh: Any
+  rules: tuple
+  prompt_len: int  # tokens of the longest judging prompt
+  responses: int = 2  # n of the items (pairs by default)
+
+  @property
+  def chips(self) -> int:
+    return self.mesh.devices.size
+
+  def params(self, cfg: ModelConfig | None = None):
+    cfg = cfg or self.cfg
+    shapes, names = weights.abstract_params(cfg)
+    shardings = parallel.tree_shardings(names, shapes, self.mesh, self.rules)
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+
+  def array(self, shape, dtype, names=()):
+    names = (tuple(names) + (None,) * len(shape))[: len(shape)]
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=parallel.named_sharding(self.mesh, names, self.rules, shape))
+
+  def replicated(self, shape, dtype):
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(self.mesh, PartitionSpec()))
+
+  def batch(self, shape, dtype):
+    return self.array(shape, dtype, BATCH_NAMES)
+
+
+def _micro(group, rows_key: str = "batch_size") -> tuple[int, int]:
+  m = int(group.micro_batches)
+  return m, int(group[rows_key]) // m
+
+
+def _layer_twin(plan: Plan, build: Callable[[Plan], Program]) -> Callable[[int], Program]:
+  """(layers) -> the same program on a loop-free copy of the model: `layers` layers (the architecture's own
+  pattern), every scan unrolled, one micro-batch. XLA's cost analysis counts a loop body once, so the step's FLOPs
+  are measured on two such copies and extrapolated in depth (cost.extrapolate)."""
+
+  def twin(layers: int) -> Program:
+    kinds = plan.cfg.layer_types[:layers] if plan.cfg.layer_types else ()
+    cfg = plan.cfg.replace(num_layers=layers, layer_types=kinds, unroll_scans=True)
+    return build(dataclasses.replace(plan, cfg=cfg), micro_batches=1)
+
+  return twin
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+def sft_step(plan: Plan, micro_batches: int | None = None) -> Program:
+  g = plan.config.rft
+  m, b = _micro(g)
+  m = micro_batches or m
+  t = int(g.max_len)
+  optimizer, schedule = make_optimizer(g.optim, 1000)
+  fn = make_train_step(rft.sft_loss_fn(plan.cfg, g, plan.mesh, plan.rules), optimizer, schedule)
+  params = plan.params()
+  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_),
+           "loss_mask": plan.batch((m, b, t), jnp.float32)}
+  flops, model_flops = cost.train_flops(plan.cfg, m * b, t)
+  return Program("rft/sft_step", fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens",
+                 flops, model_flops, cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
+                 twin=_layer_twin(plan, sft_step) if micro_batches is None else None, rows=b, length=t,
+                 cfg=plan.cfg, param_args=params)
+
+
+def _grpo_shapes(plan: Plan) -> tuple[int, int, int]:
+  g = plan.config.grpo
+  rows = int(g.prompts_per_step) * int(g.group_size)
+  m = int(g.micro_batches)
+  return m, rows // m, grpo_stage.row_length(plan.prompt_len, int(g.max_new_tokens))
+
+
+def _grpo_updater(plan: Plan):
+  g = plan.config.grpo
+  optimizer, schedule = make_optimizer(g.optim, int(g.steps))
+  return GrpoUpdater(plan.cfg, g, optimizer, schedule, plan.mesh, plan.rules), optimizer
+
+
+def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
+  m, b, t = _grpo_shapes(plan)
+  m = micro_batches or m
+  updater, optimizer = _grpo_updater(plan)
+  params = plan.params()
+  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_),
+           "loss_mask": plan.batch((m, b, t), jnp.float32), "advantages": plan.batch((m, b), jnp.float32)}
+  if updater.detached_old:
+    batch.update(sampler_logp=plan.batch((m, b, t), jnp.float32), sampler_mask=plan.batch((m, b, t), jnp.float32))
+  else:
+    batch["old_logp"] = plan.batch((m, b, t), jnp.float32)
+  if updater.beta > 0:
+    batch["ref_logp"] = plan.batch((m, b, t), jnp.float32)
+  flops, model_flops = cost.train_flops(plan.cfg, m * b, t)
+  return Program("grpo/step", updater.train_step, (abstract_state(params, optimizer), batch),
+                 f"{m} x {b} rollouts x {t} tokens", flops, model_flops,
+                 cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
+                 twin=_layer_twin(plan, grpo_step) if micro_batches is None else None, rows=b, length=t,
+                 cfg=plan.cfg, param_args=params)
+
+
+def grpo_reference(plan: Plan) -> Program:
+  """Reference log-probs (the KL term), one forward per step from the frozen reference in compute dtype."""
+  m, b, t = _grpo_shapes(plan)
+  updater, _ = _grpo_updater(plan)
+  params = plan.params()
+  ref = jax.tree_util.tree_map_with_path(
+    lambda path, a: jax.ShapeDtypeStruct(a.shape, _reference_dtype(plan.cfg, path, a), sharding=a.sharding), params)
+  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_)}
+  flops = cost.forward_flops(plan.cfg, m * b, t)
+  return Program("grpo/reference_logprobs", updater.logp, (ref, batch), f"{m} x {b} rollouts x {t} tokens", flops,
+                 flops, cost.forward_bytes(plan.cfg, ref, m, plan.mesh), m * b * t, kind="forward", rows=b, length=t,
+                 cfg=plan.cfg)
+
+
+def _reference_dtype(cfg, path, a):
+  # Mirrors train.grpo.reference_params (checked by tests/aot: the real function on real arrays).
+  name = getattr(path[-1], "key", None)
+  return a.dtype if name == "scale" or not jnp.issubdtype(a.dtype, jnp.floating) else jnp.dtype(cfg.dtype)
+
+
+def metarm_step(plan: Plan, micro_batches: int | None = None) -> Program:
+  g = plan.config.metarm
+  m, b = _micro(g)
+  m = micro_batches or m
+  t = int(g.max_len)
+  optimizer, schedule = make_optimizer(g.optim, 1000)
+  fn = make_train_step(metarm.bce_loss_fn(plan.cfg, plan.mesh, plan.rules), optimizer, schedule)
+  params = {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
+                                               "bias": plan.replicated((), jnp.float32)}}
+  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_),
+           "label": plan.batch((m, b), jnp.float32), "weight": plan.batch((m, b), jnp.float32)}
+  flops, model_flops = cost.train_flops(plan.cfg, m * b, t, head=False)
+  return Program("metarm/step", fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens",
+                 flops, model_flops, cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
+                 rows=b, length=t, cfg=plan.cfg, param_args=params)
+
+
+def meta_scores(plan: Plan) -> Program:
+  """MetaRM@k at evaluation: one forward of the meta RM per batch of (prompt, judgement) sequences."""
+  e = plan.config.eval
+  t = int(plan.config.metarm.max_len) if "metarm" in plan.config else 1024
+  shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
+  b = -(-int(e.meta_batch_size) // shards) * shards
+  params = {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
+                                               "bias": plan.replicated((), jnp.float32)}}
+  fn = metarm.score_program(plan.cfg, plan.mesh, plan.rules)
+  args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
+          plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
+  flops = cost.forward_flops(plan.cfg, b, t, head=False)
+  return Program("eval/meta_scores", fn, args, f"{b} rows x {t} tokens", flops, flops,
+                 cost.forward_bytes(plan.cfg, params, 1, plan.mesh), b * t, kind="forward", rows=b, length=t,
+                 cfg=plan.cfg)
+
+
+# --------------------------------------------------------------------------------------------------- sampling
+
+
+@dataclasses.dataclass(frozen=True)
+class CallShape:
+  prompts: int  # distinct prompts in one call (rows of the prefill)
+  n: int  # samples per prompt
+  prompt_len: int  # padded prompt tokens
+  max_new: int
+  calls: int  # calls per round of `items` items
+
+  @property
+  def rows(self) -> int:
+    return self.prompts * self.n
+
+
+def call_shape(plan: Plan, items: int, k: int, max_new: int) -> CallShape:
+  distinct_per_item = min(k, math.factorial(plan.responses))
+  n = -(-k // distinct_per_item)
+  prompts = items * distinct_per_item
+  per_call = min(prompts, MAX_PROMPTS_PER_CALL)
+  batch, plen = sampler_call_shape(per_call, n, plan.prompt_len, plan.mesh)
+  return CallShape(batch, n, plen, max_new, -(-prompts // per_call))
+
+
+def sampler(plan: Plan, name: str, items: int, k: int, max_new: int) -> Program:
+  """The whole sampler call (prefill, then the decode while-loop) as `sampling.generate` compiles it."""
+  s = call_shape(plan, items, k, max_new)
+  fn = sampler_program(plan.cfg, plan.mesh, plan.rules, s.prompts, s.prompt_len, s.n, max_new, 0, False,
+                                False, NUM_STOP_IDS)
+  names = ("activation_batch", "activation_length")
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  args = (plan.params(), plan.array((s.prompts, s.prompt_len), jnp.int32, names),
+          plan.array((s.prompts, s.prompt_len), jnp.bool_, names),
+          plan.replicated(key.shape, key.dtype), plan.replicated((), jnp.float32), plan.replicated((), jnp.float32),
+          plan.replicated((NUM_STOP_IDS,), jnp.int32), plan.array((s.rows,), jnp.bool_, ("activation_batch",)))
+  flops = cost.sampler_flops(plan.cfg, s)
+  return Program(name, fn, args, f"{s.prompts} prompts x {s.prompt_len} tokens, n={s.n}, {max_new} new",
+                 flops, flops, cost.sampler_bytes(plan.cfg, s, plan.mesh), s.rows * max_new, calls=s.calls,
+                 kind="sampler", rows=s.rows, length=max_new, prefix_tokens=s.prompts * s.prompt_len, cfg=plan.cfg)
+
+
+def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int) -> Program:
+  """One step of that sampler's decode loop, alone: what each generated token costs in bytes and FLOPs."""
+  s = call_shape(plan, items, k, max_new)
+  cfg = plan.cfg
+  params = plan.params()
+  top = {k_: v for k_, v in params.items() if k_ != "layers"}
+
+  def one_layer(a):
+    spec = tuple(a.sharding.spec) + (None,) * (len(a.shape) - len(a.sharding.spec))
+    return jax.ShapeDtypeStruct(a.shape[1:], a.dtype, sharding=NamedSharding(plan.mesh, PartitionSpec(*spec[1:])))
+
+  layers = [jax.tree.map(one_layer, params["layers"]) for _ in range(cfg.num_layers)]
+  dt = jnp.dtype(cfg.cache_dtype or cfg.dtype)
+  kvh, hd = cfg.num_kv_heads, cfg.head_dim
+  cache_names = ("cache_batch", "cache_heads", None, None)
+  cache = LayerCaches(
+    k=tuple(plan.array((s.rows, kvh, hd, max_new), dt, cache_names) for _ in range(cfg.num_layers)),
+    v=tuple(plan.array((s.rows, kvh, max_new, hd), dt, cache_names) for _ in range(cfg.num_layers)),
+    valid=plan.array((s.rows, max_new), jnp.bool_, ("cache_batch",)),
+    index=plan.replicated((), jnp.int32),
+    prefix_k=tuple(plan.array((s.prompts, kvh, hd, s.prompt_len), dt, cache_names) for _ in range(cfg.num_layers)),
+    prefix_v=tuple(plan.array((s.prompts, kvh, s.prompt_len, hd), dt, cache_names) for _ in range(cfg.num_layers)),
+    prefix_valid=plan.array((s.prompts, s.prompt_len), jnp.bool_, ("cache_batch",)),
+  )
+  rows = ("activation_batch",)
+  args = (top, layers, plan.array((s.rows,), jnp.int32, rows), plan.array((s.rows,), jnp.int32, rows), cache)
+  fn = decode_program(cfg, plan.mesh, plan.rules)
+  flops = cost.decode_flops(cfg, s)
+  must = cost.decode_must_bytes(cfg, s, params, plan.mesh)
+  return Program(name, fn, args, f"{s.rows} rows, {s.prompt_len} prefix + {max_new} own slots", flops, flops, must,
+                 s.rows, must_bytes=must, kind="decode", rows=s.rows, length=max_new, cfg=cfg)
+
+
+# --------------------------------------------------------------------------------------------------- the preset
+
+
+def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], Program]]:
+  """Builders (called lazily: building a 27B program's arguments is cheap, compiling it is not) for every program
+  the config's stages run, in stage order."""
+  c, out = plan.config, []
+  stages = tuple(c.stages)
+
+  def add(fn, *args):
+    out.append(lambda: fn(plan, *args))
+
+  if "rft" in stages:
+    if not str(c.rft.sampler):  # the trained model samples its own trajectories
+      add(sampler, "rft/sample", int(c.rft.batch_items), int(c.rft.num_samples), int(c.rft.max_new_tokens))
+    add(sft_step)
+  if "grpo" in stages:
+    g = c.grpo
+    add(sampler, "grpo/rollouts", int(g.prompts_per_step), int(g.group_size), int(g.max_new_tokens))
+    if decode_steps:
+      add(decode_step, "grpo/decode_step", int(g.prompts_per_step), int(g.group_size), int(g.max_new_tokens))
+    if float(g.beta) > 0:
+      add(grpo_reference)
+    add(grpo_step)
+  if "metarm" in stages:
+    m = c.metarm
+    if int(m.samples_per_item) > 0:
+      add(sampler, "metarm/sample", int(m.batch_items), int(m.samples_per_item), int(m.max_new_tokens))
+    add(metarm_step)
+  if "evaluate" in stages:
+    e = c.eval
+    add(sampler, "eval/judge", int(e.batch_items), int(e.k), int(e.max_new_tokens))
+    if decode_steps:
+      add(decode_step, "eval/decode_step", int(e.batch_items), int(e.k), int(e.max_new_tokens))
+    if str(e.meta_model):
+      add(meta_scores)
+  return out
