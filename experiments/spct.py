@@ -83,8 +83,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.train = "helpsteer2-preference"
     c.data.train_limit = 0
     c.data.test, c.data.test_limit = "rewardbench", 0
+    # Micro-batches sized by compiling for v5p-128 (python -m grm_jax.aot, docs/scaling.md): 8 rows of 8,192 tokens
+    # per data x fsdp group; at 16 rows the saved activations alone exceed a v5p chip's 95 GiB.
     c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens, c.rft.batch_items = (
-      1024, 8, 8192, 2048, 256)
+      1024, 16, 8192, 2048, 256)
     c.rft.epochs = 0.73  # 900 steps x 1024 of the paper's 1256K set
     c.rft.optim.learning_rate = 5e-6
     c.rft.checkpoint.save_every = 100
@@ -92,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.micro_batches, c.grpo.max_new_tokens, c.grpo.beta = 16, 2048, 0.08
     c.grpo.optim.learning_rate = 4e-7
     c.grpo.checkpoint.save_every = 50
-    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 512, 8, 8192
+    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 512, 16, 8192
     c.metarm.samples_per_item, c.metarm.optim.learning_rate = 3, 1e-5
     c.eval.datasets = "rewardbench,rmb,rm-bench,realmistake"
     c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = 0, 32, 2048, 64

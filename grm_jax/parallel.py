@@ -126,6 +126,12 @@ def logical_to_spec(
   return PartitionSpec(*spec)
 
 
+def override(rules, **names) -> tuple:
+  """`rules` with some logical names mapped anew, e.g. override(rules, embed=None): weights not split over fsdp."""
+  return tuple((n, names[n]) if n in names else (n, axes) for n, axes in rules) + tuple(
+    (n, a) for n, a in names.items() if n not in dict(rules))
+
+
 def named_sharding(mesh: Mesh, names: Sequence[str | None], rules, shape: Sequence[int]) -> NamedSharding:
   return NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape))
 

@@ -54,7 +54,7 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
     config.eval.datasets, config.eval.limit = "synthetic", 2
   # One device (the smoke batches are 2-4 rows; the 8 fake devices are for the sharding tests).
   monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))
-  monkeypatch.setattr(configs, "_batch_shards", lambda c: 1)
+  monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: 1)
   monkeypatch.setattr(evaluate, "load_model", lambda c: common.load_base(c))
   results = main.run(config, str(tmp_path))
   assert list(results) == list(config.stages)
@@ -65,21 +65,21 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
       assert os.path.exists(tmp_path / stage / "done.json"), stage
 
 
-def test_bad_batch_for_the_group_or_mesh_names_the_key(monkeypatch):
+def test_bad_batch_for_the_group_or_mesh_names_the_key():
   config = load("spct").get_config("smoke")
   with pytest.raises(ValueError, match=r"rft.batch_size=2 .* data x fsdp = 8 devices"):  # 8 fake devices here
     configs.validate(config)
-  monkeypatch.setattr(configs, "_batch_shards", lambda c: 1)  # one device: only the group checks remain
+  # One device (num_devices=1): only the group checks remain.
   config = load("spct").get_config("smoke")
   config.grpo.micro_batches = 3
   with pytest.raises(ValueError, match="grpo.micro_batches=3"):
-    configs.validate(config)
+    configs.validate(config, num_devices=1)
   config = load("spct").get_config("smoke")
   config.rft.batch_size = 3
   config.rft.micro_batches = 2
   with pytest.raises(ValueError, match="rft.batch_size=3"):
-    configs.validate(config)
+    configs.validate(config, num_devices=1)
   config = load("spct").get_config("smoke")
   config.grpo.group_size = 1
   with pytest.raises(ValueError, match="grpo.group_size=1"):
-    configs.validate(config)
+    configs.validate(config, num_devices=1)

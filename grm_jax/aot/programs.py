@@ -16,6 +16,7 @@ permutations can be somewhat larger), at most `MAX_PROMPTS_PER_CALL` prompts per
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,7 @@ from grm_jax.aot import cost
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import LayerCaches
-from grm_jax.sampling.generate import MAX_PROMPTS_PER_CALL, decode_program, sampler_program
+from grm_jax.sampling.generate import MAX_PROMPTS_PER_CALL, decode_program, sampler_program, sampling_shardings
 from grm_jax.sampling.generate import call_shape as sampler_call_shape
 from grm_jax.stages import grpo as grpo_stage
 from grm_jax.stages import metarm, rft
@@ -172,8 +173,7 @@ def grpo_reference(plan: Plan) -> Program:
   m, b, t = _grpo_shapes(plan)
   updater, _ = _grpo_updater(plan)
   params = plan.params()
-  ref = jax.tree_util.tree_map_with_path(
-    lambda path, a: jax.ShapeDtypeStruct(a.shape, _reference_dtype(plan.cfg, path, a), sharding=a.sharding), params)
+  ref = _like(jax.eval_shape(functools.partial(weights.for_compute, plan.cfg), params), params)
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_)}
   flops = cost.forward_flops(plan.cfg, m * b, t)
   return Program("grpo/reference_logprobs", updater.logp, (ref, batch), f"{m} x {b} rollouts x {t} tokens", flops,
@@ -181,10 +181,10 @@ def grpo_reference(plan: Plan) -> Program:
                  cfg=plan.cfg)
 
 
-def _reference_dtype(cfg, path, a):
-  # Mirrors train.grpo.reference_params (checked by tests/aot: the real function on real arrays).
-  name = getattr(path[-1], "key", None)
-  return a.dtype if name == "scale" or not jnp.issubdtype(a.dtype, jnp.floating) else jnp.dtype(cfg.dtype)
+def _like(abstract, shardings_of):
+  """ShapeDtypeStructs of `abstract` with the shardings of the same leaves in `shardings_of`."""
+  return jax.tree.map(lambda a, b: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=b.sharding), abstract,
+                      shardings_of)
 
 
 def metarm_step(plan: Plan, micro_batches: int | None = None) -> Program:
@@ -267,7 +267,10 @@ def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int) -> Prog
   """One step of that sampler's decode loop, alone: what each generated token costs in bytes and FLOPs."""
   s = call_shape(plan, items, k, max_new)
   cfg = plan.cfg
-  params = plan.params()
+  # The loop reads the params as `sampling_params` leaves them: compute dtype, whole on every data / fsdp shard.
+  abstract = jax.eval_shape(functools.partial(weights.for_compute, cfg), plan.params())
+  params = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract,
+                        sampling_shardings(cfg, plan.mesh, plan.rules))
   top = {k_: v for k_, v in params.items() if k_ != "layers"}
 
   def one_layer(a):

@@ -125,6 +125,20 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules=parallel.DEFAULT_RULES):
   return parallel.tree_shardings(names, shapes, mesh, rules)
 
 
+def for_compute(cfg: ModelConfig, params):
+  """The params as the decoder reads them: every weight in `cfg.dtype` (the decoder casts each one before use, so
+  this changes no number), norm scales as stored (it reads them in float32). What a frozen copy (GRPO's reference)
+  or the sampler needs: bf16 weights from f32 masters are half the bytes to hold and to read."""
+  dtype = jnp.dtype(cfg.dtype)
+
+  def cast(path, a):
+    if getattr(path[-1], "key", None) == "scale" or not jnp.issubdtype(a.dtype, jnp.floating):
+      return a
+    return a.astype(dtype)
+
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
 def init_params(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES):
   """Random params, created directly in their shardings (tests, smoke runs, new heads)."""
   model = Decoder(cfg)

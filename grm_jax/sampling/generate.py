@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax import parallel
+from grm_jax.models import weights
 from grm_jax.models.decoder import Decoder, LayerCaches, decode_step, default_positions, split_layer_params
 from grm_jax.models.model import Model
 from grm_jax.sampling.filters import sample_token
@@ -61,6 +62,24 @@ def batch_bucket(n: int, multiple: int = 1) -> int:
   return math.lcm(b, multiple) if b % multiple else b
 
 
+@functools.lru_cache(maxsize=16)
+def sampling_shardings(cfg, mesh, rules):
+  """Where the sampler keeps the weights: split over `tensor` as the rules say, but whole on every data / fsdp
+  shard. Training shards weights over fsdp too; read that way, every decode step would all-gather every weight
+  (fsdp x the bytes it must read). The sampler reshards once per call instead."""
+  shapes, names = weights.abstract_params(cfg)
+  return parallel.tree_shardings(names, shapes, mesh, parallel.override(rules, embed=None))
+
+
+def sampling_params(cfg, params, mesh, rules):
+  """Params as the sampler's loop reads them (inside its jit): compute dtype (`weights.for_compute`) and
+  `sampling_shardings`. On one device with f32 compute this is the params themselves."""
+  params = weights.for_compute(cfg, params)
+  if mesh is None:
+    return params
+  return jax.tree.map(jax.lax.with_sharding_constraint, params, sampling_shardings(cfg, mesh, rules))
+
+
 def _one_step(cfg, mesh, rules, params, layer_params, tok, pos, cache):
   """One decode step of every row: the while loop's model call (`decode_program` compiles it alone)."""
   rows = tok.shape[0]
@@ -96,6 +115,7 @@ def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_
     return parallel.constrain(x, names, mesh, rules)
 
   def run(params, tokens, mask, key, temperature, top_p, stop_ids, alive):
+    params = sampling_params(cfg, params, mesh, rules)
     variables = {"params": params}
     positions = default_positions(mask)
     lengths = mask.sum(-1).astype(jnp.int32)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grm_jax.models import weights
 from grm_jax.train import losses
 from grm_jax.train.batching import pack
 from grm_jax.train.logprobs import token_logprobs
@@ -37,20 +38,12 @@ def _logp_program(cfg, temperature: float, mesh, rules):
 
 
 def reference_params(cfg, params, beta: float):
-  """The frozen KL reference: None when beta = 0 (no KL term, nothing kept), else a copy of `params` in the compute
-  dtype. The decoder casts every weight to `cfg.dtype` before use, so bf16 reference weights give exactly the
-  log-probs of f32 ones at half the memory; norm scales, which it reads in float32, keep their dtype. The copy owns
+  """The frozen KL reference: None when beta = 0 (no KL term, nothing kept), else `params` as the decoder reads them
+  (`weights.for_compute`: bf16 weights give exactly the log-probs of f32 masters, at half the memory). The copy owns
   its buffers: the train step donates (overwrites) the policy's."""
   if beta <= 0:
     return None
-  dtype = jnp.dtype(cfg.dtype)
-
-  def copy(path, a):
-    name = getattr(path[-1], "key", None)
-    target = a.dtype if name == "scale" or not jnp.issubdtype(a.dtype, jnp.floating) else dtype
-    return jnp.array(a, dtype=target, copy=True)
-
-  return jax.tree_util.tree_map_with_path(copy, params)
+  return jax.tree.map(lambda a, c: jnp.copy(a) if c is a else c, params, weights.for_compute(cfg, params))
 
 
 class GrpoUpdater:

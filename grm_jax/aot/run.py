@@ -1,0 +1,115 @@
+"""Plan a preset on a TPU slice: build the mesh on the slice's devices, compile every program, print and return
+the numbers (`python -m grm_jax.aot` is the command-line face of `run`)."""
+
+from __future__ import annotations
+
+import time
+
+from grm_jax import configs, parallel
+from grm_jax.aot import compile as aot_compile
+from grm_jax.aot import cost, hardware, programs
+from grm_jax.models.model import load_config
+
+GIB = 1 << 30
+
+
+def plan_for(config, slice_: hardware.Slice, devices, prompt_len: int) -> programs.Plan:
+  """The mesh of `config.mesh` on the slice's devices and the architecture, checked before anything compiles."""
+  shape = {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
+  try:
+    mesh = parallel.make_mesh(shape, devices)
+  except ValueError as e:
+    raise ValueError(f"config mesh {shape} on {slice_.name} ({slice_.chips} chips): {e}") from e
+  configs.validate(config, num_devices=slice_.chips)
+  m = config.model
+  cfg = load_config(m.name, dtype=m.dtype, param_dtype=m.param_dtype, arch=m.arch, remat=bool(m.remat))
+  return programs.Plan(config, cfg, mesh, tuple(tuple(r) for r in config.mesh.rules), prompt_len)
+
+
+def _gb(x: float) -> str:
+  return f"{x / GIB:.2f}"
+
+
+def _e(x: float | None) -> str:
+  return "-" if x is None else f"{x:.3g}"
+
+
+def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int = 2048, out=print) -> dict:
+  slice_ = hardware.parse_slice(topology)
+  devices = hardware.tpu_devices(slice_)
+  plan = plan_for(config, slice_, devices, prompt_len)
+  chip = slice_.chip
+  capacity = aot_compile.hbm_capacity(devices[0]) or chip.hbm_bytes
+  period = cost.layer_period(plan.cfg)
+  out(f"{slice_.name}: {slice_.chips} x {chip.name}, {_gb(capacity)} GiB HBM usable per chip (XLA), "
+      f"{chip.bf16_flops / 1e12:.0f} TFLOP/s bf16, {chip.hbm_bandwidth / 1e9:.0f} GB/s; mesh {dict(plan.mesh.shape)}; "
+      f"model {plan.cfg.num_params() / 1e9:.2f}B params, {plan.cfg.dtype} compute, {plan.cfg.param_dtype} params, "
+      f"remat={plan.cfg.remat}; prompts {prompt_len} tokens")
+  results, estimates = [], []
+  for build in programs.stage_programs(plan):
+    p = build()
+    if only and not p.name.startswith(tuple(only)):
+      continue
+    micro = int(p.args[1]["tokens"].shape[0]) if p.twin is not None else 1
+    r = aot_compile.compile_program(p, chip, capacity, slice_.chips, xla_flops, period, plan.cfg.num_layers, micro)
+    results.append(r)
+    est_chip, est_gpu = cost.memory_estimate(p, plan.mesh), cost.memory_estimate(p)
+    estimates.append({"program": p.name, "per_chip_estimate": est_chip, "per_chip_compiled": r.needed,
+                      "one_gpu_estimate": est_gpu,
+                      **{f"fits_{k}": est_gpu <= (1 - aot_compile.HEADROOM) * g.hbm_bytes for k, g in
+                         hardware.GPUS.items()}})
+    state = "fits" if r.fits_with_headroom else ("fits, <10% headroom" if r.fits else "DOES NOT FIT")
+    out(f"  {p.name:26s} {p.shape}")
+    out(f"    {state}: needs {_gb(r.needed)} of {_gb(r.capacity)} GiB ({r.headroom:+.0%} free) = args "
+        f"{_gb(r.argument)} + temps {_gb(r.temp)} + out {_gb(r.output)} - aliased {_gb(r.alias)}; "
+        f"compiled in {r.compile_seconds:.0f} s; hand count {_gb(est_chip)} GiB")
+    if r.fits:
+      ratios = []
+      if r.flops_ratio:
+        ratios.append(f"XLA/analytic FLOPs {r.flops_ratio:.2f}")
+      if r.bytes_ratio:
+        ratios.append(f"bytes moved / (weights + KV) {r.bytes_ratio:.2f}")
+      out(f"    {_e(r.flops)} FLOP/chip (analytic), {_e(r.xla_flops)} (XLA); roofline {r.seconds * 1e3:.1f} ms "
+          f"({r.bound}-bound), {r.tokens_per_second:,.0f} tok/s, MFU {r.mfu:.0%}" + (f"; {', '.join(ratios)}"
+                                                                                      if ratios else ""))
+    big = [f"{path} {b / 1e6:.0f} MB" for path, b in r.replicated if b > aot_compile.FINDING_BYTES]
+    if big:
+      out(f"    replicated on every chip: {'; '.join(big)}")
+  return {"topology": slice_.name, "chips": slice_.chips, "chip": chip.name, "capacity": capacity,
+          "chip_source": chip.source, "mesh": dict(plan.mesh.shape), "model_params": plan.cfg.num_params(),
+          "prompt_len": prompt_len, "programs": [r.as_dict() for r in results], "memory_estimates": estimates,
+          "date": time.strftime("%Y-%m-%d")}
+
+
+
+
+def markdown(summary: dict) -> str:
+  """The run as Markdown tables (docs/scaling.md pastes them): one row per program, then the hand-counted memory
+  per chip against the compiled one and per GPU."""
+  gib = 1 << 30
+  head = (f"**{summary['topology']}** ({summary['chips']} x {summary['chip']}, "
+          f"{summary['capacity'] / gib:.2f} GiB usable per chip), mesh {summary['mesh']}, "
+          f"prompts {summary['prompt_len']} tokens, compiled {summary['date']}\n\n")
+  rows = ["| program | shape | fits (headroom) | needs GiB/chip = args + temps + out - aliased | compile s | "
+          "FLOP/chip analytic | XLA / analytic | bytes moved / (weights+KV) | roofline ms | tok/s | MFU |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for p in summary["programs"]:
+    fits = ("yes" if p["fits_with_headroom"] else "tight" if p["fits"] else "**no**") + f" ({p['headroom']:+.0%})"
+    parts = f"{p['needed'] / gib:.1f}"
+    if p["fits"]:
+      parts += (f" = {p['argument'] / gib:.1f} + {p['temp'] / gib:.1f} + {p['output'] / gib:.1f} - "
+                f"{p['alias'] / gib:.1f}")
+    ratio = f"{p['flops_ratio']:.2f}" if p["flops_ratio"] else "-"
+    moved = f"{p['bytes_ratio']:.2f}" if p["bytes_ratio"] else "-"
+    timing = (f"{p['seconds'] * 1e3:,.0f} | {p['tokens_per_second']:,.0f} | {p['mfu']:.0%}" if p["fits"]
+              else "- | - | -")
+    rows.append(f"| {p['name']} | {p['shape']} | {fits} | {parts} | {p['compile_seconds']:.0f} | "
+                f"{p['flops']:.3g} | {ratio} | {moved} | {timing} |")
+  est = ["", "| program | hand count GiB/chip | compiled GiB/chip | hand / compiled | one GPU, hand count GiB | "
+         "fits A100-40GB | fits 80 GB |", "|---|---:|---:|---:|---:|---|---|"]
+  for e in summary["memory_estimates"]:
+    ratio = e["per_chip_estimate"] / e["per_chip_compiled"] if e["per_chip_compiled"] else float("nan")
+    est.append(f"| {e['program']} | {e['per_chip_estimate'] / gib:.1f} | {e['per_chip_compiled'] / gib:.1f} | "
+               f"{ratio:.2f} | {e['one_gpu_estimate'] / gib:.1f} | {'yes' if e['fits_a100-40gb'] else 'no'} | "
+               f"{'yes' if e['fits_h100-80gb'] else 'no'} |")
+  return head + "\n".join(rows + est) + "\n"

@@ -1,0 +1,192 @@
+"""Compiling for a TPU slice on this CPU (grm_jax.aot): shardings as the rules say, memory bookkeeping that adds up,
+the analytic FLOP count against XLA's on loop-free programs, and errors that name what is wrong.
+
+Needs libtpu (the `tpu` extra, which .ci/run installs); skipped without it.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from grm_jax import parallel
+from grm_jax.aot import compile as aot_compile
+from grm_jax.aot import cost, hardware, programs
+from grm_jax.aot.run import plan_for
+from grm_jax.models.config import tiny
+from grm_jax.train.step import abstract_state
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                reason="libtpu not installed (pip install -e '.[tpu]')")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _smoke_config(**overrides):
+  spec = importlib.util.spec_from_file_location("spct_experiment", os.path.join(ROOT, "experiments", "spct.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("smoke")
+  c.model.name, c.model.dtype, c.model.remat = "tiny:gemma2", "bfloat16", True
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 2, 2
+  for key, value in overrides.items():
+    group, name = key.split(".")
+    c[group][name] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def plan():
+  s = hardware.parse_slice("v5p-8")
+  return plan_for(_smoke_config(), s, hardware.tpu_devices(s), prompt_len=200)
+
+
+def test_slice_names():
+  assert (hardware.parse_slice("v5p-128").chips, hardware.parse_slice("v5p-128").shape) == (64, (4, 4, 4))
+  assert hardware.parse_slice("v4-8").chips == 4
+  assert hardware.parse_slice("v5e-1").shape == (1, 1)
+  assert hardware.parse_slice("v6e-8").topology_name == "v6e:2x4"
+  with pytest.raises(hardware.TopologyError, match="unknown slice name"):
+    hardware.parse_slice("v7x-3")
+  with pytest.raises(hardware.TopologyError, match="v5p-8, v5p-16"):
+    hardware.parse_slice("v5p-12")
+  assert len(hardware.tpu_devices(hardware.parse_slice("v5e-4"))) == 4
+
+
+def _spec(a):
+  return tuple(a.sharding.spec) + (None,) * (len(a.shape) - len(a.sharding.spec))
+
+
+def test_sft_step_shards_params_and_moments_by_the_rules_and_memory_adds_up(plan):
+  p = programs.sft_step(plan)
+  compiled = p.fn.lower(*p.args).compile()
+  state_in = compiled.input_shardings[0][0]
+  params = plan.params()
+  _, names = __import__("grm_jax.models.weights", fromlist=["x"]).abstract_params(plan.cfg)
+  want = parallel.tree_shardings(names, params, plan.mesh, plan.rules)
+  got_params = state_in.params
+  for w, g, a in zip(jax.tree.leaves(want), jax.tree.leaves(got_params), jax.tree.leaves(params), strict=True):
+    assert w.is_equivalent_to(g, len(a.shape)), (w, g)
+  # Adam's mu and nu are sharded exactly like their params (fsdp shards the moments too).
+  adam = state_in.opt_state[1][0]
+  for moments in (adam.mu, adam.nu):
+    for w, g, a in zip(jax.tree.leaves(want), jax.tree.leaves(moments), jax.tree.leaves(params), strict=True):
+      assert w.is_equivalent_to(g, len(a.shape))
+  # The q kernel [layers, embed, heads, head_dim] is split over fsdp (embed) and tensor (heads).
+  assert _spec(params["layers"]["attn"]["q"])[1:3] == ("fsdp", "tensor")
+  mem = compiled.memory_analysis()
+  r = aot_compile.compile_program(p, plan.mesh.devices.flat[0] and hardware.TPU_CHIPS["v5p"], 95 << 30, 4,
+                                  xla_flops=False)
+  assert r.needed == mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - \
+    mem.alias_size_in_bytes
+  # Arguments: at least the per-chip shards we handed over (TPU layouts pad small tensors to tiles).
+  shards = cost.per_chip_bytes(p.args)
+  assert shards <= r.argument <= 4 * shards
+  # The state is donated: its output reuses the argument buffers.
+  state_bytes = cost.per_chip_bytes(p.args[0])
+  assert r.alias >= state_bytes
+  assert r.fits and r.headroom > 0.99
+
+
+def test_grpo_and_sampler_programs_compile(plan):
+  results = {}
+  for build in (programs.grpo_step, programs.grpo_reference):
+    p = build(plan)
+    results[p.name] = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4, xla_flops=False)
+  p = programs.sampler(plan, "grpo/rollouts", 2, 4, 16)
+  results[p.name] = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4)
+  d = programs.decode_step(plan, "grpo/decode_step", 2, 4, 16)
+  results[d.name] = aot_compile.compile_program(d, hardware.TPU_CHIPS["v5p"], 95 << 30, 4)
+  assert all(r.fits and r.needed > 0 for r in results.values())
+  # The decode step is loop-free, so XLA's own FLOP and byte counts are read off it.
+  step = results["grpo/decode_step"]
+  assert step.xla_flops and step.xla_bytes and step.bytes_ratio >= 1.0
+  # GRPO keeps its reference in the compute dtype: half of the f32 params (norm scales stay f32).
+  ref = programs.grpo_reference(plan).args[0]
+  assert ref["layers"]["mlp"]["up"].dtype == jnp.bfloat16 and ref["final_norm"]["scale"].dtype == jnp.float32
+
+
+def _loop_free_forward_flops(cfg, mesh, rules, rows, length):
+  from grm_jax.train.logprobs import token_logprobs  # noqa: PLC0415
+
+  plan = programs.Plan(None, cfg, mesh, rules, 0)
+  params = plan.params()
+  tokens = plan.array((rows, length), jnp.int32, ("activation_batch",))
+  fn = jax.jit(lambda p, t: token_logprobs(cfg, p, t, jnp.ones(t.shape, bool), mesh=mesh, rules=rules)[0])
+  return float(fn.lower(params, tokens).compile().cost_analysis()["flops"])
+
+
+def test_analytic_flops_match_xla_on_a_loop_free_program():
+  """The rule in cost.py against XLA's count where XLA counts everything (no loops): a forward with every scan
+  unrolled on one chip, and the extrapolation in depth that the CLI uses for the training steps."""
+  devices = hardware.tpu_devices(hardware.parse_slice("v5e-1"))
+  mesh = parallel.make_mesh({"fsdp": 1}, devices)
+  rules = parallel.DEFAULT_RULES
+  base = tiny("llama", hidden_size=512, intermediate_size=1536, num_heads=8, num_kv_heads=4, head_dim=64,
+              vocab_size=4096, num_layers=4, dtype="bfloat16", unroll_scans=True)
+  rows, length = 4, 512
+  xla = _loop_free_forward_flops(base, mesh, rules, rows, length)
+  analytic = cost.forward_flops(base, rows, length)
+  assert 0.95 < xla / analytic < 1.15, (xla, analytic)
+  # Depth extrapolation: layers 1 and 2 predict layers 4.
+  f1, f2 = (_loop_free_forward_flops(base.replace(num_layers=n), mesh, rules, rows, length) for n in (1, 2))
+  assert cost.extrapolate(f1, f2, 1, 4, 1) == pytest.approx(xla, rel=1e-3)
+  # With a loop, XLA counts the layer body once: the reason for all of the above.
+  looped = _loop_free_forward_flops(base.replace(unroll_scans=False), mesh, rules, rows, length)
+  assert looped < 0.6 * xla
+
+
+def test_out_of_memory_is_reported_with_the_numbers():
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (62.15G) "
+             "exceeds available HBM (15.75G).")
+  assert aot_compile.parse_oom(message) == (int(62.15 * (1 << 30)), int(15.75 * (1 << 30)))
+  capacity = aot_compile.hbm_capacity(hardware.tpu_devices(hardware.parse_slice("v5e-1"))[0])
+  assert 15 << 30 < capacity <= 16 << 30
+
+
+def test_abstract_state_matches_init_state():
+  """grm_jax.aot compiles against `abstract_state`; it must describe what `init_state` builds."""
+  from grm_jax import models  # noqa: PLC0415
+  from grm_jax.train.optimizer import make_optimizer  # noqa: PLC0415
+  from grm_jax.train.step import init_state  # noqa: PLC0415
+
+  mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
+  model = models.from_config(tiny("llama"), mesh=mesh)
+  optimizer, _ = make_optimizer({"learning_rate": 1e-3}, 10)
+  real = init_state(model.params, optimizer)
+  abstract = abstract_state(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                                         model.params), optimizer)
+  for r, a in zip(jax.tree.leaves(real), jax.tree.leaves(abstract), strict=True):
+    assert (r.shape, r.dtype) == (a.shape, a.dtype) and r.sharding.is_equivalent_to(a.sharding, r.ndim)
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "grm_jax.aot", *args], capture_output=True, text=True, cwd=ROOT,
+                        env=env, timeout=600)
+
+
+def test_cli_bad_input_names_what_is_wrong():
+  out = _cli("--config=experiments/spct.py:smoke", "--topology=v7x-3")
+  assert out.returncode == 2 and "v7x-3" in out.stderr and "unknown slice name" in out.stderr
+  out = _cli("--config=experiments/spct.py:smoke", "--topology=v5p-8", "--config.mesh.tensor=3")
+  assert out.returncode == 2 and "mesh" in out.stderr and "4 chips" in out.stderr
+
+
+def test_cli_reports_a_program_that_does_not_fit(tmp_path):
+  """A batch no chip can hold: exit 1, naming the program, the bytes needed and the bytes available."""
+  out = _cli("--config=experiments/spct.py:smoke", "--topology=v5e-1", "--programs=rft/sft_step",
+             "--config.rft.batch_size=512", "--config.rft.max_len=4096", "--xla_flops=false",
+             f"--json={tmp_path / 'plan.json'}")
+  assert out.returncode == 1, out.stderr[-2000:]
+  line = next(x for x in out.stderr.splitlines() if x.startswith("grm_jax.aot: rft/sft_step"))
+  assert "needs" in line and "available" in line
+  import json  # noqa: PLC0415
+
+  result = json.loads((tmp_path / "plan.json").read_text())["programs"][0]
+  assert not result["fits"] and result["needed"] > result["capacity"] > 15 << 30
+  assert np.isfinite(result["needed"])
