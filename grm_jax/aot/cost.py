@@ -222,4 +222,5 @@ def memory_estimate(p, mesh=None) -> float:
   prompts_per_chip = p.prefix_tokens / shards
   prefill = activation_bytes(cfg, prompts_per_chip / max(cfg.prefill_chunk, 1), cfg.prefill_chunk or 1, False,
                              tensor, backward=False)
-  return args + kv + outputs + logits + prefill
+  # The sampler's own copy of the weights (sampling.generate.sampling_params: compute dtype, whole over fsdp).
+  return args + compute_weight_bytes(cfg, mesh) + kv + outputs + logits + prefill
