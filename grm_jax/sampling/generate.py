@@ -90,8 +90,9 @@ def _one_step(cfg, mesh, rules, params, layer_params, tok, pos, cache):
 def decode_program(cfg, mesh, rules):
   """jit(step)(params, layer_params, tok [R], pos [R], cache) -> (logits [R, 1, V], cache): the loop body's model
   call as its own program, with the per-layer params the loop reads (split once, outside the loop). The loop has no
-  other per-step work on weights or cache, so this is what a decode step moves and computes (grm_jax.aot)."""
-  return jax.jit(functools.partial(_one_step, cfg, mesh, rules if mesh is not None else ()))
+  other per-step work on weights or cache, so this is what a decode step moves and computes (grm_jax.aot). The
+  cache is donated: the loop updates it in place, and an undonated program would copy it whole every step."""
+  return jax.jit(functools.partial(_one_step, cfg, mesh, rules if mesh is not None else ()), donate_argnums=(4,))
 
 
 def call_shape(num_prompts: int, n: int, longest_prompt: int, mesh) -> tuple[int, int]:
