@@ -1,6 +1,6 @@
 """Sampler throughput: grm_jax `sampling.generate` vs transformers `generate`, same run.
 
-Cases (GUIDE §5, issue "Sampler"):
+Cases (issue "Sampler"):
   b1     SmolLM2-135M f32, one 300-token prompt, 128 new tokens
   b8     8 distinct 300-token prompts, 128 new tokens
   n8     n=8 samples of one 1,500-token prompt (transformers: 8 copies of the prompt)
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-# Ceilings measured on the project's 2-core CPU machine (GUIDE §5): reading all f32 weights
+# Ceilings measured on the project's 2-core CPU machine (docs/benchmarks.md): reading all f32 weights
 # once per step bounds batch 1; batch >= 8 is compute-bound.
 CPU_CEILING_TOKS = {"b1": 86.0, "b8": 430.0, "n8": 430.0}
 

@@ -32,7 +32,7 @@ Per benchmark (`score_benchmark(name, ...)`):
   compares two of its scores) or the pairs from `rm_bench_pairs` (votes [2]: one judgement per cell).
 - realmistake: ROC-AUC of the error label (positive class "error", `metadata["label"]`) against the error score
   = -votes. The GRM rates a single response 1-10 (higher is better, default template), so a low score flags an
-  error; the paper does not state the orientation (paper-notes §9.10) and this is the only one under which a
+  error; the paper does not state the orientation, and this is the only one under which a
   good judge scores above 0.5. Ties count 1/2 (Mann-Whitney, the expectation over random tie-breaks, as
   sklearn's roc_auc_score). "auc" pools all examples; "auc/<task>" and "auc_task_mean" are per task.
 - ppe: accuracy; "preference" over the human-preference pairs, "correctness" = mean over the correctness

@@ -1,4 +1,4 @@
-"""Reading scores out of a GRM judgement (paper-notes §1.5), and undoing the response shuffle.
+"""Reading scores out of a GRM judgement (the paper's output format), and undoing the response shuffle.
 
 The rule, chosen to be strict enough for training and forgiving of harmless formatting:
 - A score block is `\\boxed{...}` (one or two backslashes, as models write it raw or JSON-escaped) or `[[...]]`

@@ -4,10 +4,10 @@ The builders return chat *messages* plus the metadata needed to undo the respons
 messages into token ids is the model's job (`Model.encode_chat`), so this module stays plain text.
 
 Template text is the paper's (arXiv 2504.02495v3, App. G, pp. 41-43; skeleton in
-`reference/paper-notes.md` §1.2-1.3), including its typos ("responeses") and curly quotes. The PDF marks
+Appendix G of the DeepSeek-GRM paper), including its typos ("responeses") and curly quotes. The PDF marks
 newlines with literal `\\n`; where it only shows a paragraph or section break we insert one newline,
 plus a blank line before a `#### ... ####` header that does not already follow a `\\n` mark (this matches
-the skeleton in paper-notes §1.2). Sub-items keep the single leading space the PDF prints (`\\n - Fully`).
+the paper's template skeleton). Sub-items keep the single leading space the PDF prints (`\\n - Fully`).
 The templates are `string.Template`s with `$context` / `$responses` so the paper's literal braces
 (`\\boxed{x, x}`) stay as printed.
 """
@@ -193,7 +193,7 @@ def render_context(query: Query) -> str:
   A string is used as is. A list of chat messages (`{"role", "content"}`) must end with a user turn, since the
   template says the last round is the User's query; a single user turn renders as its bare content and longer
   conversations as role-labelled turns ("User: ...", "Assistant: ...") separated by blank lines. The paper does
-  not print a multi-turn example, so the labelling is our choice (paper-notes §9 lists it as unknown).
+  not print a multi-turn example, so the labelling is our choice (the paper leaves it unstated).
   """
   if isinstance(query, str):
     return query

@@ -23,7 +23,7 @@ Array = Any
 
 def default_k_meta(k: int) -> int:
   """⌈k/2⌉: the paper's default is k_meta = k/2 (all its k are even); rounding up keeps at least one sample and
-  matches paper-notes §10, which reads the odd case as ⌈k/2⌉."""
+  reads the paper's k/2 for odd k as ⌈k/2⌉."""
   return max(1, math.ceil(k / 2))
 
 

@@ -304,7 +304,7 @@ _GEMMA2: dict[str, Any] = dict(
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
-  # The embedded default (GUIDE §4); the GGUF's metadata gives the same numbers.
+  # The embedded default (grm_jax.models.builtin); the GGUF's metadata gives the same numbers.
   "smollm2-135m": dict(
     family="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
     num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0, max_position_embeddings=8192,

@@ -212,7 +212,7 @@ def generate(
   stop_token_ids: Sequence[int] | None = None,
   max_prompts_per_call: int = MAX_PROMPTS_PER_CALL,
 ) -> GenerateOutput:
-  """Sample n continuations of each prompt (token-id lists). See GUIDE §3.
+  """Sample n continuations of each prompt (token-id lists); the public API of grm_jax.sampling.
 
   `n` may be a list with one count per prompt: all prompts then share one program and one
   decode loop with max(n) rows per prompt, the unused rows finished from the start (the judge

@@ -8,7 +8,7 @@ Given rollouts (prompt + completion tokens), their ±1 rewards per group and the
 3. `inner_updates` (mu) optimizer steps of the clipped surrogate + beta * KL on the same rollouts, old log-probs
    fixed, through the accumulated train step (`step.make_train_step`).
 Logged with the step: reward mean, accuracy, fraction of zero-variance groups, clip fraction, KL, entropy,
-response length, and mean |logp_sampler - logp_trainer| (the sampler/trainer agreement, anchors §0.2).
+response length, and mean |logp_sampler - logp_trainer| (the sampler/trainer agreement, as verl and TRL log it).
 """
 
 from __future__ import annotations

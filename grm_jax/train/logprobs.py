@@ -1,6 +1,6 @@
 """Per-token log-probs (and entropies) of a sequence under the model, computed in sequence chunks.
 
-The trainer's log-probs must match the sampler's (GRPO compares them token by token, anchors §0.2), so they are
+The trainer's log-probs must match the sampler's (GRPO compares them token by token), so they are
 taken under the same distribution: log_softmax(logits / temperature) over the full vocabulary, in float32. A full
 [B, T, V] logits tensor is 1.6 GB for SmolLM2 at 8 x 1,024 tokens and its gradient as much again, so the head
 runs over chunks of `chunk` positions inside a rematerialised scan: the backward pass recomputes one chunk's

@@ -1,7 +1,7 @@
 """Loss functions for RFT (SFT-style NLL), GRPO and a scalar-head BCE baseline.
 
 Every loss returns a `Weighted` (unreduced sum, denominator) instead of a mean. Frameworks that return means have
-repeatedly shipped normalisation bugs under micro-batching and data parallelism (anchors.md §0, §13.1): the mean of
+repeatedly shipped normalisation bugs under micro-batching and data parallelism (TRL #2995, #3021): the mean of
 micro-batch token-means is not the token-mean of the step when rows have unequal lengths. Adding totals and weights
 separately and dividing once keeps every mode exact however the step is split.
 

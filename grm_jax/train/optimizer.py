@@ -1,6 +1,6 @@
 """The optimizer: AdamW with a warmup + cosine or constant schedule and global-norm clipping, from config.
 
-The paper reports only learning rates and batch sizes (RFT 5e-6, GRPO 4e-7, meta RM 1e-5, paper-notes §2-§4);
+The paper reports only learning rates and batch sizes (RFT 5e-6, GRPO 4e-7, meta RM 1e-5, DeepSeek-GRM paper §2-§4);
 AdamW with linear warmup is the common choice of every peer (Tunix, verl, TRL) and is what the presets use.
 """
 

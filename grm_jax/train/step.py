@@ -3,7 +3,7 @@
 A stage supplies a loss function `loss_fn(params, micro_batch) -> (Weighted loss, {name: Weighted metric})`
 (see losses.py). The step runs it over M micro-batches in a `lax.scan`, accumulating the gradient of the loss's
 unreduced *sum* and its denominator separately, and divides once at the end. So M micro-batches of any lengths
-give the same update as one batch: token-mean over the whole optimizer step stays exact (anchors §0.1, the bug
+give the same update as one batch: token-mean over the whole optimizer step stays exact (the bug
 TRL #2995 / #3021 shipped). Params and optimizer state keep the shardings the params were created with (fsdp);
 the batch is placed with its row axis over data x fsdp (`place_batch`).
 """
