@@ -117,21 +117,27 @@ def _layer_twin(plan: Plan, build: Callable[[Plan], Program]) -> Callable[[int],
 # --------------------------------------------------------------------------------------------------- training
 
 
-def sft_step(plan: Plan, micro_batches: int | None = None) -> Program:
-  g = plan.config.rft
+def _fit_step(plan: Plan, name: str, g, loss_fn, params, extra, micro_batches, head: bool = True,
+              twin=None) -> Program:
+  """A supervised step of group `g` (batch_size / micro_batches rows of max_len tokens) as the stage builds it:
+  `make_train_step(loss_fn, AdamW)`; `extra(m, b)` adds the loss's own [M, b] inputs to tokens and mask."""
   m, b = _micro(g)
   m = micro_batches or m
   t = int(g.max_len)
   optimizer, schedule = make_optimizer(g.optim, 1000)
-  fn = make_train_step(rft.sft_loss_fn(plan.cfg, g, plan.mesh, plan.rules), optimizer, schedule)
-  params = plan.params()
-  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_),
-           "loss_mask": plan.batch((m, b, t), jnp.float32)}
-  flops, model_flops = cost.train_flops(plan.cfg, m * b, t)
-  return Program("rft/sft_step", fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens",
-                 flops, model_flops, cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
-                 twin=_layer_twin(plan, sft_step) if micro_batches is None else None, rows=b, length=t,
-                 cfg=plan.cfg, param_args=params)
+  fn = make_train_step(loss_fn, optimizer, schedule)
+  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_), **extra(m, b, t)}
+  flops, model_flops = cost.train_flops(plan.cfg, m * b, t, head=head)
+  return Program(name, fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens", flops,
+                 model_flops, cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
+                 twin=twin if micro_batches is None else None, rows=b, length=t, cfg=plan.cfg, param_args=params)
+
+
+def sft_step(plan: Plan, micro_batches: int | None = None) -> Program:
+  g = plan.config.rft
+  return _fit_step(plan, "rft/sft_step", g, rft.sft_loss_fn(plan.cfg, g, plan.mesh, plan.rules), plan.params(),
+                   lambda m, b, t: {"loss_mask": plan.batch((m, b, t), jnp.float32)}, micro_batches,
+                   twin=_layer_twin(plan, sft_step))
 
 
 def _grpo_shapes(plan: Plan) -> tuple[int, int, int]:
@@ -188,20 +194,11 @@ def _like(abstract, shardings_of):
 
 
 def metarm_step(plan: Plan, micro_batches: int | None = None) -> Program:
-  g = plan.config.metarm
-  m, b = _micro(g)
-  m = micro_batches or m
-  t = int(g.max_len)
-  optimizer, schedule = make_optimizer(g.optim, 1000)
-  fn = make_train_step(metarm.bce_loss_fn(plan.cfg, plan.mesh, plan.rules), optimizer, schedule)
   params = {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
                                                "bias": plan.replicated((), jnp.float32)}}
-  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_),
-           "label": plan.batch((m, b), jnp.float32), "weight": plan.batch((m, b), jnp.float32)}
-  flops, model_flops = cost.train_flops(plan.cfg, m * b, t, head=False)
-  return Program("metarm/step", fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens",
-                 flops, model_flops, cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
-                 rows=b, length=t, cfg=plan.cfg, param_args=params)
+  return _fit_step(plan, "metarm/step", plan.config.metarm, metarm.bce_loss_fn(plan.cfg, plan.mesh, plan.rules),
+                   params, lambda m, b, t: {"label": plan.batch((m, b), jnp.float32),
+                                            "weight": plan.batch((m, b), jnp.float32)}, micro_batches, head=False)
 
 
 def meta_scores(plan: Plan) -> Program:
