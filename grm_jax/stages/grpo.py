@@ -60,11 +60,16 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   model = common.load_base(config, mesh, rules_)
   start = initial_params(config, workdir, model)
   ref = reference_params(model.config, start, float(g.beta))
+  steps = int(g.steps)
+  optimizer, schedule = make_optimizer(g.optim, steps)
+  # The state takes over the start params' buffers and the base weights are let go (each step's sampler reads the
+  # state's params): the policy's weights are on the device once (grm_jax.aot counts what stays resident).
+  state = init_state(start, optimizer, donate=True)
+  model = common.with_params(model, None)
+  del start
   items = common.training_items(config, "train")
   if not items:
     raise ValueError("config data.train: no training items")
-  steps = int(g.steps)
-  optimizer, schedule = make_optimizer(g.optim, steps)
   updater = GrpoUpdater(model.config, g, optimizer, schedule, mesh, rules_)
   P, G = int(g.prompts_per_step), int(g.group_size)
   # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
@@ -94,7 +99,6 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
     metrics["sampler_seconds"] = j.sampler_seconds
     return state, metrics
 
-  state = init_state(start, optimizer)
   state, _ = run_loop(name="grpo", state=state, step_fn=step_fn, num_steps=steps, out_dir=out,
                       save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress)
   common.save_params(os.path.join(out, "final"), state.params)

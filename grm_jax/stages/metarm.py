@@ -158,8 +158,9 @@ def class_weights(labels: np.ndarray, balance: bool) -> tuple[float, float]:
 
 
 def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: int, mesh=None, rules=(),
-          progress: bool = True) -> tuple[Any, list[dict]]:
-  """BCE on (sequence, label) rows for `group.epochs` passes in batches of `group.batch_size`; (params, history)."""
+          progress: bool = True, donate: bool = False) -> tuple[Any, list[dict]]:
+  """BCE on (sequence, label) rows for `group.epochs` passes in batches of `group.batch_size`; (params, history).
+  `donate`: the train state takes over `params`' buffers (deleted afterwards; no second copy on device)."""
   labels = np.asarray(train_labels, bool)
   w_neg, w_pos = class_weights(labels, bool(group.class_balance))
   batch_size = int(group.batch_size)
@@ -179,7 +180,7 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
              "weight": np.where(labels[idx], w_pos, w_neg).astype(np.float32)}
     return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
 
-  state = init_state(params, optimizer)
+  state = init_state(params, optimizer, donate=donate)
   state, history = run_loop(name="metarm", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
                             save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress)
   return state.params, history
@@ -269,6 +270,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   rows = collect_samples(config, base, workdir, out)
   meta_name = mc.init or config.model.name
   meta_model = base if meta_name == config.model.name else common.load_base(config, mesh, rules, name=meta_name)
+  del base  # the GRM's weights are not needed past sampling (when the meta RM starts from another model)
 
   max_len = int(mc.max_len)
   seqs, labels, heldout = [], [], []
@@ -301,8 +303,9 @@ def run(config, workdir: str) -> dict[str, Any]:
   batch = int(mc.batch_size)
   ho_seqs = [seqs[i] for i in ho]
   before = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
+  # The meta RM's state takes over its decoder's buffers (those of meta_model.params, not read again).
   params, history = train(meta_model, params, [seqs[i] for i in tr], labels_a[tr], mc, out, int(config.seed), mesh,
-                          rules)
+                          rules, donate=True)
   after = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
   logging.info("metarm: held-out AUC %.4f -> %.4f, accuracy %.4f -> %.4f", before["auc"], after["auc"],
                before["accuracy"], after["accuracy"])

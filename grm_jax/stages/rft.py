@@ -199,8 +199,9 @@ def sft_loss_fn(cfg, config_group, mesh, rules):
   return loss_fn
 
 
-def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True):
-  """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history)."""
+def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True, donate: bool = False):
+  """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history).
+  `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device)."""
   steps = max(1, math.ceil(len(sequences) * float(group.epochs) / int(group.batch_size)))
   optimizer, schedule = make_optimizer(group.optim, steps)
   train_step = make_train_step(sft_loss_fn(model.config, group, mesh, rules), optimizer, schedule)
@@ -213,7 +214,7 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
                     max_len=int(group.max_len), length=length)
     return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
 
-  state = init_state(model.params, optimizer)
+  state = init_state(model.params, optimizer, donate=donate)
   state, history = run_loop(name="rft/sft", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
                             save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress)
   return state.params, history
@@ -248,7 +249,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   history = []
   params = model.params
   if sequences:
-    params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules)
+    params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules, donate=True)
     history = read_metrics(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")

@@ -40,10 +40,13 @@ def _init(optimizer):
   return init
 
 
-def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-  """A fresh state; the optimizer moments are created next to their params (same shardings)."""
+def init_state(params, optimizer: optax.GradientTransformation, *, donate: bool = False) -> TrainState:
+  """A fresh state; the optimizer moments are created next to their params (same shardings). With `donate` the
+  state takes over the params' buffers instead of copying them (a stage's weights are then on the device once, not
+  twice); the caller's `params` are deleted and must not be read again."""
   init = _init(optimizer)
-  return jax.jit(init, out_shardings=_state_shardings(jax.eval_shape(init, params), _shardings(params)))(params)
+  shardings = _state_shardings(jax.eval_shape(init, params), _shardings(params))
+  return jax.jit(init, out_shardings=shardings, donate_argnums=(0,) if donate else ())(params)
 
 
 def abstract_state(params, optimizer: optax.GradientTransformation) -> TrainState:
