@@ -68,12 +68,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.train = "helpsteer2-preference"
     c.data.train_limit = 20000
     c.data.test, c.data.test_limit = "rewardbench", 0
-    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens = 32, 4, 4096, 1024
+    # Sized by compiling for one device (python -m grm_jax.aot, docs/scaling.md): 2 rows of ~4,096 tokens per
+    # pass, 8 items per sampler call, Adam's moments stored in bf16 and GRPO's KL reference in host memory; the f32
+    # weights, moments and gradients take most of the device's memory.
+    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens, c.rft.batch_items = (
+      32, 16, 4096, 1024, 8)
     c.rft.optim.learning_rate = 5e-6
-    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.micro_batches, c.grpo.max_new_tokens = 300, 16, 4, 1024
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.micro_batches, c.grpo.max_new_tokens = 300, 16, 32, 1024
+    c.grpo.batch_items = 8
     c.grpo.optim.learning_rate = 1e-6
-    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 32, 4, 4096
-    c.eval.datasets, c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = "rewardbench", 0, 8, 1024, 32
+    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len, c.metarm.batch_items = 32, 16, 4096, 8
+    c.eval.datasets, c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = "rewardbench", 0, 8, 1024, 8
+    c.rft.optim.moment_dtype = c.grpo.optim.moment_dtype = c.metarm.optim.moment_dtype = "bfloat16"
+    c.grpo.reference_on_host = True
   elif preset == "gemma2_27b":
     c.model.name = "/data/gemma-2-27b"  # an HF checkpoint directory (safetensors), on every host
     c.model.arch = "gemma2-27b"

@@ -74,6 +74,7 @@ def optim(learning_rate: float) -> ml_collections.ConfigDict:
   c.b2 = 0.95
   c.eps = 1e-8
   c.grad_clip = 1.0  # global norm; 0 = off
+  c.moment_dtype = "float32"  # Adam's moments stored as float32 | bfloat16 (a third less training memory)
   return c
 
 
@@ -121,6 +122,7 @@ def grpo() -> ml_collections.ConfigDict:
   c.epsilon = 0.2
   c.epsilon_high = 0.0  # 0 = symmetric clip (DAPO uses 0.28)
   c.beta = 0.08  # KL weight (paper: 0.08 for 27B)
+  c.reference_on_host = False  # keep the KL reference in host memory, on the device only for its forward (1 process)
   c.kl = "k3"  # k1 | k2 | k3
   c.loss_agg = "seq_mean_token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm (Dr.GRPO)
   c.adv_scale = "group"  # group | batch | none (Dr.GRPO)
@@ -128,6 +130,7 @@ def grpo() -> ml_collections.ConfigDict:
   c.adv_eps = 1e-6
   c.inner_updates = 1  # mu: optimizer steps per batch of rollouts (old log-probs fixed)
   c.micro_batches = 1
+  c.batch_items = 0  # items per sampler call (bounds the rollouts' device memory); 0 = all prompts_per_step at once
   c.optim = optim(4e-7)
   c.checkpoint = checkpoint()
   return c
@@ -172,6 +175,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     rollouts = g.prompts_per_step * g.group_size
     if g.group_size < 2:
       raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")
+    if g.get("batch_items", 0) < 0:
+      raise ValueError(f"config grpo.batch_items={g.batch_items}: items per sampler call must be >= 1 (0 = all "
+                       "prompts_per_step at once)")
     if rollouts % g.micro_batches:
       raise ValueError(f"config grpo.micro_batches={g.micro_batches} does not divide the {rollouts} rollouts per "
                        f"step (grpo.prompts_per_step x grpo.group_size)")

@@ -57,7 +57,8 @@ def main(argv):
   failed = [p for p in summary["programs"] if not p["fits_with_headroom"]]
   for p in failed:
     print(f"grm_jax.aot: {p['name']} does not fit {summary['topology']} with 10% headroom: needs "
-          f"{p['needed']:,} bytes per chip, {p['capacity']:,} available ({p['headroom']:+.0%})", file=sys.stderr)
+          f"{p['total']:,} bytes per chip (the program {p['needed']:,}, kept beside it {p['resident']:,}), "
+          f"{p['capacity']:,} available ({p['headroom']:+.0%})", file=sys.stderr)
   sys.exit(1 if failed else 0)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from grm_jax.aot import cost
+from grm_jax.aot import cost, traffic
 from grm_jax.aot.programs import Program
 
 FINDING_BYTES = 100 * 10**6  # a replicated tensor above this, per chip, is worth a look
@@ -35,11 +35,15 @@ class Result:
   temp: int = 0
   alias: int = 0
   needed: int = 0  # argument + output + temp - alias
+  resident: int = 0  # what the stage keeps on the chip beside the program (Program.resident)
+  resident_parts: dict[str, int] = dataclasses.field(default_factory=dict)
   error: str = ""
   flops: float = 0.0  # analytic, per chip
   xla_flops: float | None = None  # XLA's count, per chip (loop-free programs, or extrapolated twins)
   hbm_bytes: float = 0.0  # analytic, per chip
-  xla_bytes: float | None = None  # XLA's "bytes accessed" (loop-free programs only)
+  xla_bytes: float | None = None  # XLA's "bytes accessed" (loop-free programs only; counts on-chip copies too)
+  hbm_moved: float | None = None  # HBM traffic counted from the optimized HLO (traffic.py; loop-free programs)
+  hbm_by_kind: dict[str, float] = dataclasses.field(default_factory=dict)
   must_bytes: float = 0.0
   seconds: float = 0.0  # roofline time of one call
   bound: str = ""
@@ -48,8 +52,13 @@ class Result:
   replicated: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
   @property
+  def total(self) -> int:
+    """Bytes per chip while the program runs: its own and the stage's resident arrays."""
+    return self.needed + self.resident
+
+  @property
   def headroom(self) -> float:
-    return 1.0 - self.needed / self.capacity if self.capacity else 0.0
+    return 1.0 - self.total / self.capacity if self.capacity else 0.0
 
   @property
   def fits_with_headroom(self) -> bool:
@@ -61,12 +70,17 @@ class Result:
 
   @property
   def bytes_ratio(self) -> float | None:
+    """HBM bytes the compiled program moves / the weights and KV cache it must read."""
+    return self.hbm_moved / self.must_bytes if self.hbm_moved and self.must_bytes else None
+
+  @property
+  def xla_bytes_ratio(self) -> float | None:
     return self.xla_bytes / self.must_bytes if self.xla_bytes and self.must_bytes else None
 
   def as_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
-    d.update(headroom=self.headroom, fits_with_headroom=self.fits_with_headroom, flops_ratio=self.flops_ratio,
-             bytes_ratio=self.bytes_ratio)
+    d.update(total=self.total, headroom=self.headroom, fits_with_headroom=self.fits_with_headroom, flops_ratio=self.flops_ratio,
+             bytes_ratio=self.bytes_ratio, xla_bytes_ratio=self.xla_bytes_ratio)
     return d
 
 
@@ -110,7 +124,9 @@ def compile_program(p: Program, chip, capacity: int, chips: int, xla_flops: bool
   """Compile `p`; memory, FLOPs (analytic and XLA's), bytes, roofline time, MFU, replicated arguments."""
   start = time.perf_counter()
   result = Result(p.name, p.shape, 0.0, False, capacity, flops=p.flops / chips, hbm_bytes=p.hbm_bytes,
-                  must_bytes=p.must_bytes, replicated=replicated_tensors(p.args, chips)[:5])
+                  must_bytes=p.must_bytes, replicated=replicated_tensors(p.args, chips)[:5],
+                  resident_parts={k: cost.per_chip_bytes(v) for k, v in p.resident.items()})
+  result.resident = sum(result.resident_parts.values())
   try:
     compiled = p.fn.lower(*p.args).compile()
   except Exception as e:  # noqa: BLE001
@@ -126,16 +142,20 @@ def compile_program(p: Program, chip, capacity: int, chips: int, xla_flops: bool
   result.argument, result.output = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
   result.temp, result.alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
   result.needed = result.argument + result.output + result.temp - result.alias
-  result.fits = result.needed <= capacity
+  result.fits = result.total <= capacity
   if p.must_bytes:  # loop-free by construction: XLA's counts are whole
     analysis = compiled.cost_analysis()
     result.xla_flops, result.xla_bytes = float(analysis["flops"]), float(analysis["bytes accessed"])
+    moved, kinds = traffic.hbm_bytes(compiled.as_text())
+    result.hbm_moved, result.hbm_by_kind = float(moved), {k: float(v) for k, v in kinds.items()}
   elif xla_flops and p.twin is not None:
-    counts = [float(p.twin(d).fn.lower(*p.twin(d).args).compile().cost_analysis()["flops"]) for d in (period,
-                                                                                                      2 * period)]
+    counts = []
+    for depth in (period, 2 * period):
+      twin = p.twin(depth)
+      counts.append(float(twin.fn.lower(*twin.args).compile().cost_analysis()["flops"]))
     result.xla_flops = cost.extrapolate(counts[0], counts[1], period, layers, micro_batches)
   flops = result.xla_flops or result.flops
-  result.seconds, result.bound = cost.roofline_seconds(flops, result.xla_bytes or result.hbm_bytes, chip)
+  result.seconds, result.bound = cost.roofline_seconds(flops, result.hbm_moved or result.hbm_bytes, chip)
   result.seconds *= p.calls
   result.tokens_per_second = p.tokens * p.calls / result.seconds if result.seconds else 0.0
   result.mfu = (p.model_flops * p.calls / chips) / (result.seconds * chip.bf16_flops) if result.seconds else 0.0

@@ -62,6 +62,9 @@ class Program:
   prefix_tokens: int = 0  # sampler: prompt tokens of all its prompts (their KV cache is shared by their rows)
   cfg: ModelConfig | None = None
   param_args: Any = None  # the params among `args` (their gradient accumulator is a temporary)
+  # What the stage keeps on the device while this program runs, beyond its arguments ({what: abstract tree}): e.g.
+  # the GRPO sampler runs beside the Adam moments and the KL reference. A fit counts them.
+  resident: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -125,7 +128,7 @@ def _fit_step(plan: Plan, name: str, g, loss_fn, params, extra, micro_batches, h
   m = micro_batches or m
   t = int(g.max_len)
   optimizer, schedule = make_optimizer(g.optim, 1000)
-  fn = make_train_step(loss_fn, optimizer, schedule)
+  fn = make_train_step(loss_fn, optimizer, schedule, compute_dtype=plan.cfg.dtype)
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_), **extra(m, b, t)}
   flops, model_flops = cost.train_flops(plan.cfg, m * b, t, head=head)
   return Program(name, fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens", flops,
@@ -145,6 +148,22 @@ def _grpo_shapes(plan: Plan) -> tuple[int, int, int]:
   rows = int(g.prompts_per_step) * int(g.group_size)
   m = int(g.micro_batches)
   return m, rows // m, grpo_stage.row_length(plan.prompt_len, int(g.max_new_tokens))
+
+
+def _grpo_resident(plan: Plan, parts: tuple[str, ...]) -> dict[str, Any]:
+  """The GRPO stage's device arrays beside a program's arguments: "params" (f32 masters), "moments" (the optimizer
+  state) and, when beta > 0, "reference" (the frozen KL reference in compute dtype, `train.grpo.reference_params`;
+  in host memory with `grpo.reference_on_host`, on the device only as the reference forward's argument)."""
+  params = plan.params()
+  state = abstract_state(params, make_optimizer(plan.config.grpo.optim, 1000)[0])
+  out = {"params": params, "moments": state.opt_state}
+  if float(plan.config.grpo.beta) > 0 and not bool(plan.config.grpo.get("reference_on_host", False)):
+    out["reference"] = _compute_copy(plan, params)
+  return {k: out[k] for k in parts if k in out}
+
+
+def _compute_copy(plan: Plan, params):
+  return _like(jax.eval_shape(functools.partial(weights.for_compute, plan.cfg), params), params)
 
 
 def _grpo_updater(plan: Plan):
@@ -171,7 +190,7 @@ def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
                  f"{m} x {b} rollouts x {t} tokens", flops, model_flops,
                  cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
                  twin=_layer_twin(plan, grpo_step) if micro_batches is None else None, rows=b, length=t,
-                 cfg=plan.cfg, param_args=params)
+                 cfg=plan.cfg, param_args=params, resident=_grpo_resident(plan, ("reference",)))
 
 
 def grpo_reference(plan: Plan) -> Program:
@@ -179,12 +198,12 @@ def grpo_reference(plan: Plan) -> Program:
   m, b, t = _grpo_shapes(plan)
   updater, _ = _grpo_updater(plan)
   params = plan.params()
-  ref = _like(jax.eval_shape(functools.partial(weights.for_compute, plan.cfg), params), params)
+  ref = _compute_copy(plan, params)
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_)}
   flops = cost.forward_flops(plan.cfg, m * b, t)
   return Program("grpo/reference_logprobs", updater.logp, (ref, batch), f"{m} x {b} rollouts x {t} tokens", flops,
                  flops, cost.forward_bytes(plan.cfg, ref, m, plan.mesh), m * b * t, kind="forward", rows=b, length=t,
-                 cfg=plan.cfg)
+                 cfg=plan.cfg, resident=_grpo_resident(plan, ("params", "moments")))
 
 
 def _like(abstract, shardings_of):
@@ -194,11 +213,29 @@ def _like(abstract, shardings_of):
 
 
 def metarm_step(plan: Plan, micro_batches: int | None = None) -> Program:
-  params = {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
-                                               "bias": plan.replicated((), jnp.float32)}}
+  params = _meta_params(plan)
   return _fit_step(plan, "metarm/step", plan.config.metarm, metarm.bce_loss_fn(plan.cfg, plan.mesh, plan.rules),
                    params, lambda m, b, t: {"label": plan.batch((m, b), jnp.float32),
                                             "weight": plan.batch((m, b), jnp.float32)}, micro_batches, head=False)
+
+
+def _meta_params(plan: Plan):
+  return {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
+                                             "bias": plan.replicated((), jnp.float32)}}
+
+
+def _eval_resident(plan: Plan, meta: bool = True) -> dict[str, Any]:
+  """The evaluation stage's device arrays beside a program's: the meta RM (loaded before judging) while the GRM
+  samples, the GRM's params while the meta RM scores, and the base weights when a trained policy is compared with
+  a baseline (`eval.baseline`). Evaluation loads every model in compute dtype (`plan` is built that way)."""
+  e, out = plan.config.eval, {}
+  if meta and str(e.meta_model):
+    out["meta RM"] = _meta_params(plan)
+  if not meta:
+    out["GRM params"] = plan.params()
+  if str(e.policy) != "base" and str(e.get("baseline", "") or "") not in ("", str(e.policy)):
+    out["base params"] = plan.params()
+  return out
 
 
 def meta_scores(plan: Plan) -> Program:
@@ -207,15 +244,14 @@ def meta_scores(plan: Plan) -> Program:
   t = int(plan.config.metarm.max_len) if "metarm" in plan.config else 1024
   shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
   b = -(-int(e.meta_batch_size) // shards) * shards
-  params = {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
-                                               "bias": plan.replicated((), jnp.float32)}}
+  params = _meta_params(plan)
   fn = metarm.score_program(plan.cfg, plan.mesh, plan.rules)
   args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
           plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
   flops = cost.forward_flops(plan.cfg, b, t, head=False)
   return Program("eval/meta_scores", fn, args, f"{b} rows x {t} tokens", flops, flops,
                  cost.forward_bytes(plan.cfg, params, 1, plan.mesh), b * t, kind="forward", rows=b, length=t,
-                 cfg=plan.cfg)
+                 cfg=plan.cfg, resident=_eval_resident(plan, meta=False))
 
 
 # --------------------------------------------------------------------------------------------------- sampling
@@ -243,8 +279,10 @@ def call_shape(plan: Plan, items: int, k: int, max_new: int) -> CallShape:
   return CallShape(batch, n, plen, max_new, -(-prompts // per_call))
 
 
-def sampler(plan: Plan, name: str, items: int, k: int, max_new: int) -> Program:
-  """The whole sampler call (prefill, then the decode while-loop) as `sampling.generate` compiles it."""
+def sampler(plan: Plan, name: str, items: int, k: int, max_new: int,
+            resident: Callable[[Plan], dict] | None = None, rounds: int = 1) -> Program:
+  """The whole sampler call (prefill, then the decode while-loop) as `sampling.generate` compiles it, for `items`
+  items per round (`grm.judge`'s batch_items) and `rounds` rounds per stage step."""
   s = call_shape(plan, items, k, max_new)
   fn = sampler_program(plan.cfg, plan.mesh, plan.rules, s.prompts, s.prompt_len, s.n, max_new, 0, False,
                                 False, NUM_STOP_IDS)
@@ -256,11 +294,13 @@ def sampler(plan: Plan, name: str, items: int, k: int, max_new: int) -> Program:
           plan.replicated((NUM_STOP_IDS,), jnp.int32), plan.array((s.rows,), jnp.bool_, ("activation_batch",)))
   flops = cost.sampler_flops(plan.cfg, s)
   return Program(name, fn, args, f"{s.prompts} prompts x {s.prompt_len} tokens, n={s.n}, {max_new} new",
-                 flops, flops, cost.sampler_bytes(plan.cfg, s, plan.mesh), s.rows * max_new, calls=s.calls,
-                 kind="sampler", rows=s.rows, length=max_new, prefix_tokens=s.prompts * s.prompt_len, cfg=plan.cfg)
+                 flops, flops, cost.sampler_bytes(plan.cfg, s, plan.mesh), s.rows * max_new, calls=s.calls * rounds,
+                 kind="sampler", rows=s.rows, length=max_new, prefix_tokens=s.prompts * s.prompt_len, cfg=plan.cfg,
+                 resident=resident(plan) if resident else {})
 
 
-def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int) -> Program:
+def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int,
+                resident: Callable[[Plan], dict] | None = None) -> Program:
   """One step of that sampler's decode loop, alone: what each generated token costs in bytes and FLOPs."""
   s = call_shape(plan, items, k, max_new)
   cfg = plan.cfg
@@ -292,8 +332,14 @@ def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int) -> Prog
   fn = decode_program(cfg, plan.mesh, plan.rules)
   flops = cost.decode_flops(cfg, s)
   must = cost.decode_must_bytes(cfg, s, params, plan.mesh)
+  # The loop reads a copy of the leaves whose dtype or sharding `sampling_params` changes; the originals stay.
+  resident = resident(plan) if resident else {}
+  originals = [a for a, c in zip(jax.tree.leaves(plan.params()), jax.tree.leaves(params), strict=True)
+               if a.dtype != c.dtype or a.sharding != c.sharding]
+  if originals and "params" not in resident:
+    resident["params (as stored)"] = originals
   return Program(name, fn, args, f"{s.rows} rows, {s.prompt_len} prefix + {max_new} own slots", flops, flops, must,
-                 s.rows, must_bytes=must, kind="decode", rows=s.rows, length=max_new, cfg=cfg)
+                 s.rows, must_bytes=must, kind="decode", rows=s.rows, length=max_new, cfg=cfg, resident=resident)
 
 
 # --------------------------------------------------------------------------------------------------- the preset
@@ -305,8 +351,8 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
   c, out = plan.config, []
   stages = tuple(c.stages)
 
-  def add(fn, *args):
-    out.append(lambda: fn(plan, *args))
+  def add(fn, *args, on: Plan = plan, **kw):
+    out.append(lambda: fn(on, *args, **kw))
 
   if "rft" in stages:
     if not str(c.rft.sampler):  # the trained model samples its own trajectories
@@ -314,22 +360,30 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
     add(sft_step)
   if "grpo" in stages:
     g = c.grpo
-    add(sampler, "grpo/rollouts", int(g.prompts_per_step), int(g.group_size), int(g.max_new_tokens))
+    per_call = int(g.get("batch_items", 0)) or int(g.prompts_per_step)
+    shape = (per_call, int(g.group_size), int(g.max_new_tokens))
+    beside = functools.partial(_grpo_resident, parts=("moments", "reference"))
+    add(sampler, "grpo/rollouts", *shape, resident=beside, rounds=-(-int(g.prompts_per_step) // per_call))
     if decode_steps:
-      add(decode_step, "grpo/decode_step", int(g.prompts_per_step), int(g.group_size), int(g.max_new_tokens))
+      add(decode_step, "grpo/decode_step", *shape, resident=beside)
     if float(g.beta) > 0:
       add(grpo_reference)
     add(grpo_step)
   if "metarm" in stages:
     m = c.metarm
     if int(m.samples_per_item) > 0:
-      add(sampler, "metarm/sample", int(m.batch_items), int(m.samples_per_item), int(m.max_new_tokens))
+      # A trained policy's params are restored beside the base weights the meta RM starts from.
+      beside = (lambda p: {"base params": p.params()}) if str(m.policy) != "base" else None
+      add(sampler, "metarm/sample", int(m.batch_items), int(m.samples_per_item), int(m.max_new_tokens),
+          resident=beside)
     add(metarm_step)
   if "evaluate" in stages:
     e = c.eval
-    add(sampler, "eval/judge", int(e.batch_items), int(e.k), int(e.max_new_tokens))
+    ev = dataclasses.replace(plan, cfg=plan.cfg.replace(param_dtype=plan.cfg.dtype))  # loaded in compute dtype
+    shape = (int(e.batch_items), int(e.k), int(e.max_new_tokens))
+    add(sampler, "eval/judge", *shape, on=ev, resident=_eval_resident)
     if decode_steps:
-      add(decode_step, "eval/decode_step", int(e.batch_items), int(e.k), int(e.max_new_tokens))
+      add(decode_step, "eval/decode_step", *shape, on=ev, resident=_eval_resident)
     if str(e.meta_model):
-      add(meta_scores)
+      add(meta_scores, on=ev)
   return out

@@ -53,22 +53,26 @@ def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int 
     micro = int(p.args[1]["tokens"].shape[0]) if p.twin is not None else 1
     r = aot_compile.compile_program(p, chip, capacity, slice_.chips, xla_flops, period, plan.cfg.num_layers, micro)
     results.append(r)
-    est_chip, est_gpu = cost.memory_estimate(p, plan.mesh), cost.memory_estimate(p)
+    est_chip = cost.memory_estimate(p, plan.mesh)
+    est_gpu = cost.memory_estimate(p) + sum(cost.global_bytes(v) for v in p.resident.values())
     estimates.append({"program": p.name, "per_chip_estimate": est_chip, "per_chip_compiled": r.needed,
                       "one_gpu_estimate": est_gpu,
                       **{f"fits_{k}": est_gpu <= (1 - aot_compile.HEADROOM) * g.hbm_bytes for k, g in
                          hardware.GPUS.items()}})
     state = "fits" if r.fits_with_headroom else ("fits, <10% headroom" if r.fits else "DOES NOT FIT")
     out(f"  {p.name:26s} {p.shape}")
-    out(f"    {state}: needs {_gb(r.needed)} of {_gb(r.capacity)} GiB ({r.headroom:+.0%} free) = args "
-        f"{_gb(r.argument)} + temps {_gb(r.temp)} + out {_gb(r.output)} - aliased {_gb(r.alias)}; "
-        f"compiled in {r.compile_seconds:.0f} s; hand count {_gb(est_chip)} GiB")
+    beside = ", ".join(f"{k} {_gb(v)}" for k, v in r.resident_parts.items())
+    out(f"    {state}: needs {_gb(r.total)} of {_gb(r.capacity)} GiB ({r.headroom:+.0%} free) = args "
+        f"{_gb(r.argument)} + temps {_gb(r.temp)} + out {_gb(r.output)} - aliased {_gb(r.alias)}"
+        + (f" + kept beside it {_gb(r.resident)} ({beside})" if beside else "")
+        + f"; compiled in {r.compile_seconds:.0f} s; hand count {_gb(est_chip)} GiB")
     if r.fits:
       ratios = []
       if r.flops_ratio:
         ratios.append(f"XLA/analytic FLOPs {r.flops_ratio:.2f}")
       if r.bytes_ratio:
-        ratios.append(f"bytes moved / (weights + KV) {r.bytes_ratio:.2f}")
+        ratios.append(f"HBM bytes moved / (weights + KV) {r.bytes_ratio:.2f} (XLA's bytes accessed: "
+                      f"{r.xla_bytes_ratio:.2f})")
       out(f"    {_e(r.flops)} FLOP/chip (analytic), {_e(r.xla_flops)} (XLA); roofline {r.seconds * 1e3:.1f} ms "
           f"({r.bound}-bound), {r.tokens_per_second:,.0f} tok/s, MFU {r.mfu:.0%}" + (f"; {', '.join(ratios)}"
                                                                                       if ratios else ""))
@@ -90,17 +94,22 @@ def markdown(summary: dict) -> str:
   head = (f"**{summary['topology']}** ({summary['chips']} x {summary['chip']}, "
           f"{summary['capacity'] / gib:.2f} GiB usable per chip), mesh {summary['mesh']}, "
           f"prompts {summary['prompt_len']} tokens, compiled {summary['date']}\n\n")
-  rows = ["| program | shape | fits (headroom) | needs GiB/chip = args + temps + out - aliased | compile s | "
-          "FLOP/chip analytic | XLA / analytic | bytes moved / (weights+KV) | roofline ms | tok/s | MFU |",
+  rows = ["| program | shape | fits (headroom) | needs GiB/chip = args + temps + out - aliased + kept beside | "
+          "compile s | "
+          "FLOP/chip analytic | XLA / analytic | HBM bytes moved / (weights+KV) (XLA's count) | roofline ms | tok/s | MFU |",
           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for p in summary["programs"]:
     fits = ("yes" if p["fits_with_headroom"] else "tight" if p["fits"] else "**no**") + f" ({p['headroom']:+.0%})"
-    parts = f"{p['needed'] / gib:.1f}"
-    if p["fits"]:
+    parts = f"{p['total'] / gib:.1f}"
+    if p["argument"]:
       parts += (f" = {p['argument'] / gib:.1f} + {p['temp'] / gib:.1f} + {p['output'] / gib:.1f} - "
                 f"{p['alias'] / gib:.1f}")
+    else:  # XLA refused it: its own total
+      parts += f" = {p['needed'] / gib:.1f} (XLA)"
+    if p["resident"]:
+      parts += f" + {p['resident'] / gib:.1f}"
     ratio = f"{p['flops_ratio']:.2f}" if p["flops_ratio"] else "-"
-    moved = f"{p['bytes_ratio']:.2f}" if p["bytes_ratio"] else "-"
+    moved = f"{p['bytes_ratio']:.2f} ({p['xla_bytes_ratio']:.2f})" if p.get("bytes_ratio") else "-"
     timing = (f"{p['seconds'] * 1e3:,.0f} | {p['tokens_per_second']:,.0f} | {p['mfu']:.0%}" if p["fits"]
               else "- | - | -")
     rows.append(f"| {p['name']} | {p['shape']} | {fits} | {parts} | {p['compile_seconds']:.0f} | "

@@ -129,10 +129,16 @@ def for_compute(cfg: ModelConfig, params):
   """The params as the decoder reads them: every weight in `cfg.dtype` (the decoder casts each one before use, so
   this changes no number), norm scales as stored (it reads them in float32). What a frozen copy (GRPO's reference)
   or the sampler needs: bf16 weights from f32 masters are half the bytes to hold and to read."""
-  dtype = jnp.dtype(cfg.dtype)
+  return compute_copy(params, cfg.dtype)
+
+
+def compute_copy(params, dtype):
+  """`params` with every weight matrix (floating, two or more axes, not a norm `scale`) cast to `dtype`; norm
+  scales and vectors (a scalar head's kernel and bias) as stored. Leaves already in `dtype` are the same arrays."""
+  dtype = jnp.dtype(dtype)
 
   def cast(path, a):
-    if getattr(path[-1], "key", None) == "scale" or not jnp.issubdtype(a.dtype, jnp.floating):
+    if getattr(path[-1], "key", None) == "scale" or not jnp.issubdtype(a.dtype, jnp.floating) or a.ndim < 2:
       return a
     return a.astype(dtype)
 

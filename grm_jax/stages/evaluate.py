@@ -315,6 +315,9 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
 
     model = common.with_params(model, common.restore_params(os.path.join(os.fspath(workdir), policy, "final"),
                                                             model.params))
+  baseline = str(config.eval.get("baseline", "") or "")
+  if not baseline or baseline == policy:
+    base_model = None  # the base weights are only kept for a before / after comparison
   logging.info("evaluate: loaded %s (%s), params of %s", config.model.name, config.model.dtype, policy)
   meta_rm = load_meta(config, model, workdir) if config.eval.meta_model else None
   per_dataset: dict[str, dict[str, Any]] = {}
@@ -353,7 +356,6 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
       d["throughput"]["tokens_per_s"],
     )
 
-  baseline = str(config.eval.get("baseline", "") or "")
   compared = None
   if baseline and baseline != policy:
     compared = compare_baseline(baseline, base_model, datasets, per_dataset, config, workdir)

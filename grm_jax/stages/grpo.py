@@ -59,7 +59,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   mesh, rules_ = common.make_mesh(config)
   model = common.load_base(config, mesh, rules_)
   start = initial_params(config, workdir, model)
-  ref = reference_params(model.config, start, float(g.beta))
+  ref = reference_params(model.config, start, float(g.beta), bool(g.get("reference_on_host", False)))
   steps = int(g.steps)
   optimizer, schedule = make_optimizer(g.optim, steps)
   # The state takes over the start params' buffers and the base weights are let go (each step's sampler reads the
@@ -82,7 +82,8 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
     batch = [items[i] for i in common.batch_indices(len(items), P, step, int(config.seed))]
     policy = common.with_params(model, state.params)
     j = grm.judge(policy, batch, k=G, temperature=float(g.temperature), top_p=float(g.top_p),
-                  max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step), batch_items=P,
+                  max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step),
+                  batch_items=int(g.get("batch_items", 0)) or P,
                   progress=False, template=common.grm_template(config))
     gt = np.zeros((P, j.scores.shape[-1]))
     for i, ex in enumerate(batch):

@@ -167,7 +167,7 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
   steps = max(1, math.ceil(len(train_seqs) * float(group.epochs) / batch_size))
   optimizer, schedule = make_optimizer(group.optim, steps)
   train_step = make_train_step(bce_loss_fn(model.config, mesh, tuple(rules) if mesh is not None else ()), optimizer,
-                               schedule)
+                               schedule, compute_dtype=model.config.dtype)
 
   # One row length for the run (the longest sequence's bucket): one compiled step instead of one per bucket.
   length = min(bucket_length(max(len(s) for s in train_seqs)), max(int(group.max_len), 1))

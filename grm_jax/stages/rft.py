@@ -204,7 +204,8 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
   `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device)."""
   steps = max(1, math.ceil(len(sequences) * float(group.epochs) / int(group.batch_size)))
   optimizer, schedule = make_optimizer(group.optim, steps)
-  train_step = make_train_step(sft_loss_fn(model.config, group, mesh, rules), optimizer, schedule)
+  train_step = make_train_step(sft_loss_fn(model.config, group, mesh, rules), optimizer, schedule,
+                               compute_dtype=model.config.dtype)
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
   length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 

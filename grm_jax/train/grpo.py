@@ -13,6 +13,7 @@ response length, and mean |logp_sampler - logp_trainer| (the sampler/trainer agr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,13 +38,31 @@ def _logp_program(cfg, temperature: float, mesh, rules):
   return jax.jit(run)
 
 
-def reference_params(cfg, params, beta: float):
+@dataclasses.dataclass
+class HostReference:
+  """The frozen reference kept in host memory (`grpo.reference_on_host`): on the accelerator only for its one
+  forward per step, so the policy's update has the reference's share of device memory to itself."""
+
+  arrays: Any  # numpy arrays, compute dtype
+  shardings: Any  # where each goes for the forward
+
+  def on_device(self):
+    return jax.device_put(self.arrays, self.shardings)
+
+
+def reference_params(cfg, params, beta: float, on_host: bool = False):
   """The frozen KL reference: None when beta = 0 (no KL term, nothing kept), else `params` as the decoder reads them
   (`weights.for_compute`: bf16 weights give exactly the log-probs of f32 masters, at half the memory). The copy owns
-  its buffers: the train step donates (overwrites) the policy's."""
+  its buffers: the train step donates (overwrites) the policy's. `on_host`: a `HostReference` instead."""
   if beta <= 0:
     return None
-  return jax.tree.map(lambda a, c: jnp.copy(a) if c is a else c, params, weights.for_compute(cfg, params))
+  ref = jax.tree.map(lambda a, c: jnp.copy(a) if c is a else c, params, weights.for_compute(cfg, params))
+  if not on_host:
+    return ref
+  if jax.process_count() > 1:
+    raise ValueError("config grpo.reference_on_host=True needs a single process (each host would hold the whole "
+                     "reference); keep it on the devices on a multi-host slice, where fsdp shards it")
+  return HostReference(jax.device_get(ref), jax.tree.map(lambda a: a.sharding, ref))
 
 
 class GrpoUpdater:
@@ -62,7 +81,7 @@ class GrpoUpdater:
     # One inner update: old log-probs are the loss's own forward, detached (no separate pass). A test turns this off
     # to check both paths give the same update.
     self.detached_old = int(g["inner_updates"]) == 1
-    self.train_step = make_train_step(self._loss_fn, optimizer, schedule)
+    self.train_step = make_train_step(self._loss_fn, optimizer, schedule, compute_dtype=cfg.dtype)
 
   def _loss_fn(self, params, mb):
     g = self.g
@@ -112,7 +131,9 @@ class GrpoUpdater:
       diagnostics = {"logp_diff_sampler_trainer": float((diff * sm).sum() / max(sm.sum(), 1.0)),
                      "logp_diff_sampler_trainer_max": float((diff * sm).max())}
     if self.beta > 0:
-      train["ref_logp"] = self.logp(ref_params, dev)
+      ref = ref_params.on_device() if isinstance(ref_params, HostReference) else ref_params
+      train["ref_logp"] = self.logp(ref, dev)
+      del ref  # a host reference leaves the device before the update
     metrics = {}
     for _ in range(int(g["inner_updates"])):
       state, metrics = self.train_step(state, train)

@@ -45,3 +45,15 @@ def test_sampler_keeps_weights_whole_over_fsdp_and_split_over_tensor():
   assert "fsdp" not in jax.tree.leaves(tuple(q)) and "tensor" in jax.tree.leaves(tuple(q))
   train = weights.param_shardings(cfg, mesh)["layers"]["attn"]["q"].spec
   assert "fsdp" in jax.tree.leaves(tuple(train))
+
+
+def test_reference_on_host_gives_the_same_log_probs_from_host_memory():
+  mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
+  cfg = tiny("llama")
+  model = models.from_config(cfg, mesh=mesh)
+  ref = reference_params(cfg, model.params, 0.08, on_host=True)
+  assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(ref.arrays))
+  back = ref.on_device()
+  for p, r in zip(jax.tree.leaves(model.params), jax.tree.leaves(back), strict=True):
+    assert r.sharding.is_equivalent_to(p.sharding, p.ndim)
+    np.testing.assert_array_equal(np.asarray(p), np.asarray(r))

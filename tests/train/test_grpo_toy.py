@@ -12,7 +12,7 @@ import numpy as np
 from grm_jax import models, sampling
 from grm_jax.grm import rules
 from grm_jax.models.config import tiny
-from grm_jax.train.grpo import GrpoUpdater
+from grm_jax.train.grpo import GrpoUpdater, reference_params
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state
 
@@ -103,13 +103,17 @@ def test_one_inner_update_with_detached_logprobs_equals_a_separate_old_forward()
   rewards = score(out.tokens, qualities)
   flat = [(p, list(out.tokens[i][j]), out.logprobs[i][j]) for i, p in enumerate(prompts) for j in range(G)]
   results = []
-  for detached in (True, False):
+  for detached, on_host in ((True, False), (False, False), (True, True)):
     updater = GrpoUpdater(cfg, config(beta=0.04), optimizer, schedule)
     updater.detached_old = detached
-    state, m = updater.update(init_state(model.params, optimizer), model.params, *map(list, zip(*flat, strict=True)),
+    ref = reference_params(cfg, model.params, 0.04, on_host=on_host)
+    state, m = updater.update(init_state(model.params, optimizer), ref, *map(list, zip(*flat, strict=True)),
                               rewards, pad_id=BOS, max_len=8)
     results.append((state.params, m))
-  (p1, m1), (p2, m2) = results
+  (p1, m1), (p2, m2), (p3, m3) = results
+  # The reference kept in host memory (grpo.reference_on_host) gives the same step.
+  assert m3["kl"] == m1["kl"] and all(np.array_equal(a, b) for a, b in zip(
+    jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p3), strict=True))
   diffs = [float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
     jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2), strict=True)]
   assert max(diffs) < 1e-6

@@ -141,3 +141,24 @@ def test_warmup_never_spends_a_step_at_lr_zero():
   s = learning_rate_schedule(dict(learning_rate=2.0, warmup_steps=1, schedule="cosine", final_lr_fraction=0.1),
                              total_steps=11)
   assert float(s(0)) == 2.0 and abs(float(s(11)) - 0.2) < 1e-6
+
+
+def test_gradient_taken_on_the_compute_copy_is_the_same_gradient():
+  """bf16 compute with f32 masters: differentiating the bf16 copy (compute_dtype) gives the update of
+  differentiating the f32 params through the decoder's own cast, up to bf16 rounding of the summed gradient."""
+  cfg = tiny("llama", dtype="bfloat16")  # params float32, compute bfloat16
+  params = models.from_config(cfg, seed=4).params
+  batch = split_micro_batches(ragged_batch(cfg, rows=8, seed=4), 2)
+  optimizer, schedule = make_optimizer(OPTIM, 10)
+  states, metrics = [], []
+  for dtype in (None, "bfloat16"):
+    step = make_train_step(sft_loss_fn(cfg), optimizer, schedule, donate=False, compute_dtype=dtype)
+    state, m = step(init_state(params, optimizer), batch)
+    states.append(state)
+    metrics.append(m)
+  assert float(metrics[0]["loss"]) == pytest.approx(float(metrics[1]["loss"]), rel=1e-6)
+  assert float(metrics[0]["grad_norm"]) == pytest.approx(float(metrics[1]["grad_norm"]), rel=2e-2)
+  mu = [s.opt_state[1][0].mu for s in states]
+  for a, b in zip(jax.tree.leaves(mu[0]), jax.tree.leaves(mu[1]), strict=True):
+    assert a.dtype == b.dtype == jnp.float32  # accumulated and kept in the params' dtype
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-2 * float(np.abs(np.asarray(a)).max()) + 1e-9)
