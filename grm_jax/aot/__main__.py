@@ -47,6 +47,7 @@ def main(argv):
   except (hardware.TopologyError, ValueError, FileNotFoundError) as e:
     print(f"grm_jax.aot: {e}", file=sys.stderr)
     sys.exit(2)
+  summary["command"] = " ".join(["python -m grm_jax.aot", *sys.argv[1:]])
   if _JSON.value:
     os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
     with open(_JSON.value, "w") as f:

@@ -191,13 +191,14 @@ def activation_bytes(cfg: ModelConfig, rows: float, length: int, head: bool = Tr
   return saved + (2 if backward else 1) * per_layer + scores + lm_head
 
 
-def global_bytes(tree) -> int:
-  return sum(math.prod(a.shape) * itemsize(a.dtype) for a in jax.tree.leaves(tree))
+def global_bytes(tree, dtype=None) -> int:
+  return sum(math.prod(a.shape) * itemsize(dtype or a.dtype) for a in jax.tree.leaves(tree))
 
 
 def memory_estimate(p, mesh=None) -> float:
   """Per-device bytes of program `p` counted by hand: its arguments (exact: shapes and shardings), plus for a
-  training step a gradient accumulator and activations, for a forward its activations, for a sampler its KV cache
+  training step a float32 gradient accumulator, the compute-dtype copy of the weights and one micro-batch's gradient
+  on it (`make_train_step(compute_dtype=)`) and activations, for a forward its activations, for a sampler its KV cache
   (prefix + every row's own slots), prefill working set and outputs. With `mesh=None` it is one device holding
   everything (a GPU); with the slice's mesh it is one chip, to check against what XLA:TPU compiled."""
   cfg = p.cfg
@@ -208,7 +209,8 @@ def memory_estimate(p, mesh=None) -> float:
   rows = p.rows / shards
   head = not p.name.startswith(("metarm", "eval/meta"))
   if p.kind == "train":
-    return args + size(p.param_args) + activation_bytes(cfg, rows, p.length, head, tensor)
+    copy = size(p.param_args, cfg.dtype)  # the weights in compute dtype, and a micro-batch's gradient on them
+    return args + size(p.param_args) + 2 * copy + activation_bytes(cfg, rows, p.length, head, tensor)
   if p.kind == "forward":
     return args + activation_bytes(cfg, rows, p.length, head, tensor, backward=False)
   item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize

@@ -10,7 +10,9 @@ table. Here each top-level instruction of the entry computation is charged what 
   only part of an operand);
 - an async `copy-start` its HBM source, a `slice-start` only the slice it takes; the matching `*-done`, bitcasts,
   tuples and parameters nothing;
-- a gather the rows it gathers (its output), not its table.
+- a gather the rows it gathers (its output), not its table;
+- a `dynamic-update-slice` its update, read and written: XLA:TPU updates the buffer in place (the decode loop's
+  KV cache is donated; where it cannot, XLA inserts a `copy`, which is counted).
 
 Loop bodies are not visited: the count is meant for loop-free programs (the decode step), like XLA's own.
 """
@@ -70,6 +72,8 @@ def hbm_bytes(hlo_text: str) -> tuple[int, dict[str, int]]:
       moved = shapes[name][1][0] if len(shapes[name]) > 1 else 0
     elif op == "copy-start":
       moved = sum(reads)
+    elif op == "dynamic-update-slice":  # in place: the update in, the same bytes out; plus the indices
+      moved = 2 * (reads[1] if len(reads) > 1 else 0) + sum(reads[2:])
     elif op == "gather" or name.startswith("gather"):  # the rows it gathers, not the table
       moved = sum(reads) - max(reads, default=0) + sum(b for b, _ in shapes[name]) + out
     else:

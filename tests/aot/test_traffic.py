@@ -19,6 +19,8 @@ ENTRY %main (p0: bf16[1024,256], p1: s32[8]) -> f32[8,1024] {
   %gather_fusion = bf16[8,256]{1,0} fusion(%p0, %p1), kind=kLoop, calls=%g
   %slice-start = ((bf16[1024,256]{1,0}), bf16[128,256]{1,0:S(1)}, s32[]{:S(2)}) slice-start(%p0), slice={[0:128], [0:256]}
   %slice-done = bf16[128,256]{1,0:S(1)} slice-done(%slice-start)
+  %c0 = s32[]{:T(128)} constant(0)
+  %dynamic-update-slice.1 = bf16[1024,256]{1,0} dynamic-update-slice(%p0, %gather_fusion, %c0, %c0)
   ROOT %fusion = f32[8,1024]{1,0} fusion(%gather_fusion, %copy-done, %slice-done), kind=kOutput, calls=%g
 }
 """
@@ -32,6 +34,7 @@ def test_hbm_bytes_by_hand():
   assert kinds["gather"] == 8 * 4 + rows + rows  # indices, the 8 rows read, the 8 rows written
   assert kinds["slice-start"] == 128 * 256 * 2  # only the slice
   assert kinds["fusion"] == rows + 8 * 1024 * 4  # the gathered rows from HBM (VMEM operands free), its f32 output
+  assert kinds["dynamic-update-slice"] == 2 * rows + 2 * 4  # in place: the 8 rows in and out, two indices
   assert total == sum(kinds.values())
 
 
