@@ -2,14 +2,17 @@
 
   python -m grm_jax.main --config=experiments/spct.py --workdir=/tmp/spct              # embedded SmolLM2, CPU
   python -m grm_jax.main --config=experiments/spct.py:gemma2_27b --workdir=/mnt/shared/spct  # the paper, TPU pod
-  python -m grm_jax.main --config=experiments/spct.py:gemma2_2b --workdir=/content/spct  # one GPU / Colab
+  python -m grm_jax.main --config=experiments/spct.py:qwen2_5_1_5b --workdir=/content/spct  # Colab A100
 
 Presets (the part after ':'):
   default      SmolLM2-135M-Instruct (embedded) on the built-in synthetic verifiable preferences (first / last letter
                and upper-case tasks, pairs), f32, every stage real but small: ~17 min on 2 CPU cores
   smoke        tiny:llama, a few items and steps (what the preset test runs; seconds)
-  gemma2_2b    Gemma-2-2B-it from an HF directory, bf16, one 80 GB GPU or a Colab TPU/GPU runtime
-  qwen2_5_1_5b Qwen2.5-1.5B-Instruct, bf16, one GPU / Colab
+  gemma2_2b    Gemma-2-2B-it from an HF directory: f32 weights, bf16 compute and Adam moments, the KL reference in host
+               memory; one 80 GB GPU (A100 / H100), or a TPU v5e-8 / v4-8 slice with micro-batches that split over its
+               chips (docs/scaling.md)
+  qwen2_5_1_5b Qwen2.5-1.5B-Instruct, the same recipe: one 40 GB GPU (Colab's A100 runtime). Neither preset trains
+               on a 16 GB card or a single-chip Colab TPU (v5e-1): compiled, the RFT step alone needs ~2x its HBM
   gemma2_27b   the paper: Gemma-2-27B, RFT lr 5e-6 x 900 steps at batch 1024, GRPO lr 4e-7 x 900 steps at batch 512
                rollouts (G=4), beta 0.08, meta RM lr 1e-5 batch 512; mesh fsdp x tensor for a v5p-128 pod / 128 GPUs
 Every key can be overridden on the command line (`--config.grpo.beta=0.02`); an unknown key fails at start.
