@@ -183,28 +183,34 @@ class Attention(nn.Module):
       out = jnp.concatenate(outs, axis=3).transpose(0, 3, 1, 2, 4)
       y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
       return y, new_kv
+    low = jnp.finfo(jnp.float32).min
+
+    def masked(s, ok):
+      return jnp.where(ok[:, None, None], _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap), low)
+
     scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, dims, preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, kvh, g, t, -1)
-    masks = [allowed(q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :], valid)]
-    if prefix is not None:
-      # Shared prefix: the n rows sampled from one prompt read its prefix cache once, as
-      # n*G query rows of a single dot, instead of from n copies of it.
+    scores = masked(scores.reshape(b, kvh, g, t, -1), allowed(q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :],
+                                                              valid))
+    if prefix is None:
+      probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+      out = jax.lax.dot_general(probs.reshape(b, kvh, g * t, -1), vals, dims)  # [B, KVH, G*T, Dh]
+    else:
+      # Shared prefix: the n rows sampled from one prompt read its prefix cache once, as n*G query rows of a single
+      # dot, instead of from n copies of it. One softmax over (prefix, own) keys, taken in two parts with a shared
+      # max and sum rather than over their concatenation: the [rows, keys] scores are not copied whole in HBM.
       pk, pv, pvalid = prefix  # [P, KVH, Dh, Lp], [P, KVH, Lp, Dh], [P, Lp]
       p_rows = pk.shape[0]
       n = b // p_rows
       q_pre = qr.reshape(p_rows, n, kvh, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(p_rows, kvh, n * g * t, hd)
       s_pre = jax.lax.dot_general(q_pre, pk.astype(dt), dims, preferred_element_type=jnp.float32)
       s_pre = s_pre.reshape(p_rows, kvh, n, g * t, offset).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g, t, offset)
-      scores = jnp.concatenate([s_pre, scores], axis=-1)
-      masks.insert(0, allowed((offset + q_slots)[:, None] - jnp.arange(offset)[None, :], jnp.repeat(pvalid, n, 0)))
-    scores = _softcap(scores * cfg.attn_scale, cfg.attn_logit_softcap)
-    mask_all = jnp.concatenate(masks, axis=-1) if len(masks) > 1 else masks[0]
-    scores = jnp.where(mask_all[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    own = probs[..., offset:].reshape(b, kvh, g * t, -1)
-    out = jax.lax.dot_general(own, vals, dims)  # [B, KVH, G*T, Dh]
-    if prefix is not None:
-      p_pre = probs[..., :offset].reshape(p_rows, n, kvh, g * t, offset).transpose(0, 2, 1, 3, 4)
+      s_pre = masked(s_pre, allowed((offset + q_slots)[:, None] - jnp.arange(offset)[None, :], jnp.repeat(pvalid, n, 0)))
+      top = jax.lax.stop_gradient(jnp.maximum(s_pre.max(-1, keepdims=True), scores.max(-1, keepdims=True)))
+      e_pre, e_own = jnp.exp(s_pre - top), jnp.exp(scores - top)
+      denom = e_pre.sum(-1, keepdims=True) + e_own.sum(-1, keepdims=True)
+      own = (e_own / denom).astype(dt).reshape(b, kvh, g * t, -1)
+      out = jax.lax.dot_general(own, vals, dims)  # [B, KVH, G*T, Dh]
+      p_pre = (e_pre / denom).astype(dt).reshape(p_rows, n, kvh, g * t, offset).transpose(0, 2, 1, 3, 4)
       o_pre = jax.lax.dot_general(p_pre.reshape(p_rows, kvh, n * g * t, offset), pv.astype(dt), dims)
       out = out + o_pre.reshape(p_rows, kvh, n, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g * t, hd)
     out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4)
