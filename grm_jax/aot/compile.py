@@ -134,7 +134,10 @@ def compile_program(p: Program, chip, capacity: int, chips: int, xla_flops: bool
     parsed = parse_oom(str(e))
     if parsed is None:
       raise
-    result.needed, result.capacity = parsed[0], parsed[1] or capacity
+    # XLA's refusal names the temporaries only; the arguments' shards are on the chip too (donated state is
+    # overwritten in place, so its outputs add nothing).
+    result.temp, result.argument = parsed[0], cost.per_chip_bytes(p.args)
+    result.needed, result.capacity = result.temp + result.argument, parsed[1] or capacity
     result.error = str(e).splitlines()[0][:300]
     return result
   result.compile_seconds = time.perf_counter() - start

@@ -106,11 +106,11 @@ def markdown(summary: dict) -> str:
   for p in summary["programs"]:
     fits = ("yes" if p["fits_with_headroom"] else "tight" if p["fits"] else "**no**") + f" ({p['headroom']:+.0%})"
     parts = f"{p['total'] / gib:.1f}"
-    if p["argument"]:
+    if not p["error"]:
       parts += (f" = {p['argument'] / gib:.1f} + {p['temp'] / gib:.1f} + {p['output'] / gib:.1f} - "
                 f"{p['alias'] / gib:.1f}")
-    else:  # XLA refused it: its own total
-      parts += f" = {p['needed'] / gib:.1f} (XLA)"
+    else:  # XLA refused it: the temporaries it asked for, and the arguments' shards
+      parts += f" = {p['argument'] / gib:.1f} + {p['temp'] / gib:.1f} (refused by XLA)"
     if p["resident"]:
       parts += f" + {p['resident'] / gib:.1f}"
     ratio = f"{p['flops_ratio']:.2f}" if p["flops_ratio"] else "-"
