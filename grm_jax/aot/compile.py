@@ -79,7 +79,8 @@ class Result:
 
   def as_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
-    d.update(total=self.total, headroom=self.headroom, fits_with_headroom=self.fits_with_headroom, flops_ratio=self.flops_ratio,
+    d.update(total=self.total, headroom=self.headroom, fits_with_headroom=self.fits_with_headroom,
+             flops_ratio=self.flops_ratio,
              bytes_ratio=self.bytes_ratio, xla_bytes_ratio=self.xla_bytes_ratio)
     return d
 

@@ -101,7 +101,8 @@ def markdown(summary: dict) -> str:
           f"prompts {summary['prompt_len']} tokens, compiled {summary['date']}\n\n")
   rows = ["| program | shape | fits (headroom) | needs GiB/chip = args + temps + out - aliased + kept beside | "
           "compile s | "
-          "FLOP/chip analytic | XLA / analytic | HBM bytes moved / (weights+KV) (XLA's count) | roofline ms | tok/s | MFU |",
+          "FLOP/chip analytic | XLA / analytic | HBM bytes moved / (weights+KV) (XLA's count) | roofline ms | tok/s | "
+          "MFU |",
           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for p in summary["programs"]:
     fits = ("yes" if p["fits_with_headroom"] else "tight" if p["fits"] else "**no**") + f" ({p['headroom']:+.0%})"

@@ -6,8 +6,8 @@ AdamW with linear warmup is the common choice of every peer (Tunix, verl, TRL) a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax

@@ -11,7 +11,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from grm_jax import parallel

@@ -17,7 +17,7 @@ ENTRY %main (p0: bf16[1024,256], p1: s32[8]) -> f32[8,1024] {
   %copy-start = (bf16[1024,256]{1,0:T(8,128)(2,1)S(1)}, bf16[1024,256]{1,0:T(8,128)(2,1)}, u32[]{:S(2)}) copy-start(%p0)
   %copy-done = bf16[1024,256]{1,0:T(8,128)(2,1)S(1)} copy-done(%copy-start)
   %gather_fusion = bf16[8,256]{1,0} fusion(%p0, %p1), kind=kLoop, calls=%g
-  %slice-start = ((bf16[1024,256]{1,0}), bf16[128,256]{1,0:S(1)}, s32[]{:S(2)}) slice-start(%p0), slice={[0:128], [0:256]}
+  %slice-start = ((bf16[1024,256]{1,0}), bf16[128,256]{1,0:S(1)}, s32[]{:S(2)}) slice-start(%p0), slice={[0:128]}
   %slice-done = bf16[128,256]{1,0:S(1)} slice-done(%slice-start)
   %c0 = s32[]{:T(128)} constant(0)
   %dynamic-update-slice.1 = bf16[1024,256]{1,0} dynamic-update-slice(%p0, %gather_fusion, %c0, %c0)

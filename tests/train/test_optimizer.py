@@ -20,8 +20,10 @@ def _run(tx, params, grads):
 
 def _problem(seed=0, steps=5):
   rng = np.random.default_rng(seed)
-  params = {"w": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
-  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.1, jnp.float32), params) for _ in range(steps)]
+  params = {"w": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
+  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.1, jnp.float32), params)
+           for _ in range(steps)]
   return params, grads
 
 
