@@ -175,7 +175,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     rollouts = g.prompts_per_step * g.group_size
     if g.group_size < 2:
       raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")
-    if g.get("batch_items", 0) < 0:
+    if g.batch_items < 0:
       raise ValueError(f"config grpo.batch_items={g.batch_items}: items per sampler call must be >= 1 (0 = all "
                        "prompts_per_step at once)")
     if rollouts % g.micro_batches:

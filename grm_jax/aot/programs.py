@@ -157,7 +157,7 @@ def _grpo_resident(plan: Plan, parts: tuple[str, ...]) -> dict[str, Any]:
   params = plan.params()
   state = abstract_state(params, make_optimizer(plan.config.grpo.optim, 1000)[0])
   out = {"params": params, "moments": state.opt_state}
-  if float(plan.config.grpo.beta) > 0 and not bool(plan.config.grpo.get("reference_on_host", False)):
+  if float(plan.config.grpo.beta) > 0 and not bool(plan.config.grpo.reference_on_host):
     out["reference"] = _compute_copy(plan, params)
   return {k: out[k] for k in parts if k in out}
 
@@ -360,7 +360,7 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
     add(sft_step)
   if "grpo" in stages:
     g = c.grpo
-    per_call = int(g.get("batch_items", 0)) or int(g.prompts_per_step)
+    per_call = grpo_stage.items_per_call(g)
     shape = (per_call, int(g.group_size), int(g.max_new_tokens))
     beside = functools.partial(_grpo_resident, parts=("moments", "reference"))
     add(sampler, "grpo/rollouts", *shape, resident=beside, rounds=-(-int(g.prompts_per_step) // per_call))

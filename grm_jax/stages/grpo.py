@@ -44,6 +44,11 @@ def row_length(longest_prompt: int, max_new_tokens: int) -> int:
   return bucket_length(longest_prompt + 16 + max_new_tokens + 1)
 
 
+def items_per_call(g) -> int:
+  """Items per rollout sampler call: `grpo.batch_items`, 0 meaning the whole step's `prompts_per_step` at once."""
+  return int(g.batch_items) or int(g.prompts_per_step)
+
+
 def step_seed(seed: int, step: int) -> int:
   return int(np.random.default_rng([seed, step, 7]).integers(2**31 - 1))
 
@@ -59,7 +64,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   mesh, rules_ = common.make_mesh(config)
   model = common.load_base(config, mesh, rules_)
   start = initial_params(config, workdir, model)
-  ref = reference_params(model.config, start, float(g.beta), bool(g.get("reference_on_host", False)))
+  ref = reference_params(model.config, start, float(g.beta), bool(g.reference_on_host))
   steps = int(g.steps)
   optimizer, schedule = make_optimizer(g.optim, steps)
   # The state takes over the start params' buffers and the base weights are let go (each step's sampler reads the
@@ -83,7 +88,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
     policy = common.with_params(model, state.params)
     j = grm.judge(policy, batch, k=G, temperature=float(g.temperature), top_p=float(g.top_p),
                   max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step),
-                  batch_items=int(g.get("batch_items", 0)) or P,
+                  batch_items=items_per_call(g),
                   progress=False, template=common.grm_template(config))
     gt = np.zeros((P, j.scores.shape[-1]))
     for i, ex in enumerate(batch):
