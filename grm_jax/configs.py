@@ -75,6 +75,9 @@ def optim(learning_rate: float) -> ml_collections.ConfigDict:
   c.eps = 1e-8
   c.grad_clip = 1.0  # global norm; 0 = off
   c.moment_dtype = "float32"  # Adam's moments stored as float32 | bfloat16 (a third less training memory)
+  # A step whose loss or gradient norm is not finite is skipped (params and moments unchanged); this many in a row
+  # stop the stage with an error (0 = never stop).
+  c.max_nonfinite_steps = 3
   return c
 
 
@@ -93,6 +96,7 @@ def rft() -> ml_collections.ConfigDict:
   c.critic_noise = 0.3  # synthetic-critic: chance a sample believes a wrong answer (gives RFT something to reject)
   c.num_samples = 3  # N_RFT
   c.hinted = True  # also draw one hinted sample per item
+  c.min_accepted = 1  # fewer accepted trajectories stop the stage with an error (0: go on with the base params)
   c.temperature = 1.0
   c.top_p = 1.0
   c.max_new_tokens = 256
@@ -215,7 +219,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if "batch_size" in s:
       s.batch_size, s.epochs, s.max_len = 2, 1, 1024
     if stage == "rft":
-      s.num_samples, s.batch_items = 2, 4
+      s.num_samples, s.batch_items, s.min_accepted = 2, 4, 0
     if stage == "grpo":
       s.steps, s.prompts_per_step, s.group_size = 2, 2, 2
     if stage == "metarm":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -18,14 +17,20 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from grm_jax import configs, parallel
-from grm_jax.train.loop import Preempted
+from grm_jax import configs, files, parallel
+from grm_jax.train.loop import Preempted, StageStopped
 
 STAGES = ("rft", "grpo", "metarm", "evaluate")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-process runs: with none of these, JAX's own cluster detection (Cloud TPU pods, SLURM, Open MPI) decides, and
+# a plain machine runs as one process.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator "
+                                   "(jax.distributed.initialize)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in the job (jax.distributed.initialize)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0 .. num_processes - 1")
 
 
 def run(config, workdir: str) -> dict:
@@ -37,9 +42,9 @@ def run(config, workdir: str) -> dict:
   if unknown:
     raise ValueError(f"config.stages: unknown stage {unknown[0]!r}; known stages are {STAGES}")
   configs.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  files.ensure_writable_dir(workdir)
+  files.check_shared(workdir)
+  files.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   results = {}
   for name in stages:
     try:
@@ -54,9 +59,8 @@ def run(config, workdir: str) -> dict:
     seconds = time.perf_counter() - start
     logging.info("stage %s: done in %.0f s", name, seconds)
     # One line per stage and invocation (a skipped stage shows as a few seconds), so a resumed run's history stays.
-    with open(os.path.join(workdir, "timings.jsonl"), "a") as f:
-      line = {"stage": name, "seconds": round(seconds, 1), "end": time.strftime("%Y-%m-%dT%H:%M:%S")}
-      f.write(json.dumps(line) + "\n")
+    line = {"stage": name, "seconds": round(seconds, 1), "end": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    files.append_jsonl(os.path.join(workdir, "timings.jsonl"), [line])
   return results
 
 
@@ -110,9 +114,12 @@ def main(argv):
   except Exception as e:
     print(f"grm_jax.main: {_explain(sys.argv, e)}", file=sys.stderr)
     sys.exit(2)
-  parallel.initialize_distributed()
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not files.is_writer():
+    logging.set_verbosity(logging.WARNING)  # one process tells the story; the others speak up only for problems
   try:
     configs.validate(config)
+    files.ensure_writable_dir(_WORKDIR.value)
   except ValueError as e:
     print(f"grm_jax.main: {e}", file=sys.stderr)
     sys.exit(2)
@@ -121,8 +128,12 @@ def main(argv):
   except Preempted as e:
     print(f"grm_jax.main: {e}", file=sys.stderr)
     sys.exit(143)
-  summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
-  print(json.dumps(summary, indent=2, default=str)[:4000])
+  except StageStopped as e:
+    print(f"grm_jax.main: {e}", file=sys.stderr)
+    sys.exit(1)
+  if files.is_writer():
+    summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
+    print(files.dumps(summary, indent=2, default=str)[:4000])
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from pathlib import Path
 from typing import Any
+
+from etils.epath import Path
 
 from grm_jax.data.example import DataError, Examples, PreferenceExample
 from grm_jax.data.io import (
@@ -27,6 +28,7 @@ from grm_jax.data.io import (
   PathLike,
   Sink,
   as_str,
+  binary_source,
   iter_jsonl_text,
   iter_rows,
   list_files,
@@ -380,7 +382,7 @@ def read_realmistake(
   if p.is_dir():
     p = p / "data.zip"
   try:
-    archive = zipfile.ZipFile(p)
+    archive = zipfile.ZipFile(binary_source(p))
   except (zipfile.BadZipFile, OSError) as e:
     raise DataError(f"cannot open zip: {e}", file=str(p)) from None
   sink = Sink(on_error, limit)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
+
+from etils.epath import Path
 
 from grm_jax.data.benchmarks import to_turns
 from grm_jax.data.example import Examples, PreferenceExample

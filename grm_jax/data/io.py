@@ -14,8 +14,9 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, Literal
+
+from etils.epath import Path
 
 from grm_jax.data.example import DataError, Examples, PreferenceExample
 
@@ -55,7 +56,11 @@ def list_files(
     return [p]
   if not p.is_dir():
     raise DataError("no such file or directory", file=str(p))
-  files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file() and _has_ext(f, exts))
+  if recursive:  # epath has no rglob (it would be thousands of calls on GCS); walk lists each folder once
+    found = [Path(root) / name for root, _, names in p.walk() for name in names]
+  else:
+    found = [f for f in p.iterdir() if f.is_file()]
+  files = sorted(f for f in found if _has_ext(f, exts))
   if split is not None:
     matching = [f for f in files if _split_matches(f, split)]
     if not matching:
@@ -67,10 +72,16 @@ def list_files(
   return files
 
 
+def binary_source(path: Path) -> str | io.BufferedIOBase:
+  """What pyarrow or zipfile can read: a local file's name, or an open binary stream of a remote (gs://) one."""
+  name = os.fspath(path)
+  return path.open("rb") if "://" in name else name
+
+
 def _open_text(path: Path) -> io.TextIOBase:
   if path.name.endswith(".gz"):
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-  return open(path, encoding="utf-8")
+    return io.TextIOWrapper(gzip.open(path.open("rb"), "rb"), encoding="utf-8")
+  return path.open("r", encoding="utf-8")
 
 
 def _read_text(path: Path) -> str:
@@ -113,7 +124,7 @@ def iter_parquet(path: Path, columns: list[str] | None = None) -> Iterator[tuple
   import pyarrow.parquet as pq
 
   try:
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(binary_source(path))
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"cannot open parquet (truncated or not parquet?): {e}", file=str(path)) from None
   start = 0

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from grm_jax.data import benchmarks, formats
 from grm_jax.data.example import Examples
 from grm_jax.data.io import OnError, PathLike
@@ -123,15 +125,15 @@ def load_dataset(
       kwargs["size"] = limit if "size" not in kwargs else min(limit, kwargs["size"])
     return synthetic(split or "train", **kwargs)
   if key not in _READERS:
-    if Path(name_or_path).suffix in (".jsonl", ".json", ".gz") or Path(name_or_path).is_file():
+    if Path(name_or_path).suffix in (".jsonl", ".json", ".gz") or epath.Path(name_or_path).is_file():
       key, arg, sep = "jsonl", name_or_path, ":"
     else:
       raise ValueError(f"unknown data set {name_or_path!r}; expected one of {dataset_names()} or a .jsonl path")
   reader, folder, fixed, takes_split = _READERS[key]
   if sep and arg:
-    path = Path(arg)
+    path = epath.Path(arg)
   elif folder is not None:
-    path = Path(root) / folder
+    path = epath.Path(root) / folder
   else:
     raise ValueError(f"{key!r} needs a path: '{key}:PATH'")
   kwargs = {**fixed, **options, "on_error": on_error, "limit": limit}

@@ -23,7 +23,6 @@ gives 100%. Samples with a tied top score are counted separately ("ties") and le
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.judge import Judgements
 
@@ -114,29 +114,12 @@ def judgement_stats(j: Judgements) -> dict[str, Any]:
 # Files.
 
 
-def jsonable(x: Any) -> Any:
-  """Plain JSON values: numpy scalars/arrays to Python, tuples to lists, non-finite floats to None."""
-  if isinstance(x, Mapping):
-    return {str(k): jsonable(v) for k, v in x.items()}
-  if isinstance(x, list | tuple):
-    return [jsonable(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return jsonable(x.tolist())
-  if isinstance(x, np.bool_ | bool):
-    return bool(x)
-  if isinstance(x, np.integer | int):
-    return int(x)
-  if isinstance(x, np.floating | float):
-    return float(x) if math.isfinite(x) else None
-  return x
+jsonable = files.jsonable
 
 
 def write_json(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(jsonable(results), f, indent=2, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)  # a killed run never leaves a half-written results.json that a rerun would trust
+  """Strict JSON, written whole (a killed run never leaves a half-written results.json that a rerun would trust)."""
+  files.write_json(path, results)
 
 
 def write_judgements(
@@ -146,41 +129,39 @@ def write_judgements(
 ) -> int:
   """Writes one JSON line per item (see the module docstring), with each sample's meta-RM logit ("meta") when
   `metas[dataset]` [B, k] is given; returns the number of lines."""
-  lines = 0
-  with open(path, "w") as f:
-    for dataset, (examples, j) in judged.items():
-      meta = None if metas is None or metas.get(dataset) is None else np.asarray(metas[dataset], np.float64)
-      for b, ex in enumerate(examples):
-        withhold = ex.source.lower().startswith(WITHHELD_SOURCES)
-        n = ex.n
-        samples = []
-        for s in range(j.k):
-          samples.append(
-            {
-              "text": None if withhold else j.texts[b][s],
-              "perm": [int(i) for i in j.perms[b, s, :n]],
-              "scores": [int(x) for x in j.scores[b, s, :n]],
-              "valid": bool(j.valid[b, s]),
-              "generated_tokens": int(j.generated_tokens[b, s]),
-              "stopped": bool(j.stopped[b, s]),
-              **({"meta": float(meta[b, s])} if meta is not None else {}),
-            }
-          )
-        row = {
-          "dataset": dataset,
-          "source": ex.source,
-          "category": ex.category,
-          "id": ex.id,
-          "n": n,
-          "rewards": list(ex.rewards) if ex.rewards is not None else None,
-          "best": ex.best,
-          "template": j.templates[b],
-          "text_withheld": withhold,
-          "samples": samples,
-        }
-        f.write(json.dumps(jsonable(row), ensure_ascii=False) + "\n")
-        lines += 1
-  return lines
+  rows = []
+  for dataset, (examples, j) in judged.items():
+    meta = None if metas is None or metas.get(dataset) is None else np.asarray(metas[dataset], np.float64)
+    for b, ex in enumerate(examples):
+      withhold = ex.source.lower().startswith(WITHHELD_SOURCES)
+      n = ex.n
+      samples = []
+      for s in range(j.k):
+        samples.append(
+          {
+            "text": None if withhold else j.texts[b][s],
+            "perm": [int(i) for i in j.perms[b, s, :n]],
+            "scores": [int(x) for x in j.scores[b, s, :n]],
+            "valid": bool(j.valid[b, s]),
+            "generated_tokens": int(j.generated_tokens[b, s]),
+            "stopped": bool(j.stopped[b, s]),
+            **({"meta": float(meta[b, s])} if meta is not None else {}),
+          }
+        )
+      row = {
+        "dataset": dataset,
+        "source": ex.source,
+        "category": ex.category,
+        "id": ex.id,
+        "n": n,
+        "rewards": list(ex.rewards) if ex.rewards is not None else None,
+        "best": ex.best,
+        "template": j.templates[b],
+        "text_withheld": withhold,
+        "samples": samples,
+      }
+      rows.append(row)
+  return files.write_jsonl(path, rows)
 
 
 def _fmt(x: Any, pct: bool = True) -> str:
@@ -361,7 +342,7 @@ def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  files.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -390,7 +371,7 @@ def plot_position_bias(results: Mapping[str, Any], path: str | os.PathLike) -> N
   if not groups:
     ax.text(0.5, 0.5, "no items with n >= 2", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  files.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -405,7 +386,7 @@ def write_report(
   results.json is written last so that its presence means the whole report is there (the stage's skip check).
   Returns {file kind: path}.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  files.makedirs(out_dir)
   paths = {
     "report": os.path.join(out_dir, "report.md"),
     "scaling": os.path.join(out_dir, "scaling.png"),
@@ -418,7 +399,6 @@ def write_report(
     write_judgements(paths["judgements"], judged, metas)
   plot_scaling(clean, paths["scaling"])
   plot_position_bias(clean, paths["position_bias"])
-  with open(paths["report"], "w") as f:
-    f.write(render_markdown(clean))
+  files.write_text(paths["report"], render_markdown(clean))
   write_json(paths["results"], clean)
   return paths

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.parse import parse_scores, unpermute
 from grm_jax.grm.prompts import SCORE_RANGES, grm_prompt
@@ -245,7 +246,8 @@ def judge(
   # prompt, so mixing a 900- and a 3,000-token item would triple the first one's prefill.
   order = sorted(range(B), key=lambda b: max((len(p) for p in prompt_ids[b]), default=0))
 
-  bar = tqdm.tqdm(total=B, desc=f"judge k={k}", unit="item", disable=not progress, leave=False)
+  bar = tqdm.tqdm(total=B, desc=f"judge k={k}", unit="item", disable=not progress or not files.is_writer(),
+                  leave=False)
   for b0 in range(0, B, batch_items):
     items = order[b0 : b0 + batch_items]
     slots = [(b, j) for b in items for j in range(k)]

@@ -19,10 +19,11 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from grm_jax import models, parallel
+from grm_jax import files, models, parallel
 from grm_jax.data.registry import load_dataset
 
 
@@ -51,23 +52,34 @@ def grm_template(config) -> str:
 
 
 def stage_dir(workdir: str, stage: str) -> str:
-  path = os.path.join(workdir, stage)
-  os.makedirs(path, exist_ok=True)
+  path = os.path.join(os.fspath(workdir), stage)
+  files.makedirs(path)
   return path
 
 
+@jax.jit
+def _all_finite(params) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+
+
+class NonFiniteParams(RuntimeError):
+  """Params with NaN or infinite values were about to be written as a stage's output."""
+
+
 def save_params(path: str, params) -> None:
-  """Params only (no optimizer state): what later stages and users load."""
-  path = os.path.abspath(path)
+  """Params only (no optimizer state): what later stages and users load. Refuses params that are not all finite: the
+  next stage would start from them (the train step already skips non-finite updates; this is the last guard)."""
+  if not bool(parallel.to_host(_all_finite(params))):
+    raise NonFiniteParams(f"{path}: refusing to save params with NaN or infinite values")
   with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(path, params, force=True)
+    ckpt.save(files.absolute(path), params, force=True)
     ckpt.wait_until_finished()
 
 
 def restore_params(path: str, like) -> Any:
   """Params saved by `save_params`, placed like `like` (same shapes and shardings)."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
+  path = files.absolute(path)
+  if not path.is_dir():
     raise FileNotFoundError(f"{path}: no saved params (run the stage that writes it first)")
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
   with ocp.StandardCheckpointer() as ckpt:
@@ -81,17 +93,11 @@ def with_params(model: models.Model, params) -> models.Model:
 
 def read_done(stage_path: str) -> dict | None:
   path = os.path.join(stage_path, "done.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path) if files.exists(path) else None
 
 
 def write_done(stage_path: str, info: dict) -> None:
-  tmp = os.path.join(stage_path, "done.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(info, f, indent=2)
-  os.replace(tmp, os.path.join(stage_path, "done.json"))
+  files.write_json(os.path.join(stage_path, "done.json"), info)
 
 
 def training_items(config, split: str = "train"):
@@ -148,20 +154,8 @@ def completion_ids(model, tokens, stopped: bool) -> list[int]:
   return ids
 
 
-def write_jsonl(path: str, rows) -> int:
-  tmp = path + ".tmp"
-  count = 0
-  with open(tmp, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
-      count += 1
-  os.replace(tmp, path)
-  return count
-
-
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+write_jsonl = files.write_jsonl
+read_jsonl = files.read_jsonl
 
 
 def fingerprint(config, *keys: str) -> str:

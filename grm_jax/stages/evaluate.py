@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import grm, models, parallel
+from grm_jax import files, grm, models, parallel
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset
 from grm_jax.eval import metrics as metrics_lib
@@ -114,7 +114,7 @@ def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tupl
   from grm_jax.stages import metarm  # noqa: PLC0415 - the training stack is only needed with a meta RM
 
   path = os.fspath(config.eval.meta_model)
-  if not os.path.isabs(path) and os.path.isdir(os.path.join(os.fspath(workdir), path)):
+  if not os.path.isabs(path) and not files.is_remote(path) and files.isdir(os.path.join(os.fspath(workdir), path)):
     path = os.path.join(os.fspath(workdir), path)
   meta_model, params = metarm.load_meta_rm(path, mesh=model.mesh, rules=tuple(config.mesh.rules),
                                            dtype=config.model.dtype)
@@ -285,10 +285,9 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
   cfg = config_dict(config)
   results_path = os.path.join(out_dir, "results.json")
   stored = None
-  if os.path.exists(results_path):
+  if files.exists(results_path):
     try:
-      with open(results_path) as f:
-        stored = json.load(f)
+      stored = files.read_json(results_path)
     except (OSError, json.JSONDecodeError) as e:
       logging.warning("evaluate: %s is unreadable (%s); evaluating again", results_path, e)
   if stored is not None:

@@ -106,7 +106,8 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
     return state, metrics
 
   state, _ = run_loop(name="grpo", state=state, step_fn=step_fn, num_steps=steps, out_dir=out,
-                      save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress)
+                      save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress,
+                      max_nonfinite=int(g.optim.max_nonfinite_steps))
   common.save_params(os.path.join(out, "final"), state.params)
   history = read_jsonl(os.path.join(out, "metrics.jsonl"))
   k = max(1, min(5, len(history) // 2))

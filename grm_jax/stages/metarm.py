@@ -36,10 +36,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import grm, models, parallel
+from grm_jax import files, grm, models, parallel
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
-from grm_jax.eval.report import jsonable, write_json
 from grm_jax.grm.prompts import meta_prompt
 from grm_jax.models.scalar_head import init_meta_params, meta_scores
 from grm_jax.stages import common
@@ -182,7 +181,8 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
 
   state = init_state(params, optimizer, donate=donate)
   state, history = run_loop(name="metarm", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
-                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress)
+                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress,
+                            max_nonfinite=int(group.optim.max_nonfinite_steps))
   return state.params, history
 
 
@@ -201,7 +201,7 @@ def _sampling_fingerprint(config, workdir: str) -> dict[str, Any]:
     **{k: config.metarm[k] for k in SAMPLING_KEYS},
     "policy_stage": (policy_done or {}).get("fingerprint"),
     "rft_stage": (rft_done or {}).get("fingerprint"),
-    "rft_judgements": os.path.exists(os.path.join(workdir, "rft", "judgements.jsonl")),
+    "rft_judgements": files.exists(os.path.join(workdir, "rft", "judgements.jsonl")),
   }
 
 
@@ -234,19 +234,16 @@ def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
   """RFT judgements + fresh policy samples, cached in `metarm/samples.jsonl` under a sampling fingerprint."""
   samples_path, meta_path = os.path.join(out, "samples.jsonl"), os.path.join(out, "samples.json")
   fp = json.loads(json.dumps(_sampling_fingerprint(config, workdir)))
-  if os.path.exists(samples_path) and os.path.exists(meta_path):
-    with open(meta_path) as f:
-      if json.load(f).get("fingerprint") == fp:
-        logging.info("metarm: reusing %s", samples_path)
-        return common.read_jsonl(samples_path)
+  if files.exists(samples_path) and files.exists(meta_path) and files.read_json(meta_path).get("fingerprint") == fp:
+    logging.info("metarm: reusing %s", samples_path)
+    return common.read_jsonl(samples_path)
   rows = []
   rft_path = os.path.join(workdir, "rft", "judgements.jsonl")
-  if os.path.exists(rft_path):
+  if files.exists(rft_path):
     rows += [{**r, "origin": "rft"} for r in common.read_jsonl(rft_path)]
   rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
   common.write_jsonl(samples_path, rows)
-  with open(meta_path, "w") as f:
-    json.dump({"fingerprint": fp, "rows": len(rows)}, f, indent=2)
+  files.write_json(meta_path, {"fingerprint": fp, "rows": len(rows)})
   return rows
 
 
@@ -312,25 +309,24 @@ def run(config, workdir: str) -> dict[str, Any]:
   metrics = {"before": before, "after": after, "counts": counts, "steps": len(history),
              "loss_first": history[0]["loss"] if history else None,
              "loss_last": history[-1]["loss"] if history else None}
-  write_json(os.path.join(out, "metrics.json"), metrics)
+  files.write_json(os.path.join(out, "metrics.json"), metrics)
   common.save_params(os.path.join(out, "final"), params)
-  with open(os.path.join(out, "model.json"), "w") as f:
-    json.dump({"name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype,
-               "max_len": max_len, "hidden_size": meta_model.config.hidden_size}, f, indent=2)
+  files.write_json(os.path.join(out, "model.json"), {
+    "name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype, "max_len": max_len,
+    "hidden_size": meta_model.config.hidden_size})
   info = {"fingerprint": _fingerprint(config), "auc_before": before["auc"], "auc_after": after["auc"],
           "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"], "steps": len(history),
           "train_rows": len(tr), "heldout_rows": len(ho)}
-  common.write_done(out, jsonable(info))  # strict JSON: an undefined AUC (one class held out) is null
+  common.write_done(out, info)  # strict JSON: an undefined AUC (one class held out) is null
   return info
 
 
 def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):
   """(model, params) of a meta RM written by `run`: `path` is the stage folder (`<workdir>/metarm`)."""
   spec_path = os.path.join(path, "model.json")
-  if not os.path.exists(spec_path):
+  if not files.exists(spec_path):
     raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
-  with open(spec_path) as f:
-    spec = json.load(f)
+  spec = files.read_json(spec_path)
   model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"), mesh=mesh, rules=rules)
   like = init_meta_params(model.params, model.config.hidden_size)
   return model, common.restore_params(os.path.join(path, "final"), like)
@@ -338,5 +334,4 @@ def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str 
 
 def meta_max_len(path: str) -> int:
   """The sequence limit the meta RM at `path` was trained with (longer inputs are cut the same way)."""
-  with open(os.path.join(path, "model.json")) as f:
-    return int(json.load(f).get("max_len", 1024))
+  return int(files.read_json(os.path.join(path, "model.json")).get("max_len", 1024))

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from grm_jax import grm
+from grm_jax import files, grm
 from grm_jax.data import synthetic_critic
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pack
 from grm_jax.train.logprobs import token_logprobs
-from grm_jax.train.loop import run_loop
+from grm_jax.train.loop import StageStopped, run_loop
 from grm_jax.train.metrics import read_jsonl as read_metrics
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
@@ -120,8 +120,7 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
   stats["fingerprint"] = _sampling_fingerprint(config)
   common.write_jsonl(os.path.join(out_dir, "judgements.jsonl"), judgements)
   common.write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
-  with open(os.path.join(out_dir, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=2)
+  files.write_json(os.path.join(out_dir, "stats.json"), stats)
   return stats
 
 
@@ -168,7 +167,7 @@ def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
 def general_examples(path: str, model) -> list[tuple[list[int], list[int]]]:
   """(prompt ids, completion ids) from a JSONL of {"messages": [...]} chats; the last assistant turn is the target."""
   out = []
-  with open(path) as f:
+  with files.path(path).open() as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -217,8 +216,23 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
 
   state = init_state(model.params, optimizer, donate=donate)
   state, history = run_loop(name="rft/sft", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
-                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress)
+                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress,
+                            max_nonfinite=int(group.optim.max_nonfinite_steps))
   return state.params, history
+
+
+class TooFewAccepted(StageStopped):
+  """RFT accepted fewer trajectories than `rft.min_accepted`: fine-tuning on them would pass on the base model."""
+
+
+def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str) -> str:
+  return (
+    f"rft: {accepted} trajectories accepted, fewer than rft.min_accepted={minimum}. Sampled {t['samples']} judgements "
+    f"of {t['items']} items: {t['valid_samples']} parsed ({100 * t['parse_rate']:.1f}%), {t['correct_samples']} "
+    f"right, {t['too_easy_items']} items too easy; hinted {t['hinted_accepted']} of {t['hinted_samples']} right "
+    f"(details: {os.path.join(out, 'stats.json')}, {os.path.join(out, 'judgements.jsonl')}). Sample with a model "
+    "that writes parseable judgements (rft.sampler), give it more tokens (rft.max_new_tokens), items "
+    "(data.train_limit) or samples (rft.num_samples), or set rft.min_accepted=0 to go on with the base params.")
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -231,14 +245,15 @@ def run(config, workdir: str) -> dict[str, Any]:
   model = common.load_base(config, mesh, rules)
   stats_path = os.path.join(out, "stats.json")
   stats = None
-  if os.path.exists(stats_path) and os.path.exists(os.path.join(out, "accepted.jsonl")):
-    with open(stats_path) as f:
-      stats = json.load(f)
+  if files.exists(stats_path) and files.exists(os.path.join(out, "accepted.jsonl")):
+    stats = files.read_json(stats_path)
     if stats.get("fingerprint") != json.loads(json.dumps(_sampling_fingerprint(config))):
       stats = None
   if stats is None:
     stats = sample(config, model, common.training_items(config, "train"), out, mesh, rules)
   accepted = common.read_jsonl(os.path.join(out, "accepted.jsonl"))
+  if len(accepted) < int(config.rft.min_accepted):
+    raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out))
   sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
   if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
     general = general_examples(config.rft.general_data, model)

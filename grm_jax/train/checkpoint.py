@@ -22,6 +22,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from grm_jax import files
+
 log = logging.getLogger(__name__)
 
 _STATE = "state"
@@ -78,7 +80,7 @@ class Checkpointer:
     # Save cadence is decided by `should_save` here (it also covers preemption), so orbax is told to accept any
     # step; `max_to_keep` is left to orbax, which only garbage-collects after a newer step is finalized.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1, create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _META))
+    self._manager = ocp.CheckpointManager(files.absolute(self.directory), options=options, item_names=(_STATE, _META))
     if handle_sigterm and jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       # Python only allows signal handlers in the main thread; elsewhere (e.g. a notebook worker) just skip.
       self._prev_handler = signal.getsignal(signal.SIGTERM)

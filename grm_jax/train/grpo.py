@@ -134,10 +134,12 @@ class GrpoUpdater:
       ref = ref_params.on_device() if isinstance(ref_params, HostReference) else ref_params
       train["ref_logp"] = self.logp(ref, dev)
       del ref  # a host reference leaves the device before the update
-    metrics = {}
+    metrics, skipped = {}, 0.0
     for _ in range(int(g["inner_updates"])):
       state, metrics = self.train_step(state, train)
+      skipped = max(skipped, float(metrics["skipped"]))
     out = {k: float(v) for k, v in metrics.items()}
+    out["skipped"] = skipped
     out.update({
       "reward_mean": float(rewards.mean()),
       "accuracy": float((rewards > 0).mean()),

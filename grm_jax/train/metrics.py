@@ -7,7 +7,6 @@ is trivially loaded by the analysis scripts (`read_jsonl`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -16,6 +15,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from grm_jax import files
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +41,15 @@ def _tensorboard_writer(logdir: str):
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
   """All complete records of a metrics file; a torn last line (process killed mid-write) is skipped."""
-  rows = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return rows
+  return files.read_jsonl(path)
 
 
 class MetricsWriter:
   """Append-only JSONL of {"step": int, **scalars} per line (+ TensorBoard event files when `tensorboardX` or
-  `torch.utils.tensorboard` is importable; silently skipped otherwise), plus an optional tqdm postfix.
+  `torch.utils.tensorboard` is importable and the folder is local; silently skipped otherwise), plus an optional
+  tqdm postfix.
 
-  Only process 0 writes; on other processes every method is a no-op, so the training loop can call it
-  unconditionally on all hosts.
+  Every process calls it alike (the file writes wait for each other, see `grm_jax.files`); process 0 writes.
   """
 
   def __init__(
@@ -73,30 +64,19 @@ class MetricsWriter:
     killed after logging step 7 but before checkpointing it redoes step 7, which would otherwise appear twice.
     `pbar`: anything with `set_postfix(dict)` (a tqdm bar) that should show the latest scalars.
     """
-    self.path = str(path_jsonl)
+    self.path = os.fspath(path_jsonl)
     self.pbar = pbar
-    self._active = jax.process_index() == 0
-    self._file = None
     self._tb = None
-    if not self._active:
-      return
-    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-    if resume_from_step is not None and os.path.exists(self.path):
+    if resume_from_step is not None and files.exists(self.path):
       self._truncate_after(resume_from_step)
-    self._file = open(self.path, "a")
-    if tensorboard_dir is not None:
+    if tensorboard_dir is not None and files.is_writer() and not files.is_remote(tensorboard_dir):
       self._tb = _tensorboard_writer(tensorboard_dir)
       if self._tb is None:
         log.info("no tensorboardX / torch.utils.tensorboard: metrics go to %s only", self.path)
 
   def _truncate_after(self, step: int) -> None:
-    kept = [r for r in read_jsonl(self.path) if int(r.get("step", -1)) <= step]
-    # Write-then-rename so a crash here cannot lose the metrics of the steps we keep.
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      for r in kept:
-        f.write(json.dumps(r) + "\n")
-    os.replace(tmp, self.path)
+    # Written whole and renamed into place: a crash here cannot lose the metrics of the steps we keep.
+    files.write_jsonl(self.path, [r for r in read_jsonl(self.path) if int(r.get("step", -1)) <= step])
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> dict:
     """Log one step; returns the record as written ({"step": step, name: float, ...}).
@@ -107,23 +87,17 @@ class MetricsWriter:
     record: dict[str, Any] = {"step": int(step)}
     for name, value in scalars.items():
       record[name] = _to_float(name, value)
-    if not self._active:
-      return record
-    # NaN / inf are kept (json writes NaN / Infinity, which read_jsonl accepts): a diverging loss must be visible.
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    # A NaN or infinite value is written as null (strict JSON); the returned record keeps it.
+    files.append_jsonl(self.path, [record])
     if self._tb is not None:
       for name, value in record.items():
         if name != "step" and math.isfinite(value):
           self._tb.add_scalar(name, value, global_step=step)
-    if self.pbar is not None:
+    if self.pbar is not None and files.is_writer():
       self.pbar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
     return record
 
   def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
-      self._file = None
     if self._tb is not None:
       self._tb.close()
       self._tb = None

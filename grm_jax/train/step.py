@@ -89,8 +89,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
   per micro-batch beside the accumulator (a third of a 1.5B model's step memory on one device).
 
   Returned metrics (float32 scalars): "loss" (the step's exact aggregated loss), every metric of `loss_fn` as its
-  exact value over all micro-batches, "grad_norm" (before clipping), "learning_rate", and "<name>/weight" for the
-  loss denominator (tokens or sequences counted).
+  exact value over all micro-batches, "grad_norm" (before clipping), "learning_rate", "<name>/weight" for the
+  loss denominator (tokens or sequences counted), and "skipped": 1 when the loss or the gradient norm was not finite
+  and the state was returned unchanged (no update, no step count).
   """
 
   def micro(params, mb):
@@ -120,12 +121,18 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    out = {"loss": loss.value, "loss/weight": loss.weight, "grad_norm": grad_norm}
+    # A non-finite loss or gradient must not reach the params (or Adam's moments, which would carry it on): such a
+    # step keeps the state it was given, and says so; the training loop stops the stage after a few in a row.
+    finite = jnp.isfinite(loss.value) & jnp.isfinite(grad_norm)
+    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    out = {"loss": loss.value, "loss/weight": loss.weight, "grad_norm": grad_norm,
+           "skipped": 1.0 - finite.astype(jnp.float32)}
     for name, m in metrics.items():
       out[name] = m.value
     if schedule is not None:
       out["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out
+    return new, out
 
   return jax.jit(step, donate_argnums=(0,) if donate else ())
 

@@ -32,7 +32,13 @@ def test_write_read_and_conversion(tmp_path):
       w.write(3, {"v": jnp.ones(2)})
   rows = read_jsonl(path)
   assert rows[0] == rec
-  assert np.isnan(rows[1]["nan"]) and rows[1]["loss"] == 1.5
+  # Strict JSON on disk: NaN is null (a strict parser rejects the bare NaN that json.dumps writes by default).
+  assert rows[1]["nan"] is None and rows[1]["loss"] == 1.5
+  def strict(constant):
+    raise AssertionError(f"non-strict JSON constant {constant}")
+
+  for line in path.read_text().splitlines():
+    json.loads(line, parse_constant=strict)
 
 
 def test_resume_drops_later_steps_and_torn_line(tmp_path):

@@ -1,0 +1,208 @@
+"""Every file the pipeline reads or writes outside orbax: paths that may be `gs://…`, one writer, strict JSON.
+
+Paths go through `etils.epath` (the library orbax uses), so a workdir or a data path on Cloud Storage (`gs://…`,
+with `gcsfs` installed: the `tpu` / `gpu` extras) works like a local one.
+
+One writer. In a multi-process run (a TPU pod, a SLURM job) every process executes the same stage code, but only
+process 0 touches the files: the write functions here do nothing on the others and then hold every process at a
+barrier until the write is done, so a process that reads the file next (the next stage's input, a done marker) sees
+it. Writes therefore must be reached by every process in the same order, which the stages do by running the same
+code everywhere; `sync_global_devices` checks the barrier names agree and fails loudly if a process diverged.
+Orbax checkpoints coordinate their own processes and do not come through here.
+
+Strict JSON: NaN and infinities are written as null (`jsonable`), never as the bare `NaN` most JSON readers reject.
+Local files are written to a temporary name and renamed into place, so a killed run never leaves half a file that a
+rerun would trust; an object on Cloud Storage appears whole when its upload completes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+PathLike = str | os.PathLike
+
+
+def path(p: PathLike) -> epath.Path:
+  return epath.Path(p)
+
+
+def is_remote(p: PathLike) -> bool:
+  """A path of an object store (gs://, s3://, ...), where there is no rename-into-place and no append."""
+  return "://" in os.fspath(p)
+
+
+def absolute(p: PathLike) -> epath.Path:
+  """The absolute form of a local path (orbax wants one); a remote path as it is."""
+  return epath.Path(p) if is_remote(p) else epath.Path(os.path.abspath(os.fspath(p)))
+
+
+def is_writer() -> bool:
+  """Process 0 writes every file (and shows progress bars and INFO logs)."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Every process waits here until all have arrived (no-op in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415 - only multi-process runs need it
+
+    multihost_utils.sync_global_devices(name)
+
+
+def exists(p: PathLike) -> bool:
+  return epath.Path(p).exists()
+
+
+def isdir(p: PathLike) -> bool:
+  return epath.Path(p).is_dir()
+
+
+def makedirs(p: PathLike) -> epath.Path:
+  """Creates a folder (process 0; the others wait for it)."""
+  out = epath.Path(p)
+  if is_writer():
+    out.mkdir(parents=True, exist_ok=True)
+  barrier(f"makedirs {out}")
+  return out
+
+
+def ensure_writable_dir(p: PathLike) -> epath.Path:
+  """Creates the folder and checks it is one (not a file), with a one-line error a user can act on."""
+  out = epath.Path(p)
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--workdir={p} is a file; give a folder (it is created if missing)")
+  return makedirs(out)
+
+
+def check_shared(workdir: PathLike) -> None:
+  """In a multi-process run, fails unless every process sees the files process 0 writes in `workdir` (a gs:// path
+  or a shared file system): a per-host local folder would give each process different stage inputs."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  token = np.frombuffer(uuid.uuid4().bytes, np.uint8)
+  token = np.asarray(multihost_utils.broadcast_one_to_all(token))
+  probe = epath.Path(workdir) / ".shared_check"
+  write_text(probe, token.tobytes().hex())
+  seen = probe.read_text().strip() if probe.exists() else None
+  ok = np.asarray(multihost_utils.process_allgather(np.asarray([seen == token.tobytes().hex()])))
+  if not ok.all():
+    bad = [i for i, v in enumerate(ok.reshape(-1)) if not v]
+    raise ValueError(f"--workdir={workdir} is not shared between the processes (processes {bad} do not see the file "
+                     "process 0 wrote there): use a gs://… path or a folder on a shared file system")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def read_text(p: PathLike) -> str:
+  return epath.Path(p).read_text()
+
+
+def read_json(p: PathLike) -> Any:
+  return json.loads(read_text(p))
+
+
+def read_jsonl(p: PathLike) -> list[dict]:
+  """All complete lines of a JSONL file; a torn last line (a process killed mid-append) is skipped."""
+  rows = []
+  for line in read_text(p).splitlines():
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing (process 0; every process returns once the file is there).
+
+
+def jsonable(x: Any) -> Any:
+  """Plain JSON values: numpy scalars and arrays as numbers and lists, NaN / inf as None (strict JSON)."""
+  if isinstance(x, Mapping):
+    return {str(k): jsonable(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return [jsonable(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return jsonable(x.tolist())
+  if isinstance(x, np.bool_ | bool):
+    return bool(x)
+  if isinstance(x, np.integer | int):
+    return int(x)
+  if isinstance(x, np.floating | float):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
+def dumps(x: Any, **kw) -> str:
+  """Strict JSON text of `x` (see `jsonable`)."""
+  return json.dumps(jsonable(x), allow_nan=False, **kw)
+
+
+def _write(p: PathLike, data: bytes) -> None:
+  out = epath.Path(p)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  if is_remote(p):
+    out.write_bytes(data)
+    return
+  tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+  tmp.write_bytes(data)
+  os.replace(tmp, out)
+
+
+def write_bytes(p: PathLike, data: bytes) -> None:
+  if is_writer():
+    _write(p, data)
+  barrier(f"write {p}")
+
+
+def write_text(p: PathLike, text: str) -> None:
+  write_bytes(p, text.encode("utf-8"))
+
+
+def write_json(p: PathLike, obj: Any) -> None:
+  write_text(p, dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(p: PathLike, rows: Iterable[Any]) -> int:
+  """One strict JSON line per row; returns the number of rows."""
+  lines = [dumps(r, ensure_ascii=False) for r in rows]
+  write_text(p, "".join(line + "\n" for line in lines))
+  return len(lines)
+
+
+def append_jsonl(p: PathLike, rows: Iterable[Any]) -> None:
+  """Adds lines to a JSONL file. Local files are appended to (a killed run keeps every line written); an object
+  store has no append, so the object is rewritten whole."""
+  text = "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows)
+  if is_writer():
+    out = epath.Path(p)
+    if is_remote(p):
+      _write(p, ((out.read_bytes() if out.exists() else b"") + text.encode("utf-8")))
+    else:
+      out.parent.mkdir(parents=True, exist_ok=True)
+      with open(out, "a", encoding="utf-8") as f:
+        f.write(text)
+  barrier(f"append {p}")
+
+
+def save_figure(fig, p: PathLike, **kw) -> None:
+  """A matplotlib figure as PNG (rendered in memory, so the path may be remote)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", **kw)
+  write_bytes(p, buf.getvalue())
