@@ -1,9 +1,13 @@
 """grm_jax.main: config errors name the key, file or preset; stages dispatch by name."""
 
+import json
 import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from grm_jax import main
@@ -64,3 +68,39 @@ def test_cli_exit_code_and_message(tmp_path):
   )
   assert proc.returncode == 2
   assert "unknown config key 'eval.kk'" in proc.stderr
+
+
+def _strict_json(text: str):
+  def reject(constant):
+    raise AssertionError(f"non-strict JSON constant {constant}")
+
+  return json.loads(text, parse_constant=reject)
+
+
+def test_a_diverging_stage_stops_with_an_error_and_writes_no_params(tmp_path):
+  """RFT at learning rate 1e12: the first update blows the weights up, every later loss is NaN. The run must stop
+  non-zero naming the stage, step and last checkpoint; no stage output is written; every checkpoint stays finite."""
+  spct = os.path.join(ROOT, "experiments", "spct.py")
+  proc = subprocess.run(
+    [sys.executable, "-m", "grm_jax.main", f"--config={spct}:smoke", f"--workdir={tmp_path}",
+     "--config.rft.optim.learning_rate=1e12", "--config.rft.epochs=10"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},  # one device, as a user's CPU run
+  )
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("grm_jax.main: rft/sft: step ") and "not finite in 3 steps in a row" in last, last
+  assert "Last good checkpoint: step " in last and "Traceback" not in proc.stderr
+  rft = tmp_path / "rft"
+  assert not (rft / "final").exists() and not (rft / "done.json").exists()
+  assert not (tmp_path / "grpo").exists()
+  rows = [_strict_json(line) for line in (rft / "metrics.jsonl").read_text().splitlines()]
+  assert rows[0]["skipped"] == 0.0 and [r["skipped"] for r in rows[-3:]] == [1.0, 1.0, 1.0]
+  assert rows[-1]["loss"] is None  # NaN, written as strict JSON
+  steps = sorted(int(p.name) for p in (rft / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps
+  with ocp.StandardCheckpointer() as ckpt:
+    for step in steps:
+      state = ckpt.restore(rft / "checkpoints" / str(step) / "state")
+      leaves = jax.tree.leaves(state["params"]) + jax.tree.leaves(state["opt_state"])
+      assert leaves and all(np.isfinite(np.asarray(x)).all() for x in leaves), step

@@ -101,3 +101,28 @@ def test_general_data_must_end_with_an_answer(tmp_path, tiny_model):
   bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
   with pytest.raises(ValueError, match=r"chat.jsonl:1"):
     rft.general_examples(str(bad), tiny_model)
+
+
+def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
+  """A judge that is always wrong: nothing is accepted, and RFT must not pass the base params on as its output."""
+  tiny_model = models.load("tiny:llama")  # its own: the stage test above hands the shared one's params to SFT
+  calls = []
+  inner = scripted_judge(tiny_model, calls)
+
+  def always_wrong(model, examples, *, k=1, seed=0, hint=False, **kwargs):
+    j = inner(model, examples, k=k, seed=seed, hint=hint, **kwargs)
+    j.valid[:] = False  # no parseable judgement: all wrong
+    return j
+
+  monkeypatch.setattr(rft.grm, "judge", always_wrong)
+  monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
+  monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
+  config = rft_experiment.get_config("smoke")
+  config.data.train_limit = 4
+  config.rft.min_accepted = 1
+  with pytest.raises(rft.TooFewAccepted, match=r"0 trajectories accepted, fewer than rft.min_accepted=1\. "
+                     r"Sampled 8 judgements of 4 items: 0 parsed"):
+    rft.run(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "rft" / "final") and not os.path.exists(tmp_path / "rft" / "done.json")
+  config.rft.min_accepted = 0  # the smoke presets' setting: go on with the base params
+  assert rft.run(config, str(tmp_path))["accepted"] == 0

@@ -162,3 +162,30 @@ def test_gradient_taken_on_the_compute_copy_is_the_same_gradient():
   for a, b in zip(jax.tree.leaves(mu[0]), jax.tree.leaves(mu[1]), strict=True):
     assert a.dtype == b.dtype == jnp.float32  # accumulated and kept in the params' dtype
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-2 * float(np.abs(np.asarray(a)).max()) + 1e-9)
+
+
+def test_a_non_finite_step_leaves_the_state_as_it_was():
+  """A NaN loss (here: a poisoned micro-batch) must reach neither the params nor Adam's moments; the step says so."""
+  params = {"w": jnp.ones((3,)), "b": jnp.zeros(())}
+
+  def loss_fn(p, mb):
+    err = jnp.sum((p["w"] * mb["x"] + p["b"] - mb["y"]) ** 2)
+    return losses.Weighted(err, jnp.float32(mb["x"].shape[0])), {}
+
+  optimizer, _ = make_optimizer(dict(learning_rate=0.1, schedule="constant", warmup_steps=0), 10)
+  step = make_train_step(loss_fn, optimizer, donate=False)
+  state = init_state(params, optimizer)
+  good = {"x": np.ones((1, 2, 3), np.float32), "y": np.zeros((1, 2, 3), np.float32)}
+  state, m = step(state, good)
+  assert float(m["skipped"]) == 0.0 and int(state.step) == 1
+  before = jax.tree.map(np.asarray, state)
+  bad = {"x": good["x"].copy(), "y": good["y"].copy()}
+  bad["y"][0, 1, 2] = np.nan
+  after, m = step(state, bad)
+  assert float(m["skipped"]) == 1.0 and not np.isfinite(float(m["loss"]))
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.tree.map(np.asarray, after)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  # An infinite gradient with a finite loss is refused too.
+  inf = {"x": np.full((1, 2, 3), 1e30, np.float32), "y": np.zeros((1, 2, 3), np.float32)}
+  _, m = step(state, inf)
+  assert float(m["skipped"]) == 1.0
