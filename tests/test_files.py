@@ -19,10 +19,14 @@ class FakeGCS(MemoryFileSystem):
 
 @pytest.fixture
 def bucket(monkeypatch):
-  from etils.epath import backend  # noqa: PLC0415
-  from fsspec import registry  # noqa: PLC0415
+  import importlib  # noqa: PLC0415
 
-  for proto in ("gs", "gcs"):  # restored after the test (gcsfs, when installed, serves gs:// again)
+  from etils.epath import backend  # noqa: PLC0415
+
+  # The module (the package's `fsspec.registry` attribute is its read-only view); restored after the test, so gcsfs,
+  # when installed, serves gs:// again.
+  registry = importlib.import_module("fsspec.registry")
+  for proto in ("gs", "gcs"):
     monkeypatch.setitem(registry._registry, proto, FakeGCS)
   backend.fsspec_backend._get_filesystem.cache_clear()
   name = f"gs://test-bucket-{os.getpid()}-{id(monkeypatch)}"
