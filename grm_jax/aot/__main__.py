@@ -10,13 +10,12 @@ when a program does not fit; 2 for bad input.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from grm_jax import files
 from grm_jax.aot import hardware
 from grm_jax.aot.run import markdown, run
 
@@ -48,13 +47,10 @@ def main(argv):
     print(f"grm_jax.aot: {e}", file=sys.stderr)
     sys.exit(2)
   summary["command"] = " ".join(["python -m grm_jax.aot", *sys.argv[1:]])
-  if _JSON.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
-    with open(_JSON.value, "w") as f:
-      json.dump(summary, f, indent=2, default=str)
+  if _JSON.value:  # strict JSON: an undefined ratio is null
+    files.write_text(_JSON.value, files.dumps(summary, indent=2, default=str) + "\n")
   if _MARKDOWN.value:
-    with open(_MARKDOWN.value, "w") as f:
-      f.write(markdown(summary))
+    files.write_text(_MARKDOWN.value, markdown(summary))
   failed = [p for p in summary["programs"] if not p["fits_with_headroom"]]
   for p in failed:
     print(f"grm_jax.aot: {p['name']} does not fit {summary['topology']} with 10% headroom: needs "

@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 
 from grm_jax import files, models, parallel
 from grm_jax.data.registry import load_dataset
+from grm_jax.train.loop import StageStopped
 
 
 def make_mesh(config) -> tuple[Any, tuple]:
@@ -62,7 +63,7 @@ def _all_finite(params) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
 
 
-class NonFiniteParams(RuntimeError):
+class NonFiniteParams(StageStopped):
   """Params with NaN or infinite values were about to be written as a stage's output."""
 
 
