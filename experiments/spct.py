@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset in ("default", "smoke"):
     # CPU-sized: n=2 synthetic items, the compact template (the paper's rubric alone is ~700 tokens per prompt),
     # and RFT trajectories from the rule-based synthetic critic, standing in for the paper's strong pretrained
-    # sampler (SmolLM2-135M writes no parseable judgement on its own; see grm_jax/data/synthetic_critic.py).
+    # sampler (SmolLM2-135M writes no parseable judgement on its own; see grm_jax/grm/synthetic_critic.py).
     c.grm.template = "compact"
     # Tasks SmolLM2-135M can already answer (first / last letter 12 of 12, upper-casing 9 of 12 asked plainly): a
     # judge must know the answer to compare responses, and ~20 SFT steps teach the judging format, not arithmetic.

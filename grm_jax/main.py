@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from grm_jax import configs, files, parallel
-from grm_jax.train.loop import Preempted, StageStopped
+from grm_jax.train.errors import Preempted, StageStopped
 
 STAGES = ("rft", "grpo", "metarm", "evaluate")
 

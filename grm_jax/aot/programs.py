@@ -2,7 +2,7 @@
 
 Nothing here re-implements a step: each program is built by the function the stage itself calls
 (`make_train_step` + `rft.sft_loss_fn`, `GrpoUpdater`, `metarm.bce_loss_fn`, `sampling.generate.sampler_program`,
-`metarm.score_program`), and its arguments are `jax.ShapeDtypeStruct`s carrying the shardings the stage would
+`grm.meta_rm.score_program`), and its arguments are `jax.ShapeDtypeStruct`s carrying the shardings the stage would
 give the real arrays (params by the logical-axis rules, optimizer moments like their params, batches over
 data x fsdp). So `jit(f).lower(*args).compile()` is the program the stage would run on that mesh.
 
@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from grm_jax import parallel
 from grm_jax.aot import cost
+from grm_jax.grm import meta_rm
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import LayerCaches
@@ -245,7 +246,7 @@ def meta_scores(plan: Plan) -> Program:
   shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
   b = -(-int(e.meta_batch_size) // shards) * shards
   params = _meta_params(plan)
-  fn = metarm.score_program(plan.cfg, plan.mesh, plan.rules)
+  fn = meta_rm.score_program(plan.cfg, plan.mesh, plan.rules)
   args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
           plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
   flops = cost.forward_flops(plan.cfg, b, t, head=False)

@@ -66,7 +66,7 @@ def to_turns(value: Any, name: str) -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------------------------------
 # RewardBench (v1). Accepts the HF original columns (prompt/chosen/rejected/subset/id) and the renamed
-# copy in shared/ (question/response_A/response_B/label/domain).
+# copy some mirrors ship (question/response_A/response_B/label/domain).
 
 REWARDBENCH_SECTIONS: dict[str, str] = {
   **dict.fromkeys(["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"], "Chat"),

@@ -1,6 +1,6 @@
 """Readers for training/evaluation sets distributed on the Hugging Face Hub, plus the plain JSONL form.
 
-None of these files is in `shared/benchmarks` (see its README: unobtainable offline), so each reader
+None of these data sets ships with the benchmark folder (`benchmark_root`), so each reader
 follows the public HF schema and is tested on tiny files written from that schema. Every reader
 takes a file or a directory (parquet / jsonl[.gz] / json[.gz]; HF-style `{split}-*.parquet` names are
 picked by `split`).

@@ -63,7 +63,7 @@ class GrmPreferences(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   jsonl: put <split>.jsonl files (one PreferenceExample.to_dict() per line) in MANUAL_DIR.
   rewardbench / rmb / rmb_bon / rm_bench: point MANUAL_DIR at the benchmark root, the folder holding
-  rewardbench/, rmb/ and rm-bench/ (shared/benchmarks in this project).
+  rewardbench/, rmb/ and rm-bench/ (the config's `benchmark_root`).
   """
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -1,4 +1,4 @@
-"""Official benchmark metrics from per-example predicted scores (paper §5, shared/benchmarks/README.md).
+"""Official benchmark metrics from per-example predicted scores (paper §5; each benchmark's own published metric).
 
 Input: the examples as read by `grm_jax.data` and, for each, its predicted scores over its n responses in the
 example's original response order (for a GRM: the voted totals, `grm.vote`, already un-permuted). `votes` is a

@@ -40,10 +40,6 @@ class KVCache:
   valid: Array
   index: Array
 
-  @property
-  def num_slots(self) -> int:
-    return self.k.shape[4]
-
 
 def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype: Any = None) -> KVCache:
   """An empty cache with room for `slots` tokens per row (prompt + new tokens)."""
@@ -369,6 +365,14 @@ def default_positions(mask: Array) -> Array:
   return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
 
 
+def hidden_states(cfg: ModelConfig, params, tokens, mask, mesh=None, rules=()) -> jax.Array:
+  """Final-normed hidden states [B, T, H] of right- or left-padded rows (positions count real tokens only)."""
+  mask = mask.astype(bool)
+  module = Decoder(cfg, mesh, tuple(rules) if mesh is not None else ())
+  hidden, _ = module.apply({"params": params}, tokens, default_positions(mask), mask, head=False)
+  return hidden
+
+
 # --------------------------------------------------------------------------- unrolled decode
 
 
@@ -392,11 +396,6 @@ class LayerCaches:
   prefix_k: tuple | None = None
   prefix_v: tuple | None = None
   prefix_valid: Array | None = None
-
-  @classmethod
-  def from_stacked(cls, cache: KVCache) -> LayerCaches:
-    n = cache.k.shape[0]
-    return cls(tuple(cache.k[i] for i in range(n)), tuple(cache.v[i] for i in range(n)), cache.valid, cache.index)
 
   @classmethod
   def after_prefix(cls, prefix: KVCache, rows: int, slots: int, dtype=None) -> LayerCaches:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from grm_jax.models.config import ModelConfig, UnsupportedModelError, from_hf_config
+from grm_jax.models.config import UnsupportedModelError
 from grm_jax.models.weights import TensorSource
 
 _GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
@@ -193,9 +193,6 @@ class GGUFSource(TensorSource):
       if v is not None:
         hf[("pad" if key == "padding" else key) + "_token_id"] = int(v)
     return hf
-
-  def model_config(self, **overrides) -> ModelConfig:
-    return from_hf_config(self.hf_config(), source=self.path, **overrides)
 
   def chat_template(self) -> str | None:
     return _field(self.reader, "tokenizer.chat_template")

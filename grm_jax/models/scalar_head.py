@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from grm_jax.models.config import ModelConfig
-from grm_jax.train.logprobs import hidden_states
+from grm_jax.models.decoder import hidden_states
 
 
 def init_meta_params(decoder_params: Any, hidden_size: int) -> dict[str, Any]:

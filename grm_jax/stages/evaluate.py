@@ -33,12 +33,16 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm, models, parallel
+from grm_jax import files, grm
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import report
 from grm_jax.eval.scaling import scaling_curve
+from grm_jax.grm import trajectories
+from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
+from grm_jax.stages import common
+from grm_jax.train.checkpoint import restore_params
 
 OFFICIAL_METRIC = {
   "rewardbench": ("overall",),
@@ -102,53 +106,20 @@ def datasets_of(config: Any) -> list[str]:
 
 def load_model(config: Any) -> Any:
   """`models.load` of `config.model`, sharded over a mesh from `config.mesh` when more than one device is present."""
-  mesh = None
-  if jax.device_count() > 1:
-    mesh = parallel.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor})
-  return models.load(config.model.name, dtype=config.model.dtype, mesh=mesh, rules=tuple(config.mesh.rules))
+  mesh, rules = common.make_mesh(config)
+  return common.load_base(config, mesh, rules)
 
 
 def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tuple[Any, Any, int]:
   """(meta model, meta params, max_len) of `config.eval.meta_model` (a metarm stage folder, absolute or relative
   to the workdir, e.g. "metarm" for this pipeline's own), on the GRM's mesh."""
-  from grm_jax.stages import metarm  # noqa: PLC0415 - the training stack is only needed with a meta RM
-
   path = os.fspath(config.eval.meta_model)
   if not os.path.isabs(path) and not files.is_remote(path) and files.isdir(os.path.join(os.fspath(workdir), path)):
     path = os.path.join(os.fspath(workdir), path)
-  meta_model, params = metarm.load_meta_rm(path, mesh=model.mesh, rules=tuple(config.mesh.rules),
+  meta_model, params = load_meta_rm(path, mesh=model.mesh, rules=tuple(config.mesh.rules),
                                            dtype=config.model.dtype)
   logging.info("evaluate: loaded meta RM %s", path)
-  return meta_model, params, metarm.meta_max_len(path)
-
-
-def meta_logits(meta_rm: tuple[Any, Any, int], examples: Sequence[PreferenceExample], j: grm.Judgements,
-                config: Any) -> np.ndarray:
-  """float32 [B, k]: the meta RM's logit for each sample (its own response order and text).
-
-  Invalid samples are not scored (logit 0): voting drops them whatever their meta reward, so scoring them would be
-  wasted compute. A sample whose judgement alone exceeds the meta RM's max_len gets -inf (last in the ranking).
-  """
-  from grm_jax.stages import metarm  # noqa: PLC0415
-
-  meta_model, params, max_len = meta_rm
-  out = np.zeros((len(examples), j.k), np.float32)
-  seqs, slots = [], []
-  for b, ex in enumerate(examples):
-    for s in range(j.k):
-      if not j.valid[b, s]:
-        continue
-      ids, _ = metarm.meta_sequence(meta_model, ex.context, ex.responses, j.texts[b][s], j.perms[b, s, : ex.n], max_len)
-      if ids is None:
-        out[b, s] = -np.inf
-        continue
-      seqs.append(ids)
-      slots.append((b, s))
-  logits = metarm.sequence_logits(meta_model, params, seqs, int(config.eval.get("meta_batch_size", 8)),
-                                  meta_model.mesh, tuple(config.mesh.rules), max_len)
-  for (b, s), x in zip(slots, logits, strict=True):
-    out[b, s] = x
-  return out
+  return meta_model, params, meta_max_len(path)
 
 
 def evaluate_dataset(
@@ -159,10 +130,7 @@ def evaluate_dataset(
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-  voted = np.asarray(grm.vote(scores, valid))
-  first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
-  at_kmax = metrics_lib.score_benchmark(bench, examples, _rows(examples, voted), key)
-  at_k1 = metrics_lib.score_benchmark(bench, examples, _rows(examples, first), key)
+  at_k1, at_kmax = _k1_and_voting(bench, examples, j, key)
   official = _official(bench, at_kmax)
 
   def metric(votes: np.ndarray, k: jax.Array) -> float:
@@ -170,9 +138,10 @@ def evaluate_dataset(
 
   at_meta, meta_info = None, None
   if meta is not None:
-    meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=grm.default_k_meta(j.k)))
+    k_meta = grm.default_k_meta(j.k)
+    meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=k_meta))
     at_meta = metrics_lib.score_benchmark(bench, examples, _rows(examples, meta_voted), key)
-    meta_info = {"k_meta": grm.default_k_meta(j.k), **meta_stats(meta, examples, j)}
+    meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
   table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=int(config.seed),
                         metric=metric)
   return {
@@ -188,33 +157,42 @@ def evaluate_dataset(
   }
 
 
+def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array) -> tuple[dict, dict]:
+  """The benchmark's metrics from each item's first sample (k=1) and from Voting@k over all of its samples."""
+  scores, valid = np.asarray(j.scores), np.asarray(j.valid)
+  first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
+  voted = np.asarray(grm.vote(scores, valid))
+  return (metrics_lib.score_benchmark(bench, examples, _rows(examples, first), key),
+          metrics_lib.score_benchmark(bench, examples, _rows(examples, voted), key))
+
+
+def judge(model: Any, examples: Sequence[PreferenceExample], config: Any) -> grm.Judgements:
+  """k judgements per item with the evaluation's sampling settings (the same for the policy and the baseline)."""
+  return grm.judge(model, examples, k=int(config.eval.k), temperature=float(config.eval.temperature),
+                   top_p=float(config.eval.top_p), max_new_tokens=int(config.eval.max_new_tokens),
+                   seed=int(config.seed), batch_items=int(config.eval.batch_items), single_template="default",
+                   template=common.grm_template(config))
+
+
+def with_stage_params(model: Any, stage: str, workdir: str | os.PathLike) -> Any:
+  """`model` reading the params of `stage` ("base": its own; else `<workdir>/<stage>/final`)."""
+  if stage == "base":
+    return model
+  return common.with_params(model, restore_params(os.path.join(os.fspath(workdir), stage, "final"), model.params))
+
+
 def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, config, workdir) -> dict[str, Any]:
   """Judges every data set again with the `baseline` params ("base", or a stage of this workdir) and the same
   seeds, items and k: the before / after table of a training run (k=1 and Voting@k on the official metric)."""
-  model = base_model
-  if baseline != "base":
-    from grm_jax.stages import common  # noqa: PLC0415
-
-    model = common.with_params(base_model, common.restore_params(os.path.join(os.fspath(workdir), baseline, "final"),
-                                                                 base_model.params))
+  model = with_stage_params(base_model, baseline, workdir)
   key = jax.random.PRNGKey(int(config.seed))
   out: dict[str, Any] = {"policy": baseline, "datasets": {}}
   for name, examples in datasets.items():
-    j = grm.judge(model, examples, k=int(config.eval.k), temperature=float(config.eval.temperature),
-                  top_p=float(config.eval.top_p), max_new_tokens=int(config.eval.max_new_tokens), seed=int(config.seed),
-                  batch_items=int(config.eval.batch_items), single_template="default",
-                  template=str(config.grm.template) if "grm" in config else "default")
-    bench = benchmark_of(name)
+    j = judge(model, examples, config)
     official = per_dataset[name]["official_metric"]
-    scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-    voted = np.asarray(grm.vote(scores, valid))
-    first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
-    out["datasets"][name] = {
-      "official_metric": official,
-      "k1": metrics_lib.score_benchmark(bench, examples, _rows(examples, first), key)[official],
-      "voting": metrics_lib.score_benchmark(bench, examples, _rows(examples, voted), key)[official],
-      "parse_failure_rate": j.parse_failure_rate,
-    }
+    at_k1, at_kmax = _k1_and_voting(benchmark_of(name), examples, j, key)
+    out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
+                             "parse_failure_rate": j.parse_failure_rate}
     logging.info("evaluate: baseline %s on %s: %s", baseline, name, out["datasets"][name])
   return out
 
@@ -222,14 +200,12 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
 def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
   """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
   accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl."""
-  from grm_jax.stages.common import correctness  # noqa: PLC0415
-
   valid = np.asarray(j.valid, bool)
   scored = valid & np.isfinite(meta)
   out: dict[str, Any] = {"scored": int(scored.sum()), "mean_logit": float(meta[scored].mean()) if scored.any()
                          else float("nan")}
   if all(ex.rewards is not None for ex in examples):
-    right = np.asarray(correctness(j, examples), bool)[scored]
+    right = np.asarray(trajectories.correctness(j, examples), bool)[scored]
     out.update(positives=int(right.sum()), auc=metrics_lib.roc_auc(right, meta[scored]) if scored.any()
                else float("nan"), accuracy=float(np.mean((meta[scored] > 0) == right)) if scored.any()
                else float("nan"))
@@ -308,13 +284,9 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
 
   model = load_model(config)
   base_model = model
-  policy = str(config.eval.get("policy", "base"))
-  if policy != "base":
-    from grm_jax.stages import common  # noqa: PLC0415 - the training stack is only needed for trained policies
-
-    model = common.with_params(model, common.restore_params(os.path.join(os.fspath(workdir), policy, "final"),
-                                                            model.params))
-  baseline = str(config.eval.get("baseline", "") or "")
+  policy = str(config.eval.policy)
+  model = with_stage_params(model, policy, workdir)
+  baseline = str(config.eval.baseline)
   if not baseline or baseline == policy:
     base_model = None  # the base weights are only kept for a before / after comparison
   logging.info("evaluate: loaded %s (%s), params of %s", config.model.name, config.model.dtype, policy)
@@ -325,20 +297,10 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
   for i, name in enumerate(names):
     examples = datasets[name]
     logging.info("evaluate: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
-    j = grm.judge(
-      model,
-      examples,
-      k=k,
-      temperature=float(config.eval.temperature),
-      top_p=float(config.eval.top_p),
-      max_new_tokens=int(config.eval.max_new_tokens),
-      seed=int(config.seed),
-      batch_items=int(config.eval.batch_items),
-      single_template="default",
-      template=str(config.grm.template) if "grm" in config else "default",
-    )
+    j = judge(model, examples, config)
     judged[name] = (examples, j)
-    meta = meta_logits(meta_rm, examples, j, config) if meta_rm is not None else None
+    meta = (judgement_logits(meta_rm, examples, j, int(config.eval.meta_batch_size), tuple(config.mesh.rules))
+            if meta_rm is not None else None)
     if meta is not None:
       metas[name] = meta
     per_dataset[name] = evaluate_dataset(name, examples, j, config, meta)

@@ -18,12 +18,14 @@ import numpy as np
 from absl import logging
 
 from grm_jax import grm
-from grm_jax.grm import rules
+from grm_jax.files import read_jsonl
+from grm_jax.grm import rules, trajectories
 from grm_jax.stages import common
 from grm_jax.train.batching import bucket_length
+from grm_jax.train.checkpoint import restore_params, save_params
+from grm_jax.train.fit import batch_indices
 from grm_jax.train.grpo import GrpoUpdater, reference_params
 from grm_jax.train.loop import run_loop
-from grm_jax.train.metrics import read_jsonl
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state
 
@@ -34,7 +36,7 @@ def initial_params(config, workdir: str, model):
   if init == "base":
     return model.params
   if init == "rft":
-    return common.restore_params(os.path.join(workdir, "rft", "final"), model.params)
+    return restore_params(os.path.join(workdir, "rft", "final"), model.params)
   raise ValueError(f"config grpo.init={init!r}; use 'rft' (the RFT stage's output) or 'base'")
 
 
@@ -79,12 +81,12 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   P, G = int(g.prompts_per_step), int(g.group_size)
   # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
   # a few tokens at most, hence the slack) plus the longest judgement, in 64-token buckets.
-  longest_prompt = max(len(common.training_prompt_ids(model, ex, tuple(range(ex.n)), "single" if ex.n == 1 else
+  longest_prompt = max(len(trajectories.training_prompt_ids(model, ex, tuple(range(ex.n)), "single" if ex.n == 1 else
                                                       common.grm_template(config))) for ex in items)
   length = row_length(longest_prompt, int(g.max_new_tokens))
 
   def step_fn(state, step):
-    batch = [items[i] for i in common.batch_indices(len(items), P, step, int(config.seed))]
+    batch = [items[i] for i in batch_indices(len(items), P, step, int(config.seed))]
     policy = common.with_params(model, state.params)
     j = grm.judge(policy, batch, k=G, temperature=float(g.temperature), top_p=float(g.top_p),
                   max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step),
@@ -95,7 +97,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
       gt[i, : ex.n] = ex.rewards
     reward = np.asarray(rules.rl_reward(j.scores, j.valid, gt[:, None], j.response_mask[:, None]))
     prompts = [j.prompt_ids[b][s] for b in range(P) for s in range(G)]
-    completions = [common.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s])) for b in range(P)
+    completions = [trajectories.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s])) for b in range(P)
                    for s in range(G)]
     sampler_logp = [j.logprobs[b][s] for b in range(P) for s in range(G)]
     max_len = max(len(p) for p in prompts) + int(g.max_new_tokens) + 1
@@ -108,7 +110,7 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   state, _ = run_loop(name="grpo", state=state, step_fn=step_fn, num_steps=steps, out_dir=out,
                       save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress,
                       max_nonfinite=int(g.optim.max_nonfinite_steps))
-  common.save_params(os.path.join(out, "final"), state.params)
+  save_params(os.path.join(out, "final"), state.params)
   history = read_jsonl(os.path.join(out, "metrics.jsonl"))
   k = max(1, min(5, len(history) // 2))
   info = {

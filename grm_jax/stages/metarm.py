@@ -4,7 +4,7 @@
 
 1. Data. Every line of `rft/judgements.jsonl` (the RFT stage's un-hinted samples, right and wrong) if present, plus
    `samples_per_item` judgements per training item sampled from `policy` ("grpo": `grpo/final`, "rft": `rft/final`,
-   "base": the base model). Each is labelled by Eq. 10 (`common.correctness`, the rule RFT and GRPO use). Written
+   "base": the base model). Each is labelled by Eq. 10 (`trajectories.correctness`, the rule RFT and GRPO use). Written
    to `metarm/samples.jsonl` with the sampling fingerprint in `metarm/samples.json`; a rerun with the same sampling
    settings reuses them.
 2. Input. The plain meta template with the responses in the order that sample saw, the judgement as the assistant
@@ -19,34 +19,32 @@
    would first learn the prior (the bias) and little ranking. Held-out ROC-AUC and accuracy before and after
    training go to `metarm/metrics.json`; params to `metarm/final/`, the base model spec to `metarm/model.json`.
 
-`load_meta_rm(path)` loads the result for evaluation (MetaRM@k) and `sequence_logits` scores token sequences.
+`grm.meta_rm` holds the meta RM's input sequences and scoring, shared with evaluation (MetaRM@k), and loads the
+result (`load_meta_rm`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm, models, parallel
+from grm_jax import files, grm, models
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
-from grm_jax.grm.prompts import meta_prompt
+from grm_jax.grm import trajectories
+from grm_jax.grm.meta_rm import meta_sequence, sequence_logits
 from grm_jax.models.scalar_head import init_meta_params, meta_scores
 from grm_jax.stages import common
 from grm_jax.train import losses
-from grm_jax.train.batching import bucket_length
-from grm_jax.train.loop import run_loop
-from grm_jax.train.optimizer import make_optimizer
-from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
+from grm_jax.train.batching import bucket_length, pad_rows
+from grm_jax.train.checkpoint import restore_params, save_params
+from grm_jax.train.fit import fit
 
 POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}
 SAMPLING_KEYS = ("policy", "samples_per_item", "temperature", "max_new_tokens")
@@ -56,72 +54,10 @@ SAMPLING_KEYS = ("policy", "samples_per_item", "temperature", "max_new_tokens")
 # Sequences.
 
 
-def meta_sequence(model, context, responses, text: str, perm, max_len: int) -> tuple[list[int] | None, bool]:
-  """(token ids, truncated) of one (meta prompt, judgement); (None, False) if the judgement alone is too long."""
-  messages = meta_prompt(list(context), list(responses), text, perm)
-  full = [int(t) for t in model.encode_chat(messages, add_generation_prompt=False)]
-  if len(full) <= max_len:
-    return full, False
-  prompt = model.encode_chat(messages[:1], add_generation_prompt=True)
-  answer = len(full) - len(prompt) if full[: len(prompt)] == list(prompt) else 0
-  if answer >= max_len:
-    return None, False
-  return full[-max_len:], True
-
-
 def item_heldout(source: str, item_id: str, fraction: float) -> bool:
   """Whether an item is held out: a fixed hash of its identity, so every sample of it lands on the same side."""
   digest = hashlib.blake2b(f"{source}\0{item_id}".encode(), digest_size=8).digest()
   return int.from_bytes(digest, "big") % 10_000 < round(float(fraction) * 10_000)
-
-
-def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, rows: int, max_len: int, multiple: int = 64,
-             length: int | None = None):
-  """Right-padded int32 tokens and bool mask [rows, T], T a multiple of `multiple` (one compile per bucket), or
-  `length` when the caller fixes it for a whole run."""
-  longest = max((len(s) for s in seqs), default=1)
-  t = min(bucket_length(longest, multiple), max(max_len, longest))
-  if length is not None and length >= longest:
-    t = length
-  tokens = np.full((rows, t), pad_id, np.int32)
-  mask = np.zeros((rows, t), bool)
-  for i, s in enumerate(seqs):
-    tokens[i, : len(s)] = s
-    mask[i, : len(s)] = True
-  return tokens, mask
-
-
-def _row_multiple(mesh) -> int:
-  """Rows of a batch must split over data x fsdp."""
-  if mesh is None:
-    return 1
-  return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
-
-
-@functools.lru_cache(maxsize=8)
-def score_program(cfg, mesh, rules):
-  """jit(scores)(params, tokens [B, T], mask) -> float32 [B]: the meta RM's logits (evaluation's MetaRM@k)."""
-  return jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
-
-
-def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
-                    max_len: int = 1 << 30) -> np.ndarray:
-  """float32 [N]: the meta RM's logit of each token sequence, scored in batches of similar length."""
-  out = np.zeros(len(seqs), np.float32)
-  if not seqs:
-    return out
-  fn = score_program(model.config, mesh, tuple(rules) if mesh is not None else ())
-  step = -(-int(batch_size) // _row_multiple(mesh)) * _row_multiple(mesh)
-  order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch: less padding
-  for b0 in range(0, len(order), step):
-    idx = order[b0 : b0 + step]
-    tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, max_len)
-    if mesh is None:
-      logits = fn(params, tokens, mask)
-    else:
-      logits = fn(params, parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules))
-    out[idx] = parallel.to_host(logits)[: len(idx)]
-  return out
 
 
 def heldout_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -163,27 +99,19 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
   labels = np.asarray(train_labels, bool)
   w_neg, w_pos = class_weights(labels, bool(group.class_balance))
   batch_size = int(group.batch_size)
-  steps = max(1, math.ceil(len(train_seqs) * float(group.epochs) / batch_size))
-  optimizer, schedule = make_optimizer(group.optim, steps)
-  train_step = make_train_step(bce_loss_fn(model.config, mesh, tuple(rules) if mesh is not None else ()), optimizer,
-                               schedule, compute_dtype=model.config.dtype)
-
   # One row length for the run (the longest sequence's bucket): one compiled step instead of one per bucket.
   length = min(bucket_length(max(len(s) for s in train_seqs)), max(int(group.max_len), 1))
 
-  def step_fn(state, step):
-    idx = common.batch_indices(len(train_seqs), batch_size, step, seed)
+  def make_batch(idx):
     tokens, mask = pad_rows([train_seqs[i] for i in idx], model.pad_id, batch_size, int(group.max_len),
                             length=length)
-    batch = {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
-             "weight": np.where(labels[idx], w_pos, w_neg).astype(np.float32)}
-    return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
+    return {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
+            "weight": np.where(labels[idx], w_pos, w_neg).astype(np.float32)}
 
-  state = init_state(params, optimizer, donate=donate)
-  state, history = run_loop(name="metarm", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
-                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress,
-                            max_nonfinite=int(group.optim.max_nonfinite_steps))
-  return state.params, history
+  rules = tuple(rules) if mesh is not None else ()
+  return fit(name="metarm", params=params, loss_fn=bce_loss_fn(model.config, mesh, rules), make_batch=make_batch,
+             num_rows=len(train_seqs), group=group, out_dir=out_dir, seed=seed, mesh=mesh, rules=rules,
+             compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,11 +143,11 @@ def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExamp
   policy = base
   if POLICY_DIRS[mc.policy]:
     path = os.path.join(workdir, POLICY_DIRS[mc.policy], "final")
-    policy = common.with_params(base, common.restore_params(path, base.params))
+    policy = common.with_params(base, restore_params(path, base.params))
   j = grm.judge(policy, examples, k=int(mc.samples_per_item), seed=int(config.seed) + 2,
                 temperature=float(mc.temperature), max_new_tokens=int(mc.max_new_tokens),
                 batch_items=int(mc.batch_items), template=common.grm_template(config))
-  correct = common.correctness(j, examples)
+  correct = trajectories.correctness(j, examples)
   rows = []
   for b, ex in enumerate(examples):
     for s in range(j.k):
@@ -236,13 +164,13 @@ def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
   fp = json.loads(json.dumps(_sampling_fingerprint(config, workdir)))
   if files.exists(samples_path) and files.exists(meta_path) and files.read_json(meta_path).get("fingerprint") == fp:
     logging.info("metarm: reusing %s", samples_path)
-    return common.read_jsonl(samples_path)
+    return files.read_jsonl(samples_path)
   rows = []
   rft_path = os.path.join(workdir, "rft", "judgements.jsonl")
   if files.exists(rft_path):
-    rows += [{**r, "origin": "rft"} for r in common.read_jsonl(rft_path)]
+    rows += [{**r, "origin": "rft"} for r in files.read_jsonl(rft_path)]
   rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
-  common.write_jsonl(samples_path, rows)
+  files.write_jsonl(samples_path, rows)
   files.write_json(meta_path, {"fingerprint": fp, "rows": len(rows)})
   return rows
 
@@ -310,7 +238,7 @@ def run(config, workdir: str) -> dict[str, Any]:
              "loss_first": history[0]["loss"] if history else None,
              "loss_last": history[-1]["loss"] if history else None}
   files.write_json(os.path.join(out, "metrics.json"), metrics)
-  common.save_params(os.path.join(out, "final"), params)
+  save_params(os.path.join(out, "final"), params)
   files.write_json(os.path.join(out, "model.json"), {
     "name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype, "max_len": max_len,
     "hidden_size": meta_model.config.hidden_size})
@@ -319,19 +247,3 @@ def run(config, workdir: str) -> dict[str, Any]:
           "train_rows": len(tr), "heldout_rows": len(ho)}
   common.write_done(out, info)  # strict JSON: an undefined AUC (one class held out) is null
   return info
-
-
-def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):
-  """(model, params) of a meta RM written by `run`: `path` is the stage folder (`<workdir>/metarm`)."""
-  spec_path = os.path.join(path, "model.json")
-  if not files.exists(spec_path):
-    raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
-  spec = files.read_json(spec_path)
-  model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"), mesh=mesh, rules=rules)
-  like = init_meta_params(model.params, model.config.hidden_size)
-  return model, common.restore_params(os.path.join(path, "final"), like)
-
-
-def meta_max_len(path: str) -> int:
-  """The sequence limit the meta RM at `path` was trained with (longer inputs are cut the same way)."""
-  return int(files.read_json(os.path.join(path, "model.json")).get("max_len", 1024))

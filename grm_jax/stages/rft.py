@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import defaultdict
 from typing import Any
@@ -27,15 +26,14 @@ import numpy as np
 from absl import logging
 
 from grm_jax import files, grm
-from grm_jax.data import synthetic_critic
+from grm_jax.grm import synthetic_critic, trajectories
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pack
+from grm_jax.train.checkpoint import save_params
+from grm_jax.train.errors import StageStopped
+from grm_jax.train.fit import fit
 from grm_jax.train.logprobs import token_logprobs
-from grm_jax.train.loop import StageStopped, run_loop
-from grm_jax.train.metrics import read_jsonl as read_metrics
-from grm_jax.train.optimizer import make_optimizer
-from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
 
 SAMPLING_KEYS = ("sampler", "critic_noise", "num_samples", "hinted", "temperature", "top_p", "max_new_tokens")
 
@@ -72,10 +70,10 @@ def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple
   model's own samples keep their exact sampled ids."""
   perm = tuple(int(p) for p in j.perms[b, s, : example.n])
   if sampler_model is model:
-    return j.prompt_ids[b][s], common.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s]))
-  prompt = common.training_prompt_ids(model, example, perm, j.templates[b])
+    return j.prompt_ids[b][s], trajectories.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s]))
+  prompt = trajectories.training_prompt_ids(model, example, perm, j.templates[b])
   completion = model.tokenizer.encode(j.texts[b][s], add_special_tokens=False)
-  return prompt, common.completion_ids(model, completion, True)
+  return prompt, trajectories.completion_ids(model, completion, True)
 
 
 def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[str, Any]:
@@ -85,7 +83,7 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
   kw = dict(temperature=float(rc.temperature), top_p=float(rc.top_p), max_new_tokens=int(rc.max_new_tokens),
             batch_items=int(rc.batch_items), template=common.grm_template(config))
   j = judge(sampler_model, examples, k=int(rc.num_samples), seed=int(config.seed), **kw)
-  correct = common.correctness(j, examples)
+  correct = trajectories.correctness(j, examples)
   too_easy = correct.all(axis=1)
   judgements, accepted = [], []
   for b, ex in enumerate(examples):
@@ -103,7 +101,7 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
   if hinted_idx:
     sub = [examples[b] for b in hinted_idx]
     h = judge(sampler_model, sub, k=1, seed=int(config.seed) + 1, hint=True, **kw)
-    h_correct = common.correctness(h, sub)[:, 0]
+    h_correct = trajectories.correctness(h, sub)[:, 0]
     for i, b in enumerate(hinted_idx):
       if not h_correct[i]:
         continue
@@ -112,14 +110,14 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
       _, completion = _as_training_pair(model, sampler_model, ex, h, i, 0)
       accepted.append({
         "id": ex.id, "source": ex.source, "n": ex.n, "perm": list(perm), "text": h.texts[i][0], "hinted": True,
-        "prompt_ids": common.training_prompt_ids(model, ex, perm, h.templates[i]),  # the un-hinted prompt
+        "prompt_ids": trajectories.training_prompt_ids(model, ex, perm, h.templates[i]),  # the un-hinted prompt
         "completion_ids": completion,
       })
 
   stats = _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
   stats["fingerprint"] = _sampling_fingerprint(config)
-  common.write_jsonl(os.path.join(out_dir, "judgements.jsonl"), judgements)
-  common.write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
+  files.write_jsonl(os.path.join(out_dir, "judgements.jsonl"), judgements)
+  files.write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
   files.write_json(os.path.join(out_dir, "stats.json"), stats)
   return stats
 
@@ -201,24 +199,17 @@ def sft_loss_fn(cfg, config_group, mesh, rules):
 def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True, donate: bool = False):
   """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history).
   `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device)."""
-  steps = max(1, math.ceil(len(sequences) * float(group.epochs) / int(group.batch_size)))
-  optimizer, schedule = make_optimizer(group.optim, steps)
-  train_step = make_train_step(sft_loss_fn(model.config, group, mesh, rules), optimizer, schedule,
-                               compute_dtype=model.config.dtype)
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
   length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 
-  def step_fn(state, step):
-    idx = common.batch_indices(len(sequences), int(group.batch_size), step, seed)
+  def make_batch(idx):
     batch, _ = pack([sequences[i][0] for i in idx], [sequences[i][1] for i in idx], pad_id=model.pad_id,
                     max_len=int(group.max_len), length=length)
-    return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
+    return batch
 
-  state = init_state(model.params, optimizer, donate=donate)
-  state, history = run_loop(name="rft/sft", state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
-                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress,
-                            max_nonfinite=int(group.optim.max_nonfinite_steps))
-  return state.params, history
+  return fit(name="rft/sft", params=model.params, loss_fn=sft_loss_fn(model.config, group, mesh, rules),
+             make_batch=make_batch, num_rows=len(sequences), group=group, out_dir=out_dir, seed=seed, mesh=mesh,
+             rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 
 class TooFewAccepted(StageStopped):
@@ -251,7 +242,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       stats = None
   if stats is None:
     stats = sample(config, model, common.training_items(config, "train"), out, mesh, rules)
-  accepted = common.read_jsonl(os.path.join(out, "accepted.jsonl"))
+  accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
   if len(accepted) < int(config.rft.min_accepted):
     raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out))
   sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
@@ -266,10 +257,10 @@ def run(config, workdir: str) -> dict[str, Any]:
   params = model.params
   if sequences:
     params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules, donate=True)
-    history = read_metrics(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
+    history = files.read_jsonl(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
-  common.save_params(os.path.join(out, "final"), params)
+  save_params(os.path.join(out, "final"), params)
   info = {
     "fingerprint": common.fingerprint(config, "seed", "model", "grm", "data", "rft"),
     "accepted": len(accepted),

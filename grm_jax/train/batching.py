@@ -67,3 +67,19 @@ def pack(
       vals = np.asarray(v[i], np.float32)[: len(c)]  # may be shorter than the completion (no stop-token value)
       extra[k][i, len(p) : len(p) + len(vals)] = vals
   return {"tokens": tokens, "mask": mask, "loss_mask": loss_mask, **extra}, cut
+
+
+def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, rows: int, max_len: int, multiple: int = 64,
+             length: int | None = None):
+  """Right-padded int32 tokens and bool mask [rows, T], T a multiple of `multiple` (one compile per bucket), or
+  `length` when the caller fixes it for a whole run."""
+  longest = max((len(s) for s in seqs), default=1)
+  t = min(bucket_length(longest, multiple), max(max_len, longest))
+  if length is not None and length >= longest:
+    t = length
+  tokens = np.full((rows, t), pad_id, np.int32)
+  mask = np.zeros((rows, t), bool)
+  for i, s in enumerate(seqs):
+    tokens[i, : len(s)] = s
+    mask[i, : len(s)] = True
+  return tokens, mask

@@ -20,9 +20,11 @@ import threading
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from grm_jax import files
+from grm_jax import files, parallel
+from grm_jax.train.errors import NonFiniteParams
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +165,32 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# A stage's output params (no optimizer state): what later stages and users load.
+
+
+@jax.jit
+def _all_finite(params) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+
+
+def save_params(path: str, params) -> None:
+  """Params only (no optimizer state): what later stages and users load. Refuses params that are not all finite: the
+  next stage would start from them (the train step already skips non-finite updates; this is the last guard)."""
+  if not bool(parallel.to_host(_all_finite(params))):
+    raise NonFiniteParams(f"{path}: refusing to save params with NaN or infinite values")
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(files.absolute(path), params, force=True)
+    ckpt.wait_until_finished()
+
+
+def restore_params(path: str, like) -> Any:
+  """Params saved by `save_params`, placed like `like` (same shapes and shardings)."""
+  path = files.absolute(path)
+  if not path.is_dir():
+    raise FileNotFoundError(f"{path}: no saved params (run the stage that writes it first)")
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(path, target)

@@ -13,15 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from grm_jax.models.config import ModelConfig
-from grm_jax.models.decoder import Decoder, default_positions, output_logits
-
-
-def hidden_states(cfg: ModelConfig, params, tokens, mask, mesh=None, rules=()) -> jax.Array:
-  """Final-normed hidden states [B, T, H] of right- or left-padded rows (positions count real tokens only)."""
-  mask = mask.astype(bool)
-  module = Decoder(cfg, mesh, tuple(rules) if mesh is not None else ())
-  hidden, _ = module.apply({"params": params}, tokens, default_positions(mask), mask, head=False)
-  return hidden
+from grm_jax.models.decoder import hidden_states, output_logits
 
 
 def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float = 1.0, chunk: int = 256, mesh=None,

@@ -21,19 +21,8 @@ from absl import logging
 
 from grm_jax import files
 from grm_jax.train.checkpoint import Checkpointer, abstract_like
+from grm_jax.train.errors import Preempted, TrainingDiverged
 from grm_jax.train.metrics import MetricsWriter
-
-
-class Preempted(RuntimeError):
-  """SIGTERM arrived (TPU preemption, SLURM time limit); the state was saved. Rerun the same command to resume."""
-
-
-class StageStopped(RuntimeError):
-  """A stage stopped for a reason the user has to act on; the message says what happened and what to do."""
-
-
-class TrainingDiverged(StageStopped):
-  """Too many optimizer steps in a row had a non-finite loss or gradient norm."""
 
 
 def run_loop(

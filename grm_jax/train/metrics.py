@@ -39,11 +39,6 @@ def _tensorboard_writer(logdir: str):
   return SummaryWriter(logdir)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  """All complete records of a metrics file; a torn last line (process killed mid-write) is skipped."""
-  return files.read_jsonl(path)
-
-
 class MetricsWriter:
   """Append-only JSONL of {"step": int, **scalars} per line (+ TensorBoard event files when `tensorboardX` or
   `torch.utils.tensorboard` is importable and the folder is local; silently skipped otherwise), plus an optional
@@ -76,7 +71,7 @@ class MetricsWriter:
 
   def _truncate_after(self, step: int) -> None:
     # Written whole and renamed into place: a crash here cannot lose the metrics of the steps we keep.
-    files.write_jsonl(self.path, [r for r in read_jsonl(self.path) if int(r.get("step", -1)) <= step])
+    files.write_jsonl(self.path, [r for r in files.read_jsonl(self.path) if int(r.get("step", -1)) <= step])
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> dict:
     """Log one step; returns the record as written ({"step": step, name: float, ...}).

@@ -137,24 +137,6 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
   return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(loss_fn: LossFn):
-  """jit(eval)(params, batch) -> metrics: the same exact reduction over micro-batches, no update."""
-
-  def run(params, batch):
-    first = jax.tree.map(lambda x: x[0], batch)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(loss_fn, params, first))
-
-    def body(acc, mb):
-      return jax.tree.map(jnp.add, acc, loss_fn(params, mb)), None
-
-    (loss, metrics), _ = jax.lax.scan(body, zeros, batch)
-    out = {"loss": loss.value, "loss/weight": loss.weight}
-    out.update({k: m.value for k, m in metrics.items()})
-    return out
-
-  return jax.jit(run)
-
-
 def _has_named(x) -> bool:
   return isinstance(getattr(x, "sharding", None), NamedSharding)
 

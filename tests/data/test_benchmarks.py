@@ -1,7 +1,9 @@
-"""The four benchmarks in shared/benchmarks load with the README's counts; corrupted copies fail clearly.
+"""The four benchmarks under the default benchmark root load with their published counts; corrupted copies fail
+clearly.
 
-Counts are those of shared/benchmarks/README.md and each SOURCE.md. Corrupted copies are written to
-tmp_path only (ReaLMistake stays encrypted: only the encrypted zip's bytes are copied, never its text).
+Counts are those the benchmark copies document (item and subset counts of each data set's release). Corrupted
+copies are written to tmp_path only (ReaLMistake stays encrypted: only the encrypted zip's bytes are copied, never
+its text).
 """
 
 import collections

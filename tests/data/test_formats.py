@@ -1,4 +1,4 @@
-"""HF-layout readers on tiny files written from each data set's public schema (none is in shared/)."""
+"""HF-layout readers on tiny files written from each data set's public schema (none is in the benchmark folder)."""
 
 import gzip
 import json

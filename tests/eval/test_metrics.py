@@ -1,8 +1,8 @@
 """Benchmark metrics and scaling curves, proven without a model.
 
-On the real benchmark files (skipped when shared/benchmarks is absent): an oracle judge scores 1.0 everywhere, a
-reversed oracle 0.0, and a random judge lands within 4 standard errors of its exact chance value. The standard
-error is derived from how much each independent unit (example, or RM-Bench prompt) weighs in the metric: the
+On the real benchmark files (skipped when the default benchmark root is absent): an oracle judge scores 1.0
+everywhere, a reversed oracle 0.0, and a random judge lands within 4 standard errors of its exact chance value. The
+standard error is derived from how much each independent unit (example, or RM-Bench prompt) weighs in the metric: the
 metric is sum_u w_u X_u with independent X_u in [0, 1], so Var <= sum_u w_u^2 Var(X_u), Var(X_u) = p(1-p) for a
 Bernoulli(p) item and <= 1/4 for any [0, 1] unit; for ROC-AUC the null variance of Mann-Whitney U is
 (n + 1) / (12 n_pos n_neg) (ties only lower it). 4 SE is a two-sided false-alarm rate of about 6e-5 per check;
@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from grm_jax import grm
-from grm_jax.data import PreferenceExample, load_dataset, rm_bench_pairs
+from grm_jax.data import PreferenceExample, load_dataset, registry, rm_bench_pairs
 from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS
 from grm_jax.eval import default_ks, roc_auc, scaling_curve, score_benchmark, subset_mask, subset_votes
 
-ROOT = Path("/work/shared/benchmarks")
+ROOT = Path(registry.DEFAULT_ROOT)
 BENCHMARKS = ("rewardbench", "rmb", "rm-bench", "realmistake")
 KEY = jax.random.PRNGKey(0)
 

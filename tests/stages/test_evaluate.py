@@ -13,6 +13,7 @@ from grm_jax import grm, models
 from grm_jax.data import registry
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import evaluate
+from grm_jax.train.checkpoint import save_params
 
 HAVE_REWARDBENCH = os.path.isdir(os.path.join(registry.DEFAULT_ROOT, "rewardbench"))
 
@@ -74,7 +75,7 @@ def config():
 def patched(monkeypatch):
   calls, loads = [], []
 
-  def fake_load(name, dtype="float32", mesh=None, rules=None):
+  def fake_load(name, dtype="float32", mesh=None, rules=None, **kwargs):
     loads.append({"name": name, "dtype": dtype, "mesh": mesh})
     return models.from_config(models.tiny("llama"))
 
@@ -131,7 +132,6 @@ def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
   import jax.numpy as jnp  # noqa: PLC0415
 
   from grm_jax.models.scalar_head import init_meta_params  # noqa: PLC0415
-  from grm_jax.stages import common  # noqa: PLC0415
 
   calls = []
 
@@ -147,7 +147,7 @@ def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
   base = fake_load("tiny:llama")
   params = init_meta_params(base.params, base.config.hidden_size)
   params["head"] = {"kernel": jnp.linspace(-1.0, 1.0, base.config.hidden_size), "bias": jnp.asarray(0.1)}
-  common.save_params(str(meta_dir / "final"), params)
+  save_params(str(meta_dir / "final"), params)
   (meta_dir / "model.json").write_text(json.dumps({"name": "tiny:llama", "max_len": 256}))
   config.eval.datasets = "synthetic"
   config.eval.meta_model = str(meta_dir)
@@ -187,7 +187,7 @@ def test_run_with_real_judge_on_tiny_model(config, tmp_path, monkeypatch):
   """The real `grm.judge` and sampler on a random model: its texts do not parse, and the stage copes."""
   loads = []
 
-  def fake_load(name, dtype="float32", mesh=None, rules=None):
+  def fake_load(name, dtype="float32", mesh=None, rules=None, **kw):
     loads.append(mesh)
     m = models.from_config(models.tiny("llama"), mesh=mesh, rules=rules, eos_ids=(0,))
     m.tokenizer = ByteTokenizer()

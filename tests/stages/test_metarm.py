@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from grm_jax import configs, models
+from grm_jax.grm import meta_rm
 from grm_jax.models.scalar_head import init_meta_params
 from grm_jax.stages import metarm
 
@@ -31,7 +32,7 @@ def _judged_rows(model, count, seed):
     right = bool(rng.integers(2))
     s = (hi, lo) if right else (lo, hi)
     text = "Analysis: " + f"Response {1 if right else 2} is correct. " * 8 + f"\nScores: \\boxed{{{s[0]}, {s[1]}}}"
-    ids, cut = metarm.meta_sequence(model, [{"role": "user", "content": f"What is {a} + {b}?"}],
+    ids, cut = meta_rm.meta_sequence(model, [{"role": "user", "content": f"What is {a} + {b}?"}],
                                     [str(a + b), str(a + b + 1)], text, [0, 1], 512)
     assert ids is not None and not cut
     seqs.append(ids)
@@ -47,10 +48,10 @@ def test_bce_learns_heldout_correctness(tiny_llama, tmp_path):
   group.optim.update(learning_rate=1e-2, grad_clip=0.0, schedule="constant", warmup_steps=2)
   group.checkpoint.save_every = 1000
   params = init_meta_params(tiny_llama.params, tiny_llama.config.hidden_size)
-  before = metarm.heldout_metrics(metarm.sequence_logits(tiny_llama, params, ho_seqs, 16), ho_labels)
+  before = metarm.heldout_metrics(meta_rm.sequence_logits(tiny_llama, params, ho_seqs, 16), ho_labels)
   params, history = metarm.train(tiny_llama, params, train_seqs, train_labels, group, str(tmp_path), seed=0,
                                  progress=False)
-  after = metarm.heldout_metrics(metarm.sequence_logits(tiny_llama, params, ho_seqs, 16), ho_labels)
+  after = metarm.heldout_metrics(meta_rm.sequence_logits(tiny_llama, params, ho_seqs, 16), ho_labels)
   print(f"held-out AUC {before['auc']:.3f} -> {after['auc']:.3f}, accuracy {before['accuracy']:.3f} -> "
         f"{after['accuracy']:.3f}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}")
   assert before["auc"] == pytest.approx(0.5)  # zero head: every logit 0
@@ -112,5 +113,5 @@ def test_stage_end_to_end_and_rerun_skips(tmp_path):
   stamp = (out / "metrics.json").stat().st_mtime_ns
   assert metarm.run(config, str(tmp_path)) == json.loads((out / "done.json").read_text())
   assert (out / "metrics.json").stat().st_mtime_ns == stamp
-  model, params = metarm.load_meta_rm(str(out))
+  model, params = meta_rm.load_meta_rm(str(out))
   assert set(params) == {"decoder", "head"} and params["head"]["kernel"].shape == (model.config.hidden_size,)

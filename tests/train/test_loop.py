@@ -3,7 +3,8 @@
 import jax.numpy as jnp
 import pytest
 
-from grm_jax.train.loop import TrainingDiverged, run_loop
+from grm_jax.train.errors import TrainingDiverged
+from grm_jax.train.loop import run_loop
 
 
 def _run(out_dir, skipped, max_nonfinite):

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grm_jax.train.metrics import MetricsWriter, read_jsonl
+from grm_jax.files import read_jsonl
+from grm_jax.train.metrics import MetricsWriter
 
 
 class _Bar:

@@ -7,8 +7,8 @@ import pytest
 
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.synthetic import synthetic
-from grm_jax.data.synthetic_critic import critic_judge
-from grm_jax.stages.common import correctness
+from grm_jax.grm.synthetic_critic import critic_judge
+from grm_jax.grm.trajectories import correctness
 
 
 @pytest.fixture(scope="module")

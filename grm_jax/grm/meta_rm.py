@@ -1,0 +1,113 @@
+"""The meta RM at work (paper §4.2): its input sequence for a sampled judgement, its logits, loading a trained one.
+
+The metarm stage trains it and evaluation uses it (MetaRM@k), through these functions: a judgement is scored in the
+plain meta template with the responses in the order that sample saw (`grm.prompts.meta_prompt`), in the meta RM's
+own chat template; a sequence over `max_len` loses the start of its prompt (the judgement and the context right
+before it decide correctness); one whose judgement alone does not fit is not scored.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from grm_jax import files, models, parallel
+from grm_jax.data.example import PreferenceExample
+from grm_jax.grm.judge import Judgements
+from grm_jax.grm.prompts import meta_prompt
+from grm_jax.models.scalar_head import init_meta_params, meta_scores
+from grm_jax.train.batching import pad_rows
+from grm_jax.train.checkpoint import restore_params
+
+
+def meta_sequence(model, context, responses, text: str, perm, max_len: int) -> tuple[list[int] | None, bool]:
+  """(token ids, truncated) of one (meta prompt, judgement); (None, False) if the judgement alone is too long."""
+  messages = meta_prompt(list(context), list(responses), text, perm)
+  full = [int(t) for t in model.encode_chat(messages, add_generation_prompt=False)]
+  if len(full) <= max_len:
+    return full, False
+  prompt = model.encode_chat(messages[:1], add_generation_prompt=True)
+  answer = len(full) - len(prompt) if full[: len(prompt)] == list(prompt) else 0
+  if answer >= max_len:
+    return None, False
+  return full[-max_len:], True
+
+
+def _row_multiple(mesh) -> int:
+  """Rows of a batch must split over data x fsdp."""
+  if mesh is None:
+    return 1
+  return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
+
+
+@functools.lru_cache(maxsize=8)
+def score_program(cfg, mesh, rules):
+  """jit(scores)(params, tokens [B, T], mask) -> float32 [B]: the meta RM's logits (evaluation's MetaRM@k)."""
+  return jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
+
+
+def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
+                    max_len: int = 1 << 30) -> np.ndarray:
+  """float32 [N]: the meta RM's logit of each token sequence, scored in batches of similar length."""
+  out = np.zeros(len(seqs), np.float32)
+  if not seqs:
+    return out
+  fn = score_program(model.config, mesh, tuple(rules) if mesh is not None else ())
+  step = -(-int(batch_size) // _row_multiple(mesh)) * _row_multiple(mesh)
+  order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch: less padding
+  for b0 in range(0, len(order), step):
+    idx = order[b0 : b0 + step]
+    tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, max_len)
+    if mesh is None:
+      logits = fn(params, tokens, mask)
+    else:
+      logits = fn(params, parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules))
+    out[idx] = parallel.to_host(logits)[: len(idx)]
+  return out
+
+
+def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):
+  """(model, params) of a meta RM written by the metarm stage: `path` is the stage folder (`<workdir>/metarm`)."""
+  spec_path = os.path.join(path, "model.json")
+  if not files.exists(spec_path):
+    raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
+  spec = files.read_json(spec_path)
+  model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"), mesh=mesh, rules=rules)
+  like = init_meta_params(model.params, model.config.hidden_size)
+  return model, restore_params(os.path.join(path, "final"), like)
+
+
+def meta_max_len(path: str) -> int:
+  """The sequence limit the meta RM at `path` was trained with (longer inputs are cut the same way)."""
+  return int(files.read_json(os.path.join(path, "model.json")).get("max_len", 1024))
+
+
+def judgement_logits(meta_rm: tuple[Any, Any, int], examples: Sequence[PreferenceExample], j: Judgements,
+                     batch_size: int, rules) -> np.ndarray:
+  """float32 [B, k]: the meta RM's logit for each sample (its own response order and text).
+
+  Invalid samples are not scored (logit 0): voting drops them whatever their meta reward, so scoring them would be
+  wasted compute. A sample whose judgement alone exceeds the meta RM's max_len gets -inf (last in the ranking).
+  """
+  meta_model, params, max_len = meta_rm
+  out = np.zeros((len(examples), j.k), np.float32)
+  seqs, slots = [], []
+  for b, ex in enumerate(examples):
+    for s in range(j.k):
+      if not j.valid[b, s]:
+        continue
+      ids, _ = meta_sequence(meta_model, ex.context, ex.responses, j.texts[b][s], j.perms[b, s, : ex.n], max_len)
+      if ids is None:
+        out[b, s] = -np.inf
+        continue
+      seqs.append(ids)
+      slots.append((b, s))
+  logits = sequence_logits(meta_model, params, seqs, batch_size, meta_model.mesh, rules, max_len)
+  for (b, s), x in zip(slots, logits, strict=True):
+    out[b, s] = x
+  return out

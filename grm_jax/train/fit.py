@@ -1,0 +1,64 @@
+"""The supervised fit loop every SFT-like training shares (RFT's SFT, the meta RM, the baselines): shuffled epochs
+of rows in fixed-size batches through the one train step, resumable.
+
+A caller gives its loss function and `make_batch(row indices) -> {name: [B, ...] host array}`; `fit` derives the
+number of optimizer steps from the rows, `group.epochs` and `group.batch_size`, builds the optimizer from
+`group.optim`, splits each batch into `group.micro_batches`, and runs `train.loop.run_loop` (checkpoints and metrics
+in `out_dir`). A step's rows are a fixed function of (seed, step) (`batch_indices`), so a resumed run sees the same
+batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from grm_jax.train.loop import run_loop
+from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.step import LossFn, init_state, make_train_step, place_batch, split_micro_batches
+
+
+def epoch_order(num: int, seed: int, epoch: int) -> np.ndarray:
+  """The item order of one epoch: a fixed function of (seed, epoch), so a resumed run sees the same order."""
+  return np.random.default_rng([seed, epoch]).permutation(num)
+
+
+def batch_indices(num: int, batch: int, step: int, seed: int) -> np.ndarray:
+  """Item indices of optimizer step `step` (0-based) when walking shuffled epochs in batches of `batch`."""
+  out = []
+  pos = step * batch
+  while len(out) < batch:
+    epoch, offset = divmod(pos, num)
+    take = min(batch - len(out), num - offset)
+    out.extend(epoch_order(num, seed, epoch)[offset : offset + take])
+    pos += take
+  return np.asarray(out)
+
+
+def num_steps(num_rows: int, epochs: float, batch_size: int) -> int:
+  """Optimizer steps for `epochs` passes over `num_rows` rows (fractional epochs allowed; at least one step)."""
+  return max(1, math.ceil(num_rows * float(epochs) / int(batch_size)))
+
+
+def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+        num_rows: int, group, out_dir: str, seed: int, mesh=None, rules=(), compute_dtype: str | None = None,
+        donate: bool = False, progress: bool = True) -> tuple[Any, list[dict]]:
+  """Trains `params` on `num_rows` rows for `group.epochs` (keys of `configs.rft()` / `configs.metarm()`: epochs,
+  batch_size, micro_batches, optim, checkpoint); returns (params, metrics of the steps run now). `donate`: the
+  train state takes over the params' buffers (deleted afterwards; no second copy on the device)."""
+  steps = num_steps(num_rows, group.epochs, group.batch_size)
+  optimizer, schedule = make_optimizer(group.optim, steps)
+  train_step = make_train_step(loss_fn, optimizer, schedule, compute_dtype=compute_dtype)
+
+  def step_fn(state, step):
+    batch = make_batch(batch_indices(num_rows, int(group.batch_size), step, seed))
+    return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
+
+  state = init_state(params, optimizer, donate=donate)
+  state, history = run_loop(name=name, state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
+                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress,
+                            max_nonfinite=int(group.optim.max_nonfinite_steps))
+  return state.params, history
