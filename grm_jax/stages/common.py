@@ -17,9 +17,11 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+from absl import logging
 
 from grm_jax import files, models, parallel
 from grm_jax.data.registry import load_dataset
@@ -79,7 +81,51 @@ def training_items(config, split: str = "train"):
 
 
 
-def fingerprint(config, *keys: str) -> str:
-  """A stable digest of the config parts that decide a stage's outputs (reuse them only if it matches)."""
+def fingerprint(config, *keys: str, upstream: dict[str, Any] | None = None) -> str:
+  """A stable digest of what decides a stage's outputs: the config groups `keys` and `upstream` (the fingerprints
+  of the stages whose outputs it reads), so outputs are reused only if it matches."""
   parts = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys if k in config}
+  if upstream:
+    parts["upstream"] = upstream
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def upstream_fingerprints(workdir: str, stages: Sequence[str]) -> dict[str, str | None]:
+  """The done fingerprints of the stages of this workdir whose outputs a stage reads (None: not done)."""
+  return {name: (read_done(os.path.join(os.fspath(workdir), name)) or {}).get("fingerprint") for name in stages}
+
+
+def run_stage(config, workdir: str, name: str, work: Callable[[str], dict[str, Any]], *, keys: Sequence[str],
+              upstream: Sequence[str] = (), reuse: Callable[[str, dict[str, Any]], Any] | None = None) -> Any:
+  """The one stage protocol: the fingerprint of the inputs, then reuse or run, then the done marker.
+
+  Inputs are the config groups `keys` and the done markers of the `upstream` stages of this workdir whose outputs
+  the stage reads, so a stage whose input was made again runs again. If `<workdir>/<name>/done.json` holds the same
+  fingerprint, nothing runs: the marker's info is returned (or `reuse(stage folder, info)`). Otherwise
+  `work(stage folder)` runs (it resumes from its own checkpoints and cached steps when a previous run was cut) and
+  returns the info to record; the marker is written last, so its presence means every output is there.
+  """
+  out = stage_dir(workdir, name)
+  key = fingerprint(config, *keys, upstream=upstream_fingerprints(workdir, upstream))
+  done = read_done(out)
+  if done is not None and done.get("fingerprint") == key:
+    logging.info("%s: already done (%s)", name, out)
+    return reuse(out, done) if reuse is not None else done
+  info = work(out)
+  write_done(out, {"fingerprint": key, **{k: v for k, v in dict(info).items() if k != "fingerprint"}})
+  return reuse(out, read_done(out)) if reuse is not None else read_done(out)
+
+
+def cached(marker: str, inputs: dict[str, Any], make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+  """A step inside a stage (sampling) done once per `inputs`: its summary is stored in the JSON file `marker` with
+  the inputs; with the same inputs the stored summary is returned and `make` is not called. A killed stage thus
+  keeps its samples and goes straight back to training."""
+  inputs = json.loads(files.dumps(inputs))
+  if files.exists(marker):
+    stored = files.read_json(marker)
+    if stored.get("fingerprint") == inputs:
+      logging.info("reusing %s", marker)
+      return stored
+  summary = {**make(), "fingerprint": inputs}
+  files.write_json(marker, summary)
+  return json.loads(files.dumps(summary))

@@ -54,8 +54,8 @@ OFFICIAL_METRIC = {
 }
 """Benchmark -> the headline metric(s), first one present wins (PPE: preference set if loaded, else correctness)."""
 
-FINGERPRINT_KEYS = ("seed", "model", "grm", "eval")
-"""Config parts that decide the numbers; a stored results.json with the same parts is reused."""
+STAGE_KEYS = ("seed", "model", "grm", "eval")
+"""Config parts that decide the numbers (with the stages whose params are judged: `upstream`)."""
 
 
 def benchmark_of(dataset: str) -> str:
@@ -82,10 +82,6 @@ def config_dict(config: Any) -> dict[str, Any]:
   """The config as plain JSON values (ConfigDict, FrozenConfigDict or a mapping)."""
   raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   return json.loads(json.dumps(report.jsonable(raw)))
-
-
-def _fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
-  return {key: cfg.get(key) for key in FINGERPRINT_KEYS}
 
 
 def datasets_of(config: Any) -> list[str]:
@@ -255,22 +251,26 @@ def select_items(name: str, config, limit: int | None) -> list[PreferenceExample
 
 
 def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
-  """Evaluates `config.model` on `config.eval.datasets`; writes `workdir/eval/` and returns the results dict."""
+  """Evaluates `config.model` on `config.eval.datasets`; writes `workdir/eval/` and returns the results dict. A rerun
+  with the same config and the same judged params returns the stored results.json."""
+  return common.run_stage(config, os.fspath(workdir), "eval", lambda out: _run(config, workdir, out),
+                          keys=STAGE_KEYS, upstream=upstream(config, workdir),
+                          reuse=lambda out, _: files.read_json(os.path.join(out, "results.json")))
+
+
+def upstream(config: Any, workdir: str | os.PathLike) -> tuple[str, ...]:
+  """The stages of this workdir whose outputs evaluation reads: the judged policy, the baseline, the meta RM."""
+  names = [str(config.eval.policy), str(config.eval.baseline)]
+  meta = os.fspath(config.eval.meta_model)
+  if meta and not os.path.isabs(meta) and not files.is_remote(meta):
+    names.append(meta)
+  return tuple(dict.fromkeys(n for n in names if n and n != "base" and files.isdir(os.path.join(os.fspath(workdir),
+                                                                                                 n))))
+
+
+def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any]:
   start = time.perf_counter()
-  out_dir = os.path.join(os.fspath(workdir), "eval")
   cfg = config_dict(config)
-  results_path = os.path.join(out_dir, "results.json")
-  stored = None
-  if files.exists(results_path):
-    try:
-      stored = files.read_json(results_path)
-    except (OSError, json.JSONDecodeError) as e:
-      logging.warning("evaluate: %s is unreadable (%s); evaluating again", results_path, e)
-  if stored is not None:
-    if _fingerprint(stored.get("config", {})) == _fingerprint(cfg):
-      logging.info("evaluate: %s exists with the same config; reusing it", results_path)
-      return stored
-    logging.info("evaluate: %s was made with another config; evaluating again", results_path)
   names = datasets_of(config)
   k = int(config.eval.k)
   limit = int(config.eval.limit) or None
@@ -333,4 +333,4 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
   }
   paths = report.write_report(out_dir, results, judged, metas or None)
   logging.info("evaluate: wrote %s", ", ".join(paths.values()))
-  return report.jsonable(results)
+  return {"results": "results.json", "datasets": list(per_dataset), "seconds": results["seconds"]}

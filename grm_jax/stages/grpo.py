@@ -15,7 +15,6 @@ import os
 from typing import Any
 
 import numpy as np
-from absl import logging
 
 from grm_jax import grm
 from grm_jax.files import read_jsonl
@@ -55,13 +54,16 @@ def step_seed(seed: int, step: int) -> int:
   return int(np.random.default_rng([seed, step, 7]).integers(2**31 - 1))
 
 
+STAGE_KEYS = ("seed", "model", "grm", "data", "grpo")
+
+
 def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
-  out = common.stage_dir(workdir, "grpo")
-  key = common.fingerprint(config, "seed", "model", "grm", "data", "grpo")
-  done = common.read_done(out)
-  if done is not None and done.get("fingerprint") == key:
-    logging.info("grpo: already done (%s)", out)
-    return done
+  upstream = ("rft",) if str(config.grpo.init) == "rft" else ()
+  return common.run_stage(config, workdir, "grpo", lambda out: _run(config, workdir, out, progress),
+                          keys=STAGE_KEYS, upstream=upstream)
+
+
+def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   g = config.grpo
   mesh, rules_ = common.make_mesh(config)
   model = common.load_base(config, mesh, rules_)
@@ -113,12 +115,9 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   save_params(os.path.join(out, "final"), state.params)
   history = read_jsonl(os.path.join(out, "metrics.jsonl"))
   k = max(1, min(5, len(history) // 2))
-  info = {
-    "fingerprint": key,
+  return {
     "steps": steps,
     "reward_mean_first": float(np.mean([h["reward_mean"] for h in history[:k]])),
     "reward_mean_last": float(np.mean([h["reward_mean"] for h in history[-k:]])),
     "logp_diff_step0": history[0]["logp_diff_sampler_trainer"] if history else None,
   }
-  common.write_done(out, info)
-  return info

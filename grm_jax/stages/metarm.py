@@ -118,17 +118,19 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
 # Data.
 
 
+def _upstream(config) -> tuple[str, ...]:
+  """The stages of this workdir whose outputs the meta RM reads: RFT's judgements and the sampling policy's params."""
+  policy_dir = POLICY_DIRS.get(str(config.metarm.policy))
+  return ("rft",) + ((policy_dir,) if policy_dir and policy_dir != "rft" else ())
+
+
 def _sampling_fingerprint(config, workdir: str) -> dict[str, Any]:
-  policy_dir = POLICY_DIRS.get(config.metarm.policy)
-  policy_done = common.read_done(os.path.join(workdir, policy_dir)) if policy_dir else None
-  rft_done = common.read_done(os.path.join(workdir, "rft"))
   return {
     "seed": int(config.seed),
     "model": config.model.name,
     "data": config.data.to_dict(),
     **{k: config.metarm[k] for k in SAMPLING_KEYS},
-    "policy_stage": (policy_done or {}).get("fingerprint"),
-    "rft_stage": (rft_done or {}).get("fingerprint"),
+    "upstream": common.upstream_fingerprints(workdir, _upstream(config)),
     "rft_judgements": files.exists(os.path.join(workdir, "rft", "judgements.jsonl")),
   }
 
@@ -159,36 +161,34 @@ def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExamp
 
 
 def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
-  """RFT judgements + fresh policy samples, cached in `metarm/samples.jsonl` under a sampling fingerprint."""
-  samples_path, meta_path = os.path.join(out, "samples.jsonl"), os.path.join(out, "samples.json")
-  fp = json.loads(json.dumps(_sampling_fingerprint(config, workdir)))
-  if files.exists(samples_path) and files.exists(meta_path) and files.read_json(meta_path).get("fingerprint") == fp:
-    logging.info("metarm: reusing %s", samples_path)
-    return files.read_jsonl(samples_path)
-  rows = []
-  rft_path = os.path.join(workdir, "rft", "judgements.jsonl")
-  if files.exists(rft_path):
-    rows += [{**r, "origin": "rft"} for r in files.read_jsonl(rft_path)]
-  rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
-  files.write_jsonl(samples_path, rows)
-  files.write_json(meta_path, {"fingerprint": fp, "rows": len(rows)})
-  return rows
+  """RFT judgements + fresh policy samples, in `metarm/samples.jsonl`, made once per sampling fingerprint."""
+  samples_path = os.path.join(out, "samples.jsonl")
+
+  def make() -> dict[str, Any]:
+    rows = []
+    rft_path = os.path.join(workdir, "rft", "judgements.jsonl")
+    if files.exists(rft_path):
+      rows += [{**r, "origin": "rft"} for r in files.read_jsonl(rft_path)]
+    rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
+    return {"rows": files.write_jsonl(samples_path, rows)}
+
+  common.cached(os.path.join(out, "samples.json"), _sampling_fingerprint(config, workdir), make)
+  return files.read_jsonl(samples_path)
 
 
 # --------------------------------------------------------------------------------------------------
 # Stage.
 
 
-def _fingerprint(config) -> str:
-  return common.fingerprint(config, "seed", "model", "grm", "data", "metarm")
+STAGE_KEYS = ("seed", "model", "grm", "data", "metarm")
 
 
 def run(config, workdir: str) -> dict[str, Any]:
-  out = common.stage_dir(workdir, "metarm")
-  done = common.read_done(out)
-  if done is not None and done.get("fingerprint") == _fingerprint(config):
-    logging.info("metarm: already done (%s)", out)
-    return done
+  return common.run_stage(config, workdir, "metarm", lambda out: _run(config, workdir, out), keys=STAGE_KEYS,
+                          upstream=_upstream(config))
+
+
+def _run(config, workdir: str, out: str) -> dict[str, Any]:
   mc = config.metarm
   mesh, rules = common.make_mesh(config)
   base = common.load_base(config, mesh, rules)
@@ -242,8 +242,6 @@ def run(config, workdir: str) -> dict[str, Any]:
   files.write_json(os.path.join(out, "model.json"), {
     "name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype, "max_len": max_len,
     "hidden_size": meta_model.config.hidden_size})
-  info = {"fingerprint": _fingerprint(config), "auc_before": before["auc"], "auc_after": after["auc"],
-          "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"], "steps": len(history),
-          "train_rows": len(tr), "heldout_rows": len(ho)}
-  common.write_done(out, info)  # strict JSON: an undefined AUC (one class held out) is null
-  return info
+  # Strict JSON in done.json: an undefined AUC (one class held out) is null.
+  return {"auc_before": before["auc"], "auc_after": after["auc"], "accuracy_before": before["accuracy"],
+          "accuracy_after": after["accuracy"], "steps": len(history), "train_rows": len(tr), "heldout_rows": len(ho)}

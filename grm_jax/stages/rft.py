@@ -77,7 +77,8 @@ def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple
 
 
 def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[str, Any]:
-  """Step 1: judge, filter, write judgements / accepted / stats; returns the stats."""
+  """Step 1: judge, filter, write the judgements and the accepted trajectories; returns the statistics (which the
+  stage stores in stats.json, the marker of this step)."""
   rc = config.rft
   judge, sampler_model = _sampler(config, model, mesh, rules)
   kw = dict(temperature=float(rc.temperature), top_p=float(rc.top_p), max_new_tokens=int(rc.max_new_tokens),
@@ -114,12 +115,9 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
         "completion_ids": completion,
       })
 
-  stats = _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
-  stats["fingerprint"] = _sampling_fingerprint(config)
   files.write_jsonl(os.path.join(out_dir, "judgements.jsonl"), judgements)
   files.write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
-  files.write_json(os.path.join(out_dir, "stats.json"), stats)
-  return stats
+  return _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
 
 
 def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted) -> dict[str, Any]:
@@ -226,22 +224,18 @@ def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str) -
     "(data.train_limit) or samples (rft.num_samples), or set rft.min_accepted=0 to go on with the base params.")
 
 
+STAGE_KEYS = ("seed", "model", "grm", "data", "rft")
+
+
 def run(config, workdir: str) -> dict[str, Any]:
-  out = common.stage_dir(workdir, "rft")
-  done = common.read_done(out)
-  if done is not None and done.get("fingerprint") == common.fingerprint(config, "seed", "model", "grm", "data", "rft"):
-    logging.info("rft: already done (%s)", out)
-    return done
+  return common.run_stage(config, workdir, "rft", lambda out: _run(config, out), keys=STAGE_KEYS)
+
+
+def _run(config, out: str) -> dict[str, Any]:
   mesh, rules = common.make_mesh(config)
   model = common.load_base(config, mesh, rules)
-  stats_path = os.path.join(out, "stats.json")
-  stats = None
-  if files.exists(stats_path) and files.exists(os.path.join(out, "accepted.jsonl")):
-    stats = files.read_json(stats_path)
-    if stats.get("fingerprint") != json.loads(json.dumps(_sampling_fingerprint(config))):
-      stats = None
-  if stats is None:
-    stats = sample(config, model, common.training_items(config, "train"), out, mesh, rules)
+  stats = common.cached(os.path.join(out, "stats.json"), _sampling_fingerprint(config),
+                        lambda: sample(config, model, common.training_items(config, "train"), out, mesh, rules))
   accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
   if len(accepted) < int(config.rft.min_accepted):
     raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out))
@@ -261,8 +255,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
   save_params(os.path.join(out, "final"), params)
-  info = {
-    "fingerprint": common.fingerprint(config, "seed", "model", "grm", "data", "rft"),
+  return {
     "accepted": len(accepted),
     "sft_sequences": len(sequences),
     "sft_steps": len(history),
@@ -270,5 +263,3 @@ def run(config, workdir: str) -> dict[str, Any]:
     "sft_loss_last": history[-1]["loss"] if history else None,
     "stats": stats["total"],
   }
-  common.write_done(out, info)
-  return info

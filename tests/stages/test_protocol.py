@@ -1,0 +1,63 @@
+"""The one stage protocol (`stages.common.run_stage`, `cached`): reuse when the inputs match, run again when the
+config or an upstream stage's output changed, the done marker written last."""
+
+import json
+
+import ml_collections
+import pytest
+
+from grm_jax.stages import common
+
+
+def _config(lr=1e-3):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.train = ml_collections.ConfigDict({"lr": lr})
+  return c
+
+
+def test_reuse_rerun_on_config_and_on_upstream_change(tmp_path):
+  runs = []
+
+  def work(name):
+    def run(out):
+      runs.append(name)
+      return {"value": len(runs)}
+
+    return run
+
+  up = common.run_stage(_config(), str(tmp_path), "up", work("up"), keys=("seed", "train"))
+  down = common.run_stage(_config(), str(tmp_path), "down", work("down"), keys=("seed",), upstream=("up",))
+  assert runs == ["up", "down"] and up["value"] == 1 and down["value"] == 2
+  assert json.loads((tmp_path / "down" / "done.json").read_text()) == down
+  # Same inputs: nothing runs, the marker's info comes back.
+  assert common.run_stage(_config(), str(tmp_path), "down", work("down"), keys=("seed",), upstream=("up",)) == down
+  assert runs == ["up", "down"]
+  # The upstream stage made again with another config: the downstream stage's inputs changed, it runs again.
+  common.run_stage(_config(lr=2e-3), str(tmp_path), "up", work("up"), keys=("seed", "train"))
+  common.run_stage(_config(), str(tmp_path), "down", work("down"), keys=("seed",), upstream=("up",))
+  assert runs == ["up", "down", "up", "down"]
+
+
+def test_a_failed_stage_leaves_no_marker(tmp_path):
+  def work(out):
+    raise RuntimeError("killed")
+
+  with pytest.raises(RuntimeError):
+    common.run_stage(_config(), str(tmp_path), "s", work, keys=("seed",))
+  assert not (tmp_path / "s" / "done.json").exists()
+
+
+def test_cached_step(tmp_path):
+  made = []
+
+  def make():
+    made.append(1)
+    return {"rows": 3, "nan": float("nan")}
+
+  marker = str(tmp_path / "samples.json")
+  first = common.cached(marker, {"k": 1}, make)
+  assert first == {"rows": 3, "nan": None, "fingerprint": {"k": 1}}
+  assert common.cached(marker, {"k": 1}, make) == first and len(made) == 1
+  common.cached(marker, {"k": 2}, make)
+  assert len(made) == 2
