@@ -8,7 +8,7 @@
 
 Presets (the part after ':'):
   default  the embedded SmolLM2-135M-Instruct on 32 RewardBench items, k=4 (CPU, minutes)
-  smoke    2 items, k=2, 32 new tokens (what the preset test runs)
+  smoke    `configs.smoke`: tiny random model, 2 items, k=2, 16 new tokens (seconds; what the preset test runs)
   paper    the paper's protocol: all four benchmarks, k=32 at temperature 0.5 (accelerators)
 """
 
@@ -33,10 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = configs.evaluation()
 
   if preset == "smoke":
-    c.eval.limit = 2
-    c.eval.k = 2
-    c.eval.max_new_tokens = 32
-    c.eval.num_subsets = 2
+    configs.smoke(c)
   elif preset == "paper":
     c.model.dtype = "bfloat16"
     c.eval.datasets = "rewardbench,rmb,rm-bench,realmistake"

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
+from grm_jax.train.grpo import GrpoConfig
 
 
 def base(stages: tuple[str, ...]) -> ml_collections.ConfigDict:
@@ -176,6 +177,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                        f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
   if "grpo" in config and "grpo" in tuple(config.get("stages", ())):
     g = config.grpo
+    GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them
     rollouts = g.prompts_per_step * g.group_size
     if g.group_size < 2:
       raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")

@@ -35,7 +35,7 @@ from grm_jax.sampling.generate import MAX_PROMPTS_PER_CALL, decode_program, samp
 from grm_jax.sampling.generate import call_shape as sampler_call_shape
 from grm_jax.stages import grpo as grpo_stage
 from grm_jax.stages import metarm, rft
-from grm_jax.train.grpo import GrpoUpdater
+from grm_jax.train.grpo import GrpoConfig, GrpoUpdater
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import BATCH_NAMES, abstract_state, make_train_step
 
@@ -158,7 +158,8 @@ def _grpo_resident(plan: Plan, parts: tuple[str, ...]) -> dict[str, Any]:
   params = plan.params()
   state = abstract_state(params, make_optimizer(plan.config.grpo.optim, 1000)[0])
   out = {"params": params, "moments": state.opt_state}
-  if float(plan.config.grpo.beta) > 0 and not bool(plan.config.grpo.reference_on_host):
+  gc = GrpoConfig.from_config(plan.config.grpo)
+  if gc.has_kl and not gc.reference_on_host:
     out["reference"] = _compute_copy(plan, params)
   return {k: out[k] for k in parts if k in out}
 
@@ -170,7 +171,7 @@ def _compute_copy(plan: Plan, params):
 def _grpo_updater(plan: Plan):
   g = plan.config.grpo
   optimizer, schedule = make_optimizer(g.optim, int(g.steps))
-  return GrpoUpdater(plan.cfg, g, optimizer, schedule, plan.mesh, plan.rules), optimizer
+  return GrpoUpdater(plan.cfg, GrpoConfig.from_config(g), optimizer, schedule, plan.mesh, plan.rules), optimizer
 
 
 def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
@@ -184,7 +185,7 @@ def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
     batch.update(sampler_logp=plan.batch((m, b, t), jnp.float32), sampler_mask=plan.batch((m, b, t), jnp.float32))
   else:
     batch["old_logp"] = plan.batch((m, b, t), jnp.float32)
-  if updater.beta > 0:
+  if updater.g.has_kl:
     batch["ref_logp"] = plan.batch((m, b, t), jnp.float32)
   flops, model_flops = cost.train_flops(plan.cfg, m * b, t)
   return Program("grpo/step", updater.train_step, (abstract_state(params, optimizer), batch),
@@ -367,7 +368,7 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
     add(sampler, "grpo/rollouts", *shape, resident=beside, rounds=-(-int(g.prompts_per_step) // per_call))
     if decode_steps:
       add(decode_step, "grpo/decode_step", *shape, resident=beside)
-    if float(g.beta) > 0:
+    if GrpoConfig.from_config(g).has_kl:
       add(grpo_reference)
     add(grpo_step)
   if "metarm" in stages:

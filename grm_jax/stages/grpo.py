@@ -23,7 +23,7 @@ from grm_jax.stages import common
 from grm_jax.train.batching import bucket_length
 from grm_jax.train.checkpoint import restore_params, save_params
 from grm_jax.train.fit import batch_indices
-from grm_jax.train.grpo import GrpoUpdater, reference_params
+from grm_jax.train.grpo import GrpoConfig, GrpoUpdater, reference_params
 from grm_jax.train.loop import run_loop
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state
@@ -68,7 +68,8 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   mesh, rules_ = common.make_mesh(config)
   model = common.load_base(config, mesh, rules_)
   start = initial_params(config, workdir, model)
-  ref = reference_params(model.config, start, float(g.beta), bool(g.reference_on_host))
+  gc = GrpoConfig.from_config(g)
+  ref = reference_params(model.config, start, gc)
   steps = int(g.steps)
   optimizer, schedule = make_optimizer(g.optim, steps)
   # The state takes over the start params' buffers and the base weights are let go (each step's sampler reads the
@@ -79,7 +80,7 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   items = common.training_items(config, "train")
   if not items:
     raise ValueError("config data.train: no training items")
-  updater = GrpoUpdater(model.config, g, optimizer, schedule, mesh, rules_)
+  updater = GrpoUpdater(model.config, gc, optimizer, schedule, mesh, rules_)
   P, G = int(g.prompts_per_step), int(g.group_size)
   # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
   # a few tokens at most, hence the slack) plus the longest judgement, in 64-token buckets.

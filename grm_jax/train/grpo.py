@@ -50,12 +50,68 @@ class HostReference:
     return jax.device_put(self.arrays, self.shardings)
 
 
-def reference_params(cfg, params, beta: float, on_host: bool = False):
-  """The frozen KL reference: None when beta = 0 (no KL term, nothing kept), else `params` as the decoder reads them
+@dataclasses.dataclass(frozen=True)
+class GrpoConfig:
+  """The GRPO update's settings, typed and checked once (`from_config`); the values and their meaning live in
+  `configs.grpo()`, the one place with defaults."""
+
+  temperature: float
+  epsilon: float
+  epsilon_high: float  # 0: symmetric clip
+  beta: float
+  kl: str
+  loss_agg: str
+  adv_scale: str
+  adv_ddof: int
+  adv_eps: float
+  inner_updates: int
+  micro_batches: int
+  max_new_tokens: int
+  reference_on_host: bool
+
+  @classmethod
+  def from_config(cls, g: Mapping[str, Any]) -> GrpoConfig:
+    """From the `grpo` config group (or any mapping with its keys); a bad value fails here, naming the key."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in g]
+    if missing:
+      raise ValueError(f"config grpo: missing key(s) {missing}")
+    out = cls(**{f.name: _cast(f.type, g[f.name]) for f in dataclasses.fields(cls)})
+    checks = (
+      (out.temperature > 0, "temperature", "GRPO needs sampled rollouts (temperature > 0)"),
+      (out.epsilon > 0, "epsilon", "the clip range must be > 0"),
+      (out.epsilon_high >= 0, "epsilon_high", "must be >= 0 (0 = symmetric clip)"),
+      (out.beta >= 0, "beta", "the KL weight must be >= 0"),
+      (out.kl in losses.KL_KINDS, "kl", f"choose one of {losses.KL_KINDS}"),
+      (out.loss_agg in losses.AGG_MODES, "loss_agg", f"choose one of {losses.AGG_MODES}"),
+      (out.adv_scale in losses.ADV_SCALES, "adv_scale", f"choose one of {losses.ADV_SCALES}"),
+      (out.adv_ddof in (0, 1), "adv_ddof", "0 (population std) or 1 (sample std)"),
+      (out.inner_updates >= 1, "inner_updates", "at least one optimizer step per batch of rollouts"),
+      (out.micro_batches >= 1, "micro_batches", "at least 1"),
+      (out.max_new_tokens >= 1, "max_new_tokens", "at least 1"),
+    )
+    for ok, key, why in checks:
+      if not ok:
+        raise ValueError(f"config grpo.{key}={getattr(out, key)!r}: {why}")
+    return out
+
+  @property
+  def has_kl(self) -> bool:
+    """Whether the loss has a KL term, hence whether a frozen reference is kept at all: decided here only."""
+    return self.beta > 0
+
+
+def _cast(kind: str, value: Any) -> Any:
+  return {"float": float, "int": int, "str": str, "bool": bool}[kind](value)
+
+
+def reference_params(cfg, params, grpo: GrpoConfig):
+  """The frozen KL reference: None without a KL term (nothing kept), else `params` as the decoder reads them
   (`weights.for_compute`: bf16 weights give exactly the log-probs of f32 masters, at half the memory). The copy owns
-  its buffers: the train step donates (overwrites) the policy's. `on_host`: a `HostReference` instead."""
-  if beta <= 0:
+  its buffers: the train step donates (overwrites) the policy's. `grpo.reference_on_host`: a `HostReference`."""
+  if not grpo.has_kl:
     return None
+  on_host = grpo.reference_on_host
   ref = jax.tree.map(lambda a, c: jnp.copy(a) if c is a else c, params, weights.for_compute(cfg, params))
   if not on_host:
     return ref
@@ -66,26 +122,19 @@ def reference_params(cfg, params, beta: float, on_host: bool = False):
 
 
 class GrpoUpdater:
-  """Holds the compiled programs of one GRPO configuration.
+  """Holds the compiled programs of one GRPO configuration (`GrpoConfig`)."""
 
-  `g` is a config group with the keys of `configs.grpo()` (temperature, epsilon, epsilon_high, beta, kl, loss_agg,
-  adv_scale, adv_ddof, adv_eps, inner_updates, micro_batches, max_new_tokens).
-  """
-
-  def __init__(self, cfg, g: Mapping[str, Any], optimizer, schedule, mesh=None, rules=()):
-    if float(g["temperature"]) <= 0:
-      raise ValueError(f"config grpo.temperature={g['temperature']}: GRPO needs sampled rollouts (temperature > 0)")
+  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule, mesh=None, rules=()):
     self.cfg, self.g, self.mesh, self.rules = cfg, g, mesh, rules
-    self.beta = float(g["beta"])
-    self.logp = _logp_program(cfg, float(g["temperature"]), mesh, rules)
+    self.logp = _logp_program(cfg, g.temperature, mesh, rules)
     # One inner update: old log-probs are the loss's own forward, detached (no separate pass). A test turns this off
     # to check both paths give the same update.
-    self.detached_old = int(g["inner_updates"]) == 1
+    self.detached_old = g.inner_updates == 1
     self.train_step = make_train_step(self._loss_fn, optimizer, schedule, compute_dtype=cfg.dtype)
 
   def _loss_fn(self, params, mb):
     g = self.g
-    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], float(g["temperature"]), mesh=self.mesh,
+    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature, mesh=self.mesh,
                                rules=self.rules)
     old = mb.get("old_logp")
     extra = {}
@@ -94,9 +143,8 @@ class GrpoUpdater:
       sm = mb["sampler_mask"]
       extra["logp_diff_sampler_trainer"] = losses.Weighted(jnp.sum(jnp.abs(old - mb["sampler_logp"]) * sm), jnp.sum(sm))
     loss, metrics = losses.grpo_loss(
-      logp, old, mb.get("ref_logp"), mb["advantages"], mb["loss_mask"],
-      epsilon=float(g["epsilon"]), epsilon_high=float(g["epsilon_high"]) or None,
-      beta=self.beta, kl=str(g["kl"]), mode=str(g["loss_agg"]), max_len=int(g["max_new_tokens"]) + 1,
+      logp, old, mb.get("ref_logp"), mb["advantages"], mb["loss_mask"], epsilon=g.epsilon,
+      epsilon_high=g.epsilon_high or None, beta=g.beta, kl=g.kl, mode=g.loss_agg, max_len=g.max_new_tokens + 1,
     )
     metrics["entropy"] = losses.aggregate(ent, mb["loss_mask"], "token_mean")
     return loss, {**metrics, **extra}
@@ -109,15 +157,15 @@ class GrpoUpdater:
     `length` fixes the row length (one compiled program for the run); a longer batch falls back to its bucket."""
     g = self.g
     rewards = np.asarray(rewards, np.float32)
-    adv = np.asarray(losses.group_advantages(jnp.asarray(rewards), ddof=int(g["adv_ddof"]), scale=str(g["adv_scale"]),
-                                             eps=float(g["adv_eps"]))).reshape(-1)
+    adv = np.asarray(losses.group_advantages(jnp.asarray(rewards), ddof=g.adv_ddof, scale=g.adv_scale,
+                                             eps=g.adv_eps)).reshape(-1)
     lengths = [len(c) for c in completions]
     longest = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
     length = length if length is not None and length >= longest else None
     batch, _ = pack(prompts, completions, pad_id=pad_id, max_len=max_len, length=length,
                     values={"sampler_logp": sampler_logp, "sampler_mask": [[1.0] * len(lp) for lp in sampler_logp]})
     batch["advantages"] = adv.astype(np.float32)
-    micro = int(g["micro_batches"])
+    micro = g.micro_batches
     dev = place_batch(split_micro_batches(batch, micro), self.mesh, self.rules)
     train = {k: dev[k] for k in ("tokens", "mask", "loss_mask", "advantages")}
     diagnostics = {}
@@ -130,12 +178,12 @@ class GrpoUpdater:
       train["old_logp"] = old
       diagnostics = {"logp_diff_sampler_trainer": float((diff * sm).sum() / max(sm.sum(), 1.0)),
                      "logp_diff_sampler_trainer_max": float((diff * sm).max())}
-    if self.beta > 0:
+    if g.has_kl:
       ref = ref_params.on_device() if isinstance(ref_params, HostReference) else ref_params
       train["ref_logp"] = self.logp(ref, dev)
       del ref  # a host reference leaves the device before the update
     metrics, skipped = {}, 0.0
-    for _ in range(int(g["inner_updates"])):
+    for _ in range(g.inner_updates):
       state, metrics = self.train_step(state, train)
       skipped = max(skipped, float(metrics["skipped"]))
     out = {k: float(v) for k, v in metrics.items()}

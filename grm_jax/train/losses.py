@@ -149,14 +149,15 @@ def grpo_loss(
   advantages,
   mask,
   *,
-  epsilon: float = 0.2,
-  epsilon_high: float | None = None,
-  beta: float = 0.08,
-  kl: str = "k3",
-  mode: str = "seq_mean_token_mean",
+  epsilon: float,
+  epsilon_high: float | None,
+  beta: float,
+  kl: str,
+  mode: str,
   max_len: int | None = None,
 ) -> tuple[Weighted, dict[str, Weighted]]:
-  """Clipped-surrogate GRPO loss (negated objective of paper Eq. 15) with a per-token KL penalty.
+  """Clipped-surrogate GRPO loss (negated objective of paper Eq. 15) with a per-token KL penalty. The settings have
+  no defaults here: they come from the config (`configs.grpo()`, through `train.grpo.GrpoConfig`).
 
   logp/old_logp/ref_logp/mask are [B, T]; advantages is [B], one per response, shared by its tokens.
   epsilon_high (DAPO "clip-higher") defaults to epsilon. ref_logp may be None only when beta == 0.

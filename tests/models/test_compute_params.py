@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grm_jax import models, parallel
+from grm_jax import configs, models, parallel
 from grm_jax.models import weights
 from grm_jax.models.config import tiny
 from grm_jax.sampling.generate import sampling_shardings
-from grm_jax.train.grpo import reference_params
+from grm_jax.train.grpo import GrpoConfig, reference_params
 from grm_jax.train.logprobs import token_logprobs
 
 
@@ -26,12 +26,16 @@ def test_compute_dtype_weights_give_the_same_logprobs():
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def grpo_config(**kw):
+  return GrpoConfig.from_config({**configs.grpo().to_dict(), **kw})
+
+
 def test_reference_is_absent_at_beta_zero_and_owns_its_buffers():
   mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
   cfg = tiny("llama")  # f32 compute: the reference is a plain copy
   model = models.from_config(cfg, mesh=mesh)
-  assert reference_params(cfg, model.params, 0.0) is None
-  ref = reference_params(cfg, model.params, 0.08)
+  assert reference_params(cfg, model.params, grpo_config(beta=0.0)) is None
+  ref = reference_params(cfg, model.params, grpo_config(beta=0.08))
   for p, r in zip(jax.tree.leaves(model.params), jax.tree.leaves(ref), strict=True):
     assert r is not p and r.sharding.is_equivalent_to(p.sharding, p.ndim)
     np.testing.assert_array_equal(np.asarray(p), np.asarray(r))
@@ -51,7 +55,7 @@ def test_reference_on_host_gives_the_same_log_probs_from_host_memory():
   mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
   cfg = tiny("llama")
   model = models.from_config(cfg, mesh=mesh)
-  ref = reference_params(cfg, model.params, 0.08, on_host=True)
+  ref = reference_params(cfg, model.params, grpo_config(beta=0.08, reference_on_host=True))
   assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(ref.arrays))
   back = ref.on_device()
   for p, r in zip(jax.tree.leaves(model.params), jax.tree.leaves(back), strict=True):

@@ -12,7 +12,7 @@ import numpy as np
 from grm_jax import models, sampling
 from grm_jax.grm import rules
 from grm_jax.models.config import tiny
-from grm_jax.train.grpo import GrpoUpdater, reference_params
+from grm_jax.train.grpo import GrpoConfig, GrpoUpdater, reference_params
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state
 
@@ -22,9 +22,10 @@ G, PROMPTS = 4, 16
 
 def config(**kw):
   g = dict(temperature=1.0, epsilon=0.2, epsilon_high=0.0, beta=0.0, kl="k3", loss_agg="seq_mean_token_mean",
-           adv_scale="group", adv_ddof=0, adv_eps=1e-6, inner_updates=1, micro_batches=2, max_new_tokens=2)
+           adv_scale="group", adv_ddof=0, adv_eps=1e-6, inner_updates=1, micro_batches=2, max_new_tokens=2,
+           reference_on_host=False)
   g.update(kw)
-  return g
+  return GrpoConfig.from_config(g)
 
 
 def toy_prompts(rng, count):
@@ -106,7 +107,7 @@ def test_one_inner_update_with_detached_logprobs_equals_a_separate_old_forward()
   for detached, on_host in ((True, False), (False, False), (True, True)):
     updater = GrpoUpdater(cfg, config(beta=0.04), optimizer, schedule)
     updater.detached_old = detached
-    ref = reference_params(cfg, model.params, 0.04, on_host=on_host)
+    ref = reference_params(cfg, model.params, config(beta=0.04, reference_on_host=on_host))
     state, m = updater.update(init_state(model.params, optimizer), ref, *map(list, zip(*flat, strict=True)),
                               rewards, pad_id=BOS, max_len=8)
     results.append((state.params, m))
@@ -120,3 +121,17 @@ def test_one_inner_update_with_detached_logprobs_equals_a_separate_old_forward()
   assert abs(m1["loss"] - m2["loss"]) < 1e-6 and abs(m1["ratio"] - 1.0) < 1e-6
   assert m1["logp_diff_sampler_trainer"] <= 1e-4 and abs(m1["logp_diff_sampler_trainer"] - m2[
     "logp_diff_sampler_trainer"]) < 1e-6
+
+
+def test_grpo_config_is_checked_once_naming_the_key():
+  import pytest  # noqa: PLC0415
+
+  from grm_jax import configs  # noqa: PLC0415
+
+  base = configs.grpo().to_dict()
+  assert GrpoConfig.from_config(base).has_kl and not GrpoConfig.from_config({**base, "beta": 0.0}).has_kl
+  for key, bad in (("kl", "k4"), ("loss_agg", "sum"), ("temperature", 0.0), ("inner_updates", 0), ("beta", -1.0)):
+    with pytest.raises(ValueError, match=rf"config grpo\.{key}="):
+      GrpoConfig.from_config({**base, key: bad})
+  with pytest.raises(ValueError, match=r"missing key\(s\) \['reference_on_host'\]"):
+    GrpoConfig.from_config({k: v for k, v in base.items() if k != "reference_on_host"})

@@ -13,6 +13,12 @@ import pytest
 from grm_jax.train import losses as L
 
 TOL = dict(rtol=1e-6, atol=1e-6)
+# The paper's GRPO settings (27B), for the tests that are not about one of them (`losses.grpo_loss` has no defaults).
+PAPER = dict(epsilon=0.2, epsilon_high=None, beta=0.08, kl="k3", mode="seq_mean_token_mean")
+
+
+def grpo_loss(*args, **kw):
+  return L.grpo_loss(*args, **{**PAPER, **kw})
 
 # --------------------------------------------------------------------------- NumPy references (loops on purpose)
 
@@ -129,7 +135,7 @@ def test_grpo_loss_golden(mode, kind, eps_high, beta):
   adv = L.group_advantages(rewards).reshape(-1)
   np.testing.assert_allclose(np.asarray(adv), ref_advantages(rewards).ravel(), **TOL)
   max_len = 7 if mode == "seq_mean_token_sum_norm" else None
-  loss, metrics = L.grpo_loss(logp, old, ref, adv, mask, epsilon=0.2, epsilon_high=eps_high, beta=beta, kl=kind,
+  loss, metrics = grpo_loss(logp, old, ref, adv, mask, epsilon=0.2, epsilon_high=eps_high, beta=beta, kl=kind,
                               mode=mode, max_len=max_len)
   want, want_kl, n_clip, n_tok = ref_grpo(logp, old, ref, ref_advantages(rewards).ravel(), mask, 0.2, eps_high, beta,
                                           kind, mode, max_len)
@@ -145,21 +151,21 @@ def test_grpo_loss_golden(mode, kind, eps_high, beta):
 def test_modes_differ_and_beta_zero_allows_no_reference():
   logp, old, ref, rewards, mask = golden_batch()
   adv = L.group_advantages(rewards).reshape(-1)
-  values = {m: float(L.grpo_loss(logp, old, ref, adv, mask, mode=m, max_len=7)[0].value) for m in L.AGG_MODES}
+  values = {m: float(grpo_loss(logp, old, ref, adv, mask, mode=m, max_len=7)[0].value) for m in L.AGG_MODES}
   assert len(set(values.values())) == 3, values
-  loss, metrics = L.grpo_loss(logp, old, None, adv, mask, beta=0.0)
+  loss, metrics = grpo_loss(logp, old, None, adv, mask, beta=0.0)
   assert "kl" not in metrics
   np.testing.assert_allclose(float(loss.value), float(metrics["pg_loss"].value), **TOL)
   with pytest.raises(ValueError, match="beta"):
-    L.grpo_loss(logp, old, None, adv, mask, beta=0.08)
+    grpo_loss(logp, old, None, adv, mask, beta=0.08)
 
 
 def test_grpo_loss_jits():
   logp, old, ref, rewards, mask = golden_batch()
   adv = L.group_advantages(rewards).reshape(-1)
-  f = jax.jit(functools.partial(L.grpo_loss, mode="token_mean"))
+  f = jax.jit(functools.partial(L.grpo_loss, **{**PAPER, "mode": "token_mean"}))
   loss, _ = f(logp, old, ref, adv, mask)
-  eager, _ = L.grpo_loss(logp, old, ref, adv, mask, mode="token_mean")
+  eager, _ = grpo_loss(logp, old, ref, adv, mask, mode="token_mean")
   np.testing.assert_allclose(float(loss.value), float(eager.value), **TOL)
 
 
@@ -175,7 +181,7 @@ def test_gradient_at_ratio_one(mode):
   old = logp.copy()  # ratio == 1 exactly: on-policy first inner step
 
   def f(lp):
-    return L.grpo_loss(lp, old, ref, adv, mask, beta=beta, mode=mode, max_len=max_len)[0].value
+    return grpo_loss(lp, old, ref, adv, mask, beta=beta, mode=mode, max_len=max_len)[0].value
 
   g = np.asarray(jax.grad(f)(jnp.asarray(logp)))
   lengths = mask.sum(1)
@@ -207,8 +213,8 @@ def test_micro_batch_accumulation_is_exact(mode):
   ref = (logp + rng.normal(0, 0.2, (B, T))).astype(np.float32)
   adv = rng.normal(size=B).astype(np.float32)
   kw = dict(mode=mode, max_len=T)
-  full_loss, full_metrics = L.grpo_loss(logp, old, ref, adv, mask, **kw)
-  parts = [L.grpo_loss(logp[s], old[s], ref[s], adv[s], mask[s], **kw) for s in np.split(np.arange(B), 4)]
+  full_loss, full_metrics = grpo_loss(logp, old, ref, adv, mask, **kw)
+  parts = [grpo_loss(logp[s], old[s], ref[s], adv[s], mask[s], **kw) for s in np.split(np.arange(B), 4)]
   acc_loss, acc_metrics = functools.reduce(L.combine, parts)
   np.testing.assert_allclose(float(acc_loss.value), float(full_loss.value), rtol=1e-6, atol=1e-7)
   for k in full_metrics:
@@ -240,7 +246,7 @@ def test_bad_names_raise():
   with pytest.raises(ValueError, match="max_len"):
     L.aggregate(x, m, "seq_mean_token_sum_norm")
   with pytest.raises(ValueError, match="max_len"):
-    L.grpo_loss(x, x, x, jnp.zeros(2), m, mode="seq_mean_token_sum_norm")
+    grpo_loss(x, x, x, jnp.zeros(2), m, mode="seq_mean_token_sum_norm")
   with pytest.raises(ValueError, match="std_all"):
     L.group_advantages(x, scale="std_all")
 
