@@ -26,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stages = ("evaluate",)
   c.seed = 0
+  c.benchmark_root = configs.BENCHMARK_ROOT
 
   c.model = configs.model()
   c.mesh = configs.mesh()

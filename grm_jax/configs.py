@@ -14,12 +14,17 @@ import ml_collections
 from grm_jax import parallel
 from grm_jax.train.grpo import GrpoConfig
 
+# The folder benchmark and training data sets are read from by name (`rewardbench/`, `helpsteer2/`, ...), for every
+# stage: `--config.benchmark_root=DIR`. Its location decides no number, so no stage fingerprints it.
+BENCHMARK_ROOT = "../shared/benchmarks"
+
 
 def base(stages: tuple[str, ...]) -> ml_collections.ConfigDict:
-  """The groups every training experiment shares: stages, seed, model, mesh, GRM template and data."""
+  """The groups every training experiment shares: stages, seed, benchmark folder, model, mesh, GRM template, data."""
   c = ml_collections.ConfigDict()
   c.stages = stages
   c.seed = 0
+  c.benchmark_root = BENCHMARK_ROOT
   c.model = model()
   c.mesh = mesh()
   c.grm = grm()
@@ -54,7 +59,6 @@ def data() -> ml_collections.ConfigDict:
   c.train_limit = 256  # items (0 = all)
   c.test = "synthetic"  # held-out items for before/after accuracy (split "test")
   c.test_limit = 64
-  c.benchmark_root = "../shared/benchmarks"
   return c
 
 
@@ -237,7 +241,6 @@ def evaluation() -> ml_collections.ConfigDict:
   c.policy = "base"  # whose params judge: "base" (config.model), or a stage of this workdir: "rft", "grpo"
   c.baseline = ""  # also judge with these params ("base", "rft") for a before / after table ('' = off)
   c.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
-  c.benchmark_root = "../shared/benchmarks"
   c.limit = 32  # items per dataset (0 = all)
   c.subsample = "random"  # which `limit` items: "random" (seeded, across subsets) or "first"
   c.k = 4  # samples per item (k_max of the scaling curves)

@@ -11,8 +11,8 @@
 #       Copies this checkout (without .git, .venv) to ~/grm_jax on every worker, installs uv, makes a Python 3.11
 #       venv ~/grm_jax/.venv with uv and installs '.[tpu]' into it. --model-from / --data-from copy a GCS folder
 #       to the same local path on every worker, since each host reads the checkpoint (and the benchmark files)
-#       itself: pass --config.model.name=/data/M (and --config.data.benchmark_root=/data/D,
-#       --config.eval.benchmark_root=/data/D) to the job. Rerun setup after changing the code.
+#       itself: pass --config.model.name=/data/M (and --config.benchmark_root=/data/D) to the job. Rerun setup
+#       after changing the code.
 #   launch/tpu_pod.sh run NAME ZONE [--run-name RUN] -- python -m grm_jax.main --config=... --workdir=gs://B/RUN
 #       Starts the command under nohup on every worker and returns at once: it survives the end of this
 #       session. python means the venv's python. Worker W logs to ~/grm_jax/logs/RUN.workerW.log on its own

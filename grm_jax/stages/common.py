@@ -76,7 +76,7 @@ def training_items(config, split: str = "train"):
   name = config.data.train if split == "train" else config.data.test
   limit = config.data.train_limit if split == "train" else config.data.test_limit
   kwargs = {"split": split} if name.split(":", 1)[0] == "synthetic" else {}
-  return load_dataset(name, root=config.data.benchmark_root, limit=int(limit) or None, **kwargs)
+  return load_dataset(name, root=config.benchmark_root, limit=int(limit) or None, **kwargs)
 
 
 

@@ -242,8 +242,8 @@ def select_items(name: str, config, limit: int | None) -> list[PreferenceExample
   # The synthetic stream is already in seeded random order (and a narrow task mix has only so many test problems),
   # so its first `limit` items are the random sample.
   if config.eval.subsample == "first" or not limit or synthetic:
-    return list(load_dataset(name, root=config.eval.benchmark_root, limit=limit, **split))
-  examples = list(load_dataset(name, root=config.eval.benchmark_root, **split))
+    return list(load_dataset(name, root=config.benchmark_root, limit=limit, **split))
+  examples = list(load_dataset(name, root=config.benchmark_root, **split))
   if len(examples) <= limit:
     return examples
   keep = np.sort(np.random.default_rng(int(config.seed)).choice(len(examples), size=limit, replace=False))
@@ -280,7 +280,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     datasets[name] = select_items(name, config, limit)
     logging.info("evaluate: %s: %d items", name, len(datasets[name]))
     if not datasets[name]:
-      raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.eval.benchmark_root!r}")
+      raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.benchmark_root!r}")
 
   model = load_model(config)
   base_model = model

@@ -64,7 +64,7 @@ def scripted_judge(calls):
 def config():
   c = eval_experiment.get_config("smoke")
   c.model.name = "tiny:llama"
-  c.eval.benchmark_root = registry.DEFAULT_ROOT
+  c.benchmark_root = registry.DEFAULT_ROOT
   c.eval.datasets = "rewardbench,synthetic" if HAVE_REWARDBENCH else "synthetic"
   c.eval.limit = 4
   c.eval.k = 4
@@ -95,7 +95,7 @@ def test_run_writes_report_and_second_run_skips(config, tmp_path, patched):
   for c in calls:
     assert c["k"] == 4 and c["seed"] == config.seed
     assert c["temperature"] == config.eval.temperature and c["top_p"] == config.eval.top_p
-    assert c["max_new_tokens"] == 32 and c["batch_items"] == config.eval.batch_items
+    assert c["max_new_tokens"] == config.eval.max_new_tokens and c["batch_items"] == config.eval.batch_items
   out = tmp_path / "eval"
   for name in ("report.md", "results.json", "scaling.png", "position_bias.png", "judgements.jsonl"):
     assert (out / name).stat().st_size > 0, name
