@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from grm_jax import models
+from grm_jax import configs, models
 from grm_jax.train import losses
 from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.optimizer import make_optimizer
@@ -42,7 +42,9 @@ def main():
     logp, _ = token_logprobs(cfg, params, mb["tokens"], mb["mask"])
     return losses.nll_loss(logp, mb["loss_mask"]), {}
 
-  optimizer, schedule = make_optimizer(dict(learning_rate=1e-5), 100)
+  group = configs.optim(1e-5)
+  group.schedule, group.warmup_steps = "constant", 0
+  optimizer, schedule = make_optimizer(group, 100)
   step = make_train_step(loss_fn, optimizer, schedule)
   state = init_state(model.params, optimizer)
   dev = place_batch(split_micro_batches(batch, args.micro), None, ())

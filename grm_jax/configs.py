@@ -170,7 +170,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   defaults to this runtime's devices (grm_jax.aot passes a TPU slice's)."""
   rows = _batch_shards(config, jax.device_count() if num_devices is None else num_devices)
   for stage, key in (("rft", "batch_size"), ("metarm", "batch_size")):
-    if stage not in config or stage not in tuple(config.get("stages", ())):
+    if stage not in config or stage not in tuple(config.stages):
       continue
     group = config[stage]
     if group[key] % group.micro_batches:
@@ -179,7 +179,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if rows and (group[key] // group.micro_batches) % rows:
       raise ValueError(f"config {stage}.{key}={group[key]} / micro_batches={group.micro_batches} rows per "
                        f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
-  if "grpo" in config and "grpo" in tuple(config.get("stages", ())):
+  if "grpo" in config and "grpo" in tuple(config.stages):
     g = config.grpo
     GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them
     rollouts = g.prompts_per_step * g.group_size

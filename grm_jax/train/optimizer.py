@@ -21,8 +21,8 @@ def learning_rate_schedule(optim: Mapping[str, Any], total_steps: int) -> optax.
   """Linear warmup over `warmup_steps` (step s < warmup uses (s + 1) / warmup of `learning_rate`, so no step is
   spent at lr 0), then constant or cosine decay to `final_lr_fraction * learning_rate` at `total_steps`."""
   lr = float(optim["learning_rate"])
-  warmup = int(optim.get("warmup_steps", 0))
-  kind = optim.get("schedule", "constant")
+  warmup = int(optim["warmup_steps"])
+  kind = optim["schedule"]
   if kind not in SCHEDULES:
     raise ValueError(f"config optim.schedule={kind!r}; choose one of {SCHEDULES}")
   if lr <= 0:
@@ -31,7 +31,7 @@ def learning_rate_schedule(optim: Mapping[str, Any], total_steps: int) -> optax.
     main = optax.constant_schedule(lr)
   else:
     decay_steps = max(int(total_steps) - warmup, 1)
-    main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim.get("final_lr_fraction", 0.1)))
+    main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim["final_lr_fraction"]))
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(lr / warmup, lr, warmup - 1), main], [warmup])
@@ -64,17 +64,17 @@ def scale_by_adam_stored_as(b1: float, b2: float, eps: float, dtype) -> optax.Gr
 
 
 def make_optimizer(optim: Mapping[str, Any], total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, schedule) for a config group with keys learning_rate, schedule, warmup_steps,
-  final_lr_fraction, weight_decay, b1, b2, eps, grad_clip (0 = off), moment_dtype (float32 | bfloat16: how Adam's
-  two moments are stored; bf16 saves a third of the f32 training state at some precision in the moments)."""
+  """(optimizer, schedule) for an `optim` config group (`configs.optim()`, where the defaults live): learning_rate,
+  schedule, warmup_steps, final_lr_fraction, weight_decay, b1, b2, eps, grad_clip (0 = off), moment_dtype (float32 |
+  bfloat16: how Adam's two moments are stored; bf16 saves a third of the f32 training state)."""
   schedule = learning_rate_schedule(optim, total_steps)
   parts = []
-  clip = float(optim.get("grad_clip", 1.0))
+  clip = float(optim["grad_clip"])
   if clip > 0:
     parts.append(optax.clip_by_global_norm(clip))
-  b1, b2, eps = float(optim.get("b1", 0.9)), float(optim.get("b2", 0.95)), float(optim.get("eps", 1e-8))
-  decay = float(optim.get("weight_decay", 0.0))
-  moments = str(optim.get("moment_dtype", "float32"))
+  b1, b2, eps = float(optim["b1"]), float(optim["b2"]), float(optim["eps"])
+  decay = float(optim["weight_decay"])
+  moments = str(optim["moment_dtype"])
   if moments not in MOMENT_DTYPES:
     raise ValueError(f"config optim.moment_dtype={moments!r}; choose one of {MOMENT_DTYPES}")
   if moments == "float32":

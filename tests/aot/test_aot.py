@@ -19,6 +19,7 @@ from grm_jax.aot import cost, hardware, programs
 from grm_jax.aot.run import plan_for
 from grm_jax.models.config import tiny
 from grm_jax.train.step import abstract_state
+from tests.optim import optim
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                 reason="libtpu not installed (pip install -e '.[tpu]')")
@@ -167,7 +168,7 @@ def test_abstract_state_matches_init_state():
 
   mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
   model = models.from_config(tiny("llama"), mesh=mesh)
-  optimizer, _ = make_optimizer({"learning_rate": 1e-3}, 10)
+  optimizer, _ = make_optimizer(optim(1e-3), 10)
   real = init_state(model.params, optimizer)
   abstract = abstract_state(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
                                          model.params), optimizer)

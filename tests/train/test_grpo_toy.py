@@ -15,6 +15,7 @@ from grm_jax.models.config import tiny
 from grm_jax.train.grpo import GrpoConfig, GrpoUpdater, reference_params
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import init_state
+from tests.optim import optim
 
 BOS, EOS, SCORE0 = 0, 1, 2  # tokens 2..11 are scores 1..10; tokens 12..21 show qualities 0..9
 G, PROMPTS = 4, 16
@@ -51,7 +52,7 @@ def run(steps, seed=0, **kw):
   cfg = tiny("llama", vocab_size=24, num_layers=2)
   model = models.from_config(cfg, seed=seed, eos_ids=(EOS,), pad_id=BOS, bos_id=BOS)
   g = config(**kw)
-  optimizer, schedule = make_optimizer(dict(learning_rate=3e-3, schedule="constant", warmup_steps=0), steps)
+  optimizer, schedule = make_optimizer(optim(3e-3), steps)
   updater = GrpoUpdater(cfg, g, optimizer, schedule)
   state = init_state(model.params, optimizer)
   ref = model.params
@@ -98,7 +99,7 @@ def test_one_inner_update_with_detached_logprobs_equals_a_separate_old_forward()
   """mu = 1 reuses the loss's own log-probs (detached) as the old ones; a separate forward must give the same step."""
   cfg = tiny("llama", vocab_size=24, num_layers=2)
   model = models.from_config(cfg, seed=3, eos_ids=(EOS,), pad_id=BOS, bos_id=BOS)
-  optimizer, schedule = make_optimizer(dict(learning_rate=3e-3, schedule="constant", warmup_steps=0), 1)
+  optimizer, schedule = make_optimizer(optim(3e-3), 1)
   prompts, qualities = toy_prompts(np.random.default_rng(3), 4)
   out = sampling.generate(model, prompts, n=G, max_new_tokens=2, temperature=1.0, seed=3, stop_token_ids=[EOS])
   rewards = score(out.tokens, qualities)

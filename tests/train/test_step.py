@@ -13,8 +13,9 @@ from grm_jax.train import losses
 from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from grm_jax.train.step import init_state, make_train_step, place_batch, split_micro_batches
+from tests.optim import optim
 
-OPTIM = dict(learning_rate=1e-2, schedule="cosine", warmup_steps=1, weight_decay=0.01, grad_clip=1.0)
+OPTIM = optim(1e-2, schedule="cosine", warmup_steps=1, weight_decay=0.01, grad_clip=1.0)
 
 
 def ragged_batch(cfg, rows=8, length=24, seed=0):
@@ -86,7 +87,7 @@ def test_four_micro_batches_give_the_same_update_as_one(mode):
 def test_sft_steps_lower_the_loss():
   cfg = tiny("llama")
   params = models.from_config(cfg, seed=3).params
-  optimizer, schedule = make_optimizer(dict(learning_rate=3e-3, warmup_steps=0), total_steps=30)
+  optimizer, schedule = make_optimizer(optim(3e-3), total_steps=30)
   step = make_train_step(sft_loss_fn(cfg), optimizer, schedule)
   batch = place_batch(split_micro_batches(ragged_batch(cfg, seed=4), 2), None, ())
   state = init_state(params, optimizer)
@@ -136,9 +137,9 @@ def test_dataclass_replace_shares_params():
 
 
 def test_warmup_never_spends_a_step_at_lr_zero():
-  s = learning_rate_schedule(dict(learning_rate=1.0, warmup_steps=4, schedule="constant"), total_steps=10)
+  s = learning_rate_schedule(optim(1.0, warmup_steps=4), total_steps=10)
   np.testing.assert_allclose([float(s(i)) for i in range(6)], [0.25, 0.5, 0.75, 1.0, 1.0, 1.0], rtol=1e-6)
-  s = learning_rate_schedule(dict(learning_rate=2.0, warmup_steps=1, schedule="cosine", final_lr_fraction=0.1),
+  s = learning_rate_schedule(optim(2.0, warmup_steps=1, schedule="cosine", final_lr_fraction=0.1),
                              total_steps=11)
   assert float(s(0)) == 2.0 and abs(float(s(11)) - 0.2) < 1e-6
 
@@ -172,7 +173,7 @@ def test_a_non_finite_step_leaves_the_state_as_it_was():
     err = jnp.sum((p["w"] * mb["x"] + p["b"] - mb["y"]) ** 2)
     return losses.Weighted(err, jnp.float32(mb["x"].shape[0])), {}
 
-  optimizer, _ = make_optimizer(dict(learning_rate=0.1, schedule="constant", warmup_steps=0), 10)
+  optimizer, _ = make_optimizer(optim(0.1), 10)
   step = make_train_step(loss_fn, optimizer, donate=False)
   state = init_state(params, optimizer)
   good = {"x": np.ones((1, 2, 3), np.float32), "y": np.zeros((1, 2, 3), np.float32)}
