@@ -1,4 +1,5 @@
-"""What the training stages share: the mesh and model from config, params on disk, stage markers, item batches.
+"""What the stages share: the one stage protocol (`run_stage`, `cached`), the mesh and model from config, training
+items.
 
 Workdir layout (one folder per stage, written only by that stage):
   config.json                 the resolved config of the last run
@@ -7,8 +8,9 @@ Workdir layout (one folder per stage, written only by that stage):
   rft/accepted.jsonl          the accepted trajectories (the SFT set) and rft/stats.json (acceptance rates)
   <stage>/checkpoints/        orbax train states (params, optimizer, step, data position), newest `keep`
   <stage>/metrics.jsonl       one line of scalars per step (TensorBoard events next to it when available)
-  <stage>/final/              the stage's output params (orbax); <stage>/done.json marks the stage complete
-  eval/                       report.md, results.json, plots
+  <stage>/final/              the stage's output params (orbax)
+  <stage>/done.json           the stage is complete: the fingerprint of its inputs and a summary (`run_stage`)
+  eval/                       report.md, results.json, plots, judgements.jsonl, done.json
 """
 
 from __future__ import annotations
