@@ -12,7 +12,9 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
+from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
+from grm_jax.train.optimizer import OptimConfig
 
 # The folder benchmark and training data sets are read from by name (`rewardbench/`, `helpsteer2/`, ...), for every
 # stage: `--config.benchmark_root=DIR`. Its location decides no number, so no stage fingerprints it.
@@ -173,6 +175,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if stage not in config or stage not in tuple(config.stages):
       continue
     group = config[stage]
+    FitConfig.from_config(group, stage)  # the training settings, typed and checked where `train.fit` reads them
+    OptimConfig.from_config(group.optim, f"{stage}.optim")
     if group[key] % group.micro_batches:
       raise ValueError(f"config {stage}.{key}={group[key]} is not divisible by {stage}.micro_batches="
                        f"{group.micro_batches}")
@@ -182,6 +186,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if "grpo" in config and "grpo" in tuple(config.stages):
     g = config.grpo
     GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them
+    OptimConfig.from_config(g.optim, "grpo.optim")
     rollouts = g.prompts_per_step * g.group_size
     if g.group_size < 2:
       raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")

@@ -44,7 +44,7 @@ from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pad_rows
 from grm_jax.train.checkpoint import restore_params, save_params
-from grm_jax.train.fit import fit
+from grm_jax.train.fit import FitConfig, fit
 
 POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}
 SAMPLING_KEYS = ("policy", "samples_per_item", "temperature", "max_new_tokens")
@@ -110,8 +110,8 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
 
   rules = tuple(rules) if mesh is not None else ()
   return fit(name="metarm", params=params, loss_fn=bce_loss_fn(model.config, mesh, rules), make_batch=make_batch,
-             num_rows=len(train_seqs), group=group, out_dir=out_dir, seed=seed, mesh=mesh, rules=rules,
-             compute_dtype=model.config.dtype, donate=donate, progress=progress)
+             num_rows=len(train_seqs), settings=FitConfig.from_config(group, "metarm"), out_dir=out_dir, seed=seed,
+             mesh=mesh, rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------

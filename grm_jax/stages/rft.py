@@ -32,7 +32,7 @@ from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pack
 from grm_jax.train.checkpoint import save_params
 from grm_jax.train.errors import StageStopped
-from grm_jax.train.fit import fit
+from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.logprobs import token_logprobs
 
 SAMPLING_KEYS = ("sampler", "critic_noise", "num_samples", "hinted", "temperature", "top_p", "max_new_tokens")
@@ -206,7 +206,8 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
     return batch
 
   return fit(name="rft/sft", params=model.params, loss_fn=sft_loss_fn(model.config, group, mesh, rules),
-             make_batch=make_batch, num_rows=len(sequences), group=group, out_dir=out_dir, seed=seed, mesh=mesh,
+             make_batch=make_batch, num_rows=len(sequences),
+             settings=FitConfig.from_config(group, "rft"), out_dir=out_dir, seed=seed, mesh=mesh,
              rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 

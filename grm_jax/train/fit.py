@@ -1,23 +1,25 @@
 """The supervised fit loop every SFT-like training shares (RFT's SFT, the meta RM, the baselines): shuffled epochs
 of rows in fixed-size batches through the one train step, resumable.
 
-A caller gives its loss function and `make_batch(row indices) -> {name: [B, ...] host array}`; `fit` derives the
-number of optimizer steps from the rows, `group.epochs` and `group.batch_size`, builds the optimizer from
-`group.optim`, splits each batch into `group.micro_batches`, and runs `train.loop.run_loop` (checkpoints and metrics
+A caller gives its loss function, `make_batch(row indices) -> {name: [B, ...] host array}` and its group's
+`FitConfig`; `fit` derives the number of optimizer steps from the rows, `epochs` and `batch_size`, builds the
+optimizer from `optim`, splits each batch into `micro_batches`, and runs `train.loop.run_loop` (checkpoints and metrics
 in `out_dir`). A step's rows are a fixed function of (seed, step) (`batch_indices`), so a resumed run sees the same
 batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from grm_jax.train import settings as settings_lib
 from grm_jax.train.loop import run_loop
-from grm_jax.train.optimizer import make_optimizer
+from grm_jax.train.optimizer import OptimConfig, make_optimizer
 from grm_jax.train.step import LossFn, init_state, make_train_step, place_batch, split_micro_batches
 
 
@@ -38,27 +40,53 @@ def batch_indices(num: int, batch: int, step: int, seed: int) -> np.ndarray:
   return np.asarray(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+  """What `fit` reads of a training group (`configs.rft()`, `configs.metarm()`), typed and checked once."""
+
+  epochs: float
+  batch_size: int
+  micro_batches: int
+  save_every: int
+  keep: int
+  optim: OptimConfig
+
+  @classmethod
+  def from_config(cls, group: Mapping[str, Any], name: str) -> FitConfig:
+    out = settings_lib.read(cls, {**group["checkpoint"], **group}, name,
+                        optim=OptimConfig.from_config(group["optim"], f"{name}.optim"))
+    settings_lib.check(name, (
+      (out.epochs > 0, "epochs", out.epochs, "must be > 0"),
+      (out.batch_size >= 1, "batch_size", out.batch_size, "at least 1"),
+      (out.micro_batches >= 1 and out.batch_size % out.micro_batches == 0, "micro_batches", out.micro_batches,
+       f"must divide batch_size={out.batch_size}"),
+      (out.save_every >= 1, "checkpoint.save_every", out.save_every, "at least 1"),
+      (out.keep >= 1, "checkpoint.keep", out.keep, "at least 1"),
+    ))
+    return out
+
+
 def num_steps(num_rows: int, epochs: float, batch_size: int) -> int:
   """Optimizer steps for `epochs` passes over `num_rows` rows (fractional epochs allowed; at least one step)."""
   return max(1, math.ceil(num_rows * float(epochs) / int(batch_size)))
 
 
 def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.ndarray], Mapping[str, np.ndarray]],
-        num_rows: int, group, out_dir: str, seed: int, mesh=None, rules=(), compute_dtype: str | None = None,
-        donate: bool = False, progress: bool = True) -> tuple[Any, list[dict]]:
-  """Trains `params` on `num_rows` rows for `group.epochs` (keys of `configs.rft()` / `configs.metarm()`: epochs,
-  batch_size, micro_batches, optim, checkpoint); returns (params, metrics of the steps run now). `donate`: the
-  train state takes over the params' buffers (deleted afterwards; no second copy on the device)."""
-  steps = num_steps(num_rows, group.epochs, group.batch_size)
-  optimizer, schedule = make_optimizer(group.optim, steps)
+        num_rows: int, settings: FitConfig, out_dir: str, seed: int, mesh=None, rules=(),
+        compute_dtype: str | None = None, donate: bool = False, progress: bool = True) -> tuple[Any, list[dict]]:
+  """Trains `params` on `num_rows` rows for `settings.epochs`; returns (params, metrics of the steps run now).
+  `donate`: the train state takes over the params' buffers (deleted afterwards; no second copy on the device)."""
+  s = settings
+  steps = num_steps(num_rows, s.epochs, s.batch_size)
+  optimizer, schedule = make_optimizer(s.optim, steps)
   train_step = make_train_step(loss_fn, optimizer, schedule, compute_dtype=compute_dtype)
 
   def step_fn(state, step):
-    batch = make_batch(batch_indices(num_rows, int(group.batch_size), step, seed))
-    return train_step(state, place_batch(split_micro_batches(batch, int(group.micro_batches)), mesh, rules))
+    batch = make_batch(batch_indices(num_rows, s.batch_size, step, seed))
+    return train_step(state, place_batch(split_micro_batches(batch, s.micro_batches), mesh, rules))
 
   state = init_state(params, optimizer, donate=donate)
   state, history = run_loop(name=name, state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,
-                            save_every=group.checkpoint.save_every, keep=group.checkpoint.keep, progress=progress,
-                            max_nonfinite=int(group.optim.max_nonfinite_steps))
+                            save_every=s.save_every, keep=s.keep, progress=progress,
+                            max_nonfinite=s.optim.max_nonfinite_steps)
   return state.params, history

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax.models import weights
-from grm_jax.train import losses
+from grm_jax.train import losses, settings
 from grm_jax.train.batching import pack
 from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.step import make_train_step, place_batch, split_micro_batches
@@ -72,37 +72,26 @@ class GrpoConfig:
   @classmethod
   def from_config(cls, g: Mapping[str, Any]) -> GrpoConfig:
     """From the `grpo` config group (or any mapping with its keys); a bad value fails here, naming the key."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    missing = [n for n in names if n not in g]
-    if missing:
-      raise ValueError(f"config grpo: missing key(s) {missing}")
-    out = cls(**{f.name: _cast(f.type, g[f.name]) for f in dataclasses.fields(cls)})
-    checks = (
-      (out.temperature > 0, "temperature", "GRPO needs sampled rollouts (temperature > 0)"),
-      (out.epsilon > 0, "epsilon", "the clip range must be > 0"),
-      (out.epsilon_high >= 0, "epsilon_high", "must be >= 0 (0 = symmetric clip)"),
-      (out.beta >= 0, "beta", "the KL weight must be >= 0"),
-      (out.kl in losses.KL_KINDS, "kl", f"choose one of {losses.KL_KINDS}"),
-      (out.loss_agg in losses.AGG_MODES, "loss_agg", f"choose one of {losses.AGG_MODES}"),
-      (out.adv_scale in losses.ADV_SCALES, "adv_scale", f"choose one of {losses.ADV_SCALES}"),
-      (out.adv_ddof in (0, 1), "adv_ddof", "0 (population std) or 1 (sample std)"),
-      (out.inner_updates >= 1, "inner_updates", "at least one optimizer step per batch of rollouts"),
-      (out.micro_batches >= 1, "micro_batches", "at least 1"),
-      (out.max_new_tokens >= 1, "max_new_tokens", "at least 1"),
-    )
-    for ok, key, why in checks:
-      if not ok:
-        raise ValueError(f"config grpo.{key}={getattr(out, key)!r}: {why}")
+    out = settings.read(cls, g, "grpo")
+    settings.check("grpo", (
+      (out.temperature > 0, "temperature", out.temperature, "GRPO needs sampled rollouts (temperature > 0)"),
+      (out.epsilon > 0, "epsilon", out.epsilon, "the clip range must be > 0"),
+      (out.epsilon_high >= 0, "epsilon_high", out.epsilon_high, "must be >= 0 (0 = symmetric clip)"),
+      (out.beta >= 0, "beta", out.beta, "the KL weight must be >= 0"),
+      (out.kl in losses.KL_KINDS, "kl", out.kl, f"choose one of {losses.KL_KINDS}"),
+      (out.loss_agg in losses.AGG_MODES, "loss_agg", out.loss_agg, f"choose one of {losses.AGG_MODES}"),
+      (out.adv_scale in losses.ADV_SCALES, "adv_scale", out.adv_scale, f"choose one of {losses.ADV_SCALES}"),
+      (out.adv_ddof in (0, 1), "adv_ddof", out.adv_ddof, "0 (population std) or 1 (sample std)"),
+      (out.inner_updates >= 1, "inner_updates", out.inner_updates, "at least one optimizer step per batch"),
+      (out.micro_batches >= 1, "micro_batches", out.micro_batches, "at least 1"),
+      (out.max_new_tokens >= 1, "max_new_tokens", out.max_new_tokens, "at least 1"),
+    ))
     return out
 
   @property
   def has_kl(self) -> bool:
     """Whether the loss has a KL term, hence whether a frozen reference is kept at all: decided here only."""
     return self.beta > 0
-
-
-def _cast(kind: str, value: Any) -> Any:
-  return {"float": float, "int": int, "str": str, "bool": bool}[kind](value)
 
 
 def reference_params(cfg, params, grpo: GrpoConfig):

@@ -6,6 +6,7 @@ AdamW with linear warmup is the common choice of every peer (Tunix, verl, TRL) a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -14,30 +15,58 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from grm_jax.train import settings
+
 SCHEDULES = ("constant", "cosine")
+MOMENT_DTYPES = ("float32", "bfloat16")
 
 
-def learning_rate_schedule(optim: Mapping[str, Any], total_steps: int) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """An `optim` config group (`configs.optim()`, where the defaults and their meaning live), typed and checked once."""
+
+  learning_rate: float
+  schedule: str
+  warmup_steps: int
+  final_lr_fraction: float
+  weight_decay: float
+  b1: float
+  b2: float
+  eps: float
+  grad_clip: float  # 0 = off
+  moment_dtype: str
+  max_nonfinite_steps: int
+
+  @classmethod
+  def from_config(cls, optim: Mapping[str, Any] | OptimConfig, name: str = "optim") -> OptimConfig:
+    if isinstance(optim, OptimConfig):
+      return optim
+    out = settings.read(cls, optim, name)
+    settings.check(name, (
+      (out.learning_rate > 0, "learning_rate", out.learning_rate, "must be > 0"),
+      (out.schedule in SCHEDULES, "schedule", out.schedule, f"choose one of {SCHEDULES}"),
+      (out.warmup_steps >= 0, "warmup_steps", out.warmup_steps, "must be >= 0"),
+      (out.moment_dtype in MOMENT_DTYPES, "moment_dtype", out.moment_dtype, f"choose one of {MOMENT_DTYPES}"),
+      (out.grad_clip >= 0, "grad_clip", out.grad_clip, "must be >= 0 (0 = off)"),
+      (out.max_nonfinite_steps >= 0, "max_nonfinite_steps", out.max_nonfinite_steps, "must be >= 0 (0 = never stop)"),
+    ))
+    return out
+
+
+def learning_rate_schedule(optim: Mapping[str, Any] | OptimConfig, total_steps: int) -> optax.Schedule:
   """Linear warmup over `warmup_steps` (step s < warmup uses (s + 1) / warmup of `learning_rate`, so no step is
   spent at lr 0), then constant or cosine decay to `final_lr_fraction * learning_rate` at `total_steps`."""
-  lr = float(optim["learning_rate"])
-  warmup = int(optim["warmup_steps"])
-  kind = optim["schedule"]
-  if kind not in SCHEDULES:
-    raise ValueError(f"config optim.schedule={kind!r}; choose one of {SCHEDULES}")
-  if lr <= 0:
-    raise ValueError(f"config optim.learning_rate must be > 0, got {lr}")
-  if kind == "constant":
+  o = OptimConfig.from_config(optim)
+  lr, warmup = o.learning_rate, o.warmup_steps
+  if o.schedule == "constant":
     main = optax.constant_schedule(lr)
   else:
     decay_steps = max(int(total_steps) - warmup, 1)
-    main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim["final_lr_fraction"]))
+    main = optax.cosine_decay_schedule(lr, decay_steps, alpha=o.final_lr_fraction)
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(lr / warmup, lr, warmup - 1), main], [warmup])
 
-
-MOMENT_DTYPES = ("float32", "bfloat16")
 
 
 def scale_by_adam_stored_as(b1: float, b2: float, eps: float, dtype) -> optax.GradientTransformation:
@@ -63,23 +92,18 @@ def scale_by_adam_stored_as(b1: float, b2: float, eps: float, dtype) -> optax.Gr
   return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(optim: Mapping[str, Any], total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, schedule) for an `optim` config group (`configs.optim()`, where the defaults live): learning_rate,
-  schedule, warmup_steps, final_lr_fraction, weight_decay, b1, b2, eps, grad_clip (0 = off), moment_dtype (float32 |
-  bfloat16: how Adam's two moments are stored; bf16 saves a third of the f32 training state)."""
-  schedule = learning_rate_schedule(optim, total_steps)
+def make_optimizer(optim: Mapping[str, Any] | OptimConfig,
+                   total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, schedule) for an `optim` config group: AdamW with global-norm clipping; `moment_dtype` says how
+  Adam's two moments are stored (bf16 saves a third of the f32 training state)."""
+  o = OptimConfig.from_config(optim)
+  schedule = learning_rate_schedule(o, total_steps)
   parts = []
-  clip = float(optim["grad_clip"])
-  if clip > 0:
-    parts.append(optax.clip_by_global_norm(clip))
-  b1, b2, eps = float(optim["b1"]), float(optim["b2"]), float(optim["eps"])
-  decay = float(optim["weight_decay"])
-  moments = str(optim["moment_dtype"])
-  if moments not in MOMENT_DTYPES:
-    raise ValueError(f"config optim.moment_dtype={moments!r}; choose one of {MOMENT_DTYPES}")
-  if moments == "float32":
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=decay))
+  if o.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(o.grad_clip))
+  if o.moment_dtype == "float32":
+    parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
   else:  # optax.adamw's chain with the moments stored in bf16
-    parts.append(optax.chain(scale_by_adam_stored_as(b1, b2, eps, moments), optax.add_decayed_weights(decay),
-                             optax.scale_by_learning_rate(schedule)))
+    parts.append(optax.chain(scale_by_adam_stored_as(o.b1, o.b2, o.eps, o.moment_dtype),
+                             optax.add_decayed_weights(o.weight_decay), optax.scale_by_learning_rate(schedule)))
   return optax.chain(*parts), schedule

@@ -3,7 +3,6 @@
 import json
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -70,13 +69,8 @@ def test_item_split_is_stable_and_disjoint():
 
 
 def _config():
-  c = ml_collections.ConfigDict()
-  c.stages = ("metarm",)
-  c.seed = 0
-  c.model = configs.model()
+  c = configs.base(("metarm",))
   c.model.name = "tiny:llama"
-  c.mesh = configs.mesh()
-  c.data = configs.data()
   c.data.train_limit = 2
   c.metarm = configs.metarm()
   c.metarm.update(policy="base", samples_per_item=1, max_new_tokens=16, batch_size=8, epochs=1, heldout_fraction=0.5,

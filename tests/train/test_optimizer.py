@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from grm_jax import configs
-from grm_jax.train.optimizer import make_optimizer, scale_by_adam_stored_as
+from grm_jax.train.optimizer import OptimConfig, make_optimizer, scale_by_adam_stored_as
 
 
 def _run(tx, params, grads):
@@ -58,3 +58,21 @@ def test_unknown_moment_dtype_names_the_key():
   group.moment_dtype = "float16"
   with pytest.raises(ValueError, match="optim.moment_dtype='float16'"):
     make_optimizer(group, 10)
+
+
+def test_training_settings_are_typed_and_checked_once_naming_the_key():
+  from grm_jax.train.fit import FitConfig  # noqa: PLC0415
+
+  group = configs.rft()
+  fit = FitConfig.from_config(group, "rft")
+  assert fit.batch_size == group.batch_size and fit.save_every == group.checkpoint.save_every
+  assert fit.optim.learning_rate == group.optim.learning_rate and fit.optim.max_nonfinite_steps == 3
+  group.micro_batches = 3
+  with pytest.raises(ValueError, match=r"config rft\.micro_batches=3: must divide batch_size=8"):
+    FitConfig.from_config(group, "rft")
+  optim = configs.optim(1e-3)
+  optim.schedule = "linear"
+  with pytest.raises(ValueError, match=r"config metarm\.optim\.schedule='linear'"):
+    OptimConfig.from_config(optim, "metarm.optim")
+  with pytest.raises(ValueError, match=r"config optim: missing key\(s\) \['b2'\]"):
+    OptimConfig.from_config({k: v for k, v in configs.optim(1e-3).to_dict().items() if k != "b2"})
