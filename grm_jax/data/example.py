@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from grm_jax import files
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -261,11 +263,9 @@ def write_jsonl(examples: Iterable[PreferenceExample], path: str | os.PathLike) 
   Refuses ReaLMistake examples: its authors ask that the data never be published in plain text, and a
   file on disk is one copy away from that. Read it from the encrypted zip each time instead.
   """
-  count = 0
-  with open(path, "w", encoding="utf-8") as f:
-    for ex in examples:
-      if ex.source.startswith("realmistake"):
-        raise DataError("refusing to write ReaLMistake examples in plain text (the authors ask not to)", file=str(path))
-      f.write(ex.to_json() + "\n")
-      count += 1
-  return count
+  rows = []
+  for ex in examples:
+    if ex.source.startswith("realmistake"):
+      raise DataError("refusing to write ReaLMistake examples in plain text (the authors ask not to)", file=str(path))
+    rows.append(ex.to_dict())
+  return files.write_jsonl(path, rows)

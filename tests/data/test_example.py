@@ -100,4 +100,4 @@ def test_write_jsonl_refuses_realmistake(tmp_path):
   ex = _ex(responses=("r",), rewards=(0,), source="realmistake/math/gpt-4")
   with pytest.raises(DataError, match="refusing to write ReaLMistake"):
     write_jsonl([ex], str(tmp_path / "leak.jsonl"))
-  assert (tmp_path / "leak.jsonl").read_text() == ""
+  assert not (tmp_path / "leak.jsonl").exists()  # refused before anything is written
