@@ -58,8 +58,8 @@ class FitConfig:
     settings_lib.check(name, (
       (out.epochs > 0, "epochs", out.epochs, "must be > 0"),
       (out.batch_size >= 1, "batch_size", out.batch_size, "at least 1"),
-      (out.micro_batches >= 1 and out.batch_size % out.micro_batches == 0, "micro_batches", out.micro_batches,
-       f"must divide batch_size={out.batch_size}"),
+      (out.micro_batches >= 1, "micro_batches", out.micro_batches, "at least 1 (it must also divide batch_size: "
+       "configs.validate checks that against the mesh)"),
       (out.save_every >= 1, "checkpoint.save_every", out.save_every, "at least 1"),
       (out.keep >= 1, "checkpoint.keep", out.keep, "at least 1"),
     ))

@@ -67,8 +67,8 @@ def test_training_settings_are_typed_and_checked_once_naming_the_key():
   fit = FitConfig.from_config(group, "rft")
   assert fit.batch_size == group.batch_size and fit.save_every == group.checkpoint.save_every
   assert fit.optim.learning_rate == group.optim.learning_rate and fit.optim.max_nonfinite_steps == 3
-  group.micro_batches = 3
-  with pytest.raises(ValueError, match=r"config rft\.micro_batches=3: must divide batch_size=8"):
+  group.epochs = 0
+  with pytest.raises(ValueError, match=r"config rft\.epochs=0\.0: must be > 0"):
     FitConfig.from_config(group, "rft")
   optim = configs.optim(1e-3)
   optim.schedule = "linear"
