@@ -117,11 +117,6 @@ def judgement_stats(j: Judgements) -> dict[str, Any]:
 jsonable = files.jsonable
 
 
-def write_json(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
-  """Strict JSON, written whole (a killed run never leaves a half-written results.json that a rerun would trust)."""
-  files.write_json(path, results)
-
-
 def write_judgements(
   path: str | os.PathLike,
   judged: Mapping[str, tuple[Sequence[PreferenceExample], Judgements]],
@@ -400,5 +395,5 @@ def write_report(
   plot_scaling(clean, paths["scaling"])
   plot_position_bias(clean, paths["position_bias"])
   files.write_text(paths["report"], render_markdown(clean))
-  write_json(paths["results"], clean)
+  files.write_json(paths["results"], clean)  # strict JSON, written whole
   return paths

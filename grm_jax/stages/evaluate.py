@@ -81,7 +81,7 @@ def _rows(examples: Sequence[PreferenceExample], votes: Any) -> list[np.ndarray]
 def config_dict(config: Any) -> dict[str, Any]:
   """The config as plain JSON values (ConfigDict, FrozenConfigDict or a mapping)."""
   raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  return json.loads(json.dumps(report.jsonable(raw)))
+  return json.loads(files.dumps(raw))
 
 
 def datasets_of(config: Any) -> list[str]:
