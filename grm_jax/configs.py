@@ -12,6 +12,7 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
+from grm_jax.grm.trajectories import HINTED_SCOPES
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
 from grm_jax.train.optimizer import OptimConfig
@@ -103,14 +104,18 @@ def rft() -> ml_collections.ConfigDict:
   c.critic_noise = 0.3  # synthetic-critic: chance a sample believes a wrong answer (gives RFT something to reject)
   c.num_samples = 3  # N_RFT
   c.hinted = True  # also draw one hinted sample per item
+  c.hinted_scope = "all"  # "all" items with n >= 2 (the paper) or "not_too_easy" (ours; see stages/rft.py)
   c.min_accepted = 1  # fewer accepted trajectories stop the stage with an error (0: go on with the base params)
   c.temperature = 1.0
   c.top_p = 1.0
   c.max_new_tokens = 256
   c.batch_items = 16  # items per sampler call
-  c.general_data = ""  # optional jsonl of {"messages": [...]} chats mixed into SFT (paper: 85% of RFT data)
-  c.general_fraction = 0.0  # share of SFT examples drawn from general_data
-  c.epochs = 2.0  # passes over the accepted set (fractional: the paper ran 0.73 epoch)
+  # General chat SFT data mixed into RFT (the paper: 1070K of its 1256K RFT set; without it Overall drops 5.5):
+  # a .jsonl / .json / .parquet file or an HF-layout folder of them, rows {"messages": [...]} (or "conversations").
+  c.general_data = ""
+  c.general_fraction = 0.0  # share of SFT rows drawn from general_data (the paper: 1070 / 1256 = 0.85)
+  c.steps = 0  # optimizer steps (the paper: 900); 0 = `epochs` passes over the SFT rows
+  c.epochs = 2.0  # passes over the accepted set when steps = 0
   c.batch_size = 8  # sequences per optimizer step
   c.micro_batches = 1  # gradient accumulation
   c.max_len = 1024  # tokens per SFT sequence; longer ones are cut from the end of the judgement
@@ -144,6 +149,19 @@ def grpo() -> ml_collections.ConfigDict:
   c.batch_items = 0  # items per sampler call (bounds the rollouts' device memory); 0 = all prompts_per_step at once
   c.optim = optim(4e-7)
   c.checkpoint = checkpoint()
+  c.filter = rl_filter()
+  return c
+
+
+def rl_filter() -> ml_collections.ConfigDict:
+  """GRPO's RL-data filter (paper App. C.1): drop the items a small judge gets right in all its samples."""
+  c = ml_collections.ConfigDict()
+  c.judge = ""  # '' = keep every item; a models.load spec (the paper: DeepSeek-V2-Lite-Chat) or "synthetic-critic"
+  c.samples = 3  # the paper: 3
+  c.temperature = 1.0  # not stated in the paper (ours)
+  c.max_new_tokens = 256
+  c.batch_items = 16  # items per sampler call
+  c.critic_noise = 0.3  # synthetic-critic only: chance a sample believes a wrong answer
   return c
 
 
@@ -158,6 +176,7 @@ def metarm() -> ml_collections.ConfigDict:
   c.batch_items = 16  # items per sampler call
   c.heldout_fraction = 0.2  # items held out for the AUC
   c.class_balance = True  # weight BCE rows so both labels count equally (weak-policy data is mostly wrong)
+  c.steps = 0  # optimizer steps; 0 = `epochs` passes over the training rows
   c.epochs = 2.0
   c.batch_size = 8
   c.micro_batches = 1
@@ -183,6 +202,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if rows and (group[key] // group.micro_batches) % rows:
       raise ValueError(f"config {stage}.{key}={group[key]} / micro_batches={group.micro_batches} rows per "
                        f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
+  if "rft" in config and "rft" in tuple(config.stages):
+    r = config.rft
+    if r.hinted_scope not in HINTED_SCOPES:
+      raise ValueError(f"config rft.hinted_scope={r.hinted_scope!r}: choose one of {HINTED_SCOPES}")
+    if not 0 <= r.general_fraction < 1:
+      raise ValueError(f"config rft.general_fraction={r.general_fraction}: a share of the SFT rows, in [0, 1)")
+    if r.general_fraction > 0 and not r.general_data:
+      raise ValueError(f"config rft.general_fraction={r.general_fraction} needs rft.general_data (a chat data file or "
+                       "folder)")
   if "grpo" in config and "grpo" in tuple(config.stages):
     g = config.grpo
     GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them

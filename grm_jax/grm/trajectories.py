@@ -11,6 +11,11 @@ import numpy as np
 from grm_jax.grm import rules
 from grm_jax.grm.prompts import grm_prompt
 
+HINTED_SCOPES = ("all", "not_too_easy")
+"""RFT: which items get a hinted sample. "all" items with n >= 2, each sample kept if right (paper §3.2: a hinted
+sample is rejected only if wrong, with no too-easy rule), or "not_too_easy" (ours: skip the items whose N plain
+samples were all right, which SFT drops anyway, and save their hinted samples)."""
+
 
 def correctness(judgements, examples) -> np.ndarray:
   """bool [B, k]: each sampled judgement right under Eq. 10 (the one rule RFT, GRPO and the meta RM share)."""

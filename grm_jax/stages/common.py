@@ -25,8 +25,9 @@ from typing import Any
 import jax
 from absl import logging
 
-from grm_jax import files, models, parallel
+from grm_jax import files, grm, models, parallel
 from grm_jax.data.registry import load_dataset
+from grm_jax.grm import synthetic_critic
 
 
 def make_mesh(config) -> tuple[Any, tuple]:
@@ -46,6 +47,22 @@ def load_base(config, mesh=None, rules=parallel.DEFAULT_RULES, name: str | None 
     rules=rules,
     remat=bool(config.model.remat),
   )
+
+
+def judge_with(config, spec: str, model, mesh=None, rules=(), critic_noise: float = 0.0):
+  """(judge function, model to pass it) for a sampler named `spec`: the model being trained (""), the rule-based
+  critic of the built-in synthetic data ("synthetic-critic", wrong with chance `critic_noise`), or another checkpoint
+  (a `models.load` spec, e.g. RFT's teacher or the RL-data filter's small judge) loaded with `config.model`'s dtypes.
+  The judge is `grm.judge`'s signature, looked up when called so tests can script it."""
+  if not spec:
+    return (lambda *a, **k: grm.judge(*a, **k)), model
+  if spec == "synthetic-critic":
+
+    def critic(_, examples, *, k=1, seed=0, hint=False, template="default", **unused):
+      return synthetic_critic.critic_judge(examples, k=k, seed=seed, hint=hint, noise=critic_noise, template=template)
+
+    return critic, None
+  return (lambda *a, **k: grm.judge(*a, **k)), load_base(config, mesh, rules, name=spec)
 
 
 def grm_template(config) -> str:

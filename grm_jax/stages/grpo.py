@@ -7,6 +7,13 @@ wrong or unparseable, `rules.rl_reward`), and runs `train.grpo.GrpoUpdater` (gro
 the frozen reference = the starting params). A step's items, response orders and sampling keys are functions of
 (seed, step), so a run resumed from its last checkpoint (`grpo/checkpoints/`) ends with the same params as an
 uninterrupted one. Output: `grpo/final/` params, `grpo/metrics.jsonl`, `grpo/done.json`.
+
+RL-data filter (paper App. C.1: the RL set drops items that DeepSeek-V2-Lite-Chat gets right in all 3 samples): with
+`grpo.filter.judge` set (a `models.load` spec, or "synthetic-critic" on the built-in data), that judge samples each
+training item `filter.samples` times before training and every item it gets right every time is dropped: a group of
+all-right rollouts has zero advantage and teaches nothing. The judge is loaded, used and let go before the policy
+loads. Per-item counts go to `grpo/filter.jsonl`, the totals (overall and by source) to `grpo/filter.json` (reused by
+a rerun with the same settings) and to the stage's done.json.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ import os
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from grm_jax import grm
-from grm_jax.files import read_jsonl
+from grm_jax.files import read_jsonl, write_jsonl
 from grm_jax.grm import rules, trajectories
 from grm_jax.stages import common
 from grm_jax.train.batching import bucket_length
 from grm_jax.train.checkpoint import restore_params, save_params
+from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import batch_indices
 from grm_jax.train.grpo import GrpoConfig, GrpoUpdater, reference_params
 from grm_jax.train.loop import run_loop
@@ -57,6 +66,55 @@ def step_seed(seed: int, step: int) -> int:
 STAGE_KEYS = ("seed", "model", "grm", "data", "grpo")
 
 
+class NothingToLearn(StageStopped):
+  """The RL-data filter dropped every training item."""
+
+
+def filter_items(config, items, out: str, mesh=None, rules_=()) -> tuple[list, dict[str, Any]]:
+  """(kept items, filter summary): items the filter judge gets right in fewer than all `filter.samples` samples."""
+  f = config.grpo.filter
+  inputs = {"seed": int(config.seed), "data": config.data.to_dict(), "template": common.grm_template(config),
+            "filter": f.to_dict()}
+
+  def make() -> dict[str, Any]:
+    judge, model = common.judge_with(config, str(f.judge), None, mesh, rules_, float(f.critic_noise))
+    j = judge(model, items, k=int(f.samples), seed=int(config.seed) + 11, temperature=float(f.temperature),
+              top_p=1.0, max_new_tokens=int(f.max_new_tokens), batch_items=int(f.batch_items),
+              template=common.grm_template(config))
+    del model
+    right = trajectories.correctness(j, items).sum(axis=1)
+    rows = [{"id": ex.id, "source": ex.source, "n": ex.n, "right": int(r), "samples": j.k,
+             "parsed": int(j.valid[b].sum()), "dropped": bool(r == j.k)} for b, (ex, r) in enumerate(zip(items, right,
+                                                                                                          strict=True))]
+    write_jsonl(os.path.join(out, "filter.jsonl"), rows)
+    return filter_summary(rows)
+
+  summary = common.cached(os.path.join(out, "filter.json"), inputs, make)
+  dropped = {(r["source"], r["id"]) for r in read_jsonl(os.path.join(out, "filter.jsonl")) if r["dropped"]}
+  kept = [ex for ex in items if (ex.source, ex.id) not in dropped]
+  if not kept:
+    raise NothingToLearn(
+      f"grpo: the RL-data filter (grpo.filter.judge={str(f.judge)!r}) got all {len(items)} training items right in "
+      f"all {int(f.samples)} samples, so none is left to learn from (details: {os.path.join(out, 'filter.jsonl')}). "
+      "Use a weaker filter judge, more samples (grpo.filter.samples), harder data, or grpo.filter.judge='' to keep "
+      "every item.")
+  logging.info("grpo: RL-data filter kept %d of %d items (%s)", len(kept), len(items), summary["total"])
+  return kept, {k: v for k, v in summary.items() if k != "fingerprint"}
+
+
+def filter_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """Counts of the RL-data filter, overall and by source: items, dropped (all samples right), kept, samples right
+  and parsed."""
+
+  def count(group):
+    return {"items": len(group), "dropped": sum(r["dropped"] for r in group),
+            "kept": sum(not r["dropped"] for r in group), "samples": sum(r["samples"] for r in group),
+            "right_samples": sum(r["right"] for r in group), "parsed_samples": sum(r["parsed"] for r in group)}
+
+  sources = sorted({r["source"] for r in rows})
+  return {"total": count(rows), "by_source": {s: count([r for r in rows if r["source"] == s]) for s in sources}}
+
+
 def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   upstream = ("rft",) if str(config.grpo.init) == "rft" else ()
   return common.run_stage(config, workdir, "grpo", lambda out: _run(config, workdir, out, progress),
@@ -66,6 +124,12 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
 def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   g = config.grpo
   mesh, rules_ = common.make_mesh(config)
+  items = common.training_items(config, "train")
+  if not items:
+    raise ValueError("config data.train: no training items")
+  filtered = None
+  if str(g.filter.judge):
+    items, filtered = filter_items(config, items, out, mesh, rules_)
   model = common.load_base(config, mesh, rules_)
   start = initial_params(config, workdir, model)
   gc = GrpoConfig.from_config(g)
@@ -77,9 +141,6 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   state = init_state(start, optimizer, donate=True)
   model = common.with_params(model, None)
   del start
-  items = common.training_items(config, "train")
-  if not items:
-    raise ValueError("config data.train: no training items")
   updater = GrpoUpdater(model.config, gc, optimizer, schedule, mesh, rules_)
   P, G = int(g.prompts_per_step), int(g.group_size)
   # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
@@ -121,4 +182,6 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
     "reward_mean_first": float(np.mean([h["reward_mean"] for h in history[:k]])),
     "reward_mean_last": float(np.mean([h["reward_mean"] for h in history[-k:]])),
     "logp_diff_step0": history[0]["logp_diff_sampler_trainer"] if history else None,
+    "items": len(items),
+    **({"filter": filtered} if filtered is not None else {}),
   }

@@ -1,18 +1,23 @@
-"""Rejective fine-tuning (paper §2): sample judgements, keep the right ones, fine-tune on them.
+"""Rejective fine-tuning (paper §3.2 and App. C.1): sample judgements, keep the right ones, fine-tune on them.
 
 `run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.rft`:
 
-1. Sampling. Every training item is judged `num_samples` (N_RFT = 3) times without a hint, each sample with its own
-   response order (`grm.judge`). A sample is right under Eq. 10 (`rules.is_correct`); wrong ones are rejected, and
-   an item whose N samples are all right is dropped as too easy. With `hinted`, each remaining item with n >= 2 is
-   sampled once more with "The best response is: Response j" appended, kept if right. The hint only steers the
-   sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same response order, which is
-   what the model will see at inference (the paper does not say; this is the STaR "rationalisation" reading).
+1. Sampling, by `rft.sampler`: the model being trained, another checkpoint (the paper's teacher: a strong pretrained
+   GRM, DeepSeek-V2.5, samples the RFT set) or the rule-based critic of the built-in data. Every training item is
+   judged `num_samples` (N_RFT = 3) times without a hint, each sample with its own response order (`grm.judge`). A
+   sample is right under Eq. 10 (`rules.is_correct`); wrong ones are rejected, and an item whose N samples are all
+   right is dropped as too easy. With `hinted`, items with n >= 2 (`hinted_scope`: all of them, as the paper, or only
+   those not too easy) are sampled once more with "The best response is: Response j" appended, kept if right. The
+   hint only steers the sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same response
+   order, which is what the model will see at inference (the paper does not say; ours, the STaR "rationalisation"
+   reading). A teacher's texts are re-tokenized by the trained model's tokenizer.
    Written: `rft/judgements.jsonl` (every un-hinted sample, right or wrong: the meta RM's data),
    `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by n). A rerun with the same
    sampling settings reuses them.
-2. SFT on the accepted trajectories (plus `general_data` chats if configured), loss on the judgement tokens only,
-   `epochs` passes in shuffled batches; checkpoints and metrics under `rft/`; output params in `rft/final/`.
+2. SFT on the accepted trajectories mixed with general chat data (`general_data`, a `general_fraction` share of the
+   SFT rows; the paper's RFT set is 1070K general of 1256K), loss on the assistant tokens only, for `steps` optimizer
+   steps (or `epochs` passes) in shuffled batches; checkpoints and metrics under `rft/`; output params in
+   `rft/final/`.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm
-from grm_jax.grm import synthetic_critic, trajectories
+from grm_jax import files
+from grm_jax.data.benchmarks import to_turns
+from grm_jax.data.example import DataError
+from grm_jax.data.io import BadRow, iter_rows, list_files
+from grm_jax.grm import trajectories
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pack
@@ -35,7 +43,8 @@ from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.logprobs import token_logprobs
 
-SAMPLING_KEYS = ("sampler", "critic_noise", "num_samples", "hinted", "temperature", "top_p", "max_new_tokens")
+SAMPLING_KEYS = ("sampler", "critic_noise", "num_samples", "hinted", "hinted_scope", "temperature", "top_p",
+                 "max_new_tokens")
 
 
 def _sampling_fingerprint(config) -> dict[str, Any]:
@@ -46,23 +55,6 @@ def _sampling_fingerprint(config) -> dict[str, Any]:
     "template": common.grm_template(config),
     **{k: config.rft[k] for k in SAMPLING_KEYS},
   }
-
-
-def _sampler(config, model, mesh, rules):
-  """The judge that draws RFT trajectories (`config.rft.sampler`): the model being trained (""), the rule-based
-  critic for the built-in synthetic data ("synthetic-critic"), or another checkpoint (a `models.load` spec), as in
-  the paper, where a strong pretrained GRM samples the RFT set."""
-  name = str(config.rft.sampler)
-  if not name:
-    return grm.judge, model
-  if name == "synthetic-critic":
-    noise = float(config.rft.critic_noise)
-
-    def critic(_, examples, *, k=1, seed=0, hint=False, template="default", **unused):
-      return synthetic_critic.critic_judge(examples, k=k, seed=seed, hint=hint, noise=noise, template=template)
-
-    return critic, None
-  return grm.judge, common.load_base(config, mesh, rules, name=name)
 
 
 def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple[list[int], list[int]]:
@@ -80,7 +72,7 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
   """Step 1: judge, filter, write the judgements and the accepted trajectories; returns the statistics (which the
   stage stores in stats.json, the marker of this step)."""
   rc = config.rft
-  judge, sampler_model = _sampler(config, model, mesh, rules)
+  judge, sampler_model = common.judge_with(config, str(rc.sampler), model, mesh, rules, float(rc.critic_noise))
   kw = dict(temperature=float(rc.temperature), top_p=float(rc.top_p), max_new_tokens=int(rc.max_new_tokens),
             batch_items=int(rc.batch_items), template=common.grm_template(config))
   j = judge(sampler_model, examples, k=int(rc.num_samples), seed=int(config.seed), **kw)
@@ -97,7 +89,11 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
         prompt, completion = _as_training_pair(model, sampler_model, ex, j, b, s)
         accepted.append({**row, "hinted": False, "prompt_ids": prompt, "completion_ids": completion})
 
-  hinted_idx = [b for b, ex in enumerate(examples) if rc.hinted and ex.n > 1 and not too_easy[b]]
+  scope = str(rc.hinted_scope)
+  if scope not in trajectories.HINTED_SCOPES:
+    raise ValueError(f"config rft.hinted_scope={scope!r}: choose one of {trajectories.HINTED_SCOPES}")
+  hinted_idx = [b for b, ex in enumerate(examples)
+                if rc.hinted and ex.n > 1 and (scope == "all" or not too_easy[b])]
   hinted_ok = np.zeros(len(examples), bool)
   if hinted_idx:
     sub = [examples[b] for b in hinted_idx]
@@ -161,25 +157,42 @@ def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
 
 
 def general_examples(path: str, model) -> list[tuple[list[int], list[int]]]:
-  """(prompt ids, completion ids) from a JSONL of {"messages": [...]} chats; the last assistant turn is the target."""
+  """(prompt ids, completion ids) of general chat SFT data: a .jsonl / .json / .parquet file or a folder of them (an
+  HF data set's layout, e.g. a snapshot of HuggingFaceH4/ultrachat_200k), rows {"messages": [...]} or ShareGPT's
+  {"conversations": [{"from", "value"}, ...]}. The last assistant turn is the target; earlier turns are context."""
   out = []
-  with files.path(path).open() as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
+  try:
+    found = list_files(path)
+  except DataError as e:
+    raise ValueError(f"config rft.general_data={path!r}: {e}") from e
+  for f in found:
+    for loc, row in iter_rows(f):
+      where = f"{f}: {loc}"
       try:
-        messages = json.loads(line)["messages"]
+        if isinstance(row, BadRow) or not isinstance(row, dict):
+          raise ValueError("not a JSON object")
+        key = "messages" if "messages" in row else "conversations"
+        messages = to_turns(row[key], key)
         if messages[-1]["role"] != "assistant":
           raise ValueError("the last message must be the assistant's answer")
-      except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:
-        raise ValueError(f"{path}:{line_no}: expected {{\"messages\": [..., {{\"role\": \"assistant\", ...}}]}}: "
-                         f"{e}") from e
+      except (KeyError, DataError, ValueError) as e:
+        raise ValueError(f"{where}: expected {{\"messages\": [..., {{\"role\": \"assistant\", ...}}]}}: {e}") from e
       prompt = model.encode_chat(messages[:-1], add_generation_prompt=True)
       full = model.encode_chat(messages, add_generation_prompt=False)
       if full[: len(prompt)] != prompt:
-        raise ValueError(f"{path}:{line_no}: the chat template does not extend the prompt with the answer")
+        raise ValueError(f"{where}: the chat template does not extend the prompt with the answer")
       out.append((prompt, full[len(prompt) :]))
   return out
+
+
+def mix_general(sequences: list, general: list, fraction: float, seed: int) -> list:
+  """The accepted trajectories plus general chats drawn without replacement so that they are `fraction` of the
+  result (as far as `general` reaches; fewer if it is smaller)."""
+  if not sequences or fraction <= 0 or not general:
+    return list(sequences)
+  want = int(round(len(sequences) * fraction / (1 - fraction)))
+  rng = np.random.default_rng([seed, 17])
+  return list(sequences) + [general[i] for i in rng.choice(len(general), size=min(want, len(general)), replace=False)]
 
 
 def sft_loss_fn(cfg, config_group, mesh, rules):
@@ -243,9 +256,7 @@ def _run(config, out: str) -> dict[str, Any]:
   sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
   if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
     general = general_examples(config.rft.general_data, model)
-    want = int(round(len(sequences) * config.rft.general_fraction / (1 - config.rft.general_fraction)))
-    rng = np.random.default_rng(int(config.seed))
-    sequences += [general[i] for i in rng.choice(len(general), size=min(want, len(general)), replace=False)]
+    sequences = mix_general(sequences, general, float(config.rft.general_fraction), int(config.seed))
   logging.info("rft: %d accepted trajectories (%d SFT sequences); stats %s", len(accepted), len(sequences),
                json.dumps(stats["total"]))
   history = []

@@ -60,7 +60,7 @@ def scripted_judge(model, calls):
 
 def test_rft_stage_rejects_filters_hints_and_fine_tunes(tmp_path, monkeypatch, tiny_model):
   calls = []
-  monkeypatch.setattr(rft.grm, "judge", scripted_judge(tiny_model, calls))
+  monkeypatch.setattr(rft.common.grm, "judge", scripted_judge(tiny_model, calls))
   monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
   monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))  # one device, like tiny_model
   config = rft_experiment.get_config("smoke")
@@ -99,7 +99,7 @@ def test_rft_stage_rejects_filters_hints_and_fine_tunes(tmp_path, monkeypatch, t
 def test_general_data_must_end_with_an_answer(tmp_path, tiny_model):
   bad = tmp_path / "chat.jsonl"
   bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
-  with pytest.raises(ValueError, match=r"chat.jsonl:1"):
+  with pytest.raises(ValueError, match=r"chat.jsonl: line 1: .*the last message must be the assistant"):
     rft.general_examples(str(bad), tiny_model)
 
 
@@ -114,7 +114,7 @@ def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
     j.valid[:] = False  # no parseable judgement: all wrong
     return j
 
-  monkeypatch.setattr(rft.grm, "judge", always_wrong)
+  monkeypatch.setattr(rft.common.grm, "judge", always_wrong)
   monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
   monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
   config = rft_experiment.get_config("smoke")
@@ -126,3 +126,64 @@ def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "rft" / "final") and not os.path.exists(tmp_path / "rft" / "done.json")
   config.rft.min_accepted = 0  # the smoke presets' setting: go on with the base params
   assert rft.run(config, str(tmp_path))["accepted"] == 0
+
+
+def test_teacher_samples_student_learns_with_general_data_and_fixed_steps(tmp_path, monkeypatch):
+  """The paper's RFT: a separate teacher (`rft.sampler`, a models.load spec) samples; its texts are re-tokenized for
+  the student; general chats from an HF-layout folder are mixed in at `general_fraction`; SFT runs `steps` steps.
+  The narrower hint rule ("not_too_easy") skips the hinted samples of the items all plain samples got right."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  teacher = models.load("tiny:qwen2")
+  tiny_model = models.load("tiny:llama")  # the student (SFT takes over its params' buffers)
+  calls, seen = [], []
+  inner = scripted_judge(teacher, calls)
+
+  def judge(model, examples, **kwargs):
+    seen.append(model)
+    j = inner(model, examples, **kwargs)
+    j.tokens = [[[7, 7, 7] for _ in row] for row in j.tokens]  # the teacher's own ids: never trained on
+    return j
+
+  monkeypatch.setattr(rft.common.grm, "judge", judge)
+  monkeypatch.setattr(rft.common, "load_base",
+                      lambda config, mesh=None, rules=(), name=None: teacher if name == "tiny:qwen2" else tiny_model)
+  monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
+  chats = tmp_path / "chats"
+  chats.mkdir()
+  rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+          for i in range(40)]
+  (chats / "train-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:20]))
+  pq.write_table(pa.Table.from_pylist([{"conversations": [{"from": "human", "value": r["messages"][0]["content"]},
+                                                          {"from": "gpt", "value": r["messages"][1]["content"]}]}
+                                       for r in rows[20:]]), chats / "train-00001.parquet")
+  config = rft_experiment.get_config("smoke")
+  config.data.train_limit = 6
+  config.rft.num_samples = 3
+  config.rft.sampler = "tiny:qwen2"
+  config.rft.hinted_scope = "not_too_easy"
+  config.rft.general_data, config.rft.general_fraction = str(chats), 0.75
+  config.rft.steps, config.rft.epochs = 3, 100.0
+  info = rft.run(config, str(tmp_path / "w"))
+
+  assert seen and all(m is teacher for m in seen)
+  items = rft.common.training_items(config, "train")
+  odd_pairs = sum(1 for ex in items if int(ex.id.rsplit("-", 1)[1]) % 2 and ex.n > 1)
+  assert 0 < odd_pairs < 6 and calls[-1] == {"k": 1, "hint": True, "n_items": odd_pairs}  # not the too-easy ones
+  accepted = read_jsonl(tmp_path / "w" / "rft" / "accepted.jsonl")
+  assert len(accepted) == 3 * 2 + odd_pairs
+  for a in accepted:
+    assert a["completion_ids"] == tiny_model.tokenizer.encode(a["text"], add_special_tokens=False) + [
+      tiny_model.eos_id]
+  assert info["sft_sequences"] == len(accepted) * 4  # 0.75 of the rows general
+  assert info["sft_steps"] == 3
+
+
+def test_general_data_is_the_asked_share_as_far_as_it_reaches():
+  plain = [([1], [2])] * 10
+  general = [([3], [i]) for i in range(100)]
+  mixed = rft.mix_general(plain, general, 0.85, seed=0)
+  assert len(mixed) == 10 + 57 and len({c[0] for _, c in mixed[10:]}) == 57  # round(10 * 0.85 / 0.15), no repeats
+  assert len(rft.mix_general(plain, general[:5], 0.85, seed=0)) == 15
+  assert rft.mix_general(plain, general, 0.0, seed=0) == plain

@@ -1,0 +1,70 @@
+"""GRPO's RL-data filter (paper App. C.1): items a judge gets right in every sample are dropped before RL."""
+
+import json
+
+import pytest
+
+from experiments import spct
+from grm_jax import models
+from grm_jax.files import read_jsonl
+from grm_jax.stages import common, grpo
+from tests.stages.test_rft import scripted_judge
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  return models.load("tiny:llama")
+
+
+def _config(judge: str, samples: int = 3):
+  config = spct.get_config("smoke")
+  config.data.train_limit = 6
+  config.grpo.filter.judge = judge
+  config.grpo.filter.samples = samples
+  return config
+
+
+def test_scripted_judge_counts_and_reuse(tmp_path, monkeypatch, tiny_model):
+  """The scripted judge gets even items right in all samples and odd items right in all but the first: the even ones
+  go, and the counts say so overall and by source. A rerun reuses the counts without judging again."""
+  calls, loaded = [], []
+  monkeypatch.setattr(common.grm, "judge", scripted_judge(tiny_model, calls))
+  monkeypatch.setattr(common, "load_base", lambda config, mesh, rules, name: loaded.append(name) or tiny_model)
+  config = _config("some/small-judge")
+  items = common.training_items(config, "train")
+  assert len(items) == 6
+  kept, summary = grpo.filter_items(config, items, str(tmp_path))
+  assert loaded == ["some/small-judge"] and calls == [{"k": 3, "hint": False, "n_items": 6}]
+  even = [ex for ex in items if int(ex.id.rsplit("-", 1)[1]) % 2 == 0]
+  assert [ex.id for ex in kept] == [ex.id for ex in items if ex not in even]
+  assert summary["total"] == {"items": 6, "dropped": len(even), "kept": 6 - len(even), "samples": 18,
+                              "right_samples": 3 * len(even) + 2 * (6 - len(even)), "parsed_samples": 18}
+  assert sum(v["dropped"] for v in summary["by_source"].values()) == len(even)
+  rows = read_jsonl(tmp_path / "filter.jsonl")
+  assert [r["dropped"] for r in rows] == [ex in even for ex in items]
+  assert json.load(open(tmp_path / "filter.json"))["total"] == summary["total"]
+  calls.clear()
+  assert grpo.filter_items(config, items, str(tmp_path))[1] == summary and not calls
+  config.grpo.filter.samples = 2  # other settings: judged again
+  grpo.filter_items(config, items, str(tmp_path))
+  assert calls == [{"k": 2, "hint": False, "n_items": 6}]
+
+
+def test_an_infallible_judge_leaves_nothing_and_the_stage_says_so(tmp_path):
+  """The built-in critic without noise is right every time: every item is too easy, and GRPO stops in one line
+  instead of training on zero-advantage groups."""
+  config = _config("synthetic-critic")
+  config.grpo.filter.critic_noise = 0.0
+  with pytest.raises(grpo.NothingToLearn, match=r"got all 6 training items right in all 3 samples"):
+    grpo.filter_items(config, common.training_items(config, "train"), str(tmp_path))
+
+
+def test_a_fallible_judge_keeps_the_items_it_missed(tmp_path):
+  config = _config("synthetic-critic", samples=2)
+  config.data.train_limit = 32
+  config.grpo.filter.critic_noise = 0.5
+  items = common.training_items(config, "train")
+  kept, summary = grpo.filter_items(config, items, str(tmp_path))
+  rows = read_jsonl(tmp_path / "filter.jsonl")
+  assert summary["total"]["dropped"] == sum(r["right"] == 2 for r in rows) == len(items) - len(kept)
+  assert 0 < len(kept) < len(items)  # noise 0.5: P(both right) = 1/4 per item, 32 items
