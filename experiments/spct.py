@@ -13,8 +13,10 @@ Presets (the part after ':'):
                chips (docs/scaling.md)
   qwen2_5_1_5b Qwen2.5-1.5B-Instruct, the same recipe: one 40 GB GPU (Colab's A100 runtime). Neither preset trains
                on a 16 GB card or a single-chip Colab TPU (v5e-1): compiled, the RFT step alone needs ~2x its HBM
-  gemma2_27b   the paper: Gemma-2-27B, RFT lr 5e-6 x 900 steps at batch 1024, GRPO lr 4e-7 x 900 steps at batch 512
-               rollouts (G=4), beta 0.08, meta RM lr 1e-5 batch 512; mesh fsdp x tensor for a v5p-128 pod / 128 GPUs
+  gemma2_27b   the paper's recipe on Gemma-2-27B (base): a teacher samples the RFT set from the paper's RM data sources,
+               85% general chat data, RFT lr 5e-6 x 900 steps at batch 1024; the RL-data filter, GRPO lr 4e-7 x 900
+               steps at 512 rollouts (G=4), beta 0.08; meta RM lr 1e-5 batch 512; RewardBench, PPE, RMB, ReaLMistake
+               at k=32; mesh fsdp x tensor for a v5p-128 pod / 128 GPUs. PAPER_DEPARTURES lists what differs
 Every key can be overridden on the command line (`--config.grpo.beta=0.02`); an unknown key fails at start.
 """
 
@@ -23,6 +25,25 @@ import ml_collections
 from grm_jax import configs
 
 PRESETS = ("default", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_27b")
+# The paper's RM data (App. C.1) from public training splits, under benchmark_root unless a path is given: the MATH
+# training set as verifiable pairs and single responses, UltraFeedback, OffsetBias, Skywork-Reward-Preference-80K-v0.2
+# and HelpSteer2-Preference. The paper gives no per-source sizes; none is capped.
+PAPER_RM_DATA = "math;math?mode=single;ultrafeedback;offsetbias;skywork;helpsteer2-preference"
+PAPER_DEPARTURES = (
+  "RFT teacher: Qwen2.5-72B-Instruct, not DeepSeek-V2.5-0905 (grm_jax loads Llama, Qwen2 and Gemma-2 checkpoints).",
+  "RL-data filter judge: Qwen2.5-7B-Instruct, not DeepSeek-V2-Lite-Chat (same reason).",
+  "General instruction data: a public chat SFT set (allenai/tulu-3-sft-mixture) instead of the paper's 1070K in-house "
+  "data, mixed at the paper's share (1070 / 1256).",
+  "RM data: public training splits only; the paper adds internal data and re-labels part of UltraFeedback.",
+  "MATH pairs: from solutions the user supplies (a JSONL of problem, answer, solutions), not sampled by the paper's "
+  "models.",
+  "Chat format: the model's own chat template; the paper wraps prompts in DeepSeek-V3's.",
+  "GRPO batch 512 is read as rollouts (128 items x G = 4); the paper does not say which.",
+  "Not stated in the paper, ours: GRPO clip 0.2 and one update per rollout batch, rollout temperature 1.0, at most "
+  "2,048 new tokens and 8,192-token SFT rows, AdamW with a cosine schedule, the meta RM's step count (2 epochs).",
+  "Greedy numbers: the paper's main table is greedy; this preset samples at temperature 0.5 (Voting@1 is k = 1); run "
+  "the evaluation again with --config.eval.k=1 --config.eval.temperature=0 for the greedy column.",
+)
 SYNTHETIC = "synthetic:n=2,tasks=letter+upper"  # the CPU presets' data (train and held-out test split)
 
 
@@ -85,27 +106,46 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rft.optim.moment_dtype = c.grpo.optim.moment_dtype = c.metarm.optim.moment_dtype = "bfloat16"
     c.grpo.reference_on_host = True
   elif preset == "gemma2_27b":
-    c.model.name = "/data/gemma-2-27b"  # an HF checkpoint directory (safetensors), on every host
+    # The paper's recipe (arXiv 2504.02495v3 §3.2, §4, App. C.1, D.1), as far as public data and the model families
+    # grm_jax loads allow; PAPER_DEPARTURES below lists what differs. Paths are where a pod keeps its data: override
+    # them on the command line (`--config.model.name=...`).
+    c.model.name = "/data/gemma-2-27b"  # the pretrained (base) model, as the paper: an HF directory on every host
     c.model.arch = "gemma2-27b"
     c.model.dtype = "bfloat16"
     c.model.remat = True
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 8
-    c.data.train = "helpsteer2-preference"
+    c.grm.template = "default"  # the paper's App. G template
+    # The public training splits of the paper's RM data sources (its internal data is not public).
+    c.data.train = PAPER_RM_DATA
     c.data.train_limit = 0
     c.data.test, c.data.test_limit = "rewardbench", 0
+    # RFT: 3 plain samples and one hinted sample per item by a stronger teacher, general chat data as 85% of the SFT
+    # rows (1070K of 1256K), 900 steps at batch 1,024, lr 5e-6.
+    c.rft.sampler = "/data/Qwen2.5-72B-Instruct"
+    c.rft.num_samples, c.rft.hinted, c.rft.hinted_scope = 3, True, "all"
+    c.rft.general_data, c.rft.general_fraction = "/data/tulu-3-sft-mixture", 1070 / 1256
     # Micro-batches sized by compiling for v5p-128 (python -m grm_jax.aot, docs/scaling.md): 8 rows of 8,192 tokens
     # per data x fsdp group; at 16 rows the saved activations alone exceed a v5p chip's 95 GiB.
     c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens, c.rft.batch_items = (
       1024, 16, 8192, 2048, 256)
-    c.rft.epochs = 0.73  # 900 steps x 1024 of the paper's 1256K set
+    c.rft.steps = 900
     c.rft.optim.learning_rate = 5e-6
     c.rft.checkpoint.save_every = 100
-    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 900, 128, 4  # 512 rollouts per step
+    # GRPO: the RL set without the items a small judge gets right 3 times of 3, G = 4, 512 rollouts per step (the
+    # paper's batch of 512, read as rollouts), 900 steps, lr 4e-7, beta 0.08.
+    c.grpo.filter.judge, c.grpo.filter.samples = "/data/Qwen2.5-7B-Instruct", 3
+    c.grpo.filter.max_new_tokens, c.grpo.filter.batch_items = 2048, 256
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 900, 128, 4
     c.grpo.micro_batches, c.grpo.max_new_tokens, c.grpo.beta = 16, 2048, 0.08
     c.grpo.optim.learning_rate = 4e-7
     c.grpo.checkpoint.save_every = 50
+    # Meta RM: a scalar head on the base model, BCE on RFT's plain samples plus 3 samples per item of the trained GRM,
+    # lr 1e-5, batch 512.
+    c.metarm.policy, c.metarm.samples_per_item = "grpo", 3
     c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 512, 16, 8192
-    c.metarm.samples_per_item, c.metarm.optim.learning_rate = 3, 1e-5
-    c.eval.datasets = "rewardbench,rmb,rm-bench,realmistake"
-    c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = 0, 32, 2048, 64
+    c.metarm.optim.learning_rate = 1e-5
+    # Evaluation: the paper's four benchmarks (PPE read from benchmark_root/ppe), k = 32 at temperature 0.5, MetaRM@k
+    # with k_meta = k / 2.
+    c.eval.datasets = "rewardbench,ppe,rmb,realmistake"
+    c.eval.limit, c.eval.k, c.eval.temperature, c.eval.max_new_tokens, c.eval.batch_items = 0, 32, 0.5, 2048, 64
   return c
