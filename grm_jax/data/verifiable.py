@@ -48,7 +48,7 @@ def last_boxed(text: str) -> str | None:
   return None  # a final box that never closes is a cut-off answer, not an earlier one
 
 
-_SPACING = re.compile(r"\\[!,;:]|\\left|\\right|\s+")
+_SPACING = re.compile(r"\\[!,;:]|\\(?:left|right)(?![A-Za-z])|\s+")  # keeps \leftarrow, \rightarrow
 _FRAC_WORDS = re.compile(r"\\[dt]frac")
 
 

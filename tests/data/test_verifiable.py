@@ -38,7 +38,9 @@ def test_answers_that_match(predicted, truth):
   assert data.answers_match(predicted, truth)
 
 
-@pytest.mark.parametrize(("predicted", "truth"), [("2", "3"), ("x+1", "x-1"), (r"\frac{1}{3}", "0.33"), (None, "1")])
+@pytest.mark.parametrize(
+  ("predicted", "truth"), [("2", "3"), ("x+1", "x-1"), (r"\frac{1}{3}", "0.33"), (None, "1"), (r"\leftarrow", "arrow")]
+)
 def test_answers_that_do_not_match(predicted, truth):
   assert not data.answers_match(predicted, truth)
 
