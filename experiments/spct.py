@@ -25,10 +25,12 @@ import ml_collections
 from grm_jax import configs
 
 PRESETS = ("default", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_27b")
-# The paper's RM data (App. C.1) from public training splits, under benchmark_root unless a path is given: the MATH
-# training set as verifiable pairs and single responses, UltraFeedback, OffsetBias, Skywork-Reward-Preference-80K-v0.2
-# and HelpSteer2-Preference. The paper gives no per-source sizes; none is capped.
-PAPER_RM_DATA = "math;math?mode=single;ultrafeedback;offsetbias;skywork;helpsteer2-preference"
+# The paper's RM data (App. C.1) from public training splits, under benchmark_root unless a path is given: MATH
+# training problems with sampled solutions as verifiable pairs and single responses (a JSONL of problem, answer,
+# solutions), UltraFeedback, OffsetBias, Skywork-Reward-Preference-80K-v0.2 and HelpSteer2-Preference. The paper
+# gives no per-source sizes; none is capped.
+PAPER_RM_DATA = ("math:/data/math_solutions.jsonl;math-single:/data/math_solutions.jsonl;ultrafeedback;offsetbias;"
+                 "skywork;helpsteer2-preference")
 PAPER_DEPARTURES = (
   "RFT teacher: Qwen2.5-72B-Instruct, not DeepSeek-V2.5-0905 (grm_jax loads Llama, Qwen2 and Gemma-2 checkpoints).",
   "RL-data filter judge: Qwen2.5-7B-Instruct, not DeepSeek-V2-Lite-Chat (same reason).",

@@ -12,7 +12,11 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
+<<<<<<< HEAD
 from grm_jax.grm.trajectories import HINTED_SCOPES
+=======
+from grm_jax.data.registry import parse_mixture
+>>>>>>> i14-data
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
 from grm_jax.train.optimizer import OptimConfig
@@ -58,9 +62,11 @@ def mesh() -> ml_collections.ConfigDict:
 
 def data() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.train = "synthetic"  # grm_jax.data registry name (or name:PATH), the RM training items
-  c.train_limit = 256  # items (0 = all)
-  c.test = "synthetic"  # held-out items for before/after accuracy (split "test")
+  # The RM training items: a grm_jax.data registry name (or name:PATH), or several as "spec@LIMIT;spec;..." (each
+  # with its own optional limit, mixed by `seed`; grm_jax.data.load_mixture).
+  c.train = "synthetic"
+  c.train_limit = 256  # items in total (0 = all)
+  c.test = "synthetic"  # held-out items for before/after accuracy (split "test"); same syntax
   c.test_limit = 64
   return c
 
@@ -190,6 +196,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   """Cross-key checks that would otherwise fail minutes into a run; each message names the key. `num_devices`
   defaults to this runtime's devices (grm_jax.aot passes a TPU slice's)."""
   rows = _batch_shards(config, jax.device_count() if num_devices is None else num_devices)
+  if "data" in config:
+    for key in ("train", "test"):
+      parse_mixture(config.data[key], f"data.{key}")  # a typo in a data spec fails now, not after the model loads
   for stage, key in (("rft", "batch_size"), ("metarm", "batch_size")):
     if stage not in config or stage not in tuple(config.stages):
       continue

@@ -20,27 +20,37 @@ from grm_jax.data.formats import (
   read_helpsteer2,
   read_helpsteer2_preference,
   read_jsonl,
+  read_offsetbias,
   read_ppe,
   read_skywork,
   read_ultrafeedback,
 )
-from grm_jax.data.registry import DEFAULT_ROOT, dataset_names, load_dataset
+from grm_jax.data.registry import DEFAULT_ROOT, MixturePart, dataset_names, load_dataset, load_mixture, parse_mixture
 from grm_jax.data.synthetic import SYNTHETIC_TASKS, synthetic
+from grm_jax.data.verifiable import answers_match, last_boxed, normalize_answer, read_math
 
 __all__ = [
   "DEFAULT_ROOT",
   "DataError",
   "Examples",
+  "MixturePart",
   "PreferenceExample",
   "REALMISTAKE_PASSWORD",
   "REWARDBENCH_SECTIONS",
   "RM_BENCH_STYLES",
   "SYNTHETIC_TASKS",
   "dataset_names",
+  "answers_match",
+  "last_boxed",
   "load_dataset",
+  "load_mixture",
+  "normalize_answer",
+  "parse_mixture",
   "read_helpsteer2",
   "read_helpsteer2_preference",
   "read_jsonl",
+  "read_math",
+  "read_offsetbias",
   "read_ppe",
   "read_realmistake",
   "read_rewardbench",

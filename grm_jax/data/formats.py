@@ -11,6 +11,7 @@ picked by `split`).
 - `read_helpsteer2_preference`: nvidia/HelpSteer2 `preference/` (n=2, preferred 1, with strength).
 - `read_ultrafeedback`: openbmb/UltraFeedback raw (n=4, fine-grained score) and binarized pairs.
 - `read_skywork`: Skywork/Skywork-Reward-Preference-80K (chosen/rejected message lists).
+- `read_offsetbias`: NCSOFT/offsetbias (`instruction`, `output_1`, `output_2`, `label` 1 or 2; n=2, preferred 1).
 - `read_jsonl`: ours, one `PreferenceExample.to_dict()` per line (any n, rewards and/or best).
 """
 
@@ -389,6 +390,33 @@ def read_skywork(
   Works for any chosen/rejected set in the same layout (TRL-style preference data).
   """
   return _read(path, _skywork_row, split=split, on_error=on_error, limit=limit)
+
+
+# --------------------------------------------------------------------------------------------------
+# OffsetBias: pairs built as counter-examples to judge biases (NCSOFT/offsetbias, arXiv 2407.06551).
+
+
+def _offsetbias_row(row: dict[str, Any], file: Path, loc: str) -> PreferenceExample:
+  label = row["label"]
+  require(label in (1, 2) and not isinstance(label, bool), f"field 'label' must be 1 or 2, got {label!r}")
+  return PreferenceExample(
+    context=as_str(row["instruction"], "instruction"),
+    responses=(as_str(row["output_1"], "output_1"), as_str(row["output_2"], "output_2")),
+    rewards=(1.0, 0.0) if label == 1 else (0.0, 1.0),
+    source="offsetbias",
+    category="OffsetBias",
+    id=_row_id(row, file, loc, "id"),
+    metadata={},
+  )
+
+
+def read_offsetbias(
+  path: PathLike, *, split: str | None = None, on_error: OnError = "raise", limit: int | None = None
+) -> Examples:
+  """OffsetBias (dataset card NCSOFT/offsetbias: `instruction`, `output_1`, `output_2`, `label` = the better
+  output's number, 1 or 2; one `train.jsonl`). The responses keep their order; the preferred one gets reward 1.
+  """
+  return _read(path, _offsetbias_row, split=split, on_error=on_error, limit=limit)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,12 +13,22 @@ Names (the part before an optional ":"):
 | helpsteer2-preference             | read_helpsteer2_preference        | helpsteer2/preference/         |
 | ultrafeedback                     | read_ultrafeedback                | ultrafeedback/                 |
 | skywork                           | read_skywork                      | skywork/                       |
+| offsetbias                        | read_offsetbias                   | offsetbias/                    |
+| math / math-single                | read_math (pairs / n=1 items)     | (path required)                |
 | jsonl                             | read_jsonl                        | (path required)                |
 | synthetic                         | synthetic                         | (generated)                    |
 
 `name:PATH` reads PATH instead of the default location (`rewardbench:/data/filtered.parquet`,
 `jsonl:my.jsonl`); a bare path to a .jsonl/.json file means `jsonl:`. For `synthetic`, the part after
 ":" holds options: `synthetic:seed=1,n=2,size=500,tasks=add+reverse` (`n` and `tasks` join with "+").
+
+`math:PATH` reads MATH-style problems with sampled solutions as (right, wrong) pairs, `math-single:PATH` as n=1
+items with 0/1 rewards (`verifiable.read_math`).
+
+Several data sets at once (`load_mixture`, what `config.data.train` / `data.test` hold): ";"-separated specs, each
+with an optional "@LIMIT" on its own items, e.g.
+`helpsteer2-preference@20000;ultrafeedback@60000;skywork;offsetbias:/data/offsetbias;math:/data/math.jsonl`.
+The config's `train_limit` caps the total; several parts are mixed by a permutation seeded with `config.seed`.
 
 Default locations mirror the HF repositories (nvidia/HelpSteer2 holds the ratings at its top level and
 the preference set in `preference/`), so a clone or snapshot can be dropped under `root` as is.
@@ -29,14 +39,16 @@ repository, resolved from this file so it does not depend on the working directo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from etils import epath
 
-from grm_jax.data import benchmarks, formats
-from grm_jax.data.example import Examples
+from grm_jax.data import benchmarks, formats, verifiable
+from grm_jax.data.example import DataError, Examples
 from grm_jax.data.io import OnError, PathLike
 from grm_jax.data.synthetic import synthetic
 
@@ -58,6 +70,9 @@ _READERS: dict[str, tuple[Reader, str | None, dict[str, Any], bool]] = {
   "helpsteer2-preference": (formats.read_helpsteer2_preference, "helpsteer2/preference", {}, True),
   "ultrafeedback": (formats.read_ultrafeedback, "ultrafeedback", {}, True),
   "skywork": (formats.read_skywork, "skywork", {}, True),
+  "offsetbias": (formats.read_offsetbias, "offsetbias", {}, True),
+  "math": (verifiable.read_math, None, {"mode": "pairs"}, True),
+  "math-single": (verifiable.read_math, None, {"mode": "single"}, True),
   "jsonl": (formats.read_jsonl, None, {}, True),
 }
 _ALIASES = {
@@ -68,6 +83,7 @@ _ALIASES = {
   "rmb-bon": "rmb_bon",
   "rmb-pairwise": "rmb_pairwise",
   "helpsteer2_preference": "helpsteer2-preference",
+  "math_single": "math-single",
   "hs2": "helpsteer2",
   "json": "jsonl",
 }
@@ -97,6 +113,17 @@ def _parse_synthetic(options: str) -> dict[str, Any]:
   return kwargs
 
 
+def _resolve(name_or_path: str) -> tuple[str, str, str]:
+  """(registry key, ":" or "", the part after ":") of a spec; a bare .jsonl/.json path or existing file is jsonl."""
+  name, sep, arg = name_or_path.partition(":")
+  key = _ALIASES.get(name.lower(), name.lower())
+  if key == "synthetic" or key in _READERS:
+    return key, sep, arg
+  if Path(name_or_path).suffix in (".jsonl", ".json", ".gz") or epath.Path(name_or_path).is_file():
+    return "jsonl", ":", name_or_path
+  raise ValueError(f"unknown data set {name_or_path!r}; expected one of {dataset_names()} or a .jsonl path")
+
+
 def load_dataset(
   name_or_path: str,
   *,
@@ -117,18 +144,12 @@ def load_dataset(
     on_error: "raise" (default) or "skip" malformed rows, counted in `.skipped`.
     **options: passed to the reader (e.g. `include_ties=True` for PPE, `n=2` for synthetic).
   """
-  name, sep, arg = name_or_path.partition(":")
-  key = _ALIASES.get(name.lower(), name.lower())
+  key, sep, arg = _resolve(name_or_path)
   if key == "synthetic":
     kwargs = {**_parse_synthetic(arg), **options}
     if limit is not None:
       kwargs["size"] = limit if "size" not in kwargs else min(limit, kwargs["size"])
     return synthetic(split or "train", **kwargs)
-  if key not in _READERS:
-    if Path(name_or_path).suffix in (".jsonl", ".json", ".gz") or epath.Path(name_or_path).is_file():
-      key, arg, sep = "jsonl", name_or_path, ":"
-    else:
-      raise ValueError(f"unknown data set {name_or_path!r}; expected one of {dataset_names()} or a .jsonl path")
   reader, folder, fixed, takes_split = _READERS[key]
   if sep and arg:
     path = epath.Path(arg)
@@ -142,3 +163,101 @@ def load_dataset(
   elif split not in BENCHMARK_SPLITS:
     raise ValueError(f"{key!r} is evaluation-only: split must be None or 'test', got {split!r}")
   return reader(path, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mixtures: several data sets in one config string, each with its own limit.
+
+MIXTURE_SEP = ";"
+LIMIT_SEP = "@"
+
+
+@dataclasses.dataclass(frozen=True)
+class MixturePart:
+  """One data set of a mixture: a `load_dataset` spec and its own item limit (None: all)."""
+
+  spec: str
+  limit: int | None = None
+
+
+def parse_mixture(text: str, key: str = "data.train") -> tuple[MixturePart, ...]:
+  """`"spec[@LIMIT];spec[@LIMIT];..."` -> parts; a bad spec is a one-line ValueError naming `key` and the part.
+
+  Parts are split on ";" (synthetic options keep their "," and "+"); each part's text after its last "@" must be
+  a positive integer, so a path that itself holds "@" cannot be named here. Every name is resolved as
+  `load_dataset` would (so a typo fails here, before any model is loaded) and no spec may appear twice.
+  """
+  if not isinstance(text, str) or not text.strip():
+    raise ValueError(f"config {key}={text!r}: empty; name a data set, e.g. 'synthetic' or 'skywork@1000;math:PATH'")
+  parts, seen = [], set()
+  for raw in text.split(MIXTURE_SEP):
+    part = raw.strip()
+    if not part:
+      raise ValueError(f"config {key}={text!r}: empty part between ';' separators")
+    spec, at, tail = part.rpartition(LIMIT_SEP) if LIMIT_SEP in part else (part, "", "")
+    spec, tail = spec.strip(), tail.strip()
+    limit = None
+    if at:
+      if not tail.isdigit() or int(tail) < 1:
+        raise ValueError(f"config {key}: part {part!r}: limit {tail!r} after '@' is not a positive integer "
+                         "(leave out '@LIMIT' to take every item)")
+      limit = int(tail)
+    if not spec:
+      raise ValueError(f"config {key}: part {part!r} names no data set before '@'")
+    try:
+      _resolve(spec)
+    except ValueError as e:
+      raise ValueError(f"config {key}: part {part!r}: {e}") from None
+    if spec in seen:
+      raise ValueError(f"config {key}: data set {spec!r} is named twice")
+    seen.add(spec)
+    parts.append(MixturePart(spec, limit))
+  return tuple(parts)
+
+
+def _cap(*limits: int | None) -> int | None:
+  given = [x for x in limits if x is not None]
+  return min(given) if given else None
+
+
+def load_mixture(
+  text: str,
+  *,
+  root: PathLike = DEFAULT_ROOT,
+  limit: int | None = None,
+  seed: int = 0,
+  synthetic_split: str | None = None,
+  key: str = "data.train",
+  on_error: OnError = "raise",
+) -> Examples:
+  """Items of one or several data sets (`parse_mixture` syntax), each with its own limit, `limit` on the total.
+
+  One part reads exactly what `load_dataset(spec, limit=min(@LIMIT, limit))` reads, in file order. With several,
+  each part reads its first min(@LIMIT, limit) items (none can contribute more to the total), then all of them are
+  shuffled together by a numpy permutation seeded with `seed` and the first `limit` are kept: a cap on the total
+  takes from every source in proportion to what it read (in expectation), not from the first source only. Items
+  keep their reader's `source`. `synthetic_split` is the split of `synthetic` parts; the other readers read the
+  files they are given. A reader's ValueError is re-raised naming `key` and the part (a `DataError` as it is: it
+  names the file and row).
+  """
+  parts = parse_mixture(text, key)
+  loaded = []
+  for part in parts:
+    options = {"split": synthetic_split} if _resolve(part.spec)[0] == "synthetic" and synthetic_split else {}
+    try:
+      loaded.append(load_dataset(part.spec, root=root, limit=_cap(part.limit, limit), on_error=on_error, **options))
+    except DataError:
+      raise  # names the file and row already
+    except ValueError as e:
+      raise ValueError(f"config {key}: part {part.spec!r}: {e}") from None
+  if len(loaded) == 1:
+    return loaded[0]
+  pool = [ex for items in loaded for ex in items]
+  order = np.random.default_rng(seed).permutation(len(pool))
+  out = Examples(pool[i] for i in order[: len(pool) if limit is None else limit])
+  for items in loaded:
+    out.skipped += items.skipped
+    out.filtered += items.filtered
+    out.files += items.files
+    out.errors += items.errors[: max(Examples.MAX_ERRORS - len(out.errors), 0)]
+  return out

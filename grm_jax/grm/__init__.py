@@ -12,6 +12,7 @@ from grm_jax.grm.prompts import (
   DEFAULT_TEMPLATE,
   HINT_TEMPLATE,
   META_TEMPLATE,
+  PREFERENCE_STRENGTHS,
   SINGLE_TEMPLATE,
   GrmPrompt,
   grm_prompt,
@@ -27,6 +28,7 @@ from grm_jax.grm.voting import choose_best, default_k_meta, meta_keep, unpermute
 __all__ = [
   "DEFAULT_TEMPLATE",
   "HINT_TEMPLATE",
+  "PREFERENCE_STRENGTHS",
   "META_TEMPLATE",
   "SINGLE_TEMPLATE",
   "GrmPrompt",

@@ -202,7 +202,9 @@ def judge(
       (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
     template: the template of items with n >= 2: "default" (the paper's) or "compact" (a short CPU variant).
     hint: append "The best response is: Response j" naming the true best's shown position, to items with
-      n >= 2 (RFT's hinted sampling, paper §2); `prompt_ids` then hold the hinted prompts.
+      n >= 2 (RFT's hinted sampling, paper App. C.1); an item with `metadata["strength"]` (HelpSteer2-Preference)
+      also gets its labelled preference strength (`prompts.hint_suffix`). `prompt_ids` then hold the hinted
+      prompts.
   """
   from grm_jax import sampling  # noqa: PLC0415 - keeps `grm` importable without the model stack
 
@@ -240,7 +242,10 @@ def judge(
   for b, ex in enumerate(examples):
     for j in range(k):
       hint_best = int(np.argmax(ex.rewards)) if hint and ex.n > 1 else None  # n = 1 has no "best" to name
-      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b], hint_best=hint_best)
+      # Only HelpSteer2-Preference items carry a labelled strength; the paper's HelpSteer2 hint includes it.
+      strength = ex.metadata.get("strength") if hint_best is not None else None
+      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b], hint_best=hint_best,
+                          hint_strength=strength)
       prompt_ids[b][j] = [int(t) for t in model.encode_chat(prompt.messages)]
   # Rounds take items in order of prompt length: every round is left-padded to its longest
   # prompt, so mixing a 900- and a 3,000-token item would triple the first one's prefill.

@@ -154,6 +154,11 @@ META_TEMPLATE = string.Template("Please score the responses.\n\n" + _CONTEXT_AND
 RESPONSE_BLOCK = string.Template("[The Begin of Response $i]\n$response\n[The End of Response $i]\n")
 SINGLE_RESPONSE_BLOCK = string.Template("[The Begin of Response]\n$response\n[The End of Response]\n")
 HINT_TEMPLATE = string.Template("The best response is: Response $j")
+# Ours: the paper (App. C.1) says that on HelpSteer2 the hint "also includes the labelled preference strength" but
+# does not print the wording. We append the data set's own annotation scale (HelpSteer2-Preference: "Response X is
+# slightly better / better / much better than Response Y"), naming the other response by its shown position.
+HINT_STRENGTH_TEMPLATE = string.Template(" ($words than Response $other)")
+PREFERENCE_STRENGTHS = {1: "slightly better", 2: "better", 3: "much better"}
 
 # Role names used when a multi-turn context is flattened into the template (they are the template's own words:
 # "the last round is the User’s query", "responses from the Assistant").
@@ -222,15 +227,27 @@ def render_responses(responses: Sequence[str], numbered: bool = True) -> str:
   return SINGLE_RESPONSE_BLOCK.substitute(response=responses[0])
 
 
-def hint_suffix(shown_index: int, extra: str = "") -> str:
-  """The hint line for the 1-based *shown* index j, plus optional dataset-specific text.
+def _strength_words(strength: object) -> str:
+  number = isinstance(strength, int | float) and not isinstance(strength, bool)
+  if not number or strength not in PREFERENCE_STRENGTHS:
+    raise ValueError(f"hint strength must be one of {sorted(PREFERENCE_STRENGTHS)}, got {strength!r}")
+  return PREFERENCE_STRENGTHS[int(strength)]
 
-  The paper adds HelpSteer2's labelled preference strength to the hint; its wording is not published, so
-  callers supply it as `extra`.
+
+def hint_suffix(shown_index: int, extra: str = "", strength: int | None = None) -> str:
+  """The hint line for the 1-based *shown* index j, then the labelled preference strength of a pair, then `extra`.
+
+  `strength` (1 slightly, 2 better, 3 much better, HelpSteer2-Preference's scale) only exists for pairs, so the
+  other response is the other shown position: "The best response is: Response 2 (much better than Response 1)".
   """
   if shown_index < 1:
     raise ValueError(f"hint index is 1-based, got {shown_index}")
-  return HINT_TEMPLATE.substitute(j=shown_index) + extra
+  text = HINT_TEMPLATE.substitute(j=shown_index)
+  if strength is not None:
+    if shown_index not in (1, 2):
+      raise ValueError(f"a preference strength hint is for pairs; the best response is shown at {shown_index}")
+    text += HINT_STRENGTH_TEMPLATE.substitute(words=_strength_words(strength), other=3 - shown_index)
+  return text + extra
 
 
 def sample_permutation(n: int, rng: np.random.Generator | int | None) -> tuple[int, ...]:
@@ -257,6 +274,7 @@ def grm_prompt(
   rng: np.random.Generator | int | None = None,
   perm: Sequence[int] | None = None,
   hint_best: int | None = None,
+  hint_strength: int | None = None,
   hint_extra: str = "",
   template: str = "default",
 ) -> GrmPrompt:
@@ -266,7 +284,9 @@ def grm_prompt(
   order. Voting needs an independent shuffle per sample (paper §4.1): call this once per sample with the same
   Generator. `hint_best` is the *original* 0-based index of the true best response; the hint names its shown
   position ("The best response is: Response j") on a new line after the template (the paper only says the hint
-  is "appended to the input"). `template="single"` is the 0/1 training template and requires one response.
+  is "appended to the input"). `hint_strength` adds a pair's labelled preference strength to the hint (see
+  `hint_suffix`; the paper does this on HelpSteer2). `template="single"` is the 0/1 training template and requires
+  one response.
   """
   if template not in TEMPLATES:
     raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
@@ -283,11 +303,15 @@ def grm_prompt(
     context=render_context(query), responses=render_responses(shown, numbered=template != "single")
   )
   hint = None
+  if hint_strength is not None and hint_best is None:
+    raise ValueError("hint_strength needs hint_best")
+  if hint_strength is not None and n != 2:
+    raise ValueError(f"a preference strength hint is for pairs, got {n} responses")
   if hint_best is not None:
     if not 0 <= hint_best < n:
       raise ValueError(f"hint_best={hint_best} is out of range for {n} responses")
     hint = order.index(hint_best) + 1
-    content += "\n" + hint_suffix(hint, hint_extra)
+    content += "\n" + hint_suffix(hint, hint_extra, hint_strength)
   lo, hi = SCORE_RANGES[template]
   return GrmPrompt([{"role": "user", "content": content}], order, n, lo, hi, template, hint)
 

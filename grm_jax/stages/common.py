@@ -26,7 +26,7 @@ import jax
 from absl import logging
 
 from grm_jax import files, grm, models, parallel
-from grm_jax.data.registry import load_dataset
+from grm_jax.data.registry import load_mixture
 from grm_jax.grm import synthetic_critic
 
 
@@ -91,13 +91,12 @@ def write_done(stage_path: str, info: dict) -> None:
 
 
 def training_items(config, split: str = "train"):
-  """The RM training (or held-out) items named by `config.data`."""
-  name = config.data.train if split == "train" else config.data.test
+  """The RM training (or held-out) items named by `config.data`: one data set or a mixture (`data.load_mixture`:
+  "spec@LIMIT;spec;..."), `data.train_limit` / `test_limit` on the total, several sources mixed by `config.seed`."""
+  key = "train" if split == "train" else "test"
   limit = config.data.train_limit if split == "train" else config.data.test_limit
-  kwargs = {"split": split} if name.split(":", 1)[0] == "synthetic" else {}
-  return load_dataset(name, root=config.benchmark_root, limit=int(limit) or None, **kwargs)
-
-
+  return load_mixture(config.data[key], root=config.benchmark_root, limit=int(limit) or None, seed=int(config.seed),
+                      synthetic_split=split, key=f"data.{key}")
 
 
 def fingerprint(config, *keys: str, upstream: dict[str, Any] | None = None) -> str:

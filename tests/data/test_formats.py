@@ -145,6 +145,35 @@ def test_helpsteer2_preference(tmp_path):
   assert len(data.load_dataset("helpsteer2", root=tmp_path)) == 1  # the ratings only, not preference/
 
 
+def test_helpsteer2_preference_strength_reaches_the_judge_hint(tmp_path):
+  from grm_jax import grm
+
+  row = {"split": "train", "prompt": "p", "response_1": "a", "response_2": "b", "preference_strength": -3}
+  (ex,) = data.load_dataset(f"helpsteer2-preference:{_jsonl(tmp_path / 'pref.jsonl', [row])}")
+  p = grm.grm_prompt(ex.context, ex.responses, perm=(1, 0), hint_best=ex.best, hint_strength=ex.metadata["strength"])
+  assert p.messages[0]["content"].endswith("The best response is: Response 2 (much better than Response 1)")
+
+
+# ---------------------------------------------------------------------------------------------- OffsetBias
+
+
+def test_offsetbias_label_picks_the_preferred_output(tmp_path):
+  rows = [
+    {"instruction": "Fix: harder then", "output_1": "harder than", "output_2": "It is fine.", "label": 1},
+    {"instruction": "Say hi", "output_1": "bye", "output_2": "hi", "label": 2},
+  ]
+  _jsonl(tmp_path / "offsetbias" / "train.jsonl", rows)
+  out = data.load_dataset("offsetbias", root=tmp_path, split="train")
+  assert [e.rewards for e in out] == [(1.0, 0.0), (0.0, 1.0)] and [e.best for e in out] == [0, 1]
+  assert out[1].responses == ("bye", "hi") and out[1].query == "Say hi"
+  assert {e.source for e in out} == {"offsetbias"} and out[0].id == "train.jsonl:1"
+  assert len(data.load_dataset(f"offsetbias:{tmp_path / 'offsetbias'}", limit=1)) == 1
+  for label in (0, 3, True, "1"):
+    bad = _jsonl(tmp_path / f"bad{label}.jsonl", [{**rows[0], "label": label}])
+    with pytest.raises(DataError, match=f"bad{label}.jsonl, line 1: field 'label' must be 1 or 2"):
+      data.read_offsetbias(bad)
+
+
 # ---------------------------------------------------------------------------------------------- UltraFeedback
 
 

@@ -190,6 +190,24 @@ def test_greedy_sends_each_sample_with_n1(monkeypatch):
   assert out.valid.all()
 
 
+def test_hint_includes_helpsteer2_preference_strength(monkeypatch):
+  monkeypatch.setattr(sampling, "generate", _scripted_generate([]))
+  hs2 = PreferenceExample("Q hs2?", ("a TRUE=3", "b TRUE=8"), best=1, source="helpsteer2-preference",
+                          metadata={"preference_strength": 2, "strength": 2})
+  plain = _examples()[1]  # a pair without a labelled strength
+  out = judge(_FakeModel(), [hs2, plain], k=4, seed=5, hint=True)
+  for j in range(4):
+    shown = 1 + list(out.perms[0, j, :2]).index(1)  # the hint names the best's *shown* position
+    text = "".join(map(chr, out.prompt_ids[0][j]))
+    assert text.endswith(f"The best response is: Response {shown} (better than Response {3 - shown})<assistant>")
+    other = "".join(map(chr, out.prompt_ids[1][j]))
+    assert re.search(r"The best response is: Response \d<assistant>$", other)
+  assert {tuple(p[:2]) for p in out.perms[0]} == {(0, 1), (1, 0)}  # both orders occur, so both positions are checked
+  # Without hint=True the strength is never shown.
+  out = judge(_FakeModel(), [hs2], k=2, seed=5)
+  assert "better than" not in "".join(map(chr, out.prompt_ids[0][0]))
+
+
 def test_groups_by_multiplicity():
   ids = [(1,), (2,), (1,), (3,), (1,), (2,)]
   assert _sample_groups(ids, greedy=False) == [[0, 2, 4], [1, 5], [3]]

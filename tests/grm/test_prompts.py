@@ -88,6 +88,28 @@ def test_hint_names_shown_index():
     grm.grm_prompt("q", RESPONSES, hint_best=4)
 
 
+def test_hint_with_preference_strength_names_both_shown_positions():
+  pair = ["first", "second"]
+  p = grm.grm_prompt("q", pair, perm=(1, 0), hint_best=0, hint_strength=3)
+  assert p.hint == 2  # original 0 is shown second
+  assert p.messages[0]["content"].endswith(
+    "responeses>.\nThe best response is: Response 2 (much better than Response 1)"
+  )
+  p = grm.grm_prompt("q", pair, perm=(1, 0), hint_best=1, hint_strength=1)
+  assert p.messages[0]["content"].endswith("\nThe best response is: Response 1 (slightly better than Response 2)")
+  assert grm.hint_suffix(2, strength=2.0) == "The best response is: Response 2 (better than Response 1)"
+  # Without a strength the hint is the paper's sentence alone.
+  p = grm.grm_prompt("q", pair, perm=(1, 0), hint_best=0)
+  assert p.messages[0]["content"].endswith("responeses>.\nThe best response is: Response 2")
+  for bad in (0, 4, 2.5, True, "3"):
+    with pytest.raises(ValueError, match="hint strength must be one of"):
+      grm.grm_prompt("q", pair, hint_best=0, hint_strength=bad)
+  with pytest.raises(ValueError, match="for pairs"):
+    grm.grm_prompt("q", RESPONSES, hint_best=0, hint_strength=2)
+  with pytest.raises(ValueError, match="needs hint_best"):
+    grm.grm_prompt("q", pair, hint_strength=2)
+
+
 def test_single_response_template():
   p = grm.grm_prompt("What is 3 * 4?", ["12"], template="single")
   content = p.messages[0]["content"]
