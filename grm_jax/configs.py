@@ -12,11 +12,8 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
-<<<<<<< HEAD
-from grm_jax.grm.trajectories import HINTED_SCOPES
-=======
 from grm_jax.data.registry import parse_mixture
->>>>>>> i14-data
+from grm_jax.grm.trajectories import HINTED_SCOPES
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
 from grm_jax.train.optimizer import OptimConfig
