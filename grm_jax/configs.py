@@ -263,10 +263,17 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     s.checkpoint.save_every = 1
     if "batch_size" in s:
       s.batch_size, s.epochs, s.max_len = 2, 1, 1024
+    if "steps" in s and stage != "grpo":
+      s.steps = 0  # the epochs above decide
     if stage == "rft":
       s.num_samples, s.batch_items, s.min_accepted = 2, 4, 0
+      if s.sampler not in ("", "synthetic-critic"):
+        s.sampler = "tiny:qwen2"  # still a teacher other than the trained model
     if stage == "grpo":
       s.steps, s.prompts_per_step, s.group_size = 2, 2, 2
+      if s.filter.judge and s.filter.judge != "synthetic-critic":
+        s.filter.judge = "tiny:llama"
+      s.filter.samples, s.filter.max_new_tokens, s.filter.batch_items = 2, 16, 4
     if stage == "metarm":
       s.samples_per_item = 1
   if "eval" in c:

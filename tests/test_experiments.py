@@ -6,6 +6,7 @@ run end to end with `configs.smoke` (tiny:<family> of the preset's model family,
 """
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -52,6 +53,12 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
     config.data.train = config.data.test = "synthetic"
   if "eval" in config:
     config.eval.datasets, config.eval.limit = "synthetic", 2
+  if "rft" in config and config.rft.general_data:  # a pod's path: a few chats of the same format stand in
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                      {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                             for i in range(8)))
+    config.rft.general_data = str(chats)
   # One device (the smoke batches are 2-4 rows; the 8 fake devices are for the sharding tests).
   monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))
   monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: 1)
