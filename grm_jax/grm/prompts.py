@@ -161,6 +161,11 @@ ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 TEMPLATES = ("default", "single", "compact")
 SCORE_RANGES = {"default": (1, 10), "single": (0, 1), "compact": (1, 10)}
+"""The scores each template asks for (what the prompt says)."""
+CLIP_RANGES: dict[str, tuple[int, int] | None] = {"default": (1, 10), "single": None, "compact": (1, 10)}
+"""What `parse_scores` clips each template's scores to; None: kept as written. The 1-10 templates clip as the
+model-card example does. The 0/1 template does not: for n = 1 Eq. 10/11 ask S_1 == r_1 of the score the model
+wrote, so an out-of-range score is a wrong judgement, never a clipped right one."""
 _BODIES = {"default": DEFAULT_TEMPLATE, "single": SINGLE_TEMPLATE, "compact": COMPACT_TEMPLATE}
 
 Query = str | Sequence[Mapping[str, str]]
