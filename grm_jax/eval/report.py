@@ -240,10 +240,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
     mi = d.get("meta_rm")
     if mi:
+      checked = mi.get("checked", mi.get("scored"))
+      excluded = (f" ({mi['single_excluded']} single-response items, {mi.get('single_excluded_samples')} samples, "
+                  "left out: a 1-10 score is not a 0/1 label)" if mi.get("single_excluded") else "")
       lines.append(
         f"Meta RM on this data set: keeps the top k_meta = {mi.get('k_meta')} of {k_max} samples; on the "
-        f"{mi.get('scored')} valid samples its logit separates right from wrong judgements (Eq. 10) with ROC-AUC "
-        f"{_fmt(mi.get('auc'))} and accuracy {_fmt(mi.get('accuracy'))} ({mi.get('positives', '–')} right)."
+        f"{checked} valid samples with a checkable label{excluded} its logit separates right from wrong judgements "
+        f"(Eq. 10) with ROC-AUC {_fmt(mi.get('auc'))} and accuracy {_fmt(mi.get('accuracy'))} "
+        f"({mi.get('positives', '–')} right)."
       )
       lines.append("")
     lines.append("")

@@ -12,7 +12,8 @@
    k_max on the official metric (`eval.scaling_curve`, `num_subsets` random subsets per k). With `eval.meta_model`
    (a metarm stage folder) each valid sample is also scored by the meta RM on its own meta prompt (its response
    order and text), and MetaRM@k (votes of the top ⌈k/2⌉ samples by meta logit) is reported at k_max and along
-   the curve, with the meta RM's ROC-AUC against the samples' correctness;
+   the curve, with the meta RM's ROC-AUC against the samples' correctness (Eq. 10; single-response items are
+   left out of it and counted, since their 1-10 scores are not 0/1 labels: `meta_stats`);
 4. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
    judgements.jsonl).
 
@@ -195,16 +196,26 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
 
 def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
   """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
-  accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl."""
+  accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl.
+
+  Evaluation judges a single response with the 1-10 template (paper App. D.1), and a 1-10 score has no Eq. 10
+  answer against a 0/1 label (`trajectories.label_comparable`). Those items' samples are left out of the
+  right/wrong numbers ("checked" counts the samples that are in) and counted: "single_excluded" items,
+  "single_excluded_samples" of their scored samples. "scored" and "mean_logit" cover every scored sample.
+  """
   valid = np.asarray(j.valid, bool)
   scored = valid & np.isfinite(meta)
   out: dict[str, Any] = {"scored": int(scored.sum()), "mean_logit": float(meta[scored].mean()) if scored.any()
                          else float("nan")}
   if all(ex.rewards is not None for ex in examples):
-    right = np.asarray(trajectories.correctness(j, examples), bool)[scored]
-    out.update(positives=int(right.sum()), auc=metrics_lib.roc_auc(right, meta[scored]) if scored.any()
-               else float("nan"), accuracy=float(np.mean((meta[scored] > 0) == right)) if scored.any()
-               else float("nan"))
+    comparable = trajectories.label_comparable(j, examples)
+    checked = scored & comparable[:, None]
+    right = np.asarray(trajectories.correctness(j, examples, skip_incomparable=True), bool)[checked]
+    logits = meta[checked]
+    out.update(checked=int(checked.sum()), single_excluded=int((~comparable).sum()),
+               single_excluded_samples=int((scored & ~comparable[:, None]).sum()), positives=int(right.sum()),
+               auc=metrics_lib.roc_auc(right, logits) if right.size else float("nan"),
+               accuracy=float(np.mean((logits > 0) == right)) if right.size else float("nan"))
   return out
 
 
