@@ -3,7 +3,8 @@
 `write_report(out_dir, results, judged)` writes, from the results dict built by `grm_jax.stages.evaluate`:
 
 - `results.json`: every number (config, per-dataset official metrics at k=1 / Voting@k_max / MetaRM@k_max, the
-  scaling table, parse failures, throughput, position bias). Non-finite floats are written as null (strict JSON).
+  scaling table, parse failures, throughput, position bias, and under "paper" the run in the paper's Table 2
+  columns with its Overall, `eval.paper`). Non-finite floats are written as null (strict JSON).
 - `report.md`: the same numbers as tables, with the definitions needed to read them.
 - `scaling.png`: Voting@k and MetaRM@k (when present) against k on a log2 axis, one line per dataset and column.
 - `position_bias.png`: how often the judge's top score lands on each shown position, against the 1/n of a
@@ -32,6 +33,7 @@ import numpy as np
 
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
+from grm_jax.eval import paper
 from grm_jax.grm.judge import Judgements
 
 WITHHELD_SOURCES = ("realmistake",)
@@ -214,6 +216,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"{_fmt(after_vote)} | {_fmt(b.get('parse_failure_rate'))} | {_fmt(after_pf)} |"
       )
     lines.append("")
+  lines += paper.render(results.get("paper"))
   lines += [
     "## Official metrics",
     "",

@@ -14,7 +14,9 @@
    order and text), and MetaRM@k (votes of the top ⌈k/2⌉ samples by meta logit) is reported at k_max and along
    the curve, with the meta RM's ROC-AUC against the samples' correctness (Eq. 10; single-response items are
    left out of it and counted, since their 1-10 scores are not 0/1 labels: `meta_stats`);
-4. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
+4. sets the run's numbers beside the paper's Table 2 in its columns (RB, PPE-P, PPE-C, RMB) with its Overall, when
+   at least one of those benchmarks was evaluated (`eval.paper`; no Overall unless all four were);
+5. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
    judgements.jsonl).
 
 A data set without an official metric (synthetic, jsonl, ...) is scored by plain accuracy. If
@@ -38,7 +40,7 @@ from grm_jax import files, grm
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset
 from grm_jax.eval import metrics as metrics_lib
-from grm_jax.eval import report
+from grm_jax.eval import paper, report
 from grm_jax.eval.scaling import scaling_curve
 from grm_jax.grm import trajectories
 from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
@@ -189,7 +191,8 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
     official = per_dataset[name]["official_metric"]
     at_k1, at_kmax = _k1_and_voting(benchmark_of(name), examples, j, key)
     out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
-                             "parse_failure_rate": j.parse_failure_rate}
+                             "parse_failure_rate": j.parse_failure_rate,
+                             "metrics": {"k1": at_k1, "voting": at_kmax}}  # all of them: the paper's columns
     logging.info("evaluate: baseline %s on %s: %s", baseline, name, out["datasets"][name])
   return out
 
@@ -339,6 +342,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     "config": cfg,
     "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
     "datasets": per_dataset,
+    "paper": paper.comparison(per_dataset, compared, policy),
     "totals": _totals(per_dataset),
     "seconds": time.perf_counter() - start,
   }

@@ -115,6 +115,13 @@ def test_run_writes_report_and_second_run_skips(config, tmp_path, patched):
   if HAVE_REWARDBENCH:  # the scripted judge mostly prefers the chosen response
     rb = results["datasets"]["rewardbench"]
     assert rb["metrics"]["voting"]["overall"] >= 0.5
+    # RB alone: the paper's columns are shown, but no Overall without PPE and RMB.
+    assert results["paper"]["missing"] == ["PPE-P (ppe not evaluated)", "PPE-C (ppe not evaluated)",
+                                           "RMB (rmb not evaluated)"]
+    assert [r["Overall"] for r in results["paper"]["rows"]] == [None, None]
+    assert "## Against the paper" in (tmp_path / "eval" / "report.md").read_text()
+  else:
+    assert results["paper"] is None
   assert json.loads((out / "results.json").read_text()) == results
   lines = (out / "judgements.jsonl").read_text().splitlines()
   assert len(lines) == 4 * len(names)
@@ -192,6 +199,21 @@ def test_meta_stats_leave_single_response_1_to_10_scores_out():
   got = evaluate.meta_stats(meta, [pair, single], dataclasses.replace(j, templates=["default", "single"]))
   assert got["checked"] == 4 and got["single_excluded"] == 0 and got["positives"] == 3
   assert got["auc"] == pytest.approx(1 / 3)
+
+
+def test_baseline_keeps_every_metric_for_the_paper_columns(config, tmp_path, patched):
+  """The before / after table reads the official metric; the paper's columns need PPE's both parts."""
+  examples = [PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source="ppe/human-preference",
+                                category="PPE Preference", id=str(i)) for i in range(3)]
+  examples += [PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source="ppe/math", category="PPE Correctness",
+                                 id=str(i)) for i in range(3, 6)]
+  model = models.from_config(models.tiny("llama"))
+  per_dataset = {"ppe": {"official_metric": "preference"}}
+  got = evaluate.compare_baseline("base", model, {"ppe": examples}, per_dataset, config, tmp_path)
+  d = got["datasets"]["ppe"]
+  assert got["policy"] == "base" and d["official_metric"] == "preference"
+  assert d["k1"] == d["metrics"]["k1"]["preference"] and d["voting"] == d["metrics"]["voting"]["preference"]
+  assert {"preference", "correctness", "correctness/math"} <= set(d["metrics"]["voting"])
 
 
 def test_benchmark_of():
