@@ -106,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.checkpoint.save_every = 50
     c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 512, 16, 8192
     c.metarm.samples_per_item, c.metarm.optim.learning_rate = 3, 1e-5
+    # The paper's benchmarks but PPE (no offline copy: add ppe:PATH for its Overall), plus RM-Bench (not the paper's).
     c.eval.datasets = "rewardbench,rmb,rm-bench,realmistake"
     c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = 0, 32, 2048, 64
   return c
