@@ -179,8 +179,9 @@ class GrmPrompt:
   """A rendered GRM prompt and what is needed to read its output.
 
   `perm[p]` is the original index of the response shown as "Response p+1", so scores parsed in shown order
-  map back with `parse.unpermute(shown, perm)`. `lo`/`hi` is the template's score range (pass it to
-  `parse_scores`). `hint` is the 1-based *shown* index named by the hint suffix, or None.
+  map back with `parse.unpermute(shown, perm)`. `lo`/`hi` is the template's score range; read the output with
+  `parse_scores(text, n, lo, hi, clip=clip)` (the 0/1 template is not clipped, `CLIP_RANGES`). `hint` is the
+  1-based *shown* index named by the hint suffix, or None.
   """
 
   messages: list[dict[str, str]]
@@ -190,6 +191,10 @@ class GrmPrompt:
   hi: int
   template: str
   hint: int | None = None
+
+  @property
+  def clip(self) -> bool:
+    return CLIP_RANGES[self.template] is not None
 
 
 def render_context(query: Query) -> str:
