@@ -9,7 +9,11 @@
 Presets (the part after ':'):
   default  the embedded SmolLM2-135M-Instruct on 32 RewardBench items, k=4 (CPU, minutes)
   smoke    `configs.smoke`: tiny random model, 2 items, k=2, 16 new tokens (seconds; what the preset test runs)
-  paper    the paper's protocol: all four benchmarks, k=32 at temperature 0.5 (accelerators)
+  paper    the paper's protocol (k=32 at temperature 0.5, accelerators) on its benchmarks that can be had offline,
+           RewardBench, RMB and ReaLMistake, plus RM-Bench, which is NOT one of the paper's benchmarks (an extra
+           style-bias check). The paper's fourth, PPE, has no offline copy: add `ppe:PATH` to the data sets for
+           the paper's Overall (arXiv 2504.02495, Table 2), which the report gives only when all of RB, PPE and
+           RMB are in the run.
 """
 
 import ml_collections

@@ -7,6 +7,7 @@ pay for importing tensorflow_datasets.
 from grm_jax.data.benchmarks import (
   REALMISTAKE_PASSWORD,
   REWARDBENCH_SECTIONS,
+  REWARDBENCH_UNSECTIONED,
   RM_BENCH_STYLES,
   read_realmistake,
   read_rewardbench,
@@ -37,6 +38,7 @@ __all__ = [
   "PreferenceExample",
   "REALMISTAKE_PASSWORD",
   "REWARDBENCH_SECTIONS",
+  "REWARDBENCH_UNSECTIONED",
   "RM_BENCH_STYLES",
   "SYNTHETIC_TASKS",
   "dataset_names",

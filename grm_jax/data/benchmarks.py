@@ -86,22 +86,19 @@ REWARDBENCH_SECTIONS: dict[str, str] = {
     "Safety",
   ),
   **dict.fromkeys(["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"], "Reasoning"),
-  # allenai/preference-test-sets ("Prior Sets"): same columns, excluded from the paper's RB score.
-  **dict.fromkeys(
-    [
-      "anthropic_harmless",
-      "anthropic_helpful",
-      "anthropic_hhh",
-      "mtbench_gpt4",
-      "mtbench_human",
-      "shp",
-      "summarize",
-      "summarize_prompted",
-    ],
-    "Prior Sets",
-  ),
+  # allenai/preference-test-sets: the official "Prior Sets" section is these four (RewardBench's
+  # analysis/get_benchmark_results.py, `pref_columns`); the paper's RB score leaves the section out.
+  **dict.fromkeys(["anthropic_helpful", "anthropic_hhh", "shp", "summarize"], "Prior Sets"),
 }
-"""Official subset -> section map (RewardBench `SUBSET_MAPPING`); the overall score averages sections."""
+"""Official subset -> section map (RewardBench `SUBSET_MAPPING` plus its four prior sets); the overall score
+averages sections."""
+
+REWARDBENCH_UNSECTIONED: dict[str, str] = dict.fromkeys(
+  ["anthropic_harmless", "mtbench_gpt4", "mtbench_human", "pku_better", "pku_safer", "summarize_prompted"],
+  "Prior Sets (other)",
+)
+"""preference-test-sets subsets outside the official four (the official Prior Sets score does not average them):
+read and scored per subset, in no section. The value is only the examples' `category`."""
 
 
 def _rewardbench_row(row: dict[str, Any]) -> PreferenceExample:
@@ -115,7 +112,7 @@ def _rewardbench_row(row: dict[str, Any]) -> PreferenceExample:
     prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
     chosen_model, rejected_model = row.get("chosen_model"), row.get("rejected_model")
   subset = as_str(row["subset"], "subset")
-  section = REWARDBENCH_SECTIONS.get(subset) or row.get("domain")
+  section = REWARDBENCH_SECTIONS.get(subset) or REWARDBENCH_UNSECTIONED.get(subset) or row.get("domain")
   require(isinstance(section, str), f"unknown subset {subset!r} and no 'domain' column to name its section")
   ident = row["id"]
   return PreferenceExample(

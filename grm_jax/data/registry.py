@@ -33,6 +33,9 @@ The config's `train_limit` caps the total; several parts are mixed by a permutat
 Default locations mirror the HF repositories (nvidia/HelpSteer2 holds the ratings at its top level and
 the preference set in `preference/`), so a clone or snapshot can be dropped under `root` as is.
 
+The paper's benchmarks are RewardBench, PPE, RMB and ReaLMistake (arXiv 2504.02495, §5.1). RM-Bench is NOT one
+of them: it is here as an extra check of style bias, scored by its own strict rule (`eval.metrics`).
+
 `root` is the benchmark folder from the config; the default is `../shared/benchmarks` next to the
 repository, resolved from this file so it does not depend on the working directory.
 """

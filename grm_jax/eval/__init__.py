@@ -1,7 +1,8 @@
 """Evaluation: official benchmark metrics from voted scores, and inference-time scaling curves.
 
 `score_benchmark(name, examples, votes, key)` turns per-example scores into a benchmark's official numbers;
-`scaling_curve(scores, valid, ...)` gives Voting@k / MetaRM@k for k = 1, 2, 4, ..., k_max from one pool of samples.
+`scaling_curve(scores, valid, ...)` gives Voting@k / MetaRM@k for k = 1, 2, 4, ..., k_max from one pool of samples;
+`eval.paper` holds the paper's Overall and its Table 2 rows.
 """
 
 from grm_jax.eval.metrics import (

@@ -11,25 +11,35 @@ with ties broken uniformly at random (`grm.choose_best` with `key`), then the pi
 ground-truth best (`grm.pick_correct`). A tied pair is thus right half the time in expectation, not always
 wrong (the training rule, `grm.is_correct`, counts ties wrong). Examples whose ground truth has no unique best
 (e.g. PPE ties kept with `include_ties`) cannot be scored this way and are left out, counted in "n_excluded".
+Single-response examples are left out of these accuracies too, counted in "n_single_excluded" (present when
+non-zero): the pick among one response is always "right", and the judge's 1-10 score of it (evaluation's
+template) is not a 0/1 label to compare with. RM-Bench is the exception to the tie rule: it is scored as its
+own code scores it, chosen strictly above rejected, so a tie is wrong.
 
 Per benchmark (`score_benchmark(name, ...)`):
 - rewardbench: accuracy per subset ("subset/<name>"); per section ("section/<name>") the subset accuracies are
   averaged weighted by their example counts, except that in Reasoning math-prm is weighted as much as all hep-*
   subsets together (official RewardBench: weight 984 = 6 x 164); "overall" = mean of Chat, Chat Hard, Safety,
-  Reasoning. Prior Sets, if present, are reported as the unweighted mean of their subsets and excluded from the
-  overall (paper Table 8).
+  Reasoning. "section/Prior Sets", if present, is the plain mean of the official four prior subsets
+  (anthropic_helpful, anthropic_hhh, shp, summarize; official RewardBench `analysis/get_benchmark_results.py`
+  takes their nanmean) and is excluded from the overall (paper Table 8). The other preference-test-sets subsets
+  (`data.REWARDBENCH_UNSECTIONED`) appear as subsets only, in no section.
 - rmb: accuracy per scenario file (`source`), averaged over the scenarios of each goal x set
   ("Helpfulness/BoN", "Harmlessness/Pairwise", ...); "overall" = mean of the four. A BoN list is right only if
   its best response is the pick among all n (the paper's GRM scores the whole list in one prompt; the
   benchmark's pair rule "best beats every loser" is the same event up to ties). "micro/<part>" gives the plain
   example accuracy as well.
-- rm-bench: each prompt's 3 x 3 chosen-vs-rejected matrix (`data.rm_bench_pairs`); hard = chosen style plainer
-  than rejected (upper triangle), normal = diagonal, easy = lower triangle. Per domain ("<domain>/easy", ...,
-  "<domain>") the cells are averaged over prompts (Safety pools safety-refuse and safety-response), the domain
-  score is the mean of the three levels (= mean of the 9 cells); "overall" and "easy"/"normal"/"hard" average
-  the domains present. Without the Math file the overall covers 3 domains ("n_domains") and is not comparable
-  with the leaderboard. Examples may be the 6-response parents (votes [6]: one listwise judgement, each cell
-  compares two of its scores) or the pairs from `rm_bench_pairs` (votes [2]: one judgement per cell).
+- rm-bench (not one of the paper's benchmarks: it evaluates RewardBench, PPE, RMB and ReaLMistake, §5.1; kept as
+  an extra check of style bias): each prompt's 3 x 3 chosen-vs-rejected matrix (`data.rm_bench_pairs`); hard =
+  chosen style plainer than rejected (upper triangle), normal = diagonal, easy = lower triangle. Per domain
+  ("<domain>/easy", ..., "<domain>") the cells are averaged over prompts (Safety pools safety-refuse and
+  safety-response), the domain score is the mean of the three levels (= mean of the 9 cells); "overall" and
+  "easy"/"normal"/"hard" average the domains present. Without the Math file the overall covers 3 domains
+  ("n_domains") and is not comparable with the leaderboard. Examples may be the 6-response parents (votes [6]: one
+  listwise judgement, each cell compares two of its scores) or the pairs from `rm_bench_pairs` (votes [2]: one
+  judgement per cell). A cell is right iff the chosen score is strictly higher: RM-Bench's `compute_accuracy`
+  (THU-KEG/RM-Bench, scripts/utils.py) counts `score_chosen > score_rejected`, so a tie is wrong (no random
+  tie-break; `key` unused).
 - realmistake: ROC-AUC of the error label (positive class "error", `metadata["label"]`) against the error score
   = -votes. The GRM rates a single response 1-10 (higher is better, default template), so a low score flags an
   error; the paper does not state the orientation, and this is the only one under which a
@@ -48,7 +58,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, rm_bench_level, rm_bench_pairs
+from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, REWARDBENCH_UNSECTIONED, rm_bench_level, rm_bench_pairs
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm import rules, voting
 
@@ -139,10 +149,16 @@ def _subset_name(ex: PreferenceExample) -> str:
   return ex.source.split("/", 1)[1] if "/" in ex.source else ex.source
 
 
-def _scorable_only(examples, votes, key) -> tuple[list[PreferenceExample], np.ndarray, int]:
+def _scorable_only(examples, votes, key) -> tuple[list[PreferenceExample], np.ndarray, Metrics]:
+  """(examples kept, their correctness, counts) for the pick-the-best accuracies: see the module docstring."""
   correct, scorable = example_correct(examples, votes, key)
-  kept = [ex for ex, ok in zip(examples, scorable, strict=True) if ok]
-  return kept, correct[scorable], int((~scorable).sum())
+  single = np.array([ex.n == 1 for ex in examples], bool)
+  keep = scorable & ~single
+  kept = [ex for ex, ok in zip(examples, keep, strict=True) if ok]
+  counts: Metrics = {"n": float(len(kept)), "n_excluded": float(np.sum(~scorable & ~single))}
+  if single.any():
+    counts["n_single_excluded"] = float(single.sum())
+  return kept, correct[keep], counts
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,21 +167,24 @@ def _scorable_only(examples, votes, key) -> tuple[list[PreferenceExample], np.nd
 
 def rewardbench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
   """RewardBench v1 scores; see the module docstring."""
-  examples, correct, excluded = _scorable_only(examples, votes, key)
+  examples, correct, counts = _scorable_only(examples, votes, key)
   subsets = _group_mean(correct, [_subset_name(ex) for ex in examples])
-  section_of = {}
+  section_of: dict[str, str | None] = {}
   for ex in examples:
-    section_of[_subset_name(ex)] = REWARDBENCH_SECTIONS.get(_subset_name(ex), ex.category)
-  out: Metrics = {"n": float(len(examples)), "n_excluded": float(excluded)}
+    name = _subset_name(ex)
+    # A subset outside the official map keeps its reader's section (e.g. a custom file's domain column).
+    section_of[name] = None if name in REWARDBENCH_UNSECTIONED else REWARDBENCH_SECTIONS.get(name, ex.category)
+  out: Metrics = dict(counts)
   by_section: dict[str, list[str]] = defaultdict(list)
   for s in sorted(subsets):
     out[f"subset/{s}"] = subsets[s][0]
     out[f"n/{s}"] = float(subsets[s][1])
-    by_section[section_of[s]].append(s)
+    if section_of[s] is not None:
+      by_section[section_of[s]].append(s)
   hep_total = sum(subsets[s][1] for s in subsets if s.startswith("hep-"))
   for section, names in by_section.items():
     accs = np.array([subsets[s][0] for s in names])
-    if section == "Prior Sets":
+    if section == "Prior Sets":  # official: the plain mean of the four subsets, not example-weighted
       weights = np.ones(len(names))
     else:
       weights = np.array(
@@ -180,11 +199,11 @@ def rewardbench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Arra
 
 def rmb(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
   """RMB scores; see the module docstring."""
-  examples, correct, excluded = _scorable_only(examples, votes, key)
+  examples, correct, counts = _scorable_only(examples, votes, key)
   scenarios = _group_mean(correct, [ex.source for ex in examples])
   part_of = {ex.source: ex.category for ex in examples}
   micro = _group_mean(correct, [ex.category for ex in examples])
-  out: Metrics = {"n": float(len(examples)), "n_excluded": float(excluded)}
+  out: Metrics = dict(counts)
   by_part: dict[str, list[float]] = defaultdict(list)
   for src, (acc, _) in scenarios.items():
     by_part[part_of[src]].append(acc)
@@ -218,14 +237,16 @@ def _rm_bench_cells(examples, votes) -> tuple[list[PreferenceExample], list[np.n
   return pairs, pair_votes
 
 
-def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None) -> Metrics:
   """RM-Bench scores; see the module docstring."""
   if isinstance(votes, np.ndarray | jax.Array):
     votes = np.asarray(votes)
   if len(votes) != len(examples):
     raise ValueError(f"{len(votes)} vote rows for {len(examples)} examples")
+  del key  # strict comparison: no tie-break to draw
   pairs, pair_votes = _rm_bench_cells(examples, votes)
-  correct, _ = example_correct(pairs, pair_votes, key)
+  v, r, m = pad(pairs, pair_votes)
+  correct = np.asarray(rules.is_correct(v, True, r, m))  # Eq. 10's strict rule = RM-Bench's chosen > rejected
   cells = _group_mean(
     correct, [f"{p.category}|{p.metadata['chosen_style']}|{p.metadata['rejected_style']}" for p in pairs]
   )
@@ -282,8 +303,8 @@ def _error_label(ex: PreferenceExample) -> int:
 
 def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
   """PPE accuracy; see the module docstring."""
-  examples, correct, excluded = _scorable_only(examples, votes, key)
-  out: Metrics = {"n": float(len(examples)), "n_excluded": float(excluded)}
+  examples, correct, counts = _scorable_only(examples, votes, key)
+  out: Metrics = dict(counts)
   is_pref = np.array([ex.category == "PPE Preference" for ex in examples], bool)
   if is_pref.any():
     out["preference"] = float(correct[is_pref].mean())
@@ -299,10 +320,9 @@ def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Me
 
 
 def accuracy(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
-  """Plain accuracy over examples with a unique best (any other data set)."""
-  _, correct, excluded = _scorable_only(examples, votes, key)
-  acc = float(correct.mean()) if correct.size else float("nan")
-  return {"accuracy": acc, "n": float(correct.size), "n_excluded": float(excluded)}
+  """Plain accuracy over examples with n >= 2 and a unique best (any other data set)."""
+  _, correct, counts = _scorable_only(examples, votes, key)
+  return {"accuracy": float(correct.mean()) if correct.size else float("nan"), **counts}
 
 
 _BENCHMARKS = {

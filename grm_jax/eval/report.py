@@ -3,7 +3,8 @@
 `write_report(out_dir, results, judged)` writes, from the results dict built by `grm_jax.stages.evaluate`:
 
 - `results.json`: every number (config, per-dataset official metrics at k=1 / Voting@k_max / MetaRM@k_max, the
-  scaling table, parse failures, throughput, position bias). Non-finite floats are written as null (strict JSON).
+  scaling table, parse failures, throughput, position bias, and under "paper" the run in the paper's Table 2
+  columns with its Overall, `eval.paper`). Non-finite floats are written as null (strict JSON).
 - `report.md`: the same numbers as tables, with the definitions needed to read them.
 - `scaling.png`: Voting@k and MetaRM@k (when present) against k on a log2 axis, one line per dataset and column.
 - `position_bias.png`: how often the judge's top score lands on each shown position, against the 1/n of a
@@ -32,6 +33,7 @@ import numpy as np
 
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
+from grm_jax.eval import paper
 from grm_jax.grm.judge import Judgements
 
 WITHHELD_SOURCES = ("realmistake",)
@@ -214,6 +216,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"{_fmt(after_vote)} | {_fmt(b.get('parse_failure_rate'))} | {_fmt(after_pf)} |"
       )
     lines.append("")
+  lines += paper.render(results.get("paper"))
   lines += [
     "## Official metrics",
     "",
@@ -240,10 +243,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
     mi = d.get("meta_rm")
     if mi:
+      checked = mi.get("checked", mi.get("scored"))
+      excluded = (f" ({mi['single_excluded']} single-response items, {mi.get('single_excluded_samples')} samples, "
+                  "left out: a 1-10 score is not a 0/1 label)" if mi.get("single_excluded") else "")
       lines.append(
         f"Meta RM on this data set: keeps the top k_meta = {mi.get('k_meta')} of {k_max} samples; on the "
-        f"{mi.get('scored')} valid samples its logit separates right from wrong judgements (Eq. 10) with ROC-AUC "
-        f"{_fmt(mi.get('auc'))} and accuracy {_fmt(mi.get('accuracy'))} ({mi.get('positives', '–')} right)."
+        f"{checked} valid samples with a checkable label{excluded} its logit separates right from wrong judgements "
+        f"(Eq. 10) with ROC-AUC {_fmt(mi.get('auc'))} and accuracy {_fmt(mi.get('accuracy'))} "
+        f"({mi.get('positives', '–')} right)."
       )
       lines.append("")
     lines.append("")

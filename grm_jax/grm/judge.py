@@ -28,9 +28,10 @@ import tqdm
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.parse import parse_scores, unpermute
-from grm_jax.grm.prompts import SCORE_RANGES, grm_prompt
+from grm_jax.grm.prompts import CLIP_RANGES, SCORE_RANGES, grm_prompt
 
-DEFAULT_RANGE = SCORE_RANGES["default"]
+DEFAULT_RANGE = CLIP_RANGES["default"]
+_INT32 = np.iinfo(np.int32)
 
 
 @dataclasses.dataclass
@@ -102,7 +103,7 @@ class Judgements:
 def judge_texts_to_arrays(
   texts: Sequence[Sequence[str]],
   perms: Sequence[Sequence[Sequence[int]]],
-  ranges: Sequence[tuple[int, int]] | None = None,
+  ranges: Sequence[tuple[int, int] | None] | None = None,
   n_max: int | None = None,
   k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +111,8 @@ def judge_texts_to_arrays(
 
   `texts[b][j]` is sample j of item b, written for a prompt that showed the responses in order `perms[b][j]`
   (`perm[p]` = original index shown as "Response p+1"); item b has n_b = len(perms[b][0]) responses. `ranges`
-  gives each item's score range (lo, hi) for `parse_scores`, default (1, 10). Returns int32 scores in the
+  gives the range (lo, hi) `parse_scores` clips each item's scores to, or None for an item whose scores are kept as
+  written (the 0/1 template: `prompts.CLIP_RANGES`); default (1, 10) for every item. Returns int32 scores in the
   original order (0 where invalid or padding), bool valid, bool response mask and the int32 perms padded with
   the identity tail. `k` is only needed to shape an empty batch. Pure: no model needed, never raises on
   unparseable text.
@@ -144,14 +146,16 @@ def judge_texts_to_arrays(
   perm_arr = np.broadcast_to(np.arange(n_max, dtype=np.int32), (B, k, n_max)).copy()
   for b in range(B):
     n = ns[b]
-    lo, hi = ranges[b] if ranges is not None else DEFAULT_RANGE
+    clip = ranges[b] if ranges is not None else DEFAULT_RANGE
+    lo, hi = clip if clip is not None else (0, 0)
     mask[b, :n] = True
     for j in range(k):
       perm = [int(i) for i in perms[b][j]]
       perm_arr[b, j, :n] = perm
-      out = unpermute(parse_scores(texts[b][j], n, lo, hi), perm)
+      out = unpermute(parse_scores(texts[b][j], n, lo, hi, clip=clip is not None), perm)
       if out is not None:
-        scores[b, j, :n] = out
+        # An unclipped score can exceed int32; saturating keeps it as wrong as it was (never 0 or 1).
+        scores[b, j, :n] = np.clip(out, _INT32.min, _INT32.max)
         valid[b, j] = True
   return scores, valid, mask, perm_arr
 
@@ -284,7 +288,7 @@ def judge(
     bar.update(len(items))
   bar.close()
 
-  ranges = [SCORE_RANGES[t] for t in templates]
+  ranges = [CLIP_RANGES[t] for t in templates]
   scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, ranges, n_max, k)
   return Judgements(
     scores=scores,

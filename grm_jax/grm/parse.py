@@ -9,8 +9,10 @@ The rule, chosen to be strict enough for training and forgiving of harmless form
   `7/10`, `7.5`, `x`, an empty part) makes the block unparseable. The "official" downstream parser casts parts
   to float and silently drops the ones that fail; we refuse instead, because dropping a part shifts the
   scores onto the wrong responses. Labels are not accepted: the template asks for bare scores in order.
-- Exactly `n` scores, else unparseable. Values are clipped to [lo, hi] (the model-card example clips to
-  [1, 10]).
+- Exactly `n` scores, else unparseable. With `clip` (the default) values are clipped to [lo, hi]: the model-card
+  example clips the 1-10 templates to [1, 10]. The single-response 0/1 template is parsed with `clip=False`
+  (`prompts.CLIP_RANGES`): Eq. 10/11 for n = 1 (paper §3.2) compare the raw S_1 with r_1, so `\\boxed{7}` on a
+  correct response must stay 7 (wrong), not become a clipped 1 (right).
 Single square brackets are deliberately *not* score blocks: the prompt's own `[The End of Response 2]` markers
 would match them.
 
@@ -39,8 +41,9 @@ def find_score_block(text: str) -> str | None:
   return last.group(1) if last.group(1) is not None else last.group(2)
 
 
-def parse_scores(text: str, n: int, lo: int = 1, hi: int = 10) -> list[int] | None:
-  """The n integer scores of a judgement in *shown* order, clipped to [lo, hi]; None if unparseable."""
+def parse_scores(text: str, n: int, lo: int = 1, hi: int = 10, *, clip: bool = True) -> list[int] | None:
+  """The n integer scores of a judgement in *shown* order, clipped to [lo, hi] unless `clip` is False (then
+  returned as written); None if unparseable."""
   if n < 1:
     raise ValueError(f"n must be >= 1, got {n}")
   if lo > hi:
@@ -56,7 +59,12 @@ def parse_scores(text: str, n: int, lo: int = 1, hi: int = 10) -> list[int] | No
   parts = [p.strip() for p in body.split(",")]
   if len(parts) != n or not all(_INTEGER.fullmatch(p) for p in parts):
     return None
-  return [min(max(int(float(p)), lo), hi) for p in parts]
+  try:
+    # Not int(float(p)): a long digit string is inf as a float and int(inf) raises.
+    values = [int(p.split(".", 1)[0]) for p in parts]
+  except ValueError:  # more digits than Python converts
+    return None
+  return [min(max(v, lo), hi) for v in values] if clip else values
 
 
 def unpermute(scores: Sequence[int] | None, perm: Sequence[int]) -> list[int] | None:

@@ -166,6 +166,11 @@ ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 TEMPLATES = ("default", "single", "compact")
 SCORE_RANGES = {"default": (1, 10), "single": (0, 1), "compact": (1, 10)}
+"""The scores each template asks for (what the prompt says)."""
+CLIP_RANGES: dict[str, tuple[int, int] | None] = {"default": (1, 10), "single": None, "compact": (1, 10)}
+"""What `parse_scores` clips each template's scores to; None: kept as written. The 1-10 templates clip as the
+model-card example does. The 0/1 template does not: for n = 1 Eq. 10/11 ask S_1 == r_1 of the score the model
+wrote, so an out-of-range score is a wrong judgement, never a clipped right one."""
 _BODIES = {"default": DEFAULT_TEMPLATE, "single": SINGLE_TEMPLATE, "compact": COMPACT_TEMPLATE}
 
 Query = str | Sequence[Mapping[str, str]]
@@ -179,8 +184,9 @@ class GrmPrompt:
   """A rendered GRM prompt and what is needed to read its output.
 
   `perm[p]` is the original index of the response shown as "Response p+1", so scores parsed in shown order
-  map back with `parse.unpermute(shown, perm)`. `lo`/`hi` is the template's score range (pass it to
-  `parse_scores`). `hint` is the 1-based *shown* index named by the hint suffix, or None.
+  map back with `parse.unpermute(shown, perm)`. `lo`/`hi` is the template's score range; read the output with
+  `parse_scores(text, n, lo, hi, clip=clip)` (the 0/1 template is not clipped, `CLIP_RANGES`). `hint` is the
+  1-based *shown* index named by the hint suffix, or None.
   """
 
   messages: list[dict[str, str]]
@@ -190,6 +196,10 @@ class GrmPrompt:
   hi: int
   template: str
   hint: int | None = None
+
+  @property
+  def clip(self) -> bool:
+    return CLIP_RANGES[self.template] is not None
 
 
 def render_context(query: Query) -> str:

@@ -5,7 +5,10 @@ scores. Given predicted scores S and ground-truth rewards r over the real respon
 - n >= 2: correct iff S_j > S_i for every other real response i, where j = argmax_l r_l. Strict: a tie with
   the best is wrong.
 - n = 1: correct iff S_1 == r_1 (single-response data is verifiable, r in {0, 1}, scored with the 0/1
-  template). The comparison is plain equality, so it only makes sense when S and r share a scale.
+  template). S_1 is the score as written: the 0/1 template is parsed without clipping (`prompts.CLIP_RANGES`), so
+  `\\boxed{7}` is wrong whatever r_1 is. The comparison is plain equality, so it only makes sense when S and r
+  share a scale: a 1-10 score of a single response (evaluation's template) has no Eq. 10 answer
+  (`trajectories.label_comparable`).
 - Unparseable judgements (valid=False) are wrong; items with no real responses are wrong.
 - Ground truth with a tied maximum has no "true best" (the paper guarantees a unique maximum in its data);
   every judgement of such an item is wrong, so it gives no training signal (-1 for the whole GRPO group means

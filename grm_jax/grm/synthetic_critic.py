@@ -23,7 +23,7 @@ import numpy as np
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.synthetic import DEFAULT_WORKED
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
-from grm_jax.grm.prompts import SCORE_RANGES
+from grm_jax.grm.prompts import CLIP_RANGES
 
 CRITERIA = "Specific Criteria: Correctness of the final answer."
 
@@ -89,7 +89,7 @@ def critic_judge(examples: Sequence[PreferenceExample], *, k: int = 1, seed: int
     texts.append(row_t)
     perms.append(row_p)
   n_max = max((ex.n for ex in examples), default=1)
-  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, [SCORE_RANGES[t] for t in templates], n_max, k)
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, [CLIP_RANGES[t] for t in templates], n_max, k)
   B = len(examples)
   return Judgements(
     scores=scores, valid=valid, response_mask=mask, perms=perm_arr, texts=texts,

@@ -12,8 +12,11 @@
    k_max on the official metric (`eval.scaling_curve`, `num_subsets` random subsets per k). With `eval.meta_model`
    (a metarm stage folder) each valid sample is also scored by the meta RM on its own meta prompt (its response
    order and text), and MetaRM@k (votes of the top ⌈k/2⌉ samples by meta logit) is reported at k_max and along
-   the curve, with the meta RM's ROC-AUC against the samples' correctness;
-4. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
+   the curve, with the meta RM's ROC-AUC against the samples' correctness (Eq. 10; single-response items are
+   left out of it and counted, since their 1-10 scores are not 0/1 labels: `meta_stats`);
+4. sets the run's numbers beside the paper's Table 2 in its columns (RB, PPE-P, PPE-C, RMB) with its Overall, when
+   at least one of those benchmarks was evaluated (`eval.paper`; no Overall unless all four were);
+5. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
    judgements.jsonl).
 
 A data set without an official metric (synthetic, jsonl, ...) is scored by plain accuracy. If
@@ -37,7 +40,7 @@ from grm_jax import files, grm
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset
 from grm_jax.eval import metrics as metrics_lib
-from grm_jax.eval import report
+from grm_jax.eval import paper, report
 from grm_jax.eval.scaling import scaling_curve
 from grm_jax.grm import trajectories
 from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
@@ -188,23 +191,34 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
     official = per_dataset[name]["official_metric"]
     at_k1, at_kmax = _k1_and_voting(benchmark_of(name), examples, j, key)
     out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
-                             "parse_failure_rate": j.parse_failure_rate}
+                             "parse_failure_rate": j.parse_failure_rate,
+                             "metrics": {"k1": at_k1, "voting": at_kmax}}  # all of them: the paper's columns
     logging.info("evaluate: baseline %s on %s: %s", baseline, name, out["datasets"][name])
   return out
 
 
 def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
   """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
-  accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl."""
+  accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl.
+
+  Evaluation judges a single response with the 1-10 template (paper App. D.1), and a 1-10 score has no Eq. 10
+  answer against a 0/1 label (`trajectories.label_comparable`). Those items' samples are left out of the
+  right/wrong numbers ("checked" counts the samples that are in) and counted: "single_excluded" items,
+  "single_excluded_samples" of their scored samples. "scored" and "mean_logit" cover every scored sample.
+  """
   valid = np.asarray(j.valid, bool)
   scored = valid & np.isfinite(meta)
   out: dict[str, Any] = {"scored": int(scored.sum()), "mean_logit": float(meta[scored].mean()) if scored.any()
                          else float("nan")}
   if all(ex.rewards is not None for ex in examples):
-    right = np.asarray(trajectories.correctness(j, examples), bool)[scored]
-    out.update(positives=int(right.sum()), auc=metrics_lib.roc_auc(right, meta[scored]) if scored.any()
-               else float("nan"), accuracy=float(np.mean((meta[scored] > 0) == right)) if scored.any()
-               else float("nan"))
+    comparable = trajectories.label_comparable(j, examples)
+    checked = scored & comparable[:, None]
+    right = np.asarray(trajectories.correctness(j, examples, skip_incomparable=True), bool)[checked]
+    logits = meta[checked]
+    out.update(checked=int(checked.sum()), single_excluded=int((~comparable).sum()),
+               single_excluded_samples=int((scored & ~comparable[:, None]).sum()), positives=int(right.sum()),
+               auc=metrics_lib.roc_auc(right, logits) if right.size else float("nan"),
+               accuracy=float(np.mean((logits > 0) == right)) if right.size else float("nan"))
   return out
 
 
@@ -328,6 +342,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     "config": cfg,
     "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
     "datasets": per_dataset,
+    "paper": paper.comparison(per_dataset, compared, policy),
     "totals": _totals(per_dataset),
     "seconds": time.perf_counter() - start,
   }

@@ -22,7 +22,7 @@ import pytest
 
 from grm_jax import grm
 from grm_jax.data import PreferenceExample, load_dataset, registry, rm_bench_pairs
-from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS
+from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, REWARDBENCH_UNSECTIONED
 from grm_jax.eval import default_ks, roc_auc, scaling_curve, score_benchmark, subset_mask, subset_votes
 
 ROOT = Path(registry.DEFAULT_ROOT)
@@ -132,7 +132,8 @@ def test_random_judge_is_at_chance(real, name):
   else:  # rm-bench: the 9 cells of a prompt share its scores, so the unit is the prompt (variance <= 1/4)
     count = Counter(ex.category for ex in examples)
     w = np.array([1.0 / len(count) / count[ex.category] for ex in examples])
-    value, expected, se = got["overall"], 0.5, 0.5 * math.sqrt(np.sum(w**2))
+    # Strict chosen > rejected: two iid uniform scores on 1..10 tie with probability 1/10, so (1 - 1/10) / 2.
+    value, expected, se = got["overall"], 0.45, 0.5 * math.sqrt(np.sum(w**2))
   assert se < 0.03
   assert abs(value - expected) < 4 * se, (value, expected, se)
 
@@ -175,6 +176,33 @@ def test_rewardbench_section_weighting():
   assert got["section/Prior Sets"] == 0.5
   assert got["overall"] == pytest.approx((2 / 3 + 1 + 0 + 2 / 3) / 4)  # Prior Sets excluded
   assert got["n"] == 11 and got["n_sections"] == 4
+
+
+def test_rewardbench_prior_sets_are_the_official_four():
+  """Official: Prior Sets = plain mean of anthropic_helpful, anthropic_hhh, shp, summarize; other subsets of the
+  preference test sets stay subsets only."""
+  # Accuracies 1/2, 1, 0, 3/4 from 2, 1, 1 and 4 examples; anthropic_harmless (not official) all right.
+  cases = ([("anthropic_helpful", True), ("anthropic_helpful", False), ("anthropic_hhh", True), ("shp", False)]
+           + [("summarize", True)] * 3 + [("summarize", False)] + [("anthropic_harmless", True)] * 5
+           + [("mtbench_human", True)] + [("alpacaeval-easy", True)])
+  section = {**REWARDBENCH_SECTIONS, **REWARDBENCH_UNSECTIONED}
+  got = _score("rewardbench", [_pair(f"rewardbench/{s}", section[s], ok) for s, ok in cases])
+  assert got["section/Prior Sets"] == pytest.approx((0.5 + 1 + 0 + 0.75) / 4)  # 0.5625; example-weighted: 5/8
+  assert got["subset/anthropic_harmless"] == 1.0 and got["subset/mtbench_human"] == 1.0
+  assert not any(k.startswith("section/") and "other" in k for k in got)
+  assert sorted(k for k in got if k.startswith("section/")) == ["section/Chat", "section/Prior Sets"]
+  assert got["overall"] == 1.0 and got["n"] == len(cases)
+  assert {s for s, sec in REWARDBENCH_SECTIONS.items() if sec == "Prior Sets"} == {
+    "anthropic_helpful", "anthropic_hhh", "shp", "summarize"}
+
+
+def test_single_response_items_are_left_out_of_pick_accuracy():
+  """One response is always the pick, and its 1-10 score is no 0/1 label: such items are counted, not scored."""
+  right, wrong = _pair("syn/a", "x", True), _pair("syn/b", "x", False)
+  one = PreferenceExample(context="q", responses=("a",), rewards=(0.0,), source="syn/c", category="x")
+  got = _score("accuracy", [right, wrong, (one, np.array([9.0])), (one, np.array([2.0]))])
+  assert got["accuracy"] == 0.5 and got["n"] == 2 and got["n_single_excluded"] == 2 and got["n_excluded"] == 0
+  assert "n_single_excluded" not in _score("accuracy", [right, wrong])
 
 
 def _bon(source, category, votes):
@@ -225,6 +253,30 @@ def test_rm_bench_level_mapping():
   assert got["Chat"] == pytest.approx(2 / 3) and got["Code"] == 1.0
   assert got["easy"] == 0.5 and got["normal"] == 1.0 and got["hard"] == 1.0
   assert got["overall"] == pytest.approx((2 / 3 + 1) / 2) and got["n_domains"] == 2
+
+
+def test_rm_bench_ties_count_wrong():
+  """RM-Bench's own code counts chosen > rejected strictly: a tied cell is wrong under every key."""
+  # Chosen (5, 5, 2) against rejected (5, 3, 2). Cells (chosen i > rejected j):
+  #   row 0: 5>5 no, 5>3 yes, 5>2 yes; row 1: no, yes, yes; row 2: 2>5 no, 2>3 no, 2>2 no.
+  # hard (i < j: [0,1] [0,2] [1,2]) = 3/3, normal (diagonal: 5=5 tie, 5>3, 2=2 tie) = 1/3,
+  # easy (i > j: [1,0] tie, [2,0], [2,1]) = 0/3. A coin flip on the 3 ties would give normal 2/3 on average.
+  parent = _rm_bench("rm-bench/chat", "Chat")
+  votes = [np.array([5, 5, 2, 5, 3, 2], float)]
+  for key in (KEY, jax.random.PRNGKey(1), jax.random.PRNGKey(2)):
+    got = score_benchmark("rm-bench", [parent], votes, key)
+    assert (got["Chat/hard"], got["Chat/normal"], got["Chat/easy"]) == (1.0, pytest.approx(1 / 3), 0.0)
+    assert got["Chat"] == pytest.approx(4 / 9) and got["overall"] == pytest.approx(4 / 9)
+  # The same cells as pair examples: an all-tied judge scores 0, not the coin flip's 1/2.
+  pairs = rm_bench_pairs(parent)
+  assert score_benchmark("rm-bench", pairs, [np.array([4.0, 4.0])] * 9, KEY)["overall"] == 0.0
+  assert score_benchmark("rm-bench", pairs, [np.array([4.0, 3.0])] * 9, KEY)["overall"] == 1.0
+
+
+def test_other_benchmarks_keep_random_tie_break():
+  items = [_pair("rewardbench/alpacaeval-easy", "Chat", True)[0]] * 400
+  acc = score_benchmark("rewardbench", items, [np.array([4.0, 4.0])] * 400, KEY)["section/Chat"]
+  assert abs(acc - 0.5) < 4 * math.sqrt(0.25 / 400)
 
 
 def test_rm_bench_pools_safety_files():

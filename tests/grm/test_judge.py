@@ -10,7 +10,9 @@ import pytest
 
 from grm_jax import sampling
 from grm_jax.data.example import PreferenceExample
+from grm_jax.grm import rules, trajectories
 from grm_jax.grm.judge import Judgements, _sample_groups, judge, judge_texts_to_arrays
+from grm_jax.grm.prompts import CLIP_RANGES
 from grm_jax.sampling.generate import GenerateOutput
 
 # --------------------------------------------------------------------------- pure function
@@ -43,22 +45,40 @@ def test_mixed_n_is_padded():
     [(3, 1, 0, 2), (0, 1, 2, 3)],  # n = 4
   ]
   texts = [
-    ["\\boxed{1}", "\\boxed{5}"],  # 5 clips to the single template's hi = 1
+    ["\\boxed{1}", "\\boxed{5}"],  # the 0/1 template is not clipped: 5 stays 5
     ["\\boxed{4, 6}", "garbage"],
     ["\\boxed{1, 2, 3, 4}", "\\boxed{10, 20, 30, 40}"],  # 20.. clip to 10
   ]
-  ranges = [(0, 1), (1, 10), (1, 10)]
+  ranges = [CLIP_RANGES[t] for t in ("single", "default", "default")]
   scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, ranges)
   assert scores.shape == (3, 2, 4) and valid.shape == (3, 2) and mask.shape == (3, 4)
   np.testing.assert_array_equal(mask, [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
   np.testing.assert_array_equal(valid, [[True, True], [True, False], [True, True]])
-  np.testing.assert_array_equal(scores[0], [[1, 0, 0, 0], [1, 0, 0, 0]])
+  np.testing.assert_array_equal(scores[0], [[1, 0, 0, 0], [5, 0, 0, 0]])
   np.testing.assert_array_equal(scores[1], [[6, 4, 0, 0], [0, 0, 0, 0]])
   # shown (1, 2, 3, 4) under perm (3, 1, 0, 2): original[3]=1, [1]=2, [0]=3, [2]=4.
   np.testing.assert_array_equal(scores[2], [[3, 2, 4, 1], [10, 10, 10, 10]])
   # Padding keeps the identity tail, as voting.unpermute_batch requires.
   np.testing.assert_array_equal(perm_arr[0], [[0, 1, 2, 3], [0, 1, 2, 3]])
   np.testing.assert_array_equal(perm_arr[1], [[1, 0, 2, 3], [0, 1, 2, 3]])
+
+
+def test_single_template_scores_are_checked_raw_eq11():
+  """n = 1 (paper Eq. 10/11): right iff S_1 == r_1 on the score as written; out of range is wrong, never clipped."""
+  texts = [["\\boxed{7}"], ["\\boxed{1}"], ["\\boxed{0}"], ["\\boxed{0}"], ["\\boxed{2}"], ["\\boxed{-1}"],
+           ["\\boxed{" + "9" * 20 + "}"]]
+  labels = np.array([1, 1, 0, 1, 1, 0, 1], np.float32)
+  expected = [False, True, True, False, False, False, False]
+  perms = [[(0,)]] * len(texts)
+  scores, valid, mask, _ = judge_texts_to_arrays(texts, perms, [CLIP_RANGES["single"]] * len(texts))
+  np.testing.assert_array_equal(scores[:, 0, 0], [7, 1, 0, 0, 2, -1, np.iinfo(np.int32).max])
+  rewards = labels[:, None, None]
+  np.testing.assert_array_equal(rules.is_correct(scores, valid, rewards, mask[:, None])[:, 0], expected)
+  np.testing.assert_array_equal(rules.rl_reward(scores, valid, rewards, mask[:, None])[:, 0],
+                                [1.0 if e else -1.0 for e in expected])
+  # The 1-10 templates still clip, as the model card's example does.
+  scores, _, _, _ = judge_texts_to_arrays([["\\boxed{11, 0}"]], [[(0, 1)]], [CLIP_RANGES["default"]])
+  np.testing.assert_array_equal(scores, [[[10, 1]]])
 
 
 def test_ragged_k_is_rejected():
@@ -178,8 +198,26 @@ def test_fake_model_seed_batching_and_invalid(monkeypatch):
   assert 0 < a.num_invalid < a.valid.size
   assert np.all(a.scores[~a.valid] == 0)
   np.testing.assert_array_equal(a.scores[1][a.valid[1]], np.tile([7, 3, 0, 0], (a.valid[1].sum(), 1)))
-  # n = 1 uses the 0/1 template by default, so the TRUE=1 score is read in range [0, 1].
+  # n = 1 uses the 0/1 template by default.
   assert a.templates[0] == "single" and "The score is 0 or 1" in "".join(map(chr, a.prompt_ids[0][0]))
+
+
+def test_judge_keeps_single_template_scores_raw_through_to_eq10(monkeypatch):
+  """`judge` parses the 0/1 template unclipped, so a 7 on a right response is a wrong trajectory (RFT, GRPO,
+  meta-RM labels); the 1-10 template at evaluation is never checked against a 0/1 label."""
+  monkeypatch.setattr(sampling, "generate", _scripted_generate([]))
+  items = [PreferenceExample("Q?", ("r TRUE=7",), rewards=(1.0,)),
+           PreferenceExample("Q?", ("r TRUE=1",), rewards=(1.0,)),
+           PreferenceExample("Q?", ("a TRUE=7", "b TRUE=3"), rewards=(1.0, 0.0))]
+  out = judge(_FakeModel(), items, k=2, seed=0)
+  np.testing.assert_array_equal(out.scores[:, :, 0], [[7, 7], [1, 1], [7, 7]])
+  np.testing.assert_array_equal(trajectories.correctness(out, items), [[False, False], [True, True], [True, True]])
+  evaluation = judge(_FakeModel(), items, k=2, seed=0, single_template="default")
+  np.testing.assert_array_equal(trajectories.label_comparable(evaluation, items), [False, False, True])
+  with pytest.raises(ValueError, match="cannot be checked against a 0/1 label"):
+    trajectories.correctness(evaluation, items)
+  np.testing.assert_array_equal(trajectories.correctness(evaluation, items, skip_incomparable=True),
+                                [[False, False], [False, False], [True, True]])
 
 
 def test_greedy_sends_each_sample_with_n1(monkeypatch):

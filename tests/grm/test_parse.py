@@ -65,6 +65,16 @@ def test_clipping():
   assert grm.parse_scores("\\boxed{0}", 1, lo=0, hi=1) == [0]
 
 
+def test_no_clipping_keeps_the_written_score():
+  assert grm.parse_scores("\\boxed{7}", 1, lo=0, hi=1, clip=False) == [7]
+  assert grm.parse_scores("\\boxed{-3, 12}", 2, clip=False) == [-3, 12]
+  assert grm.parse_scores("\\boxed{+1.00}", 1, lo=0, hi=1, clip=False) == [1]
+  # Too long for a float (int(float(..)) would raise): a huge score, kept; past Python's digit limit, unparseable.
+  assert grm.parse_scores("\\boxed{" + "9" * 400 + "}", 1, clip=False) == [int("9" * 400)]
+  assert grm.parse_scores("\\boxed{" + "9" * 400 + "}", 1) == [10]
+  assert grm.parse_scores("\\boxed{" + "9" * 5000 + "}", 1, clip=False) is None
+
+
 def test_bad_arguments():
   with pytest.raises(ValueError):
     grm.parse_scores("\\boxed{1}", 0)

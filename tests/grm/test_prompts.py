@@ -71,7 +71,7 @@ def test_scores_map_back_through_perm():
   true_scores = [4, 9, 7, 1]  # per original response
   shown = [true_scores[i] for i in _shown_order(p.messages[0]["content"], RESPONSES)]
   text = "Scores: \\boxed{" + ", ".join(map(str, shown)) + "}"
-  assert grm.unpermute(grm.parse_scores(text, p.n, p.lo, p.hi), p.perm) == true_scores
+  assert p.clip and grm.unpermute(grm.parse_scores(text, p.n, p.lo, p.hi, clip=p.clip), p.perm) == true_scores
 
 
 def test_hint_names_shown_index():
@@ -125,7 +125,10 @@ def test_single_response_template():
     "criteria>.\nAnalysis: <Compare different responses based on given Criteria>.\n"
     "Scores: <the overall comprehensive score of the response, e.g., \\boxed{x}>."
   )
-  assert grm.judgement_correct(grm.parse_scores("\\boxed{1}", p.n, p.lo, p.hi), [1])
+  assert grm.judgement_correct(grm.parse_scores("\\boxed{1}", p.n, p.lo, p.hi, clip=p.clip), [1])
+  # Read unclipped (Eq. 11, n = 1): a 7 on a right response is wrong, not a clipped 1.
+  assert not p.clip and grm.parse_scores("\\boxed{7}", p.n, p.lo, p.hi, clip=p.clip) == [7]
+  assert not grm.judgement_correct(grm.parse_scores("\\boxed{7}", p.n, p.lo, p.hi, clip=p.clip), [1])
   with pytest.raises(ValueError):
     grm.grm_prompt("q", ["a", "b"], template="single")
   # At evaluation a single response uses the default 1-10 template with a numbered block.

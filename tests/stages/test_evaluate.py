@@ -1,5 +1,6 @@
 """The evaluation stage end to end on a tiny random model with a scripted judge (fast and deterministic)."""
 
+import dataclasses
 import json
 import os
 
@@ -11,6 +12,7 @@ import pytest
 from experiments import eval as eval_experiment
 from grm_jax import grm, models
 from grm_jax.data import registry
+from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import evaluate
 from grm_jax.train.checkpoint import save_params
@@ -113,6 +115,13 @@ def test_run_writes_report_and_second_run_skips(config, tmp_path, patched):
   if HAVE_REWARDBENCH:  # the scripted judge mostly prefers the chosen response
     rb = results["datasets"]["rewardbench"]
     assert rb["metrics"]["voting"]["overall"] >= 0.5
+    # RB alone: the paper's columns are shown, but no Overall without PPE and RMB.
+    assert results["paper"]["missing"] == ["PPE-P (ppe not evaluated)", "PPE-C (ppe not evaluated)",
+                                           "RMB (rmb not evaluated)"]
+    assert [r["Overall"] for r in results["paper"]["rows"]] == [None, None]
+    assert "## Against the paper" in (tmp_path / "eval" / "report.md").read_text()
+  else:
+    assert results["paper"] is None
   assert json.loads((out / "results.json").read_text()) == results
   lines = (out / "judgements.jsonl").read_text().splitlines()
   assert len(lines) == 4 * len(names)
@@ -162,6 +171,49 @@ def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
   lines = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
   metas = [s["meta"] for line in lines for s in line["samples"] if s["valid"]]
   assert len(metas) == 14 and len(set(metas)) > 1  # per-sample logits, not a constant
+
+
+def _judgements(texts, perms, templates):
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms)
+  B, k = valid.shape
+  return Judgements(scores=scores, valid=valid, response_mask=mask, perms=perm_arr, texts=texts,
+                    tokens=[[[5]] * k] * B, logprobs=[[[-1.0]] * k] * B, prompt_ids=[[[1]] * k] * B,
+                    prompt_tokens=np.ones((B, k), np.int32), generated_tokens=np.ones((B, k), np.int32),
+                    stopped=np.ones((B, k), bool), templates=templates)
+
+
+def test_meta_stats_leave_single_response_1_to_10_scores_out():
+  """A 1-10 score of one response is no 0/1 label: its samples stay out of the meta RM's right/wrong numbers."""
+  pair = PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source="s", id="p")
+  single = PreferenceExample("q", ("a",), rewards=(1.0,), source="s", id="s")
+  # The pair: sample 0 right (8 > 3), sample 1 wrong. The single item's score 1 equals its label 1 only by accident.
+  j = _judgements([["\\boxed{8, 3}", "\\boxed{2, 9}"], ["\\boxed{1}", "\\boxed{1}"]], [[(0, 1)] * 2, [(0,)] * 2],
+                  ["default", "default"])
+  meta = np.array([[2.0, -1.0], [-5.0, -4.0]])
+  got = evaluate.meta_stats(meta, [pair, single], j)
+  # Right {2.0} vs wrong {-1.0}: AUC 1 (counting the single item's two "right" samples would give 1/3).
+  assert got["auc"] == 1.0 and got["accuracy"] == 1.0 and got["positives"] == 1
+  assert got["checked"] == 2 and got["scored"] == 4 and got["mean_logit"] == -2.0
+  assert got["single_excluded"] == 1 and got["single_excluded_samples"] == 2
+  # With the 0/1 template the single item is checked: S_1 == r_1 on both samples.
+  got = evaluate.meta_stats(meta, [pair, single], dataclasses.replace(j, templates=["default", "single"]))
+  assert got["checked"] == 4 and got["single_excluded"] == 0 and got["positives"] == 3
+  assert got["auc"] == pytest.approx(1 / 3)
+
+
+def test_baseline_keeps_every_metric_for_the_paper_columns(config, tmp_path, patched):
+  """The before / after table reads the official metric; the paper's columns need PPE's both parts."""
+  examples = [PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source="ppe/human-preference",
+                                category="PPE Preference", id=str(i)) for i in range(3)]
+  examples += [PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source="ppe/math", category="PPE Correctness",
+                                 id=str(i)) for i in range(3, 6)]
+  model = models.from_config(models.tiny("llama"))
+  per_dataset = {"ppe": {"official_metric": "preference"}}
+  got = evaluate.compare_baseline("base", model, {"ppe": examples}, per_dataset, config, tmp_path)
+  d = got["datasets"]["ppe"]
+  assert got["policy"] == "base" and d["official_metric"] == "preference"
+  assert d["k1"] == d["metrics"]["k1"]["preference"] and d["voting"] == d["metrics"]["voting"]["preference"]
+  assert {"preference", "correctness", "correctness/math"} <= set(d["metrics"]["voting"])
 
 
 def test_benchmark_of():

@@ -41,9 +41,9 @@ def scripted_judge(model, calls):
       texts.append(row_t)
       perms.append(row_p)
     templates = ["single" if ex.n == 1 else "default" for ex in examples]
-    from grm_jax.grm.prompts import SCORE_RANGES
+    from grm_jax.grm.prompts import CLIP_RANGES
 
-    scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, [SCORE_RANGES[t] for t in templates],
+    scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, [CLIP_RANGES[t] for t in templates],
                                                          max(ex.n for ex in examples), k)
     tokens = [[model.tokenizer.encode(t, add_special_tokens=False) for t in row] for row in texts]
     B = len(examples)

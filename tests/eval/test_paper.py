@@ -1,0 +1,106 @@
+"""The paper's Overall (mean of RB, PPE-P, PPE-C, RMB), its Table 2 rows, and our rows beside them."""
+
+import pytest
+
+from grm_jax.eval import paper, report
+
+
+def _bench(benchmark, k1, voting, meta=None, k=4):
+  return {"benchmark": benchmark, "k": k, "metrics": {"k1": k1, "voting": voting, "meta": meta},
+          "meta_rm": {"k_meta": 2} if meta else None}
+
+
+# DeepSeek-GRM-27B greedy in Table 2, as our fractions: 86.0 / 64.7 / 59.8 / 69.0.
+RB = {"overall": 0.860, "n_sections": 4.0}
+PPE = {"preference": 0.647, "correctness": 0.598}
+RMB = {"overall": 0.690, "n_parts": 4.0}
+
+
+def test_overall_is_the_mean_of_the_four():
+  assert paper.overall({"RB": 86.0, "PPE-P": 64.7, "PPE-C": 59.8, "RMB": 69.0}) == pytest.approx(69.875)
+  assert paper.overall({"RB": 86.0, "PPE-P": 64.7, "PPE-C": None, "RMB": 69.0}) is None
+  assert paper.overall({"RB": 86.0, "PPE-P": 64.7, "RMB": 69.0}) is None
+  assert paper.overall({"RB": float("nan"), "PPE-P": 64.7, "PPE-C": 59.8, "RMB": 69.0}) is None
+
+
+def test_table2_rows_agree_with_the_formula():
+  """Every stored row's printed Overall is the formula's value rounded to one decimal (e.g. 69.875 -> 69.9)."""
+  assert len(paper.TABLE2) == 8
+  for row in paper.TABLE2:
+    assert abs(paper.overall(row) - row["Overall"]) <= 0.05 + 1e-9, row
+  greedy = [r for r in paper.TABLE2 if r["model"] == "DeepSeek-GRM-27B" and r["setting"] == "greedy"]
+  assert greedy == [{"model": "DeepSeek-GRM-27B", "setting": "greedy", "RB": 86.0, "PPE-P": 64.7, "PPE-C": 59.8,
+                     "RMB": 69.0, "Overall": 69.9}]
+
+
+def test_comparison_with_all_four_benchmarks():
+  datasets = {
+    "rewardbench": _bench("rewardbench", RB, {"overall": 0.9, "n_sections": 4.0}, meta=RB),
+    "ppe": _bench("ppe", PPE, {"preference": 0.7, "correctness": 0.6}, meta=PPE),
+    "rmb": _bench("rmb", RMB, {"overall": 0.7, "n_parts": 4.0}, meta=RMB),
+    "realmistake": _bench("realmistake", {"auc": 0.7}, {"auc": 0.8}, meta={"auc": 0.8}),
+  }
+  baseline = {"policy": "base", "datasets": {
+    name: {"metrics": {"k1": d["metrics"]["k1"], "voting": d["metrics"]["k1"]}} for name, d in datasets.items()}}
+  got = paper.comparison(datasets, baseline, policy="grpo")
+  assert got["datasets"] == {"rewardbench": "rewardbench", "ppe": "ppe", "rmb": "rmb"} and got["missing"] == []
+  rows = {r["row"]: r for r in got["rows"]}
+  assert list(rows) == ["ours k=1", "ours Voting@4", "ours MetaRM@4 (k_meta=2)", "baseline k=1", "baseline Voting@4"]
+  assert rows["ours k=1"]["Overall"] == pytest.approx(0.69875) and rows["ours k=1"]["missing"] == []
+  assert rows["ours Voting@4"]["Overall"] == pytest.approx((0.9 + 0.7 + 0.6 + 0.7) / 4)
+  assert rows["ours k=1"]["PPE-P"] == 0.647 and rows["ours k=1"]["PPE-C"] == 0.598
+  assert rows["ours MetaRM@4 (k_meta=2)"]["Overall"] == pytest.approx(0.69875)
+  assert rows["baseline Voting@4"]["policy"] == "base" and rows["baseline Voting@4"]["Overall"] == pytest.approx(
+    0.69875)
+  assert got["paper"] == [dict(r) for r in paper.TABLE2] and got["source"] == "arXiv 2504.02495v3, Table 2"
+
+
+def test_no_overall_when_a_benchmark_is_missing():
+  datasets = {"rewardbench": _bench("rewardbench", RB, RB), "rmb": _bench("rmb", RMB, RMB)}
+  got = paper.comparison(datasets)
+  assert got["missing"] == ["PPE-P (ppe not evaluated)", "PPE-C (ppe not evaluated)"]
+  for r in got["rows"]:
+    assert r["Overall"] is None and r["RB"] == 0.86 and r["RMB"] == 0.69 and r["PPE-P"] is None
+  assert [r["row"] for r in got["rows"]] == ["ours k=1", "ours Voting@4"]  # no meta, no baseline
+
+
+def test_a_partly_scored_benchmark_is_missing_too():
+  """RMB from its BoN files alone (2 of 4 parts) or PPE without correctness items is not the paper's number."""
+  datasets = {"rewardbench": _bench("rewardbench", RB, RB), "ppe": _bench("ppe", {"preference": 0.6}, PPE),
+              "rmb": _bench("rmb", {"overall": 0.5, "n_parts": 2.0}, RMB)}
+  rows = {r["row"]: r for r in paper.comparison(datasets)["rows"]}
+  assert rows["ours k=1"]["Overall"] is None and rows["ours k=1"]["RMB"] is None
+  assert rows["ours k=1"]["missing"] == ["PPE-C (no correctness in ppe)", "RMB (rmb has 2 of 4 parts)"]
+  assert rows["ours Voting@4"]["Overall"] == pytest.approx(0.69875)
+
+
+def test_no_block_without_a_paper_benchmark():
+  assert paper.comparison({"synthetic": _bench("accuracy", {"accuracy": 1.0}, {"accuracy": 1.0})}) is None
+  assert paper.comparison({"realmistake": _bench("realmistake", {"auc": 0.7}, {"auc": 0.7})}) is None
+  assert paper.render(None) == []
+
+
+def test_render_puts_our_rows_beside_the_papers():
+  datasets = {name: _bench(name, m, m) for name, m in (("rewardbench", RB), ("ppe", PPE), ("rmb", RMB))}
+  md = "\n".join(paper.render(paper.comparison(datasets, policy="grpo")))
+  assert "| row | RB | PPE-P | PPE-C | RMB | Overall |" in md
+  assert "| **ours k=1** (`grpo`) | 86.0 | 64.7 | 59.8 | 69.0 | 69.9 |" in md
+  assert "| paper: DeepSeek-GRM-27B, greedy | 86.0 | 64.7 | 59.8 | 69.0 | 69.9 |" in md
+  assert "| paper: DeepSeek-GRM-27B, MetaRM@32 (k_meta=16) | 90.4 | 67.2 | 63.2 | 70.3 | 72.8 |" in md
+  assert "| paper: LLM-as-a-Judge, greedy | 83.4 | 64.2 | 58.8 | 64.8 | 67.8 |" in md
+  assert "No Overall" not in md
+  # Without PPE: our row has dashes and the report says what is missing; the paper rows stay.
+  del datasets["ppe"]
+  md = "\n".join(paper.render(paper.comparison(datasets)))
+  assert "| **ours k=1** | 86.0 | – | – | 69.0 | – |" in md
+  assert "No Overall: not evaluated in this run: PPE-P (ppe not evaluated), PPE-C (ppe not evaluated)." in md
+  assert "| paper: DeepSeek-GRM-27B, Voting@32 | 88.5 | 65.3 | 60.4 | 69.7 | 71.0 |" in md
+
+
+def test_report_markdown_includes_the_table():
+  results = {"model": "m", "config": {}, "datasets": {}, "paper": paper.comparison(
+    {"rewardbench": _bench("rewardbench", RB, RB)}, policy="rft")}
+  md = report.render_markdown(results)
+  assert "## Against the paper (arXiv 2504.02495v3, Table 2)" in md
+  assert "| **ours Voting@4** (`rft`) | 86.0 | – | – | – | – |" in md
+  assert "Against the paper" not in report.render_markdown({"model": "m", "config": {}, "datasets": {}})
