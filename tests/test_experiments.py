@@ -90,3 +90,10 @@ def test_bad_batch_for_the_group_or_mesh_names_the_key():
   config.grpo.group_size = 1
   with pytest.raises(ValueError, match="grpo.group_size=1"):
     configs.validate(config, num_devices=1)
+
+
+def test_readme_shows_the_paper_recipe_table_of_the_preset():
+  """README's table of `gemma2_27b` beside the paper is the preset's own (`recipe_table` reads its config)."""
+  table = load("spct").recipe_table()
+  assert table in open(os.path.join(ROOT, "README.md")).read()
+  assert "| RFT optimisation | lr 5e-6, batch 1,024, 900 steps | lr 5e-06, batch 1024, 900 steps |" in table
