@@ -42,7 +42,8 @@ PAPER_DEPARTURES = (
   "Chat format: the model's own chat template; the paper wraps prompts in DeepSeek-V3's.",
   "GRPO batch 512 is read as rollouts (128 items x G = 4); the paper does not say which.",
   "Not stated in the paper, ours: GRPO clip 0.2 and one update per rollout batch, rollout temperature 1.0, at most "
-  "2,048 new tokens and 8,192-token SFT rows, AdamW with a cosine schedule, the meta RM's step count (2 epochs).",
+  "2,048 new tokens and 8,192-token SFT rows, AdamW with warmup and a cosine schedule, the meta RM's step count (2 "
+  "epochs) and class-balanced BCE, the hint's wording and place, the un-hinted prompt in hinted SFT rows.",
   "Greedy numbers: the paper's main table is greedy; this preset samples at temperature 0.5 (Voting@1 is k = 1); run "
   "the evaluation again with --config.eval.k=1 --config.eval.temperature=0 for the greedy column.",
 )
