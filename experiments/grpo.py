@@ -1,4 +1,4 @@
-"""Rule-based GRPO alone (paper §3): G rollouts per item from the live policy, reward +1/-1 by Eq. 11.
+"""Rule-based GRPO alone (paper §3.2): G rollouts per item from the live policy, reward +1/-1 by Eq. 11.
 
   python -m grm_jax.main --config=experiments/grpo.py --workdir=/tmp/grpo           # from the base model
   python -m grm_jax.main --config=experiments/grpo.py:smoke --workdir=/tmp/grpo_smoke

@@ -1,4 +1,4 @@
-"""The meta RM alone (paper §4.2): scalar head on the base model, BCE on (prompt, judgement, correct?).
+"""The meta RM alone (paper §4): scalar head on the base model, BCE on (prompt, judgement, correct?).
 
   python -m grm_jax.main --config=experiments/metarm.py --workdir=DIR   # DIR may hold rft/ and grpo/ outputs
   python -m grm_jax.main --config=experiments/metarm.py:smoke --workdir=/tmp/metarm_smoke

@@ -1,4 +1,5 @@
-"""Rejective fine-tuning alone (paper §2): sample N_RFT judgements per item, keep the right ones, SFT on them.
+"""Rejective fine-tuning alone (paper §3.2, App. C.1): sample N_RFT judgements per item, keep the right ones, SFT
+on them.
 
   python -m grm_jax.main --config=experiments/rft.py --workdir=/tmp/rft
   python -m grm_jax.main --config=experiments/rft.py:smoke --workdir=/tmp/rft_smoke

@@ -26,8 +26,9 @@ Presets (the part after ':'):
                - the chat format is the model's own (the paper wraps prompts in DeepSeek-V3's);
                - GRPO's batch of 512 is read as rollouts (the paper does not say);
                - settings the paper does not state are ours: GRPO clip 0.2, one update per batch, rollout
-                 temperature 1.0, 2,048 new tokens, 8,192-token rows, AdamW with a cosine schedule, the hint's
-                 wording, the meta RM's 2 epochs;
+                 temperature 1.0, 2,048 new tokens, 8,192-token rows, AdamW with warmup and a cosine schedule, the
+                 meta RM's 2 epochs and class-balanced BCE, the hint's wording and place, the un-hinted prompt in
+                 hinted SFT rows;
                - the paper's main table is greedy; this preset samples at 0.5 (rerun the evaluation with
                  --config.eval.k=1 --config.eval.temperature=0 for greedy).
 Every key can be overridden on the command line (`--config.grpo.beta=0.02`); an unknown key fails at start.
@@ -58,11 +59,11 @@ PAPER_RECIPE = (
   ("RFT samples per item", "3, drop wrong ones and items right 3 of 3", lambda c: f"{c.rft.num_samples}", ""),
   ("hinted sampling", "1 per item, kept if right; HelpSteer2 hints carry the preference strength",
    lambda c: f"hinted={c.rft.hinted}, scope `{c.rft.hinted_scope}`, strength on HelpSteer2-Preference",
-   "hint wording not published: ours"),
+   "hint wording and place not published: ours"),
   ("general instruction data", "1070K in-house of 1256K RFT rows", lambda c: f"`{c.rft.general_data}`, "
    f"{c.rft.general_fraction:.3f} of the rows", "a public chat SFT set"),
   ("RFT optimisation", "lr 5e-6, batch 1,024, 900 steps", lambda c: f"lr {c.rft.optim.learning_rate:g}, batch "
-   f"{c.rft.batch_size}, {c.rft.steps} steps", "AdamW, cosine schedule, 8,192-token rows: not stated, ours"),
+   f"{c.rft.batch_size}, {c.rft.steps} steps", "AdamW, warmup, cosine schedule, 8,192-token rows: not stated, ours"),
   ("RL data", "237K items; drop those DeepSeek-V2-Lite-Chat gets right 3 of 3", lambda c: f"the RM data, filter "
    f"`{c.grpo.filter.judge}` x {c.grpo.filter.samples}", "filter judge: a small model grm_jax loads"),
   ("GRPO", "G = 4, lr 4e-7, batch 512, 900 steps, beta 0.08", lambda c: f"G = {c.grpo.group_size}, lr "

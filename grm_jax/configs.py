@@ -100,14 +100,14 @@ def checkpoint() -> ml_collections.ConfigDict:
 
 
 def rft() -> ml_collections.ConfigDict:
-  """Rejective fine-tuning (paper §2): N non-hinted samples per item, reject wrong ones and too-easy items, one
-  hinted sample per item kept if right, then SFT on the accepted trajectories (loss on assistant tokens)."""
+  """Rejective fine-tuning (paper §3.2, App. C.1): N non-hinted samples per item, reject wrong ones and too-easy
+  items, one hinted sample per item kept if right, then SFT on the accepted trajectories (loss on assistant tokens)."""
   c = ml_collections.ConfigDict()
   c.sampler = ""  # who samples: "" the trained model, "synthetic-critic" (built-in data), or a models.load spec
   c.critic_noise = 0.3  # synthetic-critic: chance a sample believes a wrong answer (gives RFT something to reject)
   c.num_samples = 3  # N_RFT
   c.hinted = True  # also draw one hinted sample per item
-  c.hinted_scope = "all"  # "all" items with n >= 2 (the paper) or "not_too_easy" (ours; see stages/rft.py)
+  c.hinted_scope = "all"  # "all" items with n >= 2 (our reading of the paper) or "not_too_easy" (ours; stages/rft.py)
   c.min_accepted = 1  # fewer accepted trajectories stop the stage with an error (0: go on with the base params)
   c.temperature = 1.0
   c.top_p = 1.0
@@ -129,7 +129,8 @@ def rft() -> ml_collections.ConfigDict:
 
 
 def grpo() -> ml_collections.ConfigDict:
-  """Rule-based online RL (paper §3, Eq. 15)."""
+  """Rule-based online RL (paper §3.2, Eq. 15; G, beta, lr and steps are the paper's). Clip, rollout temperature and
+  lengths, advantage epsilon and inner updates are not stated in the paper (ours)."""
   c = ml_collections.ConfigDict()
   c.init = "rft"  # start from the RFT stage's params ("rft") or the base model ("base")
   c.steps = 900
@@ -169,7 +170,7 @@ def rl_filter() -> ml_collections.ConfigDict:
 
 
 def metarm() -> ml_collections.ConfigDict:
-  """The meta RM (paper §4.2): a scalar head on the base model, BCE on (prompt, judgement, correct?)."""
+  """The meta RM (paper §4): a scalar head on the base model, BCE on (prompt, judgement, correct?)."""
   c = ml_collections.ConfigDict()
   c.init = ""  # base checkpoint of the meta RM ('' = config.model.name)
   c.policy = "grpo"  # whose judgements to add to RFT's: "grpo", "rft" or "base"
@@ -178,8 +179,9 @@ def metarm() -> ml_collections.ConfigDict:
   c.max_new_tokens = 256
   c.batch_items = 16  # items per sampler call
   c.heldout_fraction = 0.2  # items held out for the AUC
-  c.class_balance = True  # weight BCE rows so both labels count equally (weak-policy data is mostly wrong)
-  c.steps = 0  # optimizer steps; 0 = `epochs` passes over the training rows
+  # Ours (not in the paper): weight BCE rows so both labels count equally (weak-policy data is mostly wrong).
+  c.class_balance = True
+  c.steps = 0  # optimizer steps (not stated in the paper; ours); 0 = `epochs` passes over the training rows
   c.epochs = 2.0
   c.batch_size = 8
   c.micro_batches = 1
@@ -282,7 +284,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def evaluation() -> ml_collections.ConfigDict:
-  """Judging benchmarks with k samples per item: Voting@k and MetaRM@k curves (paper §4-5)."""
+  """Judging benchmarks with k samples per item: Voting@k and MetaRM@k curves (paper §4, §5.1)."""
   c = ml_collections.ConfigDict()
   c.policy = "base"  # whose params judge: "base" (config.model), or a stage of this workdir: "rft", "grpo"
   c.baseline = ""  # also judge with these params ("base", "rft") for a before / after table ('' = off)

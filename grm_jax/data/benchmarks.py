@@ -1,4 +1,4 @@
-"""Readers for the four evaluation benchmarks of the paper (RewardBench, RMB, RM-Bench, ReaLMistake).
+"""Benchmark readers: three of the paper's four (RewardBench, RMB, ReaLMistake; PPE is in `formats`) and RM-Bench.
 
 Each reader maps one published layout onto `PreferenceExample` and records in `source` / `category` /
 `metadata` what the benchmark's official metric groups by, so the evaluation code never re-opens files:
@@ -354,7 +354,7 @@ def _realmistake_row(row: dict[str, Any], member: str) -> PreferenceExample:
     id=str(meta_in.get("id", "")),
     metadata={
       "error_label": label,
-      "label": 1 if label == "error" else 0,  # the positive class of the paper's ROC-AUC is "error"
+      "label": 1 if label == "error" else 0,  # ROC-AUC positive class "error" (ours; the paper does not say)
       "error_categories": row.get("error_categories") or [],
       "human_explanation": row.get("human_explanation"),
       **{k: meta_in.get(k) for k in ("task_name", "task_source", "llm_response_model", "dataset", "difficulty")},
@@ -372,7 +372,7 @@ def read_realmistake(
 ) -> Examples:
   """ReaLMistake from `data.zip` (or the folder holding it), decrypted in memory, never on disk.
 
-  The 900 benchmark instances; `include_examples` adds the 3 paper examples of `data/example.jsonl`.
+  The 900 benchmark instances; `include_examples` adds the release's 3 examples in `data/example.jsonl`.
   Reward 1.0 = no error, 0.0 = error; `metadata["label"]` is 1 for "error" (ROC-AUC positive class).
   """
   p = Path(path)

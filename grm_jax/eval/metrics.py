@@ -1,4 +1,4 @@
-"""Official benchmark metrics from per-example predicted scores (paper §5; each benchmark's own published metric).
+"""Official benchmark metrics from per-example predicted scores (paper §5.1; each benchmark's own published metric).
 
 Input: the examples as read by `grm_jax.data` and, for each, its predicted scores over its n responses in the
 example's original response order (for a GRM: the voted totals, `grm.vote`, already un-permuted). `votes` is a
@@ -6,7 +6,7 @@ sequence of 1-D arrays (one [n_i] per example) or one padded array [N, n_max] wh
 Every value returned is a float: metrics are fractions in [0, 1] (not percentages); counts are under the keys
 "n", "n_*" and "n/*".
 
-"Is the chosen response the best?" decisions follow the paper's evaluation (§4.1/§5.1): argmax of the scores
+"Is the chosen response the best?" decisions follow the paper's evaluation (§5.1): argmax of the scores
 with ties broken uniformly at random (`grm.choose_best` with `key`), then the pick must be the unique
 ground-truth best (`grm.pick_correct`). A tied pair is thus right half the time in expectation, not always
 wrong (the training rule, `grm.is_correct`, counts ties wrong). Examples whose ground truth has no unique best

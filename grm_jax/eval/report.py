@@ -191,7 +191,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     f"- **Devices**: {results.get('devices', '?')}; wall time {_fmt(results.get('seconds'), pct=False)} s",
     "",
     "Metrics are percentages (ReaLMistake: ROC-AUC × 100). *k=1* scores the first sample of each item alone; "
-    "*Voting@k* sums the valid scores of all k samples (paper §4.1); *MetaRM@k* sums only the top ⌈k/2⌉ by "
+    "*Voting@k* sums the valid scores of all k samples (paper §4, Eq. 14); *MetaRM@k* sums only the top ⌈k/2⌉ by "
     "meta reward. Argmax ties are broken at random.",
     "",
   ]

@@ -1,6 +1,6 @@
 """The judge layer: PreferenceExamples -> k shuffled GRM prompts each -> sampled judgements -> score arrays.
 
-This is the one place where the paper's inference-time sampling (§4.1) meets the model: every sample of an item
+This is the one place where the paper's inference-time sampling (§4) meets the model: every sample of an item
 sees the responses in its own permutation (drawn from a seeded numpy Generator, so a run is reproducible), the
 prompts are tokenized with the model's chat template, all samples are drawn by `sampling.generate`, and the
 texts are parsed (`parse_scores`) and mapped back to the original response order (`unpermute`). The arrays it
@@ -190,7 +190,7 @@ def judge(
   hint: bool = False,
   template: str = "default",
 ) -> Judgements:
-  """Samples k judgements per example, each with its own shuffle of the responses (paper §4.1).
+  """Samples k judgements per example, each with its own shuffle of the responses (paper §4).
 
   Args:
     model: a `models.Model` (anything with `encode_chat`, `tokenizer.decode` and what `sampling.generate` needs).
@@ -206,7 +206,7 @@ def judge(
       (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
     template: the template of items with n >= 2: "default" (the paper's) or "compact" (a short CPU variant).
     hint: append "The best response is: Response j" naming the true best's shown position, to items with
-      n >= 2 (RFT's hinted sampling, paper App. C.1); an item with `metadata["strength"]` (HelpSteer2-Preference)
+      n >= 2 (RFT's hinted sampling, paper §3.2); an item with `metadata["strength"]` (HelpSteer2-Preference)
       also gets its labelled preference strength (`prompts.hint_suffix`). `prompt_ids` then hold the hinted
       prompts.
   """

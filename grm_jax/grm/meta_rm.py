@@ -1,4 +1,4 @@
-"""The meta RM at work (paper §4.2): its input sequence for a sampled judgement, its logits, loading a trained one.
+"""The meta RM at work (paper §4): its input sequence for a sampled judgement, its logits, loading a trained one.
 
 The metarm stage trains it and evaluation uses it (MetaRM@k), through these functions: a judgement is scored in the
 plain meta template with the responses in the order that sample saw (`grm.prompts.meta_prompt`), in the meta RM's

@@ -3,12 +3,11 @@
 The builders return chat *messages* plus the metadata needed to undo the response shuffle; turning
 messages into token ids is the model's job (`Model.encode_chat`), so this module stays plain text.
 
-Template text is the paper's (arXiv 2504.02495v3, App. G, pp. 41-43; skeleton in
-Appendix G of the DeepSeek-GRM paper), including its typos ("responeses") and curly quotes. The PDF marks
-newlines with literal `\\n`; where it only shows a paragraph or section break we insert one newline,
-plus a blank line before a `#### ... ####` header that does not already follow a `\\n` mark (this matches
-the paper's template skeleton). Sub-items keep the single leading space the PDF prints (`\\n - Fully`).
-The templates are `string.Template`s with `$context` / `$responses` so the paper's literal braces
+Template text is the paper's (arXiv 2504.02495v3, App. G, pp. 41-43), including its typos ("responeses") and
+curly quotes. The PDF marks newlines with literal `\\n`; where it only shows a paragraph or section break we
+insert one newline, plus a blank line before a `#### ... ####` header that does not already follow a `\\n` mark
+(our reading of the layout of the paper's App. G templates). Sub-items keep the single leading space the PDF prints
+(`\\n - Fully`). The templates are `string.Template`s with `$context` / `$responses` so the paper's literal braces
 (`\\boxed{x, x}`) stay as printed.
 """
 
@@ -291,9 +290,9 @@ def grm_prompt(
   """One GRM prompt as a single user turn, with the responses shown in a permuted order.
 
   The order is `perm` if given, else drawn from `rng` (a Generator to advance, or a seed), else the original
-  order. Voting needs an independent shuffle per sample (paper §4.1): call this once per sample with the same
+  order. Voting needs an independent shuffle per sample (paper §4): call this once per sample with the same
   Generator. `hint_best` is the *original* 0-based index of the true best response; the hint names its shown
-  position ("The best response is: Response j") on a new line after the template (the paper only says the hint
+  position ("The best response is: Response j") on a new line after the template (ours: the paper only says the hint
   is "appended to the input"). `hint_strength` adds a pair's labelled preference strength to the hint (see
   `hint_suffix`; the paper does this on HelpSteer2). `template="single"` is the 0/1 training template and requires
   one response.

@@ -1,8 +1,8 @@
 """A rule-based GRM for the built-in synthetic set: an RFT trajectory source for models too small to start alone.
 
-The paper samples its RFT trajectories from a *different*, strong pretrained GRM (DeepSeek-V2.5, the paper's §2),
-not from the model being trained. The embedded SmolLM2-135M cannot play that role for itself: on the GRM template
-it writes no parseable score at all (0 of 32 samples here, even with the hint). For the synthetic items, whose
+The paper samples its RFT trajectories from a *different*, strong pretrained GRM (DeepSeek-V2.5; paper §3.2,
+App. C.1), not from the model being trained. The embedded SmolLM2-135M cannot play that role for itself: on the GRM
+template it writes no parseable score at all (0 of 32 samples here, even with the hint). For the synthetic items, whose
 answers are known, this critic stands in for the strong GRM: it writes a judgement in the template's three-line
 format from the item's metadata: criteria; an analysis that first works out the reference answer in canonical words
 ("The first letter of 'onion' is o.", the problem's `worked` sentence), then gives each response's answer, a verdict

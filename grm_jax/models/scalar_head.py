@@ -1,8 +1,8 @@
-"""The meta RM's model: the decoder plus a scalar head on the last real token (paper §4.2).
+"""The meta RM's model: the decoder plus a scalar head on the last real token (paper §4).
 
 The meta RM reads (meta prompt, judgement) and outputs one logit: is this sampled judgement right? The head is a
 single linear map of the final-normed hidden state at the last real token of each row, the position that has read
-the whole sequence under causal attention. The paper uses the raw output logit to rank samples, so `meta_scores`
+the whole sequence under causal attention. The paper's Table 17 prints raw logits as meta-RM scores, so `meta_scores`
 returns logits, not probabilities.
 
 Params: `{"decoder": <decoder params>, "head": {"kernel": float32 [H], "bias": float32 []}}`. The decoder keeps the

@@ -4,7 +4,7 @@
 `experiments/eval.py`), and for each data set in `config.eval.datasets`:
 
 1. loads the examples (`data.load_dataset`, `limit` items, from `benchmark_root`);
-2. samples k judgements per item with the responses shuffled per sample (`grm.judge`, paper §4.1). Single-response
+2. samples k judgements per item with the responses shuffled per sample (`grm.judge`, paper §4). Single-response
    items (ReaLMistake) use the 1-10 "default" template, as the paper does at evaluation and as the ReaLMistake
    metric assumes (low score = error);
 3. scores the benchmark's official metrics (`eval.score_benchmark`) at k=1 (the first sample alone) and at

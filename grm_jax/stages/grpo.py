@@ -1,4 +1,4 @@
-"""Rule-based online RL (paper §3): GRPO on the GRM's own judgements, rewarded by Eq. 11.
+"""Rule-based online RL (paper §3.2): GRPO on the GRM's own judgements, rewarded by Eq. 11.
 
 `run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.grpo`. Each
 step takes `prompts_per_step` training items (shuffled epochs), samples `group_size` judgements of each from the

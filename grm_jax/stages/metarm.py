@@ -1,4 +1,4 @@
-"""The meta RM stage (paper §4.2): learn which sampled judgements are right, to guide voting at inference.
+"""The meta RM stage (paper §4): learn which sampled judgements are right, to guide voting at inference.
 
 `run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.metarm`:
 
@@ -15,9 +15,10 @@
    item fall on the same side and the held-out AUC measures generalisation to new items, not to new samples.
 4. Training. The base checkpoint (`init`, default `config.model.name`) plus a zero scalar head
    (`models.scalar_head`), BCE on every training row, `epochs` passes in shuffled batches. With `class_balance`
-   each label gets half the total weight: judgements from a weak policy are mostly wrong, and an unweighted BCE
-   would first learn the prior (the bias) and little ranking. Held-out ROC-AUC and accuracy before and after
-   training go to `metarm/metrics.json`; params to `metarm/final/`, the base model spec to `metarm/model.json`.
+   each label gets half the total weight (ours; the paper states no class balance): judgements from a weak policy
+   are mostly wrong, and an unweighted BCE would first learn the prior (the bias) and little ranking. Held-out
+   ROC-AUC and accuracy before and after training go to `metarm/metrics.json`; params to `metarm/final/`, the base
+   model spec to `metarm/model.json`.
 
 `grm.meta_rm` holds the meta RM's input sequences and scoring, shared with evaluation (MetaRM@k), and loads the
 result (`load_meta_rm`).

@@ -6,11 +6,11 @@
    GRM, DeepSeek-V2.5, samples the RFT set) or the rule-based critic of the built-in data. Every training item is
    judged `num_samples` (N_RFT = 3) times without a hint, each sample with its own response order (`grm.judge`). A
    sample is right under Eq. 10 (`rules.is_correct`); wrong ones are rejected, and an item whose N samples are all
-   right is dropped as too easy. With `hinted`, items with n >= 2 (`hinted_scope`: all of them, as the paper, or only
-   those not too easy) are sampled once more with "The best response is: Response j" appended, kept if right. The
-   hint only steers the sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same response
-   order, which is what the model will see at inference (the paper does not say; ours, the STaR "rationalisation"
-   reading). A teacher's texts are re-tokenized by the trained model's tokenizer.
+   right is dropped as too easy. With `hinted`, items with n >= 2 (`hinted_scope`: all of them, our reading of the
+   paper, or only those not too easy) are sampled once more with "The best response is: Response j" appended, kept if
+   right. The hint only steers the sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same
+   response order, which is what the model will see at inference (the paper does not say; ours, the STaR
+   "rationalisation" reading). A teacher's texts are re-tokenized by the trained model's tokenizer.
    Written: `rft/judgements.jsonl` (every un-hinted sample, right or wrong: the meta RM's data),
    `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by n). A rerun with the same
    sampling settings reuses them.

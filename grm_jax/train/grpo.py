@@ -1,4 +1,4 @@
-"""One GRPO update from a batch of scored rollouts (paper §3, Eq. 15), shared by the stage and the toy tests.
+"""One GRPO update from a batch of scored rollouts (paper §3.2, Eq. 15), shared by the stage and the toy tests.
 
 Given rollouts (prompt + completion tokens), their ±1 rewards per group and the sampler's log-probs:
 1. advantages per group (`losses.group_advantages`: z-score with a std guard, or Dr.GRPO's centring);

@@ -123,8 +123,8 @@ def group_advantages(rewards, *, ddof: int = 0, scale: str = "group", eps: float
 
   scale: "group" divides by each group's std (original GRPO), "batch" by the std of all rewards in the batch (less
   noisy for small G), "none" leaves them centred (Dr.GRPO, which argues std scaling up-weights near-uniform groups).
-  ddof=0 (population std) matches the paper's worked example (1 correct of 4: +1.73 / -0.58). Groups whose rewards
-  are all equal get exactly 0, since centring zeroes them before any division.
+  ddof=0 (population std; the paper does not state it, ours) gives +1.73 / -0.58 for 1 correct of 4. Groups whose
+  rewards are all equal get exactly 0, since centring zeroes them before any division.
   """
   if scale not in ADV_SCALES:
     raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADV_SCALES}")

@@ -1,7 +1,8 @@
 """The optimizer: AdamW with a warmup + cosine or constant schedule and global-norm clipping, from config.
 
-The paper reports only learning rates and batch sizes (RFT 5e-6, GRPO 4e-7, meta RM 1e-5, DeepSeek-GRM paper §2-§4);
-AdamW with linear warmup is the common choice of every peer (Tunix, verl, TRL) and is what the presets use.
+The paper reports only learning rates and batch sizes (RFT 5e-6, GRPO 4e-7, meta RM 1e-5); the
+optimizer, schedule and warmup are not stated in the paper. AdamW with linear warmup is the common choice
+of every peer (Tunix, verl, TRL) and is what the presets use (ours).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Voting and meta-RM guided voting, from judgement text to the chosen response (paper §4.1, Table 17)."""
+"""Voting and meta-RM guided voting, from judgement text to the chosen response (paper §4, Eq. 14, Table 17)."""
 
 import jax
 import jax.numpy as jnp
