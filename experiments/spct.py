@@ -151,8 +151,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.reference_on_host = True
   elif preset == "gemma2_27b":
     # The paper's recipe (arXiv 2504.02495v3 §3.2, §4, App. C.1, D.1), as far as public data and the model families
-    # grm_jax loads allow; the docstring lists what differs, PAPER_RECIPE every setting. Paths are where a pod keeps its data: override
-    # them on the command line (`--config.model.name=...`).
+    # grm_jax loads allow; the docstring lists what differs, PAPER_RECIPE every setting. Paths are where a pod keeps
+    # its data: override them on the command line (`--config.model.name=...`).
     c.model.name = "/data/gemma-2-27b"  # the pretrained (base) model, as the paper: an HF directory on every host
     c.model.arch = "gemma2-27b"
     c.model.dtype = "bfloat16"
