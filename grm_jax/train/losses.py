@@ -1,4 +1,4 @@
-"""Loss functions for RFT (SFT-style NLL), GRPO and a scalar-head BCE baseline.
+"""Loss functions for RFT (SFT-style NLL), GRPO, the meta RM (BCE) and the Bradley–Terry scalar RM baseline.
 
 Every loss returns a `Weighted` (unreduced sum, denominator) instead of a mean. Frameworks that return means have
 repeatedly shipped normalisation bugs under micro-batching and data parallelism (TRL #2995, #3021): the mean of
@@ -213,3 +213,33 @@ def bce_loss(logits, labels, weights=None) -> tuple[Weighted, dict[str, Weighted
   total_w = jnp.sum(w)
   correct = ((x > 0) == (y > 0.5)).astype(jnp.float32)
   return Weighted(jnp.sum(per_row * w), total_w), {"accuracy": Weighted(jnp.sum(correct * w), total_w)}
+
+
+def bradley_terry_loss(scores, rewards, mask) -> tuple[Weighted, dict[str, Weighted]]:
+  """Bradley–Terry loss of a scalar RM (the paper's DeepSeek-BTRM baseline, Table 2) on items of up to n responses.
+
+  scores, rewards, mask: [B, n_max] (mask false on padding). Every ordered pair (i, j) of real responses of one item
+  with rewards_i > rewards_j is one comparison, loss -log sigmoid(s_i - s_j); a multi-response item gives all its
+  such pairs (a ranked list of n distinct rewards: n (n - 1) / 2), equal rewards give none. The total is over every
+  pair of the batch and the weight is the pair count, so the step's loss is the mean over its pairs and an item with
+  more responses counts more pairs (ours: the paper does not say how lists are reduced).
+
+  Metrics (per pair): "accuracy" = s_i > s_j strictly, "ties" = s_i == s_j (a zero-initialised head ties every pair;
+  a random tie-break would get half of them right).
+  """
+  m = jnp.asarray(mask, bool)
+  # Padding scores are zeroed first: a NaN there would otherwise reach the gradient through where()'s other branch.
+  s = jnp.where(m, _f32(scores), 0.0)
+  r = jnp.where(m, _f32(rewards), 0.0)
+  pair = m[:, :, None] & m[:, None, :] & (r[:, :, None] > r[:, None, :])  # [B, n, n]: response i preferred to j
+  d = s[:, :, None] - s[:, None, :]
+  n_pairs = jnp.sum(pair.astype(jnp.float32))
+
+  def count(x):
+    return jnp.sum(jnp.where(pair, x, 0.0).astype(jnp.float32))
+
+  # softplus(-d) = -log sigmoid(d), finite for any |d| (see bce_loss).
+  return Weighted(count(jax.nn.softplus(-d)), n_pairs), {
+    "accuracy": Weighted(count((d > 0).astype(jnp.float32)), n_pairs),
+    "ties": Weighted(count((d == 0).astype(jnp.float32)), n_pairs),
+  }

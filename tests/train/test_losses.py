@@ -291,3 +291,63 @@ def test_bce_matches_reference_and_is_stable():
   np.testing.assert_allclose(float(wmetrics["accuracy"].value), np.dot(acc, weights) / weights.sum(), **TOL)
   g = np.asarray(jax.grad(lambda x: L.bce_loss(x, labels)[0].value)(jnp.asarray(logits)))
   assert np.all(np.isfinite(g))
+
+
+# --------------------------------------------------------------------------- Bradley–Terry (the BTRM baseline)
+
+
+def ref_bradley_terry(scores, rewards, ns):
+  """float64 loops: every ordered pair of an item's first n responses with r_i > r_j; (mean loss, acc, ties, pairs)."""
+  losses, acc, ties = [], [], []
+  for s, r, n in zip(scores, rewards, ns, strict=True):
+    for i in range(n):
+      for j in range(n):
+        if r[i] > r[j]:
+          d = float(s[i]) - float(s[j])
+          losses.append(max(-d, 0.0) + math.log1p(math.exp(-abs(d))))  # -log sigmoid(d)
+          acc.append(float(d > 0))
+          ties.append(float(d == 0))
+  return np.mean(losses), np.mean(acc), np.mean(ties), len(losses)
+
+
+def test_bradley_terry_matches_reference_on_pairs_and_lists():
+  rng = np.random.default_rng(0)
+  # Pairs, lists of 3 and 4 with tied rewards, an all-tied item (no pair) and padding up to n_max = 4.
+  ns = [2, 2, 3, 4, 4, 3, 2, 1]
+  rewards = np.full((len(ns), 4), np.nan, np.float32)  # NaN padding: must not reach the loss or its gradient
+  rewards[0, :2] = [1, 0]
+  rewards[1, :2] = [0, 1]
+  rewards[2, :3] = [2, 1, 1]  # 2 pairs
+  rewards[3, :4] = [3, 1, 3, 0]  # 5 pairs
+  rewards[4, :4] = rng.integers(0, 4, 4)
+  rewards[5, :3] = [1, 1, 1]  # no pair
+  rewards[6, :2] = [0.2, 0.7]
+  rewards[7, :1] = [1]
+  scores = rng.normal(size=(len(ns), 4)).astype(np.float32) * 3
+  scores[0, 1] = scores[0, 0]  # a tie in scores
+  mask = np.arange(4)[None, :] < np.asarray(ns)[:, None]
+  scores_padded = np.where(mask, scores, np.nan).astype(np.float32)
+  want_loss, want_acc, want_ties, pairs = ref_bradley_terry(scores, rewards, ns)
+  loss, metrics = jax.jit(L.bradley_terry_loss)(scores_padded, rewards, mask)
+  assert float(loss.weight) == pairs >= 1 + 1 + 2 + 5 + 1
+  np.testing.assert_allclose(float(loss.value), want_loss, **TOL)
+  np.testing.assert_allclose(float(metrics["accuracy"].value), want_acc, **TOL)
+  np.testing.assert_allclose(float(metrics["ties"].value), want_ties, **TOL)
+  g = np.asarray(jax.grad(lambda s: L.bradley_terry_loss(s, rewards, mask)[0].total)(jnp.asarray(scores_padded)))
+  assert np.all(np.isfinite(g)) and np.all(g[~mask] == 0)
+  # The gradient of the summed loss: d/ds_i sum -log sigmoid(s_w - s_l) = -(1 - sigmoid(d)) for a winner.
+  assert g[0, 0] < 0 < g[0, 1]
+  # A batch without any pair (single responses, all-tied lists) is 0 / 0 -> 0, not NaN.
+  empty, _ = L.bradley_terry_loss(scores[5:6], rewards[5:6], mask[5:6])
+  assert float(empty.weight) == 0 and float(empty.value) == 0
+
+
+def test_bradley_terry_micro_batches_add_up():
+  rng = np.random.default_rng(1)
+  scores = rng.normal(size=(6, 3)).astype(np.float32)
+  rewards = rng.integers(0, 3, (6, 3)).astype(np.float32)
+  mask = rng.random((6, 3)) < 0.8
+  whole, _ = L.bradley_terry_loss(scores, rewards, mask)
+  parts = L.combine(L.bradley_terry_loss(scores[:2], rewards[:2], mask[:2])[0],
+                    L.bradley_terry_loss(scores[2:], rewards[2:], mask[2:])[0])
+  np.testing.assert_allclose(float(parts.value), float(whole.value), **TOL)
