@@ -52,7 +52,7 @@ Per benchmark (`score_benchmark(name, ...)`):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -347,6 +347,32 @@ _ALIASES = {
 
 def benchmark_names() -> tuple[str, ...]:
   return tuple(_BENCHMARKS)
+
+
+OFFICIAL_METRIC = {
+  "rewardbench": ("overall",),
+  "rmb": ("overall",),
+  "rm-bench": ("overall",),
+  "realmistake": ("auc",),
+  "ppe": ("preference", "correctness"),
+  "accuracy": ("accuracy",),
+}
+"""Benchmark -> the headline metric(s), first one present wins (PPE: preference set if loaded, else correctness)."""
+
+
+def benchmark_of(dataset: str) -> str:
+  """The `score_benchmark` name for a data set name: its own benchmark, or "accuracy" for any other data."""
+  base = dataset.split(":", 1)[0].lower()
+  base = _ALIASES.get(base, base)
+  return base if base in _BENCHMARKS else "accuracy"
+
+
+def official_metric(bench: str, values: Mapping[str, float]) -> str:
+  """The headline metric of `bench` among the computed `values` (`OFFICIAL_METRIC`)."""
+  for name in OFFICIAL_METRIC.get(bench, ()):
+    if name in values:
+      return name
+  raise KeyError(f"benchmark {bench!r}: none of its official metrics {OFFICIAL_METRIC.get(bench)} was computed")
 
 
 def score_benchmark(name: str, examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:

@@ -1,5 +1,5 @@
 """What the stages share: the one stage protocol (`run_stage`, `cached`), the mesh and model from config, training
-items.
+items, evaluation items.
 
 Workdir layout (one folder per stage, written only by that stage):
   config.json                 the resolved config of the last run
@@ -10,6 +10,8 @@ Workdir layout (one folder per stage, written only by that stage):
   <stage>/metrics.jsonl       one line of scalars per step (TensorBoard events next to it when available)
   <stage>/final/              the stage's output params (orbax)
   <stage>/done.json           the stage is complete: the fingerprint of its inputs and a summary (`run_stage`)
+  btrm/                       the Bradley–Terry baseline: final/, model.json, metrics.jsonl, metrics.json (held-out
+                              pairs before / after, dropped items), results.json (the eval items' metrics at k=1)
   eval/                       report.md, results.json, plots, judgements.jsonl, done.json
 """
 
@@ -23,10 +25,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
 from grm_jax import files, grm, models, parallel
-from grm_jax.data.registry import load_mixture
+from grm_jax.data.example import PreferenceExample
+from grm_jax.data.registry import load_dataset, load_mixture
 from grm_jax.grm import synthetic_critic
 
 
@@ -97,6 +101,56 @@ def training_items(config, split: str = "train"):
   limit = config.data.train_limit if split == "train" else config.data.test_limit
   return load_mixture(config.data[key], root=config.benchmark_root, limit=int(limit) or None, seed=int(config.seed),
                       synthetic_split=split, key=f"data.{key}")
+
+
+def datasets_of(config: Any) -> list[str]:
+  """The comma-separated data set names of `config.eval.datasets`. A piece that is a bare `key=value` continues the
+  options of the data set before it, so "synthetic:n=2,tasks=letter+upper,rewardbench" is two data sets."""
+  names: list[str] = []
+  for piece in (d.strip() for d in str(config.eval.datasets).split(",")):
+    if not piece:
+      continue
+    if names and "=" in piece and ":" not in piece and ":" in names[-1]:
+      names[-1] += "," + piece
+    else:
+      names.append(piece)
+  if not names:
+    raise ValueError("config.eval.datasets is empty; name at least one data set (e.g. 'rewardbench')")
+  return names
+
+
+def select_items(name: str, config, limit: int | None) -> list[PreferenceExample]:
+  """`limit` items of a dataset: the first ones, or (eval.subsample='random') a seeded uniform
+  sample kept in file order — benchmark files are sorted by subset, so the first 32 RewardBench
+  rows are all one subset."""
+  if config.eval.subsample not in ("first", "random"):
+    raise ValueError(f"config.eval.subsample={config.eval.subsample!r}; use 'first' or 'random'")
+  # The built-in synthetic set is evaluated on its test split, whose problems training never sees.
+  synthetic = name.split(":", 1)[0].lower() == "synthetic"
+  split = {"split": "test"} if synthetic else {}
+  # The synthetic stream is already in seeded random order (and a narrow task mix has only so many test problems),
+  # so its first `limit` items are the random sample.
+  if config.eval.subsample == "first" or not limit or synthetic:
+    return list(load_dataset(name, root=config.benchmark_root, limit=limit, **split))
+  examples = list(load_dataset(name, root=config.benchmark_root, **split))
+  if len(examples) <= limit:
+    return examples
+  keep = np.sort(np.random.default_rng(int(config.seed)).choice(len(examples), size=limit, replace=False))
+  return [examples[i] for i in keep]
+
+
+def eval_items(config) -> dict[str, list[PreferenceExample]]:
+  """The evaluation items of every data set of `config.eval.datasets`: `eval.limit` of each by `select_items`. The
+  evaluate stage (the GRM) and the btrm stage (the scalar baseline) both read them here, so both score the same
+  held-out items."""
+  limit = int(config.eval.limit) or None
+  out: dict[str, list[PreferenceExample]] = {}
+  for name in datasets_of(config):
+    out[name] = select_items(name, config, limit)
+    logging.info("%s: %d evaluation items", name, len(out[name]))
+    if not out[name]:
+      raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.benchmark_root!r}")
+  return out
 
 
 def fingerprint(config, *keys: str, upstream: dict[str, Any] | None = None) -> str:

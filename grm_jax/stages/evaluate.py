@@ -3,7 +3,8 @@
 `run(config, workdir)` reads `config.model`, `config.mesh`, `config.seed` and `config.eval` (the contract is
 `experiments/eval.py`), and for each data set in `config.eval.datasets`:
 
-1. loads the examples (`data.load_dataset`, `limit` items, from `benchmark_root`);
+1. loads the examples (`common.eval_items`: `limit` items per data set, from `benchmark_root`, chosen by
+   `eval.subsample` and the seed; the btrm stage scores the same items);
 2. samples k judgements per item with the responses shuffled per sample (`grm.judge`, paper §4). Single-response
    items (ReaLMistake) use the 1-10 "default" template, as the paper does at evaluation and as the ReaLMistake
    metric assumes (low score = error);
@@ -38,41 +39,21 @@ from absl import logging
 
 from grm_jax import files, grm
 from grm_jax.data.example import PreferenceExample
-from grm_jax.data.registry import load_dataset
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report
+from grm_jax.eval.metrics import OFFICIAL_METRIC, benchmark_of, official_metric  # noqa: F401
 from grm_jax.eval.scaling import scaling_curve
 from grm_jax.grm import trajectories
 from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
 from grm_jax.stages import common
+from grm_jax.stages.common import datasets_of, select_items  # noqa: F401
 from grm_jax.train.checkpoint import restore_params
 
-OFFICIAL_METRIC = {
-  "rewardbench": ("overall",),
-  "rmb": ("overall",),
-  "rm-bench": ("overall",),
-  "realmistake": ("auc",),
-  "ppe": ("preference", "correctness"),
-  "accuracy": ("accuracy",),
-}
-"""Benchmark -> the headline metric(s), first one present wins (PPE: preference set if loaded, else correctness)."""
+# OFFICIAL_METRIC, benchmark_of (eval.metrics), datasets_of and select_items (stages.common) live below this module so
+# the btrm stage scores the same items the same way; they stay importable from here under their old names.
 
 STAGE_KEYS = ("seed", "model", "grm", "eval")
 """Config parts that decide the numbers (with the stages whose params are judged: `upstream`)."""
-
-
-def benchmark_of(dataset: str) -> str:
-  """The `score_benchmark` name for a data set name: its own benchmark, or "accuracy" for any other data."""
-  base = dataset.split(":", 1)[0].lower()
-  base = getattr(metrics_lib, "_ALIASES", {}).get(base, base)
-  return base if base in metrics_lib.benchmark_names() else "accuracy"
-
-
-def _official(bench: str, values: Mapping[str, float]) -> str:
-  for name in OFFICIAL_METRIC.get(bench, ()):
-    if name in values:
-      return name
-  raise KeyError(f"benchmark {bench!r}: none of its official metrics {OFFICIAL_METRIC.get(bench)} was computed")
 
 
 def _rows(examples: Sequence[PreferenceExample], votes: Any) -> list[np.ndarray]:
@@ -85,22 +66,6 @@ def config_dict(config: Any) -> dict[str, Any]:
   """The config as plain JSON values (ConfigDict, FrozenConfigDict or a mapping)."""
   raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   return json.loads(files.dumps(raw))
-
-
-def datasets_of(config: Any) -> list[str]:
-  """The comma-separated data set names of `config.eval.datasets`. A piece that is a bare `key=value` continues the
-  options of the data set before it, so "synthetic:n=2,tasks=letter+upper,rewardbench" is two data sets."""
-  names: list[str] = []
-  for piece in (d.strip() for d in str(config.eval.datasets).split(",")):
-    if not piece:
-      continue
-    if names and "=" in piece and ":" not in piece and ":" in names[-1]:
-      names[-1] += "," + piece
-    else:
-      names.append(piece)
-  if not names:
-    raise ValueError("config.eval.datasets is empty; name at least one data set (e.g. 'rewardbench')")
-  return names
 
 
 def load_model(config: Any) -> Any:
@@ -130,7 +95,7 @@ def evaluate_dataset(
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
   at_k1, at_kmax = _k1_and_voting(bench, examples, j, key)
-  official = _official(bench, at_kmax)
+  official = official_metric(bench, at_kmax)
 
   def metric(votes: np.ndarray, k: jax.Array) -> float:
     return metrics_lib.score_benchmark(bench, examples, _rows(examples, votes), k)[official]
@@ -244,26 +209,6 @@ def _totals(per_dataset: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
   }
 
 
-def select_items(name: str, config, limit: int | None) -> list[PreferenceExample]:
-  """`limit` items of a dataset: the first ones, or (eval.subsample='random') a seeded uniform
-  sample kept in file order — benchmark files are sorted by subset, so the first 32 RewardBench
-  rows are all one subset."""
-  if config.eval.subsample not in ("first", "random"):
-    raise ValueError(f"config.eval.subsample={config.eval.subsample!r}; use 'first' or 'random'")
-  # The built-in synthetic set is evaluated on its test split, whose problems training never sees.
-  synthetic = name.split(":", 1)[0].lower() == "synthetic"
-  split = {"split": "test"} if synthetic else {}
-  # The synthetic stream is already in seeded random order (and a narrow task mix has only so many test problems),
-  # so its first `limit` items are the random sample.
-  if config.eval.subsample == "first" or not limit or synthetic:
-    return list(load_dataset(name, root=config.benchmark_root, limit=limit, **split))
-  examples = list(load_dataset(name, root=config.benchmark_root, **split))
-  if len(examples) <= limit:
-    return examples
-  keep = np.sort(np.random.default_rng(int(config.seed)).choice(len(examples), size=limit, replace=False))
-  return [examples[i] for i in keep]
-
-
 def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
   """Evaluates `config.model` on `config.eval.datasets`; writes `workdir/eval/` and returns the results dict. A rerun
   with the same config and the same judged params returns the stored results.json."""
@@ -285,16 +230,9 @@ def upstream(config: Any, workdir: str | os.PathLike) -> tuple[str, ...]:
 def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any]:
   start = time.perf_counter()
   cfg = config_dict(config)
-  names = datasets_of(config)
+  datasets = common.eval_items(config)
+  names = list(datasets)
   k = int(config.eval.k)
-  limit = int(config.eval.limit) or None
-
-  datasets: dict[str, list[PreferenceExample]] = {}
-  for name in names:
-    datasets[name] = select_items(name, config, limit)
-    logging.info("evaluate: %s: %d items", name, len(datasets[name]))
-    if not datasets[name]:
-      raise ValueError(f"config.eval.datasets: {name!r} has no items under {config.benchmark_root!r}")
 
   model = load_model(config)
   base_model = model
