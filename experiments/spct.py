@@ -99,6 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rft = configs.rft()
   c.grpo = configs.grpo()
   c.metarm = configs.metarm()
+  # The Bradley–Terry scalar RM baseline (Table 2), not in the default stage list: add it with
+  # --config.stages=rft,grpo,metarm,btrm,evaluate (or run it alone) to score the same eval items with a scalar RM.
+  c.btrm = configs.btrm()
   c.eval = configs.evaluation()
   c.eval.policy = "grpo"
   c.eval.datasets = SYNTHETIC  # its test split: problems disjoint from training
@@ -125,6 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02
     c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 1, 0.25, 8, 512
     c.metarm.optim.learning_rate, c.metarm.optim.warmup_steps = 2e-5, 1
+    c.btrm.batch_size, c.btrm.max_len = 4, 512
     c.eval.limit, c.eval.k, c.eval.batch_items, c.eval.baseline = 32, 4, 32, "base"
   if preset == "smoke":
     configs.smoke(c)

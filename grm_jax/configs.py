@@ -1,5 +1,5 @@
 """Config pieces shared by every experiment file: one builder per group, so `experiments/{spct,rft,grpo,metarm,
-eval}.py` compose the same keys and a stage reads the same names whichever file launched it.
+btrm,eval}.py` compose the same keys and a stage reads the same names whichever file launched it.
 
 Each builder returns an `ml_collections.ConfigDict` with every key a stage reads and a comment on its meaning;
 experiment presets only override values. `validate(config)` checks cross-key constraints at start-up (batch sizes
@@ -191,6 +191,21 @@ def metarm() -> ml_collections.ConfigDict:
   return c
 
 
+def btrm() -> ml_collections.ConfigDict:
+  """The Bradley–Terry scalar RM baseline (paper Table 2, DeepSeek-BTRM-27B): a scalar head on the base model
+  trained on the RL data minus single-response items. The paper states no BTRM optimisation settings: all ours."""
+  c = ml_collections.ConfigDict()
+  c.init = ""  # base checkpoint of the scalar RM ('' = config.model.name)
+  c.steps = 0  # optimizer steps (ours); 0 = `epochs` passes over the training items
+  c.epochs = 1.0
+  c.batch_size = 8  # items per optimizer step (each with all its responses, padded to the longest list)
+  c.micro_batches = 1
+  c.max_len = 1024  # tokens per (context, response) sequence; longer ones lose the start of the context
+  c.optim = optim(1e-5)  # ours: the meta RM's lr (the paper's other scalar-head model)
+  c.checkpoint = checkpoint()
+  return c
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Cross-key checks that would otherwise fail minutes into a run; each message names the key. `num_devices`
   defaults to this runtime's devices (grm_jax.aot passes a TPU slice's)."""
@@ -198,7 +213,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if "data" in config:
     for key in ("train", "test"):
       parse_mixture(config.data[key], f"data.{key}")  # a typo in a data spec fails now, not after the model loads
-  for stage, key in (("rft", "batch_size"), ("metarm", "batch_size")):
+  for stage, key in (("rft", "batch_size"), ("metarm", "batch_size"), ("btrm", "batch_size")):
     if stage not in config or stage not in tuple(config.stages):
       continue
     group = config[stage]
@@ -219,6 +234,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if r.general_fraction > 0 and not r.general_data:
       raise ValueError(f"config rft.general_fraction={r.general_fraction} needs rft.general_data (a chat data file or "
                        "folder)")
+  if "btrm" in config and "btrm" in tuple(config.stages):
+    if "eval" not in config:
+      raise ValueError("config.stages runs btrm without a config.eval group: the baseline is scored on the eval items "
+                       "(configs.evaluation())")
+    if config.btrm.max_len < 16:
+      raise ValueError(f"config btrm.max_len={config.btrm.max_len}: too short for a chat-templated response")
   if "grpo" in config and "grpo" in tuple(config.stages):
     g = config.grpo
     GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them
@@ -256,11 +277,12 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.name = "tiny:llama"
   if "data" in c:
     c.data.train_limit, c.data.test_limit = 4, 4
-  for stage in ("rft", "grpo", "metarm"):
+  for stage in ("rft", "grpo", "metarm", "btrm"):
     if stage not in c:
       continue
     s = c[stage]
-    s.max_new_tokens = 16
+    if stage != "btrm":  # the only stage that samples nothing
+      s.max_new_tokens = 16
     s.micro_batches = 1
     s.checkpoint.save_every = 1
     if "batch_size" in s:

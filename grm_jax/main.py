@@ -20,7 +20,7 @@ from ml_collections import config_flags
 from grm_jax import configs, files, parallel
 from grm_jax.train.errors import Preempted, StageStopped
 
-STAGES = ("rft", "grpo", "metarm", "evaluate")
+STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")
