@@ -111,6 +111,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # CPU-sized: n=2 synthetic items, the compact template (the paper's rubric alone is ~700 tokens per prompt),
     # and RFT trajectories from the rule-based synthetic critic, standing in for the paper's strong pretrained
     # sampler (SmolLM2-135M writes no parseable judgement on its own; see grm_jax/grm/synthetic_critic.py).
+    # The paper's baselines on the same budget: --config.grm.template=compact_judge (LLM-as-a-Judge; evaluation adds
+    # TokenProb@k) or compact_no_principles (its "w/o Principle Generation" ablation); both are our compact forms.
     c.grm.template = "compact"
     # Tasks SmolLM2-135M can already answer (first / last letter 12 of 12, upper-casing 9 of 12 asked plainly): a
     # judge must know the answer to compare responses, and ~20 SFT steps teach the judging format, not arithmetic.

@@ -13,6 +13,7 @@ import ml_collections
 
 from grm_jax import parallel
 from grm_jax.data.registry import parse_mixture
+from grm_jax.grm.prompts import GRM_TEMPLATES
 from grm_jax.grm.trajectories import HINTED_SCOPES
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
@@ -70,7 +71,10 @@ def data() -> ml_collections.ConfigDict:
 
 def grm() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.template = "default"  # GRM prompt for n >= 2 items: "default" (paper App. G) or "compact" (short, CPU runs)
+  # GRM prompt for n >= 2 items (grm.prompts.GRM_TEMPLATES): "default" (paper App. G), "judge" (its LLM-as-a-Judge
+  # baseline: picks the best response; evaluation adds TokenProb@k), "no_principles" (its "w/o Principle Generation"
+  # ablation, wording ours), or their short CPU forms "compact", "compact_judge", "compact_no_principles" (ours).
+  c.template = "default"
   return c
 
 
@@ -210,6 +214,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   """Cross-key checks that would otherwise fail minutes into a run; each message names the key. `num_devices`
   defaults to this runtime's devices (grm_jax.aot passes a TPU slice's)."""
   rows = _batch_shards(config, jax.device_count() if num_devices is None else num_devices)
+  if "grm" in config and config.grm.template not in GRM_TEMPLATES:
+    raise ValueError(f"config grm.template={config.grm.template!r}: choose one of {GRM_TEMPLATES}")
   if "data" in config:
     for key in ("train", "test"):
       parse_mixture(config.data[key], f"data.{key}")  # a typo in a data spec fails now, not after the model loads

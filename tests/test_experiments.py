@@ -90,6 +90,13 @@ def test_bad_batch_for_the_group_or_mesh_names_the_key():
   config.grpo.group_size = 1
   with pytest.raises(ValueError, match="grpo.group_size=1"):
     configs.validate(config, num_devices=1)
+  config = load("spct").get_config("smoke")
+  for template in ("judge", "compact_judge", "no_principles", "compact_no_principles"):  # the baselines' names pass
+    config.grm.template = template
+    configs.validate(config, num_devices=1)
+  config.grm.template = "single"  # the n = 1 training template is not a GRM template for n >= 2 items
+  with pytest.raises(ValueError, match="grm.template='single'"):
+    configs.validate(config, num_devices=1)
 
 
 def test_readme_shows_the_paper_recipe_table_of_the_preset():

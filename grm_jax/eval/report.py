@@ -2,7 +2,8 @@
 
 `write_report(out_dir, results, judged)` writes, from the results dict built by `grm_jax.stages.evaluate`:
 
-- `results.json`: every number (config, per-dataset official metrics at k=1 / Voting@k_max / MetaRM@k_max, the
+- `results.json`: every number (config, per-dataset official metrics at k=1 / Voting@k_max / MetaRM@k_max, and with a
+  judge template TokenProb@k_max under `metrics["token_prob"]` with its counts under "token_prob"; the
   scaling table, parse failures, throughput, position bias, and under "paper" the run in the paper's Table 2
   columns with its Overall, `eval.paper`). Non-finite floats are written as null (strict JSON).
 - `report.md`: the same numbers as tables, with the definitions needed to read them.
@@ -195,6 +196,17 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     "meta reward. Argmax ties are broken at random.",
     "",
   ]
+  template = cfg.get("grm", {}).get("template")
+  if any("token_prob" in d.get("metrics", {}) for d in results.get("datasets", {}).values()):
+    lines += [
+      f"Judge template `{template}` (the paper's LLM-as-a-Judge baseline): each sample names the best response, so "
+      "*Voting@k* is the majority vote over the chosen index (paper Eq. 13), and *TokenProb@k* weights each vote by "
+      "the model's probability (temperature 1) of the index token it wrote in its final `\\boxed{}` (paper Tables "
+      "3/6, \"w/ TokenProb\"). Items with one response have no best-of question for the judge and are left out.",
+      "",
+    ]
+  for name, why in (results.get("skipped_datasets") or {}).items():
+    lines += [f"**Skipped** `{name}`: {why}.", ""]
   datasets = results.get("datasets", {})
   base = results.get("baseline")
   if base:
@@ -224,6 +236,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
   for name, d in datasets.items():
     k_max = d.get("k")
     cols = [("k=1", d["metrics"].get("k1")), (f"Voting@{k_max}", d["metrics"].get("voting"))]
+    if d["metrics"].get("token_prob"):
+      cols.append((f"TokenProb@{k_max}", d["metrics"]["token_prob"]))
     if d["metrics"].get("meta"):
       cols.append((f"MetaRM@{k_max}", d["metrics"]["meta"]))
     lines += [
@@ -241,6 +255,15 @@ def render_markdown(results: Mapping[str, Any]) -> str:
       cells = [_fmt((c or {}).get(m), pct=frac) for _, c in cols]
       label = f"**{m}**" if m == official else m
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    tp = d.get("token_prob")
+    if tp:
+      skipped = d.get("judge_skipped_single") or 0
+      lines.append(
+        f"TokenProb: the index token was found in {tp.get('located')} of {tp.get('valid')} valid samples (mean "
+        f"probability {_fmt(tp.get('mean_prob'), pct=False)}; a sample whose token is not found votes 0)"
+        + (f"; {skipped} single-response items left out." if skipped else ".")
+      )
+      lines.append("")
     mi = d.get("meta_rm")
     if mi:
       checked = mi.get("checked", mi.get("scored"))

@@ -1,17 +1,30 @@
 """The paper's reward math, with no model state: prompts, score parsing, the correctness rule, voting.
 
 Text work (prompts, parsing) is plain Python on the host; the rule and voting are array functions that run
-on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_scores` -> `unpermute` ->
+on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_judgement` -> `unpermute` ->
 `is_correct` / `rl_reward` (training) or `vote` -> `choose_best` (inference).
 `judge` runs the sampling side end to end (examples -> shuffled prompts -> model -> score arrays).
 """
 
 from grm_jax.grm.judge import Judgements, judge, judge_texts_to_arrays
-from grm_jax.grm.parse import Judgement, find_score_block, parse_scores, split_judgement, stack_scores, unpermute
+from grm_jax.grm.parse import (
+  Judgement,
+  find_score_block,
+  parse_choice,
+  parse_judgement,
+  parse_scores,
+  split_judgement,
+  stack_scores,
+  unpermute,
+)
 from grm_jax.grm.prompts import (
   DEFAULT_TEMPLATE,
+  GRM_TEMPLATES,
   HINT_TEMPLATE,
+  JUDGE_TEMPLATE,
+  JUDGE_TEMPLATES,
   META_TEMPLATE,
+  NO_PRINCIPLES_TEMPLATE,
   PREFERENCE_STRENGTHS,
   SINGLE_TEMPLATE,
   GrmPrompt,
@@ -23,11 +36,23 @@ from grm_jax.grm.prompts import (
   sample_permutation,
 )
 from grm_jax.grm.rules import has_unique_best, is_correct, judgement_correct, pick_correct, rl_reward, true_best
-from grm_jax.grm.voting import choose_best, default_k_meta, meta_keep, unpermute_batch, vote, voted_correct
+from grm_jax.grm.voting import (
+  choose_best,
+  default_k_meta,
+  meta_keep,
+  token_prob_votes,
+  unpermute_batch,
+  vote,
+  voted_correct,
+)
 
 __all__ = [
   "DEFAULT_TEMPLATE",
+  "GRM_TEMPLATES",
   "HINT_TEMPLATE",
+  "JUDGE_TEMPLATE",
+  "JUDGE_TEMPLATES",
+  "NO_PRINCIPLES_TEMPLATE",
   "PREFERENCE_STRENGTHS",
   "META_TEMPLATE",
   "SINGLE_TEMPLATE",
@@ -46,6 +71,8 @@ __all__ = [
   "judgement_correct",
   "meta_keep",
   "meta_prompt",
+  "parse_choice",
+  "parse_judgement",
   "parse_scores",
   "pick_correct",
   "render_context",
@@ -54,6 +81,7 @@ __all__ = [
   "sample_permutation",
   "split_judgement",
   "stack_scores",
+  "token_prob_votes",
   "true_best",
   "unpermute",
   "unpermute_batch",

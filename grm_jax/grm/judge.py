@@ -3,8 +3,9 @@
 This is the one place where the paper's inference-time sampling (§4) meets the model: every sample of an item
 sees the responses in its own permutation (drawn from a seeded numpy Generator, so a run is reproducible), the
 prompts are tokenized with the model's chat template, all samples are drawn by `sampling.generate`, and the
-texts are parsed (`parse_scores`) and mapped back to the original response order (`unpermute`). The arrays it
-returns are what `rules` (training) and `voting` (inference) consume.
+texts are parsed (`parse_judgement`: scores, or a judge template's chosen index as one-hot scores) and mapped back to
+the original response order (`unpermute`). The arrays it returns are what `rules` (training) and `voting`
+(inference) consume.
 
 Prefix sharing: a permutation can repeat (always for n = 1, often for n = 2), giving identical prompts. Those
 are grouped and sampled with `generate(n=m)`, so the prompt is prefilled once and its m samples decode
@@ -27,8 +28,8 @@ import tqdm
 
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
-from grm_jax.grm.parse import parse_scores, unpermute
-from grm_jax.grm.prompts import CLIP_RANGES, SCORE_RANGES, grm_prompt
+from grm_jax.grm.parse import parse_judgement, parse_scores, unpermute
+from grm_jax.grm.prompts import CLIP_RANGES, GRM_TEMPLATES, TEMPLATES, grm_prompt
 
 DEFAULT_RANGE = CLIP_RANGES["default"]
 _INT32 = np.iinfo(np.int32)
@@ -51,7 +52,7 @@ class Judgements:
     prompt_tokens: int32 [B, k], prompt length of each sample.
     generated_tokens: int32 [B, k], number of generated tokens of each sample.
     stopped: bool [B, k], True if the sample ended on a stop token (False: cut at max_new_tokens).
-    templates: the template used per item ("default" or "single").
+    templates: the template used per item (`prompts.TEMPLATES`; n = 1 items get the `single_template`).
     sampler_seconds: wall time spent inside `sampling.generate` (includes compilation on a first call).
     total_seconds: wall time of the whole `judge` call (tokenizing, sampling, decoding, parsing).
   """
@@ -106,13 +107,16 @@ def judge_texts_to_arrays(
   ranges: Sequence[tuple[int, int] | None] | None = None,
   n_max: int | None = None,
   k: int | None = None,
+  templates: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Judgement texts in shown order -> (scores [B,k,n_max], valid [B,k], response_mask [B,n_max], perms).
 
   `texts[b][j]` is sample j of item b, written for a prompt that showed the responses in order `perms[b][j]`
   (`perm[p]` = original index shown as "Response p+1"); item b has n_b = len(perms[b][0]) responses. `ranges`
   gives the range (lo, hi) `parse_scores` clips each item's scores to, or None for an item whose scores are kept as
-  written (the 0/1 template: `prompts.CLIP_RANGES`); default (1, 10) for every item. Returns int32 scores in the
+  written (the 0/1 template: `prompts.CLIP_RANGES`); default (1, 10) for every item. `templates` (instead of
+  `ranges`) names each item's template and reads its texts the template's way (`parse.parse_judgement`: a judge
+  template's choice becomes one-hot scores). Returns int32 scores in the
   original order (0 where invalid or padding), bool valid, bool response mask and the int32 perms padded with
   the identity tail. `k` is only needed to shape an empty batch. Pure: no model needed, never raises on
   unparseable text.
@@ -122,6 +126,11 @@ def judge_texts_to_arrays(
     raise ValueError(f"{B} items of texts but {len(perms)} items of perms")
   if ranges is not None and len(ranges) != B:
     raise ValueError(f"{B} items but {len(ranges)} score ranges")
+  if templates is not None:
+    if ranges is not None:
+      raise ValueError("give either score ranges or templates, not both")
+    if len(templates) != B:
+      raise ValueError(f"{B} items but {len(templates)} templates")
   ks = {len(t) for t in texts}
   if len(ks) > 1:
     raise ValueError(f"every item needs the same number of samples k, got {sorted(ks)}")
@@ -152,7 +161,11 @@ def judge_texts_to_arrays(
     for j in range(k):
       perm = [int(i) for i in perms[b][j]]
       perm_arr[b, j, :n] = perm
-      out = unpermute(parse_scores(texts[b][j], n, lo, hi, clip=clip is not None), perm)
+      if templates is not None:
+        shown = parse_judgement(texts[b][j], n, templates[b])
+      else:
+        shown = parse_scores(texts[b][j], n, lo, hi, clip=clip is not None)
+      out = unpermute(shown, perm)
       if out is not None:
         # An unclipped score can exceed int32; saturating keeps it as wrong as it was (never 0 or 1).
         scores[b, j, :n] = np.clip(out, _INT32.min, _INT32.max)
@@ -204,7 +217,10 @@ def judge(
     shuffle: False shows every sample the original order (for debugging positional bias).
     single_template: template for n = 1 items: "single" (the 0/1 training template, the default) or "default"
       (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
-    template: the template of items with n >= 2: "default" (the paper's) or "compact" (a short CPU variant).
+    template: the template of items with n >= 2 (`prompts.GRM_TEMPLATES`): "default" (the paper's), "judge" (its
+      LLM-as-a-Judge baseline: the index of the best response, read as one-hot scores), "no_principles" (its
+      "w/o Principle Generation" ablation), or the short CPU variants "compact", "compact_judge",
+      "compact_no_principles".
     hint: append "The best response is: Response j" naming the true best's shown position, to items with
       n >= 2 (RFT's hinted sampling, paper §3.2); an item with `metadata["strength"]` (HelpSteer2-Preference)
       also gets its labelled preference strength (`prompts.hint_suffix`). `prompt_ids` then hold the hinted
@@ -216,8 +232,8 @@ def judge(
     raise ValueError(f"k must be >= 1, got {k}")
   if batch_items < 1:
     raise ValueError(f"batch_items must be >= 1, got {batch_items}")
-  if single_template not in SCORE_RANGES:
-    raise ValueError(f"single_template must be one of {tuple(SCORE_RANGES)}, got {single_template!r}")
+  if single_template not in TEMPLATES:
+    raise ValueError(f"single_template must be one of {TEMPLATES}, got {single_template!r}")
   start = time.perf_counter()
   perm_seq, sampler_seq = np.random.SeedSequence(seed).spawn(2)
   perm_rng = np.random.default_rng(perm_seq)
@@ -226,8 +242,8 @@ def judge(
 
   B = len(examples)
   n_max = max((ex.n for ex in examples), default=1)
-  if template not in SCORE_RANGES or template == "single":
-    raise ValueError(f"template must be 'default' or 'compact' for n >= 2 items, got {template!r}")
+  if template not in GRM_TEMPLATES:
+    raise ValueError(f"template must be one of {GRM_TEMPLATES} for n >= 2 items, got {template!r}")
   templates = [single_template if ex.n == 1 else template for ex in examples]
   perms: list[list[tuple[int, ...]]] = []
   for ex in examples:
@@ -288,8 +304,7 @@ def judge(
     bar.update(len(items))
   bar.close()
 
-  ranges = [CLIP_RANGES[t] for t in templates]
-  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, ranges, n_max, k)
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, None, n_max, k, templates)
   return Judgements(
     scores=scores,
     valid=valid,

@@ -16,6 +16,12 @@ The rule, chosen to be strict enough for training and forgiving of harmless form
 Single square brackets are deliberately *not* score blocks: the prompt's own `[The End of Response 2]` markers
 would match them.
 
+The LLM-as-a-Judge templates (`prompts.JUDGE_TEMPLATES`) ask for the index of the best response, `\\boxed{x}`: the
+last block must hold exactly one integer x in 1..n (same formatting rule as above), the *shown* index of the chosen
+response (`parse_choice`); anything else (0, n + 1, two numbers, a word) is unparseable. `parse_judgement` turns the
+choice into one-hot scores in shown order, so every consumer of scores (unpermute, Eq. 10, voting) reads a judge's
+output unchanged; the template decides which reading applies.
+
 Unparseable judgements return None; callers count them and score them -1 (rules.py), never crash.
 """
 
@@ -27,17 +33,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from grm_jax.grm.prompts import CLIP_RANGES, JUDGE_TEMPLATES, SCORE_RANGES
+
 _BLOCK = re.compile(r"\\{1,2}boxed\{([^{}]*)\}|\[\[([^\[\]]*)\]\]")
 _INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
 _SECTION = re.compile(r"^[ \t#*]*(Specific Criteria|Analysis|Scores)[ \t*]*:", re.MULTILINE)
 
 
+def _last_block(text: str) -> re.Match | None:
+  matches = list(_BLOCK.finditer(text))
+  return matches[-1] if matches else None
+
+
 def find_score_block(text: str) -> str | None:
   """Contents of the last `\\boxed{...}` or `[[...]]` in `text`, or None if there is none."""
-  matches = list(_BLOCK.finditer(text))
-  if not matches:
+  last = _last_block(text)
+  if last is None:
     return None
-  last = matches[-1]
   return last.group(1) if last.group(1) is not None else last.group(2)
 
 
@@ -65,6 +77,55 @@ def parse_scores(text: str, n: int, lo: int = 1, hi: int = 10, *, clip: bool = T
   except ValueError:  # more digits than Python converts
     return None
   return [min(max(v, lo), hi) for v in values] if clip else values
+
+
+def choice_span(text: str, n: int) -> tuple[int, int] | None:
+  """(start, end) character span in `text` of the digits of a judge's chosen index (the one integer in the last score
+  block, 1..n), or None if the judgement does not parse as a choice. TokenProb voting reads the probability of the
+  tokens over this span (`grm.token_prob`)."""
+  if n < 1:
+    raise ValueError(f"n must be >= 1, got {n}")
+  if not isinstance(text, str):
+    return None
+  last = _last_block(text)
+  if last is None:
+    return None
+  group = 1 if last.group(1) is not None else 2
+  body = last.group(group).replace("，", ",")
+  stripped = body.strip()
+  if stripped.endswith("."):
+    stripped = stripped[:-1].strip()
+  if not _INTEGER.fullmatch(stripped):
+    return None
+  digits = re.search(r"\d+", body)  # the integer part; a sign or ".0" is not part of the index's tokens
+  try:
+    value = int(digits.group(0))
+  except ValueError:  # more digits than Python converts
+    return None
+  if stripped.startswith("-") or not 1 <= value <= n:
+    return None
+  start = last.start(group) + digits.start()
+  return start, start + len(digits.group(0))
+
+
+def parse_choice(text: str, n: int) -> int | None:
+  """The 1-based *shown* index of the response a judge chose (`\\boxed{x}`, x in 1..n), or None if unparseable."""
+  span = choice_span(text, n)
+  return None if span is None else int(text[span[0] : span[1]])
+
+
+def parse_judgement(text: str, n: int, template: str = "default") -> list[int] | None:
+  """A judgement's scores in *shown* order, read the way `template` asks: n scores (`parse_scores`, clipped as
+  `prompts.CLIP_RANGES` says) or, for a judge template, the choice as one-hot scores (1 for the chosen response, 0 for
+  the others). None if unparseable."""
+  if template not in SCORE_RANGES:
+    raise ValueError(f"unknown template {template!r}; expected one of {tuple(SCORE_RANGES)}")
+  if template in JUDGE_TEMPLATES:
+    choice = parse_choice(text, n)
+    return None if choice is None else [int(p == choice - 1) for p in range(n)]
+  clip = CLIP_RANGES[template]
+  lo, hi = clip if clip is not None else SCORE_RANGES[template]
+  return parse_scores(text, n, lo, hi, clip=clip is not None)
 
 
 def unpermute(scores: Sequence[int] | None, perm: Sequence[int]) -> list[int] | None:

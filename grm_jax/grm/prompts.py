@@ -1,4 +1,5 @@
-"""Prompt builders for the GRM, the single-response 0/1 template and the meta RM (paper App. G).
+"""Prompt builders for the GRM, its LLM-as-a-Judge and no-principle variants, the single-response 0/1 template and
+the meta RM (paper App. G).
 
 The builders return chat *messages* plus the metadata needed to undo the response shuffle; turning
 messages into token ids is the model's job (`Model.encode_chat`), so this module stays plain text.
@@ -14,6 +15,7 @@ insert one newline, plus a blank line before a `#### ... ####` header that does 
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
 from collections.abc import Mapping, Sequence
 
@@ -147,6 +149,79 @@ COMPACT_TEMPLATE = string.Template(
   "\n" + _CONTEXT_AND_RESPONSES
 )
 
+
+def _replaced(text: str, old: str, new: str) -> str:
+  """`text` with its one `old` replaced by `new`; a variant built from a template fails here, at import, if the
+  template's wording moves, rather than silently rendering the unchanged text."""
+  if text.count(old) != 1:
+    raise ValueError(f"expected one {old[:40]!r}... in the template text, found {text.count(old)}")
+  return text.replace(old, new)
+
+
+# "LLM-as-a-Judge" (paper App. G; the baseline of Tables 2/3/6): the default preamble, except that it ends by
+# selecting "the best response among all candidates" and asks for judging rather than scoring, the default rubric
+# without its point bands, and a `Scores:` line holding the 1-based index of the best response in `\boxed{x}`. The
+# preamble, rubric and output lines are the paper's; the response blocks are ours: App. G prints the un-numbered
+# single-response block for this template, which gives the index it asks for nothing to point at, so the judge sees
+# the numbered blocks of the default template ("[The Begin of Response i]"), and the same newlines as the default.
+_JUDGE_PREAMBLE = _replaced(
+  _PREAMBLE_HEAD,
+  "and then provide an overall comprehensive score upon them.",
+  "and then select the best response among all candidates.",
+)
+JUDGE_RUBRIC, _bands = re.subn(r" \(\d+-\d+ points\)", "", DEFAULT_RUBRIC)
+if _bands != 16:  # 4 criteria x 4 tiers
+  raise ValueError(f"expected 16 point bands in the default rubric, removed {_bands}")
+"""The default rubric without its point bands ("Fully Adhered (9-10 points): ..." -> "Fully Adhered: ...")."""
+JUDGE_TEMPLATE = string.Template(
+  _JUDGE_PREAMBLE + "\n"
+  "Before judging, please analyze step by step. Your judgement needs to be as strict as possible.\n"
+  "\n"
+  "#### Evaluation Criteria ####\n" + JUDGE_RUBRIC + "\n"
+  "\n" + _CONTEXT_AND_RESPONSES + _replaced(
+    _OUTPUT_FORMAT,
+    "<the overall comprehensive score of all responses in order, separate by comma in the boxed, e.g., "
+    "\\boxed{x, x} if there exists 2 responeses>",
+    "<the index of the best response based on the judgement, in the format of \\boxed{x}>",
+  )
+)
+
+# "w/o Principle Generation" (paper Tables 4/7, the ablation): the default template without the principle part. The
+# paper does not print this template; the wording below is ours: the default text with the preamble's request to
+# "state potential other specific criteria to the query, the weights of different criteria" removed and a two-line
+# output (no "Specific Criteria:" line). The rubric stays: it is the general criteria the judge scores by, not a
+# generated principle.
+_NO_PRINCIPLES_PREAMBLE = _replaced(
+  _PREAMBLE_HEAD,
+  " Based on the general evaluation criteria, state potential other specific criteria to the query, the weights of "
+  "different criteria, and then provide an overall comprehensive score upon them.",
+  " Based on the general evaluation criteria, provide an overall comprehensive score for each response.",
+)
+NO_PRINCIPLES_TEMPLATE = string.Template(
+  _replaced(
+    _replaced(DEFAULT_TEMPLATE.template, _PREAMBLE_HEAD, _NO_PRINCIPLES_PREAMBLE),
+    "Output with three lines\n"
+    "Specific Criteria: <Other potential criteria specific to the query and the context, and the weights of each "
+    "criteria>.\n",
+    "Output with two lines\n",
+  )
+)
+
+# Not from the paper: compact counterparts of the two variants above (same length class as COMPACT_TEMPLATE), so CPU
+# runs compare the variants with the compact SPCT default like with like.
+COMPACT_JUDGE_TEMPLATE = string.Template(
+  "Select the best response to the User's query among all candidates, as strictly as possible. Write three lines: "
+  "Specific Criteria: <criteria for this query>, Analysis: <compare the responses>, Scores: \\boxed{x} (x: the "
+  "index of the best response).\n"
+  "\n" + _CONTEXT_AND_RESPONSES
+)
+COMPACT_NO_PRINCIPLES_TEMPLATE = string.Template(
+  "Score each response to the User's query with an integer from 1 (wrong or useless) to 10 (fully correct and "
+  "helpful), as strictly as possible. Write two lines: Analysis: <compare the responses>, Scores: \\boxed{x, x} (one "
+  "score per response, in order).\n"
+  "\n" + _CONTEXT_AND_RESPONSES
+)
+
 # Meta RM (user turn); the assistant turn is the GRM's generated principles & critique.
 META_TEMPLATE = string.Template("Please score the responses.\n\n" + _CONTEXT_AND_RESPONSES)
 
@@ -163,14 +238,31 @@ PREFERENCE_STRENGTHS = {1: "slightly better", 2: "better", 3: "much better"}
 # "the last round is the User’s query", "responses from the Assistant").
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
-TEMPLATES = ("default", "single", "compact")
-SCORE_RANGES = {"default": (1, 10), "single": (0, 1), "compact": (1, 10)}
-"""The scores each template asks for (what the prompt says)."""
-CLIP_RANGES: dict[str, tuple[int, int] | None] = {"default": (1, 10), "single": None, "compact": (1, 10)}
+TEMPLATES = ("default", "single", "compact", "judge", "compact_judge", "no_principles", "compact_no_principles")
+"""Every GRM template name: the one list `config.grm.template`, `judge` and `grm_prompt` check against."""
+GRM_TEMPLATES = tuple(t for t in TEMPLATES if t != "single")
+"""Templates for items with n >= 2 (`config.grm.template`); "single" is the n = 1 training template only."""
+JUDGE_TEMPLATES = ("judge", "compact_judge")
+"""Templates whose output is the index of the best response (`\\boxed{x}`), read by `parse.parse_choice` into one-hot
+scores in shown order (1 for the chosen response, 0 for the others): Eq. 10, `unpermute` and voting (whose sum is then
+the majority-vote count of paper Eq. 13) read them unchanged."""
+NO_PRINCIPLE_TEMPLATES = ("no_principles", "compact_no_principles")
+"""Templates whose output has no "Specific Criteria:" line (the paper's "w/o Principle Generation" ablation)."""
+SCORE_RANGES = {"default": (1, 10), "single": (0, 1), "compact": (1, 10), "judge": (0, 1), "compact_judge": (0, 1),
+                "no_principles": (1, 10), "compact_no_principles": (1, 10)}
+"""The scores each template asks for (what the prompt says); a judge template's are its one-hot choice."""
+CLIP_RANGES: dict[str, tuple[int, int] | None] = {
+  "default": (1, 10), "single": None, "compact": (1, 10), "judge": None, "compact_judge": None,
+  "no_principles": (1, 10), "compact_no_principles": (1, 10)}
 """What `parse_scores` clips each template's scores to; None: kept as written. The 1-10 templates clip as the
 model-card example does. The 0/1 template does not: for n = 1 Eq. 10/11 ask S_1 == r_1 of the score the model
-wrote, so an out-of-range score is a wrong judgement, never a clipped right one."""
-_BODIES = {"default": DEFAULT_TEMPLATE, "single": SINGLE_TEMPLATE, "compact": COMPACT_TEMPLATE}
+wrote, so an out-of-range score is a wrong judgement, never a clipped right one. A judge template's one-hot choice
+has nothing to clip (an index outside 1..n is unparseable, `parse.parse_choice`)."""
+_BODIES = {"default": DEFAULT_TEMPLATE, "single": SINGLE_TEMPLATE, "compact": COMPACT_TEMPLATE,
+           "judge": JUDGE_TEMPLATE, "compact_judge": COMPACT_JUDGE_TEMPLATE, "no_principles": NO_PRINCIPLES_TEMPLATE,
+           "compact_no_principles": COMPACT_NO_PRINCIPLES_TEMPLATE}
+assert set(SCORE_RANGES) == set(CLIP_RANGES) == set(_BODIES) == set(TEMPLATES)
+
 
 Query = str | Sequence[Mapping[str, str]]
 
@@ -184,8 +276,9 @@ class GrmPrompt:
 
   `perm[p]` is the original index of the response shown as "Response p+1", so scores parsed in shown order
   map back with `parse.unpermute(shown, perm)`. `lo`/`hi` is the template's score range; read the output with
-  `parse_scores(text, n, lo, hi, clip=clip)` (the 0/1 template is not clipped, `CLIP_RANGES`). `hint` is the
-  1-based *shown* index named by the hint suffix, or None.
+  `parse.parse_judgement(text, n, template)` (for the score templates that is `parse_scores(text, n, lo, hi,
+  clip=clip)`, the 0/1 template not clipped, `CLIP_RANGES`; a judge template's choice becomes one-hot scores in
+  0..1). `hint` is the 1-based *shown* index named by the hint suffix, or None.
   """
 
   messages: list[dict[str, str]]
@@ -295,7 +388,7 @@ def grm_prompt(
   position ("The best response is: Response j") on a new line after the template (ours: the paper only says the hint
   is "appended to the input"). `hint_strength` adds a pair's labelled preference strength to the hint (see
   `hint_suffix`; the paper does this on HelpSteer2). `template="single"` is the 0/1 training template and requires
-  one response.
+  one response; the judge templates (`JUDGE_TEMPLATES`) need at least two (the paper defines no best-of-one question).
   """
   if template not in TEMPLATES:
     raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
@@ -306,6 +399,8 @@ def grm_prompt(
     raise ValueError("responses must be strings")
   if template == "single" and n != 1:
     raise ValueError(f"the single-response template takes exactly one response, got {n}")
+  if template in JUDGE_TEMPLATES and n < 2:
+    raise ValueError(f"the {template!r} template selects the best of several responses, got {n}")
   order = _check_perm(perm, n) if perm is not None else sample_permutation(n, rng)
   shown = [responses[i] for i in order]
   content = _BODIES[template].substitute(

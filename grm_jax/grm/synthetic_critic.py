@@ -11,6 +11,11 @@ the wrong answers, so its scores are wrong and RFT's rejection rule (Eq. 10) has
 gets right every time are dropped as too easy, exactly as with a model sampler. The trained model is always
 evaluated on its own generated judgements of held-out problems; the critic never sees the test split.
 
+It writes in the format of the template it stands in for: with a judge template (`prompts.JUDGE_TEMPLATES`, the
+LLM-as-a-Judge baseline) the verdicts carry no scores and the `Scores:` line names the shown index of the response it
+believes best, `\\boxed{j}`; with a no-principle template (`prompts.NO_PRINCIPLE_TEMPLATES`) there is no
+"Specific Criteria:" line. So RFT on the synthetic set trains each variant on its own output format.
+
 Used by `rft.sampler = "synthetic-critic"`; items without synthetic metadata are an error naming the item.
 """
 
@@ -23,7 +28,7 @@ import numpy as np
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.synthetic import DEFAULT_WORKED
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
-from grm_jax.grm.prompts import CLIP_RANGES
+from grm_jax.grm.prompts import JUDGE_TEMPLATES, NO_PRINCIPLE_TEMPLATES
 
 CRITERIA = "Specific Criteria: Correctness of the final answer."
 
@@ -48,18 +53,27 @@ def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, r
   SFT, 68% of decisive picks on the second-shown response), and a bare "The correct answer is X." first (the model
   copied the first response's answer as the reference)."""
   answers = _answers(ex)
-  verdicts, scores = [], []
+  judge = template in JUDGE_TEMPLATES
+  verdicts, scores, rights = [], [], []
   for shown, i in enumerate(perm, 1):
     right = answers[i] == believed
+    rights.append(right)
+    if judge:
+      verdicts.append(f"Response {shown} answers {answers[i]}: {'right' if right else 'wrong'}.")
+      continue
     if template == "single":
       scores.append(1 if right else 0)
     else:
       scores.append(int(rng.integers(8, 11)) if right else int(rng.integers(1, 4)))
     verdicts.append(f"Response {shown} answers {answers[i]}: {'right' if right else 'wrong'}, {scores[-1]}.")
+  if judge:
+    # The first shown response it believes right; a judge who believes none right still has to pick one: at random.
+    scores = [rights.index(True) + 1 if any(rights) else int(rng.integers(len(perm))) + 1]
   worked = str(ex.metadata.get("worked", DEFAULT_WORKED))
   reference = worked.replace("{}", believed) if believed is not None else "I cannot tell the correct answer."
   analysis = "Analysis: " + reference + " " + " ".join(verdicts)
-  return f"{CRITERIA}\n{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+  criteria = "" if template in NO_PRINCIPLE_TEMPLATES else CRITERIA + "\n"
+  return f"{criteria}{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 
 def critic_judge(examples: Sequence[PreferenceExample], *, k: int = 1, seed: int = 0, hint: bool = False,
@@ -89,7 +103,7 @@ def critic_judge(examples: Sequence[PreferenceExample], *, k: int = 1, seed: int
     texts.append(row_t)
     perms.append(row_p)
   n_max = max((ex.n for ex in examples), default=1)
-  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, [CLIP_RANGES[t] for t in templates], n_max, k)
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, None, n_max, k, templates)
   B = len(examples)
   return Judgements(
     scores=scores, valid=valid, response_mask=mask, perms=perm_arr, texts=texts,

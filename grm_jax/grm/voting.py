@@ -5,6 +5,11 @@ unparseable samples contribute nothing. Meta-RM guided voting first keeps the k_
 meta-RM logit among the *valid* ones (a sample we could not parse has no scores to keep). The best response
 is the argmax of the votes with ties broken at random (the paper shuffles, then takes argmax).
 
+The LLM-as-a-Judge baseline (paper §4, Eq. 13) votes by majority over the chosen index. Its judgements are one-hot
+scores (`parse.parse_judgement`), so `vote` already sums them into majority counts. Its "w/ TokenProb" variant
+(Tables 3/6) weights each vote by the probability of the chosen index token (`token_prob_votes`; the probability
+comes from `grm.token_prob.choice_probs`).
+
 All functions are pure jax.numpy over padded arrays with masks; no Python loops over the batch or the samples.
 """
 
@@ -59,6 +64,23 @@ def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | N
   elif k_meta is not None:
     raise ValueError("k_meta was given without meta rewards")
   return jnp.sum(jnp.where(keep[..., None], scores, jnp.zeros((), scores.dtype)), axis=1)
+
+
+def token_prob_votes(choices: Array, probs: Array, valid: Array) -> jax.Array:
+  """float32 [B, n]: TokenProb votes, sum over valid samples of the chosen response's one-hot times its probability.
+
+  `choices` [B, k, n] are one-hot choices in original order (a judge template's scores), `probs` [B, k] the
+  probability of each sample's chosen index token (`token_prob.choice_probs`), `valid` [B, k] which samples parsed.
+  Jittable.
+  """
+  choices = jnp.asarray(choices, jnp.float32)
+  probs = jnp.asarray(probs, jnp.float32)
+  keep = jnp.asarray(valid, bool)
+  if choices.ndim != 3 or keep.shape != choices.shape[:2] or probs.shape != choices.shape[:2]:
+    raise ValueError(f"expected choices [B, k, n], probs and valid [B, k], got {choices.shape}, {probs.shape} and "
+                     f"{keep.shape}")
+  weights = jnp.where(keep, probs, 0.0)
+  return jnp.einsum("bkn,bk->bn", choices, weights)
 
 
 def unpermute_batch(shown: Array, perm: Array) -> jax.Array:

@@ -15,6 +15,11 @@
    order and text), and MetaRM@k (votes of the top ⌈k/2⌉ samples by meta logit) is reported at k_max and along
    the curve, with the meta RM's ROC-AUC against the samples' correctness (Eq. 10; single-response items are
    left out of it and counted, since their 1-10 scores are not 0/1 labels: `meta_stats`);
+   With a judge template (`config.grm.template` "judge" or "compact_judge", the paper's LLM-as-a-Judge baseline)
+   each sample picks one response; Voting@k is then the majority vote (paper Eq. 13) and TokenProb@k (Tables 3/6,
+   "w/ TokenProb") weights each vote by the probability of the chosen index token (`grm.token_prob`). The paper
+   defines no best-of-one question for the judge, so its single-response items (ReaLMistake) are left out and
+   counted, and a data set with no item of n >= 2 is skipped and named in the results ("skipped_datasets");
 4. sets the run's numbers beside the paper's Table 2 in its columns (RB, PPE-P, PPE-C, RMB) with its Overall, when
    at least one of those benchmarks was evaluated (`eval.paper`; no Overall unless all four were);
 5. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
@@ -43,8 +48,9 @@ from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report
 from grm_jax.eval.metrics import OFFICIAL_METRIC, benchmark_of, official_metric  # noqa: F401
 from grm_jax.eval.scaling import scaling_curve
-from grm_jax.grm import trajectories
+from grm_jax.grm import token_prob, trajectories
 from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
+from grm_jax.grm.prompts import JUDGE_TEMPLATES
 from grm_jax.stages import common
 from grm_jax.stages.common import datasets_of, select_items  # noqa: F401
 from grm_jax.train.checkpoint import restore_params
@@ -87,10 +93,12 @@ def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tupl
 
 
 def evaluate_dataset(
-  name: str, examples: Sequence[PreferenceExample], j: grm.Judgements, config: Any, meta: np.ndarray | None = None
+  name: str, examples: Sequence[PreferenceExample], j: grm.Judgements, config: Any, meta: np.ndarray | None = None,
+  token_probs: tuple[np.ndarray, np.ndarray] | None = None, judge_skipped: int = 0,
 ) -> dict[str, Any]:
-  """Official metrics at k=1, Voting@k_max and (with meta logits [B, k]) MetaRM@k_max, the scaling table, and the
-  judgement statistics of one data set."""
+  """Official metrics at k=1, Voting@k_max, (with meta logits [B, k]) MetaRM@k_max and (with a judge template's
+  (probs, located) [B, k], `token_prob.choice_probs`) TokenProb@k_max, the scaling table, and the judgement
+  statistics of one data set. `judge_skipped`: single-response items left out for the judge template."""
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
@@ -106,6 +114,13 @@ def evaluate_dataset(
     meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=k_meta))
     at_meta = metrics_lib.score_benchmark(bench, examples, _rows(examples, meta_voted), key)
     meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
+  at_token_prob, token_prob_info = None, None
+  if token_probs is not None:
+    probs, located = (np.asarray(a) for a in token_probs)
+    weighted = np.asarray(grm.token_prob_votes(scores, probs, valid))
+    at_token_prob = metrics_lib.score_benchmark(bench, examples, _rows(examples, weighted), key)
+    token_prob_info = {"valid": int(valid.sum()), "located": int((located & valid).sum()),
+                       "mean_prob": float(probs[located & valid].mean()) if (located & valid).any() else float("nan")}
   table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=int(config.seed),
                         metric=metric)
   return {
@@ -114,8 +129,10 @@ def evaluate_dataset(
     "num_items": len(examples),
     "k": j.k,
     "skipped_rows": int(getattr(examples, "skipped", 0) or 0),
-    "metrics": {"k1": at_k1, "voting": at_kmax, "meta": at_meta},
+    "metrics": {"k1": at_k1, "voting": at_kmax, "meta": at_meta,
+                **({"token_prob": at_token_prob} if token_probs is not None else {})},
     "meta_rm": meta_info,
+    **({"token_prob": token_prob_info, "judge_skipped_single": int(judge_skipped)} if token_probs is not None else {}),
     "scaling": [{"k": int(k), **row} for k, row in sorted(table.items())],
     **report.judgement_stats(j),
   }
@@ -234,6 +251,26 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
   names = list(datasets)
   k = int(config.eval.k)
 
+  template = common.grm_template(config)
+  judging = template in JUDGE_TEMPLATES
+  judge_skipped: dict[str, int] = {}
+  skipped_datasets: dict[str, str] = {}
+  for name in list(names):
+    if judging:  # the judge picks the best of several responses; the paper defines no best-of-one question
+      kept = [ex for ex in datasets[name] if ex.n >= 2]
+      judge_skipped[name] = len(datasets[name]) - len(kept)
+      if not kept:
+        skipped_datasets[name] = (f"all {judge_skipped[name]} items have one response: the {template} template "
+                                  "selects the best of several")
+        del datasets[name]
+        logging.warning("evaluate: %s skipped: %s", name, skipped_datasets[name])
+        continue
+      datasets[name] = kept
+  names = [n for n in names if n in datasets]
+  if not names:
+    raise ValueError(f"config.eval.datasets: nothing to judge with template {template!r}: "
+                     f"{skipped_datasets}")
+
   model = load_model(config)
   base_model = model
   policy = str(config.eval.policy)
@@ -255,7 +292,8 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
             if meta_rm is not None else None)
     if meta is not None:
       metas[name] = meta
-    per_dataset[name] = evaluate_dataset(name, examples, j, config, meta)
+    probs = token_prob.choice_probs(model, j, int(config.eval.batch_items)) if judging else None
+    per_dataset[name] = evaluate_dataset(name, examples, j, config, meta, probs, judge_skipped.get(name, 0))
     d = per_dataset[name]
     logging.info(
       "evaluate: %s: %s k=1 %.4f, voting@%d %.4f; parse failures %.1f%%; %.2f items/s, %.1f tok/s",
@@ -280,6 +318,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     "config": cfg,
     "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
     "datasets": per_dataset,
+    "skipped_datasets": skipped_datasets,
     "paper": paper.comparison(per_dataset, compared, policy),
     "totals": _totals(per_dataset),
     "seconds": time.perf_counter() - start,

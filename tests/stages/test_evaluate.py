@@ -266,3 +266,54 @@ def test_dataset_list_keeps_synthetic_options_together():
   config.eval.datasets = " , "
   with pytest.raises(ValueError, match="eval.datasets"):
     evaluate.datasets_of(config)
+
+
+def test_judge_template_reports_majority_and_token_prob(config, tmp_path, monkeypatch):
+  """grm.template="judge": the judge's index picks are majority-voted, TokenProb@k sits beside them (probabilities
+  from the tiny model's forward over the scripted judgements' real token ids), single-response items are left out
+  and a data set of only single responses is skipped and named."""
+  model = models.load("tiny:llama")  # random weights, the embedded model's tokenizer
+  tok = model.tokenizer
+  calls = []
+  monkeypatch.setattr(models, "load", lambda name, **kw: model)
+
+  def judge(m, examples, *, k=1, seed=0, template="default", **kwargs):
+    calls.append({"n": [ex.n for ex in examples], "template": template})
+    rng = np.random.default_rng(seed)
+    texts, perms, tokens = [], [], []
+    for b, ex in enumerate(examples):
+      row_p = [tuple(int(i) for i in rng.permutation(ex.n)) for _ in range(k)]
+      best = int(np.argmax(ex.rewards))
+      # Mostly the true best's shown index; every third sample the first shown; the last sample of odd items garbage.
+      row_t = ["no verdict" if s == k - 1 and b % 2 else
+               f"Specific Criteria: c.\nAnalysis: a.\nScores: \\boxed{{{(p.index(best) if (b + s) % 3 else 0) + 1}}}"
+               for s, p in enumerate(row_p)]
+      texts.append(row_t)
+      perms.append(row_p)
+      tokens.append([tok.encode(t, add_special_tokens=False) for t in row_t])
+    scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, templates=[template] * len(examples))
+    B = len(examples)
+    return Judgements(scores=scores, valid=valid, response_mask=mask, perms=perm_arr, texts=texts, tokens=tokens,
+                      logprobs=[[[] for _ in range(k)] for _ in range(B)],
+                      prompt_ids=[[[1, 2, 3] for _ in range(k)] for _ in range(B)],
+                      prompt_tokens=np.full((B, k), 3, np.int32), generated_tokens=np.full((B, k), 9, np.int32),
+                      stopped=np.ones((B, k), bool), templates=[template] * B, sampler_seconds=0.5, total_seconds=0.6)
+
+  monkeypatch.setattr(grm, "judge", judge)
+  config.grm.template = "judge"
+  config.eval.datasets = "synthetic:n=1+2,synthetic:n=1"
+  config.eval.limit = 8
+  results = evaluate.run(config, tmp_path)
+  assert list(results["datasets"]) == ["synthetic:n=1+2"]
+  assert "synthetic:n=1" in results["skipped_datasets"]
+  assert all(c["template"] == "judge" and min(c["n"]) >= 2 for c in calls) and len(calls) == 1
+  d = results["datasets"]["synthetic:n=1+2"]
+  kept = d["num_items"]
+  assert d["judge_skipped_single"] == 8 - kept and 0 < kept < 8
+  assert set(d["metrics"]) == {"k1", "voting", "meta", "token_prob"}
+  assert 0.0 <= d["metrics"]["token_prob"]["accuracy"] <= 1.0
+  tp = d["token_prob"]
+  assert tp["valid"] == 4 * kept - kept // 2 and tp["located"] == tp["valid"] and 0.0 < tp["mean_prob"] < 1.0
+  report_md = (tmp_path / "eval" / "report.md").read_text()
+  assert "TokenProb@4" in report_md and "**Skipped** `synthetic:n=1`" in report_md
+  assert json.loads((tmp_path / "eval" / "results.json").read_text())["datasets"] == results["datasets"]
