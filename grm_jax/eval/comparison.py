@@ -81,7 +81,7 @@ def compare(systems: Sequence[tuple[str, Mapping[str, Any], bool]]) -> dict[str,
       mismatched.append(label)
     for name, row in system_rows(label, results, baseline).items():
       datasets.setdefault(name, []).append(row)
-  for name, rows in datasets.items():
+  for rows in datasets.values():
     counts = {r["num_items"] for r in rows if r.get("num_items") is not None}
     if len(counts) > 1:
       mismatched += [r["system"] for r in rows if r.get("num_items") != rows[0].get("num_items")]
