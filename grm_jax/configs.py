@@ -210,9 +210,75 @@ def btrm() -> ml_collections.ConfigDict:
   return c
 
 
+def compare() -> ml_collections.ConfigDict:
+  """The comparison stage: which results go in the table (`stages/compare.py`)."""
+  c = ml_collections.ConfigDict()
+  # "label=results folder[@baseline];..." relative to the workdir: `eval` (this run's GRM), `eval@baseline` (the GRM
+  # before training), `btrm` (the Bradley-Terry RM), `<variant>/eval` (a variant's evaluation)
+  c.systems = "SPCT GRM=eval;base GRM=eval@baseline"
+  return c
+
+
+def parse_overrides(text: str, key: str) -> list[tuple[str, str]]:
+  """`"grm.template=judge;eval.meta_model="` -> [(dotted key, value text)]; a part without '=' names `key`."""
+  out = []
+  for part in filter(None, (p.strip() for p in str(text).split(";"))):
+    name, sep, value = part.partition("=")
+    if not sep or not name.strip():
+      raise ValueError(f"config {key}: part {part!r} is not 'dotted.key=value'")
+    out.append((name.strip(), value.strip()))
+  return out
+
+
+def _cast(old, text: str, where: str):
+  """`text` as the type of the value it replaces (the config's types are the schema)."""
+  if isinstance(old, bool):
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"{where}: {text!r} is not a bool (true / false)")
+    return text.lower() in ("true", "1")
+  if isinstance(old, int | float) and not isinstance(old, bool):
+    try:
+      return type(old)(float(text)) if isinstance(old, float) else int(text)
+    except ValueError:
+      raise ValueError(f"{where}: {text!r} is not a {type(old).__name__}") from None
+  if isinstance(old, tuple):
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+  return text
+
+
+def variant_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """The config of variant `name` (`config.variants.<name>`: "dotted.key=value;..." on top of this config), which
+  runs its stages in `<workdir>/<name>/` (stages listed as "<name>/<stage>", e.g. "judge/rft")."""
+  if "variants" not in config or name not in config.variants:
+    known = sorted(config.variants.keys()) if "variants" in config else []
+    raise ValueError(f"config.stages: no variant {name!r} (config.variants has {known})")
+  out = ml_collections.ConfigDict(config.to_dict())
+  for dotted, text in parse_overrides(config.variants[name], f"variants.{name}"):
+    node, parts = out, dotted.split(".")
+    for part in parts[:-1]:
+      if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+        raise ValueError(f"config variants.{name}: unknown key {dotted!r}")
+      node = node[part]
+    if parts[-1] not in node or isinstance(node[parts[-1]], ml_collections.ConfigDict):
+      raise ValueError(f"config variants.{name}: unknown key {dotted!r}")
+    node[parts[-1]] = _cast(node[parts[-1]], text, f"config variants.{name}: {dotted}")
+  return out
+
+
+def split_stage(name: str) -> tuple[str | None, str]:
+  """"judge/rft" -> ("judge", "rft"); "rft" -> (None, "rft")."""
+  variant, sep, stage = str(name).rpartition("/")
+  return (variant or None) if sep else None, stage
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Cross-key checks that would otherwise fail minutes into a run; each message names the key. `num_devices`
   defaults to this runtime's devices (grm_jax.aot passes a TPU slice's)."""
+  variants = {split_stage(s)[0] for s in tuple(config.stages)} - {None}
+  for name in sorted(variants):
+    sub = variant_config(config, name)
+    sub.stages = tuple(split_stage(s)[1] for s in tuple(config.stages) if split_stage(s)[0] == name)
+    validate(sub, num_devices)
   rows = _batch_shards(config, jax.device_count() if num_devices is None else num_devices)
   if "grm" in config and config.grm.template not in GRM_TEMPLATES:
     raise ValueError(f"config grm.template={config.grm.template!r}: choose one of {GRM_TEMPLATES}")

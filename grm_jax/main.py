@@ -3,7 +3,9 @@
 The config file's `get_config(preset)` builds an `ml_collections.ConfigDict`; command-line
 overrides (`--config.eval.k=8`) are applied by `config_flags`, which rejects a key the config
 does not have. The config is then locked (no stage can invent a key) and the stages it lists run
-in order, each as `grm_jax.stages.<name>.run(config, workdir)`.
+in order, each as `grm_jax.stages.<name>.run(config, workdir)`. A stage listed as "<variant>/<name>" runs with the
+config of `config.variants.<variant>` (overrides on top of this config, `configs.variant_config`) in
+`<workdir>/<variant>/`: the baselines experiment trains the same pipeline with other templates that way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ml_collections import config_flags
 from grm_jax import configs, files, parallel
 from grm_jax.train.errors import Preempted, StageStopped
 
-STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate")
+STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate", "compare")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")
@@ -38,7 +40,7 @@ def run(config, workdir: str) -> dict:
   config = config.copy_and_resolve_references()
   config.lock()
   stages = tuple(config.stages)
-  unknown = [s for s in stages if s not in STAGES]
+  unknown = [s for s in stages if configs.split_stage(s)[1] not in STAGES]
   if unknown:
     raise ValueError(f"config.stages: unknown stage {unknown[0]!r}; known stages are {STAGES}")
   configs.validate(config)
@@ -47,15 +49,22 @@ def run(config, workdir: str) -> dict:
   files.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   results = {}
   for name in stages:
+    variant, stage = configs.split_stage(name)
     try:
-      module = importlib.import_module(f"grm_jax.stages.{name}")
+      module = importlib.import_module(f"grm_jax.stages.{stage}")
     except ModuleNotFoundError as e:
       raise NotImplementedError(
-        f"config.stages: stage {name!r} is not implemented in this version of grm_jax (grm_jax/stages/{name}.py)"
+        f"config.stages: stage {stage!r} is not implemented in this version of grm_jax (grm_jax/stages/{stage}.py)"
       ) from e
+    stage_config, stage_workdir = config, workdir
+    if variant is not None:
+      stage_config = configs.variant_config(config, variant)
+      stage_config.lock()
+      stage_workdir = os.path.join(os.fspath(workdir), variant)
+      files.makedirs(stage_workdir)
     logging.info("stage %s: start", name)
     start = time.perf_counter()
-    results[name] = module.run(config, workdir)
+    results[name] = module.run(stage_config, stage_workdir)
     seconds = time.perf_counter() - start
     logging.info("stage %s: done in %.0f s", name, seconds)
     # One line per stage and invocation (a skipped stage shows as a few seconds), so a resumed run's history stays.
