@@ -120,6 +120,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.train, c.data.train_limit = SYNTHETIC, 48
     c.data.test, c.data.test_limit = SYNTHETIC, 32
     c.rft.sampler = "synthetic-critic"
+    # Hinted samples only for the items the plain samples did not all get right (ours; the paper hints every item).
+    # Measured 2026-11-29 on this preset, one seed: hinting all 48 items added 18 SFT rows (38 -> 47 steps) and the
+    # judge came out preferring the first shown response (82% of samples vs 48%), Voting@4 59.4% vs 81.2%.
+    c.rft.hinted_scope = "not_too_easy"
     # Small batches and a high learning rate: at ~12 s per 4 x 256-token step, updates are what the CPU budget buys.
     c.rft.batch_size, c.rft.epochs, c.rft.max_len = 4, 2.0, 512
     c.rft.optim.learning_rate = 1.5e-4

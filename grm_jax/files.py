@@ -76,6 +76,17 @@ def makedirs(p: PathLike) -> epath.Path:
   return out
 
 
+def remove(p: PathLike) -> None:
+  """Deletes a file or a folder tree if it exists (process 0; the others wait)."""
+  target = epath.Path(p)
+  if is_writer() and target.exists():
+    if target.is_dir():
+      target.rmtree()
+    else:
+      target.unlink()
+  barrier(f"remove {target}")
+
+
 def ensure_writable_dir(p: PathLike) -> epath.Path:
   """Creates the folder and checks it is one (not a file), with a one-line error a user can act on."""
   out = epath.Path(p)

@@ -183,9 +183,33 @@ def run_stage(config, workdir: str, name: str, work: Callable[[str], dict[str, A
   if done is not None and done.get("fingerprint") == key:
     logging.info("%s: already done (%s)", name, out)
     return reuse(out, done) if reuse is not None else done
+  _forget_other_inputs(out, name, key)
   info = work(out)
   write_done(out, {"fingerprint": key, **{k: v for k, v in dict(info).items() if k != "fingerprint"}})
   return reuse(out, read_done(out)) if reuse is not None else read_done(out)
+
+
+STARTED = "started.json"
+"""The fingerprint a stage's training outputs (checkpoints, metrics) belong to, written before its work starts."""
+STALE = ("checkpoints", "metrics.jsonl", "final", "done.json")
+"""What a stage's training leaves that belongs to one fingerprint: resumed only with the same inputs."""
+
+
+def _forget_other_inputs(out: str, name: str, key: str) -> None:
+  """Resuming is for the same inputs: a stage whose config or upstream changed since its checkpoints were written
+  starts over instead of restoring them (a changed learning rate must not resume the old run). Sampling steps keep
+  their own fingerprints (`cached`) and are left alone."""
+  started = os.path.join(out, STARTED)
+  previous = files.read_json(started).get("fingerprint") if files.exists(started) else None
+  if previous is None:
+    done = read_done(out)
+    previous = done.get("fingerprint") if done else None
+  if previous is not None and previous != key:
+    logging.info("%s: inputs changed since the last run (%s -> %s); its checkpoints and metrics start over", name,
+                 previous, key)
+    for item in STALE:
+      files.remove(os.path.join(out, item))
+  files.write_json(started, {"fingerprint": key})
 
 
 def cached(marker: str, inputs: dict[str, Any], make: Callable[[], dict[str, Any]]) -> dict[str, Any]:

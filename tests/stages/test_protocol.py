@@ -61,3 +61,26 @@ def test_cached_step(tmp_path):
   assert common.cached(marker, {"k": 1}, make) == first and len(made) == 1
   common.cached(marker, {"k": 2}, make)
   assert len(made) == 2
+
+
+def test_checkpoints_of_other_inputs_are_not_resumed(tmp_path):
+  """A killed run resumes its checkpoints; a run with another config starts over (a changed learning rate must not
+  restore the old run's state), while a sampling step's cache stays (it has its own fingerprint)."""
+  seen = []
+
+  def killed(out):
+    (tmp_path / "s" / "checkpoints" / "3").mkdir(parents=True)
+    (tmp_path / "s" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "s" / "samples.json").write_text("{}")
+    raise RuntimeError("killed")
+
+  def work(out):
+    seen.append(sorted(p.name for p in (tmp_path / "s").iterdir()))
+    return {}
+
+  with pytest.raises(RuntimeError):
+    common.run_stage(_config(), str(tmp_path), "s", killed, keys=("seed", "train"))
+  common.run_stage(_config(), str(tmp_path), "s", work, keys=("seed", "train"))  # same inputs: resume
+  assert seen[-1] == ["checkpoints", "metrics.jsonl", "samples.json", "started.json"]
+  common.run_stage(_config(lr=2e-3), str(tmp_path), "s", work, keys=("seed", "train"))  # other inputs: start over
+  assert seen[-1] == ["samples.json", "started.json"]
