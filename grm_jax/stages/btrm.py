@@ -232,8 +232,11 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
     "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None})
 
   per_dataset = evaluate_items(model, params, datasets, config, batch, mesh, rules)
-  results = {"model": name, "policy": "btrm", "datasets": per_dataset, "paper": paper.comparison(per_dataset, None,
-             "btrm"), "heldout": {"before": before, "after": after}, "seconds": time.perf_counter() - start}
+  # The item selection (seed, eval settings) as the evaluate stage records it, so a comparison can check the items.
+  selection = {"seed": int(config.seed), "eval": config.eval.to_dict()}
+  results = {"model": name, "policy": "btrm", "config": selection, "datasets": per_dataset,
+             "paper": paper.comparison(per_dataset, None, "btrm"), "heldout": {"before": before, "after": after},
+             "seconds": time.perf_counter() - start}
   files.write_json(os.path.join(out, "results.json"), results)
   return {"results": "results.json", "steps": len(history), "train_items": len(train_items),
           "dropped_single": train_counts["dropped_single"], "heldout_accuracy_before": before["accuracy"],
