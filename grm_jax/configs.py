@@ -391,6 +391,10 @@ def evaluation() -> ml_collections.ConfigDict:
   c.max_new_tokens = 256
   c.batch_items = 8  # items judged per sampler call (memory bound)
   c.num_subsets = 8  # random k-subsets averaged per point of the scaling curve
+  # 95% percentile bootstrap over items of each column's tie-expected official metric and of each scaling point
+  # (eval.metrics.bootstrap_official); 0 = no intervals. 1000 resamples put the 2.5% / 97.5% quantiles within
+  # about 0.01 of their limit on a 32-item set, at a few seconds per column for a few thousand items.
+  c.bootstrap_resamples = 1000
   c.meta_model = ""  # a metarm stage folder for MetaRM@k ('' = voting only; "metarm" = this workdir's)
   c.meta_batch_size = 8  # sequences per meta-RM forward
   return c

@@ -4,8 +4,9 @@ Each system's numbers come from its own evaluation results (`eval/results.json` 
 Bradley-Terry RM, or a results file's `baseline` part: the GRM before training). Per data set the table gives the
 official metric in every column a system has: k=1 (one sample, or a scalar RM's score), Voting@k (sum of k sampled
 scores; a pairwise judge's majority vote, paper Eq. 13), MetaRM@k and TokenProb@k (votes weighted by the
-probability of the chosen index). A system whose data selection differs (data set, item limit, subsample rule, seed)
-is flagged, since its items are then not the same.
+probability of the chosen index), each with its 95% bootstrap interval over items of the tie-expected metric when the
+results carry it ("<metric>_ci95", `eval.metrics.official_with_interval`). A system whose data selection differs
+(data set, item limit, subsample rule, seed) is flagged, since its items are then not the same.
 """
 
 from __future__ import annotations
@@ -45,8 +46,21 @@ def _selection(results: Mapping[str, Any]) -> tuple:
   return (cfg.get("seed"), *(ev.get(k) for k in SELECTION_KEYS))
 
 
+def _columns(metrics: Mapping[str, Any], metric: str) -> dict[str, Any]:
+  """Each column's official value, and its interval as "<column>_ci95" when the results carry one."""
+  out: dict[str, Any] = {}
+  for c, _ in COLUMNS:
+    m = metrics.get(c)
+    if m:
+      out[c] = m.get(metric)
+      if m.get(f"{metric}_ci95") is not None:
+        out[f"{c}_ci95"] = m[f"{metric}_ci95"]
+  return out
+
+
 def system_rows(label: str, results: Mapping[str, Any], baseline: bool = False) -> dict[str, dict[str, Any]]:
-  """Data set -> {"system", "official_metric", "k", "num_items", one value per column it has} for one system."""
+  """Data set -> {"system", "official_metric", "k", "num_items", one value per column it has (and "<column>_ci95"
+  per interval)} for one system."""
   datasets = results.get("datasets") or {}
   rows = {}
   if baseline:
@@ -57,14 +71,14 @@ def system_rows(label: str, results: Mapping[str, Any], baseline: bool = False) 
       d = datasets.get(name) or {}
       rows[name] = {"system": label, "policy": base.get("policy"), "official_metric": metric, "k": d.get("k"),
                     "num_items": d.get("num_items"),
-                    **{c: (metrics.get(c) or {}).get(metric) for c, _ in COLUMNS if metrics.get(c)}}
+                    **_columns(metrics, metric)}
     return rows
   for name, d in datasets.items():
     metric = d.get("official_metric")
     metrics = d.get("metrics") or {}
     rows[name] = {"system": label, "policy": results.get("policy"), "official_metric": metric, "k": d.get("k"),
                   "num_items": d.get("num_items"),
-                  **{c: (metrics.get(c) or {}).get(metric) for c, _ in COLUMNS if metrics.get(c)}}
+                  **_columns(metrics, metric)}
   return rows
 
 
@@ -88,8 +102,14 @@ def compare(systems: Sequence[tuple[str, Mapping[str, Any], bool]]) -> dict[str,
   return {"systems": [s[0] for s in systems], "datasets": datasets, "mismatched": sorted(set(mismatched))}
 
 
-def _pct(x: Any) -> str:
-  return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * float(x):.1f}"
+def _pct(x: Any, ci: Any = None) -> str:
+  """x in percent, with " (lo–hi)" when an interval is given."""
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "–"
+  text = f"{100 * float(x):.1f}"
+  if ci and len(ci) == 2 and all(v is not None and math.isfinite(v) for v in ci):
+    text += f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})"
+  return text
 
 
 def render(comparison: Mapping[str, Any], seconds: Mapping[str, float] | None = None) -> list[str]:
@@ -107,8 +127,11 @@ def render(comparison: Mapping[str, Any], seconds: Mapping[str, float] | None = 
               "|---|---|---:|" + "---:|" * len(cols)]
     for r in rows:
       lines.append(f"| {r['system']} | {r.get('policy') or '–'} | {r.get('num_items') or '–'} | "
-                   + " | ".join(_pct(r.get(c)) for c, _ in cols) + " |")
+                   + " | ".join(_pct(r.get(c), r.get(f"{c}_ci95")) for c, _ in cols) + " |")
     lines.append("")
+    if any(f"{c}_ci95" in r for r in rows for c, _ in cols):
+      lines += ["(lo–hi): 95% percentile bootstrap interval over items of the tie-expected metric (argmax ties "
+                "scored 1/m, their exact expectation); the value beside it breaks ties by one random draw.", ""]
   if seconds:
     lines += ["Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), ""]
   return lines

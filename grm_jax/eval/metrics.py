@@ -9,12 +9,19 @@ Every value returned is a float: metrics are fractions in [0, 1] (not percentage
 "Is the chosen response the best?" decisions follow the paper's evaluation (§5.1): argmax of the scores
 with ties broken uniformly at random (`grm.choose_best` with `key`), then the pick must be the unique
 ground-truth best (`grm.pick_correct`). A tied pair is thus right half the time in expectation, not always
-wrong (the training rule, `grm.is_correct`, counts ties wrong). Examples whose ground truth has no unique best
-(e.g. PPE ties kept with `include_ties`) cannot be scored this way and are left out, counted in "n_excluded".
+wrong (the training rule, `grm.is_correct`, counts ties wrong). `ties="expected"` (`score_benchmark`) replaces the
+draw by its exact expectation: an item whose top voted score is shared by m responses counts 1/m if the unique true
+best is among them, else 0 (`example_correct` with `expected=True`). Every pick-the-best metric below is, for a fixed
+set of examples, a fixed weighted mean of per-example correctness, so by linearity the expected-mode value is exactly
+the mean of the random-mode value over all tie-break keys, free of tie-break noise: a judge whose samples all fail
+to parse (all-equal votes) scores 1/n per item, 50% on pairs, where one draw on 32 pairs has a standard deviation of
+8.8 points (sqrt(0.25 / 32)). Examples whose ground truth has no unique best (e.g. PPE ties kept with
+`include_ties`) cannot be scored this way and are left out, counted in "n_excluded".
 Single-response examples are left out of these accuracies too, counted in "n_single_excluded" (present when
 non-zero): the pick among one response is always "right", and the judge's 1-10 score of it (evaluation's
 template) is not a 0/1 label to compare with. RM-Bench is the exception to the tie rule: it is scored as its
-own code scores it, chosen strictly above rejected, so a tie is wrong.
+own code scores it, chosen strictly above rejected, so a tie is wrong; ReaLMistake's ROC-AUC already counts a tie
+1/2. Both accept `ties` and return the same values in either mode.
 
 Per benchmark (`score_benchmark(name, ...)`):
 - rewardbench: accuracy per subset ("subset/<name>"); per section ("section/<name>") the subset accuracies are
@@ -47,6 +54,9 @@ Per benchmark (`score_benchmark(name, ...)`):
   sklearn's roc_auc_score). "auc" pools all examples; "auc/<task>" and "auc_task_mean" are per task.
 - ppe: accuracy; "preference" over the human-preference pairs, "correctness" = mean over the correctness
   subsets ("correctness/<subset>") as in paper Table 9.
+
+Uncertainty (`official_with_interval`, `bootstrap_official`): the official metric's tie-expected value and a 95%
+percentile bootstrap interval over items of it (`eval.stats`), the interval every report shows.
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ import numpy as np
 
 from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, REWARDBENCH_UNSECTIONED, rm_bench_level, rm_bench_pairs
 from grm_jax.data.example import PreferenceExample
+from grm_jax.eval import stats
 from grm_jax.grm import rules, voting
 
 Metrics = dict[str, float]
@@ -106,14 +117,28 @@ def pad(examples: Sequence[PreferenceExample], votes: Any) -> tuple[np.ndarray, 
   return out, rewards, mask
 
 
-def example_correct(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-  """(correct [N] bool, scorable [N] bool): argmax with random tie-break is the unique true best.
+def example_correct(
+  examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None, expected: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+  """(correct [N], scorable [N] bool): argmax with random tie-break is the unique true best.
 
-  `scorable` is False where the ground truth has no unique best (such examples are never correct).
+  `correct` is bool, or with `expected=True` float: the probability of that event over the tie-break (1/m when the
+  top voted score is shared by m responses one of which is the true best, else 0; `key` unused). `scorable` is False
+  where the ground truth has no unique best (such examples are never correct).
   """
   v, r, m = pad(examples, votes)
+  scorable = np.asarray(rules.has_unique_best(r, m))
+  if expected:
+    # The tie set as `voting.choose_best` sees it (float32 votes), so this is the exact mean of its draws.
+    v32 = np.where(m, v.astype(np.float32), -np.inf)
+    is_top = m & (v32 == v32.max(axis=-1, keepdims=True))
+    best = np.asarray(rules.true_best(r, m))
+    hit = np.take_along_axis(is_top, best[:, None], axis=-1)[:, 0]
+    return np.where(hit & scorable, 1.0 / is_top.sum(-1), 0.0), scorable
+  if key is None:
+    raise ValueError("the random tie-break needs a PRNG key (or score with ties='expected')")
   choice = np.asarray(voting.choose_best(v, m, key))
-  return np.asarray(rules.pick_correct(choice, r, m)), np.asarray(rules.has_unique_best(r, m))
+  return np.asarray(rules.pick_correct(choice, r, m)), scorable
 
 
 def roc_auc(labels: Any, scores: Any) -> float:
@@ -149,9 +174,27 @@ def _subset_name(ex: PreferenceExample) -> str:
   return ex.source.split("/", 1)[1] if "/" in ex.source else ex.source
 
 
-def _scorable_only(examples, votes, key) -> tuple[list[PreferenceExample], np.ndarray, Metrics]:
-  """(examples kept, their correctness, counts) for the pick-the-best accuracies: see the module docstring."""
-  correct, scorable = example_correct(examples, votes, key)
+TIES = ("random", "expected")
+"""How argmax ties are scored: drawn at random (`key`), or by their exact expectation (module docstring)."""
+
+
+def _expected(ties: str) -> bool:
+  if ties not in TIES:
+    raise ValueError(f"ties={ties!r}; expected one of {TIES}")
+  return ties == "expected"
+
+
+def _scorable_only(examples, votes, key, ties="random", correct=None) -> tuple[list[PreferenceExample], np.ndarray,
+                                                                                 Metrics]:
+  """(examples kept, their correctness, counts) for the pick-the-best accuracies: see the module docstring.
+
+  `correct`: per-example (correctness [N], scorable [N]) computed beforehand (`bootstrap_official` averages it over
+  vote tables), used instead of `votes`.
+  """
+  if correct is None:
+    correct, scorable = example_correct(examples, votes, key, expected=_expected(ties))
+  else:
+    correct, scorable = (np.asarray(a) for a in correct)
   single = np.array([ex.n == 1 for ex in examples], bool)
   keep = scorable & ~single
   kept = [ex for ex, ok in zip(examples, keep, strict=True) if ok]
@@ -165,9 +208,10 @@ def _scorable_only(examples, votes, key) -> tuple[list[PreferenceExample], np.nd
 # Benchmarks.
 
 
-def rewardbench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+def rewardbench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None, ties: str = "random",
+                correct: Any = None) -> Metrics:
   """RewardBench v1 scores; see the module docstring."""
-  examples, correct, counts = _scorable_only(examples, votes, key)
+  examples, correct, counts = _scorable_only(examples, votes, key, ties, correct)
   subsets = _group_mean(correct, [_subset_name(ex) for ex in examples])
   section_of: dict[str, str | None] = {}
   for ex in examples:
@@ -197,9 +241,10 @@ def rewardbench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Arra
   return out
 
 
-def rmb(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+def rmb(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None, ties: str = "random",
+        correct: Any = None) -> Metrics:
   """RMB scores; see the module docstring."""
-  examples, correct, counts = _scorable_only(examples, votes, key)
+  examples, correct, counts = _scorable_only(examples, votes, key, ties, correct)
   scenarios = _group_mean(correct, [ex.source for ex in examples])
   part_of = {ex.source: ex.category for ex in examples}
   micro = _group_mean(correct, [ex.category for ex in examples])
@@ -237,8 +282,10 @@ def _rm_bench_cells(examples, votes) -> tuple[list[PreferenceExample], list[np.n
   return pairs, pair_votes
 
 
-def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None) -> Metrics:
-  """RM-Bench scores; see the module docstring."""
+def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None,
+             ties: str = "random") -> Metrics:
+  """RM-Bench scores; see the module docstring. Strict in either `ties` mode (its official rule)."""
+  _expected(ties)
   if isinstance(votes, np.ndarray | jax.Array):
     votes = np.asarray(votes)
   if len(votes) != len(examples):
@@ -274,9 +321,12 @@ def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array |
   return out
 
 
-def realmistake(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None) -> Metrics:
-  """ReaLMistake ROC-AUC; see the module docstring. `key` is unused (AUC needs no tie-break)."""
+def realmistake(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None,
+                ties: str = "random") -> Metrics:
+  """ReaLMistake ROC-AUC; see the module docstring. `key` is unused and `ties` changes nothing (AUC counts a tie
+  1/2, already its expectation)."""
   del key
+  _expected(ties)
   v, _, m = pad(examples, votes)
   if not np.all(m[:, 0]) or m.shape[1] != 1:
     raise ValueError("ReaLMistake examples have exactly one response")
@@ -301,9 +351,10 @@ def _error_label(ex: PreferenceExample) -> int:
   return int(ex.rewards[0] == 0.0)  # reward 0.0 = error
 
 
-def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None, ties: str = "random",
+        correct: Any = None) -> Metrics:
   """PPE accuracy; see the module docstring."""
-  examples, correct, counts = _scorable_only(examples, votes, key)
+  examples, correct, counts = _scorable_only(examples, votes, key, ties, correct)
   out: Metrics = dict(counts)
   is_pref = np.array([ex.category == "PPE Preference" for ex in examples], bool)
   if is_pref.any():
@@ -319,9 +370,10 @@ def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Me
   return out
 
 
-def accuracy(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+def accuracy(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None, ties: str = "random",
+             correct: Any = None) -> Metrics:
   """Plain accuracy over examples with n >= 2 and a unique best (any other data set)."""
-  _, correct, counts = _scorable_only(examples, votes, key)
+  _, correct, counts = _scorable_only(examples, votes, key, ties, correct)
   return {"accuracy": float(correct.mean()) if correct.size else float("nan"), **counts}
 
 
@@ -375,17 +427,88 @@ def official_metric(bench: str, values: Mapping[str, float]) -> str:
   raise KeyError(f"benchmark {bench!r}: none of its official metrics {OFFICIAL_METRIC.get(bench)} was computed")
 
 
-def score_benchmark(name: str, examples: Sequence[PreferenceExample], votes: Any, key: jax.Array) -> Metrics:
+def _canonical(name: str) -> str:
+  base = name.split(":", 1)[0].lower()
+  base = _ALIASES.get(base, base)
+  if base not in _BENCHMARKS:
+    raise ValueError(f"no metric for {name!r}; expected one of {benchmark_names()}")
+  return base
+
+
+def score_benchmark(
+  name: str, examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None, ties: str = "random"
+) -> Metrics:
   """The official metrics of benchmark `name` (a `load_dataset` name, part before ':') as {metric: value}.
 
   Args:
     name: rewardbench, rmb (rmb_bon, rmb_pairwise), rm-bench, realmistake, ppe, or "accuracy" for any other set.
     examples: the examples, as read by `grm_jax.data`.
     votes: predicted scores per example in original response order: [n_i] arrays or an [N, n_max] array.
-    key: PRNG key for the random tie-break of argmax decisions.
+    key: PRNG key for the random tie-break of argmax decisions (unused, may be None, with ties="expected").
+    ties: "random" (the paper's rule, drawn with `key`) or "expected" (its exact expectation; module docstring).
   """
-  base = name.split(":", 1)[0].lower()
-  base = _ALIASES.get(base, base)
-  if base not in _BENCHMARKS:
-    raise ValueError(f"no metric for {name!r}; expected one of {benchmark_names()}")
-  return _BENCHMARKS[base](examples, votes, key)
+  return _BENCHMARKS[_canonical(name)](examples, votes, key, ties)
+
+
+LINEAR_BENCHMARKS = ("rewardbench", "rmb", "ppe", "accuracy")
+"""The pick-the-best benchmarks: for a fixed set of examples, each metric is a fixed weighted mean of per-example
+correctness (the weights depend on the examples only), so a mean over vote tables is the metric of the per-example
+mean correctness."""
+
+
+def _vote_rows(examples: Sequence[PreferenceExample], votes: Any) -> list[np.ndarray]:
+  """Per-example rows [n_i] from [n_i] arrays or a padded [N, >= n_max] array (for resampling by index)."""
+  if isinstance(votes, np.ndarray | jax.Array) and np.ndim(votes) == 2:
+    votes = np.asarray(votes, np.float64)
+    return [votes[i, : ex.n] for i, ex in enumerate(examples)]
+  if len(votes) != len(examples):
+    raise ValueError(f"{len(votes)} vote rows for {len(examples)} examples")
+  return [np.asarray(v, np.float64).reshape(-1) for v in votes]
+
+
+def bootstrap_official(
+  name: str, examples: Sequence[PreferenceExample], vote_tables: Sequence[Any], metric: str, seed: int,
+  resamples: int = 1000, confidence: float = 0.95,
+) -> tuple[float, float]:
+  """(lo, hi) percentile bootstrap over items (`stats.bootstrap_interval`) of the tie-expected `metric`, averaged
+  over `vote_tables` (one table of votes per example for a single column; the random k-subsets of a scaling point).
+
+  Items are resampled, never responses or samples within an item: the items are the random draw whose variation the
+  interval describes. Every table is scored on the same resampled items. For `LINEAR_BENCHMARKS` the per-example
+  expected correctness is averaged over the tables once and each resample aggregates it (exact by linearity, one
+  aggregation per resample); RM-Bench (strict cells of a 6-response item) and ReaLMistake (ROC-AUC, not linear)
+  are rescored per table and resample, len(vote_tables) times the work.
+  """
+  base = _canonical(name)
+  examples = list(examples)
+  tables = [_vote_rows(examples, v) for v in vote_tables]
+  if not tables:
+    raise ValueError("no vote table to bootstrap")
+  if base in LINEAR_BENCHMARKS:
+    per_table = [example_correct(examples, rows, None, expected=True) for rows in tables]
+    mean_correct = np.mean([c for c, _ in per_table], axis=0)
+    scorable = per_table[0][1]
+    aggregate = _BENCHMARKS[base]
+
+    def statistic(idx: np.ndarray) -> float:
+      return aggregate([examples[i] for i in idx], None, None, "expected", (mean_correct[idx], scorable[idx]))[metric]
+  else:
+
+    def statistic(idx: np.ndarray) -> float:
+      chosen = [examples[i] for i in idx]
+      values = [score_benchmark(base, chosen, [rows[i] for i in idx], None, "expected").get(metric, float("nan"))
+                for rows in tables]
+      return float(np.mean(values))
+
+  return stats.bootstrap_interval(statistic, len(examples), seed, resamples, confidence)
+
+
+def official_with_interval(
+  name: str, examples: Sequence[PreferenceExample], votes: Any, metric: str, seed: int, resamples: int = 1000,
+) -> dict[str, Any]:
+  """{"<metric>_expected": the tie-expected value, "<metric>_ci95": [lo, hi] (when resamples > 0)}: the keys one
+  column of results.json adds beside its metrics (`bootstrap_official` at 95%)."""
+  out: dict[str, Any] = {f"{metric}_expected": score_benchmark(name, examples, votes, None, "expected")[metric]}
+  if resamples > 0:
+    out[f"{metric}_ci95"] = list(bootstrap_official(name, examples, [votes], metric, seed, resamples))
+  return out

@@ -6,8 +6,12 @@
   judge template TokenProb@k_max under `metrics["token_prob"]` with its counts under "token_prob"; the
   scaling table, parse failures, throughput, position bias, and under "paper" the run in the paper's Table 2
   columns with its Overall, `eval.paper`). Non-finite floats are written as null (strict JSON).
-- `report.md`: the same numbers as tables, with the definitions needed to read them.
-- `scaling.png`: Voting@k and MetaRM@k (when present) against k on a log2 axis, one line per dataset and column.
+- `report.md`: the same numbers as tables, with the definitions needed to read them. Each official value is shown as
+  "value (lo–hi)": the value with the paper's random tie-break, and the 95% percentile bootstrap interval over items
+  of the tie-expected official metric (`eval.metrics.official_with_interval`), the one interval kind of the report.
+- `scaling.png`: Voting@k and MetaRM@k (when present) against k on a log2 axis, one line per dataset and column,
+  with its 95% bootstrap interval over items as a band (± one standard deviation over subsets for results without
+  intervals).
 - `position_bias.png`: how often the judge's top score lands on each shown position, against the 1/n of a
   position-blind judge.
 - `judgements.jsonl` (when `judged` is given): one line per item with, per sample, the judgement text, the
@@ -170,6 +174,28 @@ def _fmt(x: Any, pct: bool = True) -> str:
   return str(x)
 
 
+def _range(ci: Any) -> str | None:
+  """"lo–hi" in percent, or None for a missing or undefined interval."""
+  if not ci or len(ci) != 2 or any(x is None or not math.isfinite(x) for x in ci):
+    return None
+  return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def _ci(value: Any, ci: Any) -> str:
+  """"value (lo–hi)" in percent, or the value alone when there is no interval."""
+  interval = _range(ci)
+  return f"{_fmt(value)} ({interval})" if interval else _fmt(value)
+
+
+INTERVAL_NOTE = (
+  "*value (lo–hi)*: the official metric with argmax ties broken by one random draw (the paper's rule), and the 95% "
+  "percentile bootstrap interval over items (Efron 1979; {resamples} resamples of the items, the same resampled "
+  "items for every column) of the *tie-expected* metric, which scores an argmax tie among m responses that includes "
+  "the true best as 1/m, the exact mean over all tie-break draws (a judge that never parses scores exactly 50% on "
+  "pairs instead of a coin-flip total). RM-Bench counts ties wrong and ReaLMistake's AUC counts them 1/2 in both."
+)
+
+
 def _metric_is_fraction(name: str) -> bool:
   """Metric values are fractions except the counts, under "n", "n_*" and "n/*" (`eval.metrics`)."""
   return not (name == "n" or name.startswith(("n_", "n/")))
@@ -194,6 +220,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     "Metrics are percentages (ReaLMistake: ROC-AUC × 100). *k=1* scores the first sample of each item alone; "
     "*Voting@k* sums the valid scores of all k samples (paper §4, Eq. 14); *MetaRM@k* sums only the top ⌈k/2⌉ by "
     "meta reward. Argmax ties are broken at random.",
+    "",
+    (INTERVAL_NOTE.format(resamples=ev.get("bootstrap_resamples", "–")) if ev.get("bootstrap_resamples") != 0
+     else "No intervals: `eval.bootstrap_resamples` = 0."),
     "",
   ]
   template = cfg.get("grm", {}).get("template")
@@ -220,12 +249,19 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     for name, b in base.get("datasets", {}).items():
       d = datasets.get(name, {})
       metric = b.get("official_metric")
-      after_k1 = d.get("metrics", {}).get("k1", {}).get(metric)
-      after_vote = d.get("metrics", {}).get("voting", {}).get(metric)
+      before = b.get("metrics") or {}
+      after = d.get("metrics", {})
+
+      def ci(m: Mapping[str, Any], col: str, metric: str = metric) -> Any:
+        return (m.get(col) or {}).get(f"{metric}_ci95")
+
+      after_k1 = (after.get("k1") or {}).get(metric)
+      after_vote = (after.get("voting") or {}).get(metric)
       after_pf = d.get("parse_failures", {}).get("rate")
       lines.append(
-        f"| {name} | {metric} | {_fmt(b.get('k1'))} | {_fmt(after_k1)} | {_fmt(b.get('voting'))} | "
-        f"{_fmt(after_vote)} | {_fmt(b.get('parse_failure_rate'))} | {_fmt(after_pf)} |"
+        f"| {name} | {metric} | {_ci(b.get('k1'), ci(before, 'k1'))} | {_ci(after_k1, ci(after, 'k1'))} | "
+        f"{_ci(b.get('voting'), ci(before, 'voting'))} | {_ci(after_vote, ci(after, 'voting'))} | "
+        f"{_fmt(b.get('parse_failure_rate'))} | {_fmt(after_pf)} |"
       )
     lines.append("")
   lines += paper.render(results.get("paper"))
@@ -247,14 +283,21 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     ]
     lines.append("| metric | " + " | ".join(c for c, _ in cols) + " |")
     lines.append("|---|" + "---|" * len(cols))
-    keys = list(cols[1][1] or cols[0][1] or {})
     official = d.get("official_metric")
+    # The official metric's tie-expected value and interval are shown with it, not as rows of their own.
+    derived = (f"{official}_expected", f"{official}_ci95")
+    keys = [m for m in (cols[1][1] or cols[0][1] or {}) if m not in derived]
     keys.sort(key=lambda m: (m != official, not _metric_is_fraction(m), m))
     for m in keys:
       frac = _metric_is_fraction(m)
-      cells = [_fmt((c or {}).get(m), pct=frac) for _, c in cols]
+      if m == official:
+        cells = [_ci((c or {}).get(m), (c or {}).get(derived[1])) for _, c in cols]
+      else:
+        cells = [_fmt((c or {}).get(m), pct=frac) for _, c in cols]
       label = f"**{m}**" if m == official else m
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
+      if m == official and any(derived[0] in (c or {}) for _, c in cols):
+        lines.append(f"| {m}, tie-expected | " + " | ".join(_fmt((c or {}).get(derived[0])) for _, c in cols) + " |")
     tp = d.get("token_prob")
     if tp:
       skipped = d.get("judge_skipped_single") or 0
@@ -272,21 +315,34 @@ def render_markdown(results: Mapping[str, Any]) -> str:
       lines.append(
         f"Meta RM on this data set: keeps the top k_meta = {mi.get('k_meta')} of {k_max} samples; on the "
         f"{checked} valid samples with a checkable label{excluded} its logit separates right from wrong judgements "
-        f"(Eq. 10) with ROC-AUC {_fmt(mi.get('auc'))} and accuracy {_fmt(mi.get('accuracy'))} "
+        f"(Eq. 10) with ROC-AUC {_fmt(mi.get('auc'))}"
+        + (f" ± {_fmt(mi.get('auc_se'))} (standard error, Hanley & McNeil 1982)" if mi.get("auc_se") is not None
+           else "")
+        + f" and accuracy {_fmt(mi.get('accuracy'))} "
         f"({mi.get('positives', '–')} right)."
       )
       lines.append("")
     lines.append("")
 
-  lines += ["## Inference-time scaling", ""]
+  lines += [
+    "## Inference-time scaling",
+    "",
+    "Each point is the mean over random k-subsets of the pool; *± std* is the spread over those subsets (which "
+    "samples, which tie-break: Monte-Carlo noise that more subsets average away), *95% CI* the percentile bootstrap "
+    "interval over items of the point's tie-expected value (*tie-exp.*), every subset scored on each resampled item "
+    "set: the uncertainty that another draw of items would show, which more subsets do not shrink.",
+    "",
+  ]
   has_meta = any("meta" in row for d in datasets.values() for row in d.get("scaling", []))
-  header = "| dataset | k | Voting@k | ± std |" + (" MetaRM@k | ± std |" if has_meta else "")
-  lines += [header, "|---|---|---|---|" + ("---|---|" if has_meta else "")]
+  part = " {0} | ± std | tie-exp. | 95% CI |"
+  header = "| dataset | k |" + part.format("Voting@k") + (part.format("MetaRM@k") if has_meta else "")
+  lines += [header, "|---|---|" + "---|---|---|---|" * (2 if has_meta else 1)]
   for name, d in datasets.items():
     for row in d.get("scaling", []):
-      cells = [name, str(row["k"]), _fmt(row.get("voting")), _fmt(row.get("voting_std"))]
-      if has_meta:
-        cells += [_fmt(row.get("meta")), _fmt(row.get("meta_std"))]
+      cells = [name, str(row["k"])]
+      for col in ("voting", "meta") if has_meta else ("voting",):
+        cells += [_fmt(row.get(col)), _fmt(row.get(f"{col}_std")), _fmt(row.get(f"{col}_expected")),
+                  _range(row.get(f"{col}_ci95")) or "–"]
       lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "![scaling](scaling.png)", ""]
 
@@ -341,10 +397,12 @@ def _pyplot():
 
 
 def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
-  """Voting@k (solid) and MetaRM@k (dashed) against k, log2 x-axis, one line per dataset and column."""
+  """Voting@k (solid) and MetaRM@k (dashed) against k, log2 x-axis, one line per dataset and column; the band is the
+  point's 95% bootstrap interval over items where the rows carry it ("<column>_ci95"), else ± one std over subsets."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   ks_all: set[int] = set()
+  bands: set[str] = set()
   for name, d in results.get("datasets", {}).items():
     rows = d.get("scaling", [])
     ks = [r["k"] for r in rows]
@@ -353,16 +411,24 @@ def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
     for col, style in (("voting", "-o"), ("meta", "--s")):
       if rows and all(r.get(col) is not None and col in r for r in rows):
         mean = np.array([r[col] for r in rows], float) * 100
-        std = np.array([r.get(f"{col}_std") or 0.0 for r in rows], float) * 100
         label = f"{name} {'Voting' if col == 'voting' else 'MetaRM'}@k ({unit})"
         (line,) = ax.plot(ks, mean, style, label=label)
-        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        cis = [r.get(f"{col}_ci95") for r in rows]
+        if all(_range(ci) for ci in cis):
+          lo, hi = (np.array([ci[i] for ci in cis], float) * 100 for i in (0, 1))
+          bands.add("95% bootstrap CI over items")
+        else:
+          std = np.array([r.get(f"{col}_std") or 0.0 for r in rows], float) * 100
+          lo, hi = mean - std, mean + std
+          bands.add("± std over subsets")
+        ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
   ax.set_xscale("log", base=2)
   if ks_all:
     ax.set_xticks(sorted(ks_all), [str(k) for k in sorted(ks_all)])
   ax.set_xlabel("k (samples per item)")
   ax.set_ylabel("official metric (%)")
-  ax.set_title(f"Inference-time scaling: {results.get('model', '')}", fontsize=9)
+  band_text = f"\n(bands: {', '.join(sorted(bands))})" if bands else ""
+  ax.set_title(f"Inference-time scaling: {results.get('model', '')}{band_text}", fontsize=9)
   ax.grid(alpha=0.3)
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=7)

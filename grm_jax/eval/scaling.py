@@ -7,13 +7,19 @@ the votes, and report mean and standard deviation over the subsets. Drawing from
 unbiased estimate of the metric at k < k_max; at k = k_max every subset is the whole pool, so the spread
 there comes only from the tie-break.
 
+The standard deviation over subsets is Monte-Carlo noise of the estimate (which samples, which tie-break), not the
+uncertainty of the number: mean ± 1.96·std/sqrt(subsets) shrinks to nothing with more subsets while the items stay
+a few dozen. The 95% band a caller gets from `band` (the evaluate stage: `eval.metrics.bootstrap_official`, a
+percentile bootstrap over items of the point, every subset scored on each resample of the items) describes the
+variation that matters when comparing judges or k: another draw of items.
+
 Everything is vectorised over items and subsets (one `grm.vote` call per k); the only Python loop is over the
 few values of k (and over subsets when a custom `metric` scores each voted table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -24,6 +30,8 @@ from grm_jax.grm import rules, voting
 
 Metric = Callable[[np.ndarray, jax.Array], float]
 """metric(votes [B, n] float, key) -> float, e.g. `lambda v, key: score_benchmark(name, examples, v, key)[m]`."""
+Band = Callable[[np.ndarray], Mapping[str, Any]]
+"""band(votes [S, B, n] of one point's subsets) -> {suffix: value}, added to the row as "<column>_<suffix>"."""
 
 
 def default_ks(k_max: int) -> tuple[int, ...]:
@@ -97,7 +105,8 @@ def scaling_curve(
   num_subsets: int = 8,
   seed: int = 0,
   metric: Metric | None = None,
-) -> dict[int, dict[str, float]]:
+  band: Band | None = None,
+) -> dict[int, dict[str, Any]]:
   """Voting@k and MetaRM@k for each k from one pool of k_max judgements per item.
 
   Args:
@@ -112,9 +121,12 @@ def scaling_curve(
       two columns are a paired comparison.
     metric: optional `metric(votes [B, n], key) -> float` (e.g. an official benchmark metric), called once per
       subset; by default the accuracy above, computed for all subsets at once.
+    band: optional `band(votes [S, B, n]) -> {suffix: value}` called once per k and column with that point's
+      subset votes, e.g. {"expected": ..., "ci95": [lo, hi]} (module docstring).
 
   Returns:
-    {k: {"voting": mean, "voting_std": std, ["meta": mean, "meta_std": std,] "subsets": S}}.
+    {k: {"voting": mean, "voting_std": std, ["meta": mean, "meta_std": std,] "subsets": S}} plus
+    "<column>_<suffix>" entries from `band`.
   """
   scores = jnp.asarray(scores)
   if scores.ndim != 3:
@@ -140,14 +152,17 @@ def scaling_curve(
 
   ks = default_ks(k_max) if ks is None else tuple(int(k) for k in ks)
   root = jax.random.PRNGKey(seed)
-  table: dict[int, dict[str, float]] = {}
+  table: dict[int, dict[str, Any]] = {}
   for k in ks:
     draw_key, tie_key = jax.random.split(jax.random.fold_in(root, k))
-    row: dict[str, float] = {"subsets": float(num_subsets)}
+    row: dict[str, Any] = {"subsets": float(num_subsets)}
     columns = [("voting", None)] + ([("meta", meta)] if meta is not None else [])
     for name, m in columns:
-      values = np.asarray(score_all(subset_votes(scores, valid, k, draw_key, num_subsets, m), tie_key))
+      votes = subset_votes(scores, valid, k, draw_key, num_subsets, m)
+      values = np.asarray(score_all(votes, tie_key))
       row[name] = float(values.mean())
       row[f"{name}_std"] = float(values.std())
+      if band is not None:
+        row.update({f"{name}_{suffix}": value for suffix, value in band(np.asarray(votes)).items()})
     table[k] = row
   return table

@@ -19,7 +19,9 @@ same data and scored on the same evaluation items as the GRM, so the two can sta
 4. Evaluation by the evaluate stage's harness: the items of `common.eval_items` (the data sets of
    `config.eval.datasets`, `eval.limit` of each chosen by `eval.subsample` and the seed: the GRM's held-out items),
    each response's scalar as its vote, the benchmark's official metrics by `eval.score_benchmark` with the evaluate
-   stage's tie-break key. A higher scalar means a better response, the orientation of the GRM's scores, so
+   stage's tie-break key, with the official metric's tie-expected value and 95% bootstrap interval over items
+   (`eval.metrics.official_with_interval`, the evaluate stage's seed and `eval.bootstrap_resamples`). A higher
+   scalar means a better response, the orientation of the GRM's scores, so
    ReaLMistake's single responses (error score = -vote) are scored as they are.
 
 Writes `btrm/final/` (params: `{"decoder", "head"}`), `btrm/model.json` (the base model spec), `btrm/metrics.jsonl`
@@ -181,6 +183,9 @@ def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], 
     bench = metrics_lib.benchmark_of(name)
     values = metrics_lib.score_benchmark(bench, examples, votes, key)
     official = metrics_lib.official_metric(bench, values)
+    # The evaluate stage's tie-expected value and bootstrap interval (same seed: the GRM's columns' resampled items).
+    values.update(metrics_lib.official_with_interval(bench, examples, votes, official, int(config.seed),
+                                                     int(config.eval.bootstrap_resamples)))
     out[name] = {"benchmark": bench, "official_metric": official, "num_items": len(examples), "k": 1,
                  "skipped_rows": int(getattr(examples, "skipped", 0) or 0), "truncated": cut,
                  "k1": values[official], "metrics": {"k1": values}}

@@ -20,6 +20,12 @@
    "w/ TokenProb") weights each vote by the probability of the chosen index token (`grm.token_prob`). The paper
    defines no best-of-one question for the judge, so its single-response items (ReaLMistake) are left out and
    counted, and a data set with no item of n >= 2 is skipped and named in the results ("skipped_datasets");
+   Every column (k=1, Voting@k, MetaRM@k, TokenProb@k, the baseline's) also carries its official metric's
+   tie-expected value ("<metric>_expected": ties scored by their exact expectation instead of one draw,
+   `eval.metrics`) and a 95% percentile bootstrap interval over items of it ("<metric>_ci95": [lo, hi],
+   `eval.bootstrap_resamples` resamples, 0 = none); each scaling row the same for its mean over subsets
+   ("voting_expected", "voting_ci95", "meta_..."). The meta RM's ROC-AUC comes with its Hanley-McNeil standard
+   error ("auc_se");
 4. sets the run's numbers beside the paper's Table 2 in its columns (RB, PPE-P, PPE-C, RMB) with its Overall, when
    at least one of those benchmarks was evaluated (`eval.paper`; no Overall unless all four were);
 5. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
@@ -45,7 +51,7 @@ from absl import logging
 from grm_jax import files, grm
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
-from grm_jax.eval import paper, report
+from grm_jax.eval import paper, report, stats
 from grm_jax.eval.metrics import OFFICIAL_METRIC, benchmark_of, official_metric  # noqa: F401
 from grm_jax.eval.scaling import scaling_curve
 from grm_jax.grm import token_prob, trajectories
@@ -102,27 +108,37 @@ def evaluate_dataset(
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-  at_k1, at_kmax = _k1_and_voting(bench, examples, j, key)
+  at_k1, at_kmax = _k1_and_voting(bench, examples, j, key, config)
   official = official_metric(bench, at_kmax)
+  seed, resamples = int(config.seed), int(config.eval.bootstrap_resamples)
 
   def metric(votes: np.ndarray, k: jax.Array) -> float:
     return metrics_lib.score_benchmark(bench, examples, _rows(examples, votes), k)[official]
+
+  def band(subsets: np.ndarray) -> dict[str, Any]:
+    """A scaling point's tie-expected value (mean over its subsets) and 95% bootstrap interval over items."""
+    tables = [_rows(examples, v) for v in subsets]
+    out: dict[str, Any] = {"expected": float(np.mean(
+      [metrics_lib.score_benchmark(bench, examples, t, None, "expected")[official] for t in tables]))}
+    if resamples > 0:
+      out["ci95"] = list(metrics_lib.bootstrap_official(bench, examples, tables, official, seed, resamples))
+    return out
 
   at_meta, meta_info = None, None
   if meta is not None:
     k_meta = grm.default_k_meta(j.k)
     meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=k_meta))
-    at_meta = metrics_lib.score_benchmark(bench, examples, _rows(examples, meta_voted), key)
+    at_meta = _scored(bench, examples, meta_voted, key, config)
     meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
   at_token_prob, token_prob_info = None, None
   if token_probs is not None:
     probs, located = (np.asarray(a) for a in token_probs)
     weighted = np.asarray(grm.token_prob_votes(scores, probs, valid))
-    at_token_prob = metrics_lib.score_benchmark(bench, examples, _rows(examples, weighted), key)
+    at_token_prob = _scored(bench, examples, weighted, key, config)
     token_prob_info = {"valid": int(valid.sum()), "located": int((located & valid).sum()),
                        "mean_prob": float(probs[located & valid].mean()) if (located & valid).any() else float("nan")}
-  table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=int(config.seed),
-                        metric=metric)
+  table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=seed,
+                        metric=metric, band=band)
   return {
     "benchmark": bench,
     "official_metric": official,
@@ -138,13 +154,24 @@ def evaluate_dataset(
   }
 
 
-def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array) -> tuple[dict, dict]:
-  """The benchmark's metrics from each item's first sample (k=1) and from Voting@k over all of its samples."""
+def _scored(bench: str, examples, votes: np.ndarray, key: jax.Array, config: Any) -> dict[str, Any]:
+  """One column: the benchmark's metrics (random tie-break) and its official metric's tie-expected value and 95%
+  bootstrap interval over items. The bootstrap seed is the run's seed for every column, so all columns (and the
+  baseline's) are resampled on the same items: their intervals are a paired comparison."""
+  rows = _rows(examples, votes)
+  values = metrics_lib.score_benchmark(bench, examples, rows, key)
+  official = official_metric(bench, values)
+  return {**values, **metrics_lib.official_with_interval(bench, examples, rows, official, int(config.seed),
+                                                         int(config.eval.bootstrap_resamples))}
+
+
+def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array, config: Any) -> tuple[dict, dict]:
+  """The benchmark's metrics (`_scored`) from each item's first sample (k=1) and from Voting@k over all of its
+  samples."""
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
   first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
   voted = np.asarray(grm.vote(scores, valid))
-  return (metrics_lib.score_benchmark(bench, examples, _rows(examples, first), key),
-          metrics_lib.score_benchmark(bench, examples, _rows(examples, voted), key))
+  return _scored(bench, examples, first, key, config), _scored(bench, examples, voted, key, config)
 
 
 def judge(model: Any, examples: Sequence[PreferenceExample], config: Any) -> grm.Judgements:
@@ -171,7 +198,7 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
   for name, examples in datasets.items():
     j = judge(model, examples, config)
     official = per_dataset[name]["official_metric"]
-    at_k1, at_kmax = _k1_and_voting(benchmark_of(name), examples, j, key)
+    at_k1, at_kmax = _k1_and_voting(benchmark_of(name), examples, j, key, config)
     out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
                              "parse_failure_rate": j.parse_failure_rate,
                              "metrics": {"k1": at_k1, "voting": at_kmax}}  # all of them: the paper's columns
@@ -181,7 +208,8 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
 
 def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
   """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
-  accuracy of logit > 0, with the counts; the logits themselves go to judgements.jsonl.
+  accuracy of logit > 0, with the counts, and the AUC's Hanley-McNeil standard error ("auc_se",
+  `eval.stats.auc_standard_error`); the logits themselves go to judgements.jsonl.
 
   Evaluation judges a single response with the 1-10 template (paper App. D.1), and a 1-10 score has no Eq. 10
   answer against a 0/1 label (`trajectories.label_comparable`). Those items' samples are left out of the
@@ -201,6 +229,7 @@ def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.J
                single_excluded_samples=int((scored & ~comparable[:, None]).sum()), positives=int(right.sum()),
                auc=metrics_lib.roc_auc(right, logits) if right.size else float("nan"),
                accuracy=float(np.mean((logits > 0) == right)) if right.size else float("nan"))
+    out["auc_se"] = stats.auc_standard_error(out["auc"], int(right.sum()), int((~right).sum()))
   return out
 
 

@@ -17,8 +17,8 @@
    (`models.scalar_head`), BCE on every training row, `epochs` passes in shuffled batches. With `class_balance`
    each label gets half the total weight (ours; the paper states no class balance): judgements from a weak policy
    are mostly wrong, and an unweighted BCE would first learn the prior (the bias) and little ranking. Held-out
-   ROC-AUC and accuracy before and after training go to `metarm/metrics.json`; params to `metarm/final/`, the base
-   model spec to `metarm/model.json`.
+   ROC-AUC (with its standard error) and accuracy before and after training go to `metarm/metrics.json`; params
+   to `metarm/final/`, the base model spec to `metarm/model.json`.
 
 `grm.meta_rm` holds the meta RM's input sequences and scoring, shared with evaluation (MetaRM@k), and loads the
 result (`load_meta_rm`).
@@ -38,6 +38,7 @@ from absl import logging
 from grm_jax import files, grm, models
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
+from grm_jax.eval.stats import auc_standard_error
 from grm_jax.grm import trajectories
 from grm_jax.grm.meta_rm import meta_sequence, sequence_logits
 from grm_jax.models.scalar_head import init_meta_params, meta_scores
@@ -62,10 +63,13 @@ def item_heldout(source: str, item_id: str, fraction: float) -> bool:
 
 
 def heldout_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-  """ROC-AUC (NaN if a class is missing) and accuracy of logit > 0 on held-out rows."""
+  """ROC-AUC (NaN if a class is missing) with its Hanley-McNeil standard error ("auc_se": the held-out set is often
+  a few hundred rows, where an AUC moves by several points), and accuracy of logit > 0 on held-out rows."""
   labels = np.asarray(labels, bool)
+  auc = roc_auc(labels, logits) if len(labels) else float("nan")
   return {
-    "auc": roc_auc(labels, logits) if len(labels) else float("nan"),
+    "auc": auc,
+    "auc_se": auc_standard_error(auc, int(labels.sum()), int((~labels).sum())),
     "accuracy": float(np.mean((np.asarray(logits) > 0) == labels)) if len(labels) else float("nan"),
     "rows": int(len(labels)),
     "positives": int(labels.sum()),

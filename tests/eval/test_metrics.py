@@ -386,3 +386,28 @@ def test_scaling_curve_with_benchmark_metric():
   assert abs(custom[4]["voting"] - default[4]["voting"]) <= 0.1  # same votes, different tie-break keys
   with pytest.raises(ValueError, match="rewards"):
     scaling_curve(scores, valid)
+
+
+def test_scaling_curve_band_sees_each_points_subsets():
+  """`band` gets the [S, B, n] votes of each point; the evaluate stage's band is the item bootstrap of the point."""
+  from grm_jax.eval import bootstrap_official  # noqa: PLC0415
+
+  scores, valid, rewards, _ = _pool(np.random.default_rng(5), b=24, k_max=4)
+  examples = [PreferenceExample(context="q", responses=("a", "b"), rewards=tuple(r), source="rewardbench/shp",
+                                category="Prior Sets", id=str(i)) for i, r in enumerate(np.asarray(rewards))]
+  seen = []
+
+  def band(votes):
+    seen.append(votes.shape)
+    tables = list(votes)
+    expected = np.mean([score_benchmark("rewardbench", examples, t, None, "expected")["section/Prior Sets"]
+                        for t in tables])
+    return {"expected": expected,
+            "ci95": list(bootstrap_official("rewardbench", examples, tables, "section/Prior Sets", 0, 200))}
+
+  table = scaling_curve(scores, valid, rewards, ks=[1, 4], num_subsets=3, seed=0, band=band)
+  assert seen == [(3, 24, 2)] * 2
+  for row in table.values():
+    lo, hi = row["voting_ci95"]
+    assert lo <= row["voting_expected"] <= hi and hi - lo > 0
+    assert abs(row["voting"] - row["voting_expected"]) < 0.1  # random tie-breaks vs their expectation

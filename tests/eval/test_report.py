@@ -152,3 +152,27 @@ def test_report_without_meta_or_pairs(tmp_path):
   assert "MetaRM@4" not in md
   assert (tmp_path / "position_bias.png").read_bytes().startswith(PNG_MAGIC)
   assert not (tmp_path / "judgements.jsonl").exists()
+
+
+def test_report_renders_intervals(tmp_path):
+  """The official metric reads "value (lo–hi)", its tie-expected value has a row, the scaling table its CI."""
+  perms = [[(0, 1), (1, 0), (1, 0), (0, 1)], [(1, 0), (0, 1), (0, 1), (0, 1)]]
+  results = _results(make_judgements(first_shown_wins(perms), perms))
+  results["config"]["eval"]["bootstrap_resamples"] = 1000
+  d = results["datasets"]["rewardbench"]
+  d["metrics"]["k1"].update(overall_expected=0.5, overall_ci95=[0.25, 0.75])
+  d["metrics"]["voting"].update(overall_expected=0.9375, overall_ci95=[0.8125, 1.0])
+  d["meta_rm"] = {"k_meta": 2, "checked": 6, "auc": 0.8, "auc_se": 0.0936, "accuracy": 0.75, "positives": 3}
+  for row in d["scaling"]:
+    row.update(voting_expected=row["voting"], voting_ci95=[row["voting"] - 0.2, min(1.0, row["voting"] + 0.2)])
+  report.write_report(tmp_path, results)
+  md = (tmp_path / "report.md").read_text()
+  assert "| **overall** | 50.0 (25.0–75.0) | 100.0 (81.2–100.0) | 100.0 |" in md
+  assert "| overall, tie-expected | 50.0 | 93.8 | – |" in md
+  assert "overall_ci95" not in md and "overall_expected" not in md
+  assert "percentile bootstrap interval over items" in md and "1000 resamples" in md
+  assert "| rewardbench | 2 | 75.0 | 10.0 | 75.0 | 55.0–95.0 | 80.0 | 0.0 | – | – |" in md
+  assert "ROC-AUC 80.0 ± 9.4 (standard error, Hanley & McNeil 1982)" in md
+  assert (tmp_path / "scaling.png").read_bytes().startswith(PNG_MAGIC)
+  loaded = json.loads((tmp_path / "results.json").read_text())
+  assert loaded["datasets"]["rewardbench"]["metrics"]["k1"]["overall_ci95"] == [0.25, 0.75]

@@ -317,3 +317,30 @@ def test_judge_template_reports_majority_and_token_prob(config, tmp_path, monkey
   report_md = (tmp_path / "eval" / "report.md").read_text()
   assert "TokenProb@4" in report_md and "**Skipped** `synthetic:n=1`" in report_md
   assert json.loads((tmp_path / "eval" / "results.json").read_text())["datasets"] == results["datasets"]
+
+
+def test_every_column_and_scaling_row_carries_its_interval(config):
+  """No model: scripted judgements of 8 pairs; each column has the tie-expected official value and its 95% bootstrap
+  interval, each scaling row its band; the meta RM's AUC its standard error."""
+  examples = [PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source="synthetic", id=str(i)) for i in range(8)]
+  texts = [[("\\boxed{5, 5}" if (b + s) % 3 == 0 else "\\boxed{8, 3}" if b % 4 else "\\boxed{2, 9}")
+            for s in range(4)] for b in range(8)]
+  j = _judgements(texts, [[(0, 1)] * 4] * 8, ["default"] * 8)
+  config.eval.bootstrap_resamples = 200
+  meta = np.linspace(-1.0, 1.0, 32).reshape(8, 4)
+  d = evaluate.evaluate_dataset("synthetic", examples, j, config, meta)
+  assert d["official_metric"] == "accuracy"
+  for col in ("k1", "voting", "meta"):
+    m = d["metrics"][col]
+    lo, hi = m["accuracy_ci95"]
+    assert 0.0 <= lo <= m["accuracy_expected"] <= hi <= 1.0, (col, m)
+  # k=1 (sample 0): items 0, 3, 6 tie (1/2 each), item 4 prefers the wrong response, 1, 2, 5, 7 the right one.
+  assert d["metrics"]["k1"]["accuracy_expected"] == pytest.approx((4 + 3 * 0.5) / 8)
+  for row in d["scaling"]:
+    assert row["voting_ci95"][0] <= row["voting_expected"] <= row["voting_ci95"][1]
+    assert "meta_ci95" in row and "meta_expected" in row
+  assert d["meta_rm"]["auc_se"] > 0
+  config.eval.bootstrap_resamples = 0
+  d = evaluate.evaluate_dataset("synthetic", examples, j, config)
+  assert "accuracy_ci95" not in d["metrics"]["k1"] and "accuracy_expected" in d["metrics"]["k1"]
+  assert "voting_ci95" not in d["scaling"][0]
