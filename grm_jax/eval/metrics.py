@@ -491,7 +491,9 @@ def bootstrap_official(
     aggregate = _BENCHMARKS[base]
 
     def statistic(idx: np.ndarray) -> float:
-      return aggregate([examples[i] for i in idx], None, None, "expected", (mean_correct[idx], scorable[idx]))[metric]
+      # A resample can lack a part the metric averages (PPE's preference pairs): not finite, dropped.
+      return aggregate([examples[i] for i in idx], None, None, "expected", (mean_correct[idx], scorable[idx])).get(
+        metric, float("nan"))
   else:
 
     def statistic(idx: np.ndarray) -> float:
