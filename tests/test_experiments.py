@@ -32,8 +32,10 @@ FAMILY = {"gemma2": "gemma2", "qwen2": "qwen2"}
 @pytest.mark.parametrize(("name", "preset"), CASES)
 def test_preset_builds_and_names_its_stages(name, preset):
   config = load(name).get_config(preset)
-  assert set(config.stages) <= set(main.STAGES)
-  for stage in config.stages:
+  assert {configs.split_stage(s)[1] for s in config.stages} <= set(main.STAGES)
+  for variant, stage in map(configs.split_stage, config.stages):
+    if variant is not None:
+      assert variant in config.variants, f"experiments/{name}.py:{preset} runs {variant}/{stage} without the variant"
     group = "eval" if stage == "evaluate" else stage
     assert group in config, f"experiments/{name}.py:{preset} runs {stage} without a config.{group} group"
 
@@ -65,11 +67,12 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
   monkeypatch.setattr(evaluate, "load_model", lambda c: common.load_base(c))
   results = main.run(config, str(tmp_path))
   assert list(results) == list(config.stages)
-  for stage in config.stages:
+  for variant, stage in map(configs.split_stage, config.stages):
+    folder = tmp_path / variant if variant else tmp_path
     if stage == "evaluate":
-      assert os.path.exists(tmp_path / "eval" / "report.md")
+      assert os.path.exists(folder / "eval" / "report.md")
     else:
-      assert os.path.exists(tmp_path / stage / "done.json"), stage
+      assert os.path.exists(folder / stage / "done.json"), (variant, stage)
 
 
 def test_bad_batch_for_the_group_or_mesh_names_the_key():
