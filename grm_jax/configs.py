@@ -374,6 +374,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       s.samples_per_item = 1
   if "eval" in c:
     c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.num_subsets = 2, 2, 16, 2
+    c.eval.bootstrap_resamples = 100  # 2 items: the interval is coarse anyway, and every smoke run pays for it
   return c
 
 
