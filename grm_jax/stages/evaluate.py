@@ -52,17 +52,13 @@ from grm_jax import files, grm
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report, stats
-from grm_jax.eval.metrics import OFFICIAL_METRIC, benchmark_of, official_metric  # noqa: F401
+from grm_jax.eval.metrics import benchmark_of, official_metric
 from grm_jax.eval.scaling import scaling_curve
 from grm_jax.grm import token_prob, trajectories
 from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
 from grm_jax.grm.prompts import JUDGE_TEMPLATES
 from grm_jax.stages import common
-from grm_jax.stages.common import datasets_of, select_items  # noqa: F401
 from grm_jax.train.checkpoint import restore_params
-
-# OFFICIAL_METRIC, benchmark_of (eval.metrics), datasets_of and select_items (stages.common) live below this module so
-# the btrm stage scores the same items the same way; they stay importable from here under their old names.
 
 STAGE_KEYS = ("seed", "model", "grm", "eval")
 """Config parts that decide the numbers (with the stages whose params are judged: `upstream`)."""

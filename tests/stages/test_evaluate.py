@@ -13,8 +13,9 @@ from experiments import eval as eval_experiment
 from grm_jax import grm, models
 from grm_jax.data import registry
 from grm_jax.data.example import PreferenceExample
+from grm_jax.eval import metrics as metrics_lib
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
-from grm_jax.stages import evaluate
+from grm_jax.stages import common, evaluate
 from grm_jax.train.checkpoint import save_params
 
 HAVE_REWARDBENCH = os.path.isdir(os.path.join(registry.DEFAULT_ROOT, "rewardbench"))
@@ -89,7 +90,7 @@ def patched(monkeypatch):
 def test_run_writes_report_and_second_run_skips(config, tmp_path, patched):
   calls, loads = patched
   results = evaluate.run(config, tmp_path)
-  names = evaluate.datasets_of(config)
+  names = common.datasets_of(config)
   assert list(results["datasets"]) == names
   assert len(loads) == 1 and loads[0]["dtype"] == "float32"
   # The config reaches the judge.
@@ -217,11 +218,11 @@ def test_baseline_keeps_every_metric_for_the_paper_columns(config, tmp_path, pat
 
 
 def test_benchmark_of():
-  assert evaluate.benchmark_of("rewardbench") == "rewardbench"
-  assert evaluate.benchmark_of("rmb_bon") == "rmb"
-  assert evaluate.benchmark_of("rm_bench") == "rm-bench"
-  assert evaluate.benchmark_of("synthetic") == "accuracy"
-  assert evaluate.benchmark_of("jsonl:/x.jsonl") == "accuracy"
+  assert metrics_lib.benchmark_of("rewardbench") == "rewardbench"
+  assert metrics_lib.benchmark_of("rmb_bon") == "rmb"
+  assert metrics_lib.benchmark_of("rm_bench") == "rm-bench"
+  assert metrics_lib.benchmark_of("synthetic") == "accuracy"
+  assert metrics_lib.benchmark_of("jsonl:/x.jsonl") == "accuracy"
 
 
 class ByteTokenizer:
@@ -262,10 +263,10 @@ def test_run_with_real_judge_on_tiny_model(config, tmp_path, monkeypatch):
 
 def test_dataset_list_keeps_synthetic_options_together():
   config = ml_collections.ConfigDict({"eval": {"datasets": "synthetic:n=2,tasks=letter+upper, rewardbench,rmb"}})
-  assert evaluate.datasets_of(config) == ["synthetic:n=2,tasks=letter+upper", "rewardbench", "rmb"]
+  assert common.datasets_of(config) == ["synthetic:n=2,tasks=letter+upper", "rewardbench", "rmb"]
   config.eval.datasets = " , "
   with pytest.raises(ValueError, match="eval.datasets"):
-    evaluate.datasets_of(config)
+    common.datasets_of(config)
 
 
 def test_judge_template_reports_majority_and_token_prob(config, tmp_path, monkeypatch):
