@@ -204,14 +204,17 @@ case $cmd in
     run_name=$(printf '%s' "${run_name:-job}" | tr -c 'A-Za-z0-9._-' _)
     case ${job[0]} in python | python3) job[0]=.venv/bin/python ;; esac
     # The wrapper shell writes the exit status next to the pid file; status tells a finished job from a crash.
+    # Returns once setsid has made the job its own process group (or it ended): a status or stop right after run
+    # finds the group, not a pid whose group does not exist yet.
     ssh_workers all "set -eu; $worker_id; cd ~/grm_jax; mkdir -p logs\
 ; if [ -f logs/latest ] && P=\$(cat \"logs/\$(cat logs/latest).pid\" 2>/dev/null) && kill -0 -- \"-\$P\" 2>/dev/null\
 ; then echo \"worker \$W: job \$(cat logs/latest) still running (pid \$P); stop it first\" >&2; exit 1; fi\
 ; echo $run_name > logs/latest; rm -f logs/$run_name.rc; export PATH=\"\$HOME/grm_jax/.venv/bin:\$PATH\"\
 ; nohup setsid bash -c \"\\\"\\\$@\\\"; echo \\\$? > logs/$run_name.rc\" $run_name $(shq_all "${job[@]}")\
  > \"logs/$run_name.worker\$W.log\" 2>&1 < /dev/null &\
- echo \$! > logs/$run_name.pid\
-; echo \"worker \$W: started $run_name, pid \$!, log ~/grm_jax/logs/$run_name.worker\$W.log\"" ;;
+ P=\$!; echo \$P > logs/$run_name.pid\
+; i=0; until kill -0 -- \"-\$P\" 2>/dev/null || [ -f logs/$run_name.rc ] || [ \$i -ge 100 ]; do sleep 0.05; i=\$((i+1)); done\
+; echo \"worker \$W: started $run_name, pid \$P, log ~/grm_jax/logs/$run_name.worker\$W.log\"" ;;
 
   status)
     [ $# -eq 0 ] || die "status: unexpected $*"
