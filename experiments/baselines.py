@@ -1,20 +1,25 @@
 """The paper's baselines beside the SPCT GRM, trained and judged by the same stages on the same held-out items.
 
-  python -m grm_jax.main --config=experiments/baselines.py --workdir=/tmp/spct        # embedded SmolLM2, CPU
-  python -m grm_jax.main --config=experiments/baselines.py:smoke --workdir=/tmp/bl    # tiny model, seconds
+  python -m grm_jax.main --config=experiments/baselines.py --workdir=/tmp/baselines       # embedded SmolLM2, CPU
+  python -m grm_jax.main --config=experiments/baselines.py:full --workdir=/tmp/spct       # spct.py's own budget
+  python -m grm_jax.main --config=experiments/baselines.py:smoke --workdir=/tmp/bl        # tiny model, seconds
 
-The SPCT pipeline is `experiments/spct.py`'s (same preset, same keys, same stage folders), so pointing this at the
-workdir of a finished spct.py run reuses its RFT, GRPO, meta RM and evaluation and trains only the baselines:
+One table (`compare/report.md`) of:
 - the GRM before training (`eval@baseline`: the evaluation's `baseline` params);
 - the SPCT GRM: Voting@k and MetaRM@k (arXiv 2504.02495v3 Table 3);
 - a Bradley-Terry scalar RM on the same training items without single responses (DeepSeek-BTRM-27B, Table 2);
 - a pairwise LLM-as-a-Judge (App. G template: name the best response) trained by the same RFT + GRPO, judged with
   majority voting (Eq. 13) and TokenProb voting (Table 3);
 - the GRM without principle generation (the ablation of Table 4), trained by the same RFT + GRPO.
-`compare/report.md` holds the one table; each variant's own evaluation report sits in `<workdir>/<variant>/eval/`.
+Each variant's own evaluation report sits in `<workdir>/<variant>/eval/`.
 
-Presets: default (CPU: the spct.py default's model, data and budgets, the compact templates' judge and
-no-principles forms), smoke (tiny:llama, seconds: what the preset test runs).
+Presets:
+  default  CPU, every system on one smaller budget (`QUICK`: one RFT epoch, two GRPO steps) so that the three trained
+           GRMs, the BT RM and all evaluations fit ~20 minutes on 2 cores; spct.py's default model, data, templates
+           and evaluation items otherwise
+  full     CPU, spct.py's default budget for every system (~35 minutes); pointed at the workdir of a finished
+           spct.py run it reuses that run's RFT, GRPO, meta RM and evaluation and trains only the baselines
+  smoke    tiny:llama, seconds (what the preset test runs)
 """
 
 import importlib.util
@@ -24,7 +29,7 @@ import ml_collections
 
 from grm_jax import configs
 
-PRESETS = ("default", "smoke")
+PRESETS = ("default", "full", "smoke")
 VARIANT_STAGES = ("rft", "grpo", "evaluate")
 # A variant judges with its own template and nothing else changes; the meta RM and the before-training baseline are
 # the SPCT run's, so its evaluation skips them.
@@ -34,12 +39,15 @@ VARIANTS = {
 }
 SYSTEMS = ("base GRM=eval@baseline;SPCT GRM=eval;BT RM=btrm;pairwise judge=judge/eval;"
            "GRM w/o principles=no_principles/eval")
+# The smaller budget every system of the default preset (and each seed of science.py) trains on, beside spct.py's
+# default: one RFT epoch instead of two (~19 SFT steps), two GRPO steps instead of three.
+QUICK = "rft.epochs=1.0;grpo.steps=2"
 
 
-def _spct():
-  """experiments/spct.py, loaded from beside this file (experiment files are not an installed package)."""
-  spec = importlib.util.spec_from_file_location("grm_jax_experiment_spct", os.path.join(os.path.dirname(__file__),
-                                                                                         "spct.py"))
+def load_experiment(name: str):
+  """experiments/<name>.py, loaded from beside this file (experiment files are not an installed package)."""
+  spec = importlib.util.spec_from_file_location(f"grm_jax_experiment_{name}",
+                                                os.path.join(os.path.dirname(__file__), f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -49,7 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/baselines.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = _spct().get_config(preset)
+  c = load_experiment("spct").get_config("smoke" if preset == "smoke" else "default")
+  if preset == "default":
+    c = configs.overridden(c, QUICK, "experiments/baselines.py QUICK")
   c.btrm = configs.btrm()
   c.btrm.batch_size, c.btrm.max_len = 4, 512
   c.variants = ml_collections.ConfigDict(dict(VARIANTS))

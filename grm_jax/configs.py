@@ -219,6 +219,18 @@ def compare() -> ml_collections.ConfigDict:
   return c
 
 
+def claims() -> ml_collections.ConfigDict:
+  """The claims stage: the paper's orderings tested over seeds (`stages/claims.py`, `eval/claims.py`)."""
+  c = ml_collections.ConfigDict()
+  c.seeds = "0,1,2"  # comma-separated; each names one run of the pipeline
+  # Results folders of one seed's run, relative to the workdir, "{seed}" for the seed (variants of the experiment)
+  c.grm = "seed{seed}/eval"  # the SPCT GRM's evaluation: MetaRM@k and eval.baseline="base,rft"
+  c.without_principles = "seed{seed}_np/eval"  # the GRM trained and judged without principles
+  c.scalar_rm = "seed{seed}/btrm"  # the Bradley-Terry scalar RM on the same items
+  c.resamples = 2000  # bootstrap resamples per interval (seeds, then items)
+  return c
+
+
 def parse_overrides(text: str, key: str) -> list[tuple[str, str]]:
   """`"grm.template=judge;eval.meta_model="` -> [(dotted key, value text)]; a part without '=' names `key`."""
   out = []
@@ -252,16 +264,22 @@ def variant_config(config: ml_collections.ConfigDict, name: str) -> ml_collectio
   if "variants" not in config or name not in config.variants:
     known = sorted(config.variants.keys()) if "variants" in config else []
     raise ValueError(f"config.stages: no variant {name!r} (config.variants has {known})")
+  return overridden(config, config.variants[name], f"variants.{name}")
+
+
+def overridden(config: ml_collections.ConfigDict, overrides: str, key: str) -> ml_collections.ConfigDict:
+  """A copy of `config` with `overrides` ("dotted.key=value;...") applied, each value cast to the type of the one it
+  replaces; an unknown key or a bad value is an error naming `key`."""
   out = ml_collections.ConfigDict(config.to_dict())
-  for dotted, text in parse_overrides(config.variants[name], f"variants.{name}"):
+  for dotted, text in parse_overrides(overrides, key):
     node, parts = out, dotted.split(".")
     for part in parts[:-1]:
       if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-        raise ValueError(f"config variants.{name}: unknown key {dotted!r}")
+        raise ValueError(f"config {key}: unknown key {dotted!r}")
       node = node[part]
     if parts[-1] not in node or isinstance(node[parts[-1]], ml_collections.ConfigDict):
-      raise ValueError(f"config variants.{name}: unknown key {dotted!r}")
-    node[parts[-1]] = _cast(node[parts[-1]], text, f"config variants.{name}: {dotted}")
+      raise ValueError(f"config {key}: unknown key {dotted!r}")
+    node[parts[-1]] = _cast(node[parts[-1]], text, f"config {key}: {dotted}")
   return out
 
 
@@ -375,6 +393,8 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if "eval" in c:
     c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.num_subsets = 2, 2, 16, 2
     c.eval.bootstrap_resamples = 100  # 2 items: the interval is coarse anyway, and every smoke run pays for it
+  if "claims" in c:
+    c.claims.resamples = 100
   return c
 
 
@@ -382,7 +402,7 @@ def evaluation() -> ml_collections.ConfigDict:
   """Judging benchmarks with k samples per item: Voting@k and MetaRM@k curves (paper §4, §5.1)."""
   c = ml_collections.ConfigDict()
   c.policy = "base"  # whose params judge: "base" (config.model), or a stage of this workdir: "rft", "grpo"
-  c.baseline = ""  # also judge with these params ("base", "rft") for a before / after table ('' = off)
+  c.baseline = ""  # also judge with these params for before / after tables: "base", "rft", "base,rft" ('' = off)
   c.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
   c.limit = 32  # items per dataset (0 = all)
   c.subsample = "random"  # which `limit` items: "random" (seeded, across subsets) or "first"

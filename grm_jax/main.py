@@ -22,7 +22,7 @@ from ml_collections import config_flags
 from grm_jax import configs, files, parallel
 from grm_jax.train.errors import Preempted, StageStopped
 
-STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate", "compare")
+STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate", "compare", "claims")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")
@@ -38,6 +38,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0 
 def run(config, workdir: str) -> dict:
   """Run every stage the config lists; returns {stage: its result}."""
   config = config.copy_and_resolve_references()
+  # `--config.stages=metarm,evaluate` arrives as one string: a comma separates stages wherever it is.
+  config.stages = tuple(s.strip() for entry in tuple(config.stages) for s in str(entry).split(",") if s.strip())
   config.lock()
   stages = tuple(config.stages)
   unknown = [s for s in stages if configs.split_stage(s)[1] not in STAGES]

@@ -1,12 +1,13 @@
 """Several judges of the same held-out items in one table: the paper's baselines beside the SPCT GRM.
 
 Each system's numbers come from its own evaluation results (`eval/results.json` of a GRM, `btrm/results.json` of the
-Bradley-Terry RM, or a results file's `baseline` part: the GRM before training). Per data set the table gives the
-official metric in every column a system has: k=1 (one sample, or a scalar RM's score), Voting@k (sum of k sampled
-scores; a pairwise judge's majority vote, paper Eq. 13), MetaRM@k and TokenProb@k (votes weighted by the
-probability of the chosen index), each with its 95% bootstrap interval over items of the tie-expected metric when the
-results carry it ("<metric>_ci95", `eval.metrics.official_with_interval`). A system whose data selection differs
-(data set, item limit, subsample rule, seed) is flagged, since its items are then not the same.
+Bradley-Terry RM, or one of a results file's `baselines`: the GRM before training, or after RFT alone). Per data set
+the table gives the official metric in every column a system has: k=1 (one sample, or a scalar RM's score),
+Voting@k (sum of k sampled scores; a pairwise judge's majority vote, paper Eq. 13), MetaRM@k and TokenProb@k (votes
+weighted by the probability of the chosen index), each with its 95% bootstrap interval over items of the
+tie-expected metric when the results carry it ("<metric>_ci95", `eval.metrics.official_with_interval`). A system
+whose data selection differs (data set, item limit, subsample rule, seed) is flagged, since its items are then not
+the same.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ SELECTION_KEYS = ("limit", "subsample")
 """The eval settings (with the seed and the data set) that decide which items a system is scored on."""
 
 
-def parse_systems(spec: str, key: str = "compare.systems") -> list[tuple[str, str, bool]]:
-  """`"label=dir;label=dir@baseline;..."` -> [(label, results folder relative to the workdir, baseline part?)]."""
+def parse_systems(spec: str, key: str = "compare.systems") -> list[tuple[str, str, str]]:
+  """`"label=dir;label=dir@baseline;label=dir@rft;..."` -> [(label, results folder relative to the workdir, part)]:
+  part "" is the results' own columns, "baseline" their first baseline, any other name the baseline judged with
+  those params (`eval.baseline`: "base", "rft")."""
   out = []
   for part in filter(None, (p.strip() for p in spec.split(";"))):
     label, sep, where = part.partition("=")
@@ -29,9 +32,10 @@ def parse_systems(spec: str, key: str = "compare.systems") -> list[tuple[str, st
     if not sep or not label or not where:
       raise ValueError(f"config {key}: part {part!r} is not 'label=results folder' (e.g. 'SPCT GRM=eval')")
     folder, at, which = where.partition("@")
-    if at and which != "baseline":
-      raise ValueError(f"config {key}: part {part!r}: after '@' only 'baseline' (the GRM before training) is known")
-    out.append((label, folder.strip("/"), bool(at)))
+    if at and not which.strip():
+      raise ValueError(f"config {key}: part {part!r}: name a baseline after '@' ('baseline' for the first, or the "
+                       "params it judged with: 'base', 'rft')")
+    out.append((label, folder.strip("/"), which.strip()))
   if not out:
     raise ValueError(f"config {key}: no system to compare")
   labels = [s[0] for s in out]
@@ -58,13 +62,22 @@ def _columns(metrics: Mapping[str, Any], metric: str) -> dict[str, Any]:
   return out
 
 
-def system_rows(label: str, results: Mapping[str, Any], baseline: bool = False) -> dict[str, dict[str, Any]]:
+def baseline_part(results: Mapping[str, Any], which: str) -> Mapping[str, Any] | None:
+  """The baseline `which` of an evaluation's results ("baseline": the first; else the one judged with those
+  params), or None when it has none such."""
+  listed = [b for b in (results.get("baselines") or [results.get("baseline")]) if b]
+  if which == "baseline":
+    return listed[0] if listed else None
+  return next((b for b in listed if b.get("policy") == which), None)
+
+
+def system_rows(label: str, results: Mapping[str, Any], baseline: str = "") -> dict[str, dict[str, Any]]:
   """Data set -> {"system", "official_metric", "k", "num_items", one value per column it has (and "<column>_ci95"
-  per interval)} for one system."""
+  per interval)} for one system: the results' own columns, or with `baseline` those of that baseline part."""
   datasets = results.get("datasets") or {}
   rows = {}
   if baseline:
-    base = results.get("baseline") or {}
+    base = baseline_part(results, baseline) or {}
     for name, b in (base.get("datasets") or {}).items():
       metric = b.get("official_metric")
       metrics = b.get("metrics") or {"k1": {metric: b.get("k1")}, "voting": {metric: b.get("voting")}}
@@ -82,9 +95,9 @@ def system_rows(label: str, results: Mapping[str, Any], baseline: bool = False) 
   return rows
 
 
-def compare(systems: Sequence[tuple[str, Mapping[str, Any], bool]]) -> dict[str, Any]:
+def compare(systems: Sequence[tuple[str, Mapping[str, Any], str]]) -> dict[str, Any]:
   """{"datasets": {name: [row per system that scored it]}, "mismatched": [labels whose item selection differs from the
-  first system's], "systems": [labels]} from (label, results, baseline part?) triples."""
+  first system's], "systems": [labels]} from (label, results, baseline part or "") triples."""
   if not systems:
     raise ValueError("no system to compare")
   reference = _selection(systems[0][1])

@@ -505,6 +505,21 @@ def bootstrap_official(
   return stats.bootstrap_interval(statistic, len(examples), seed, resamples, confidence)
 
 
+def item_outcomes(examples: Sequence[PreferenceExample], vote_tables: Sequence[Any]) -> list[float | None]:
+  """Each example's tie-expected correctness (`example_correct`, expected=True), averaged over `vote_tables` (one
+  table for a column, the random k-subsets of a scaling point); None where the truth has no unique best.
+
+  On accuracy-type data their mean is the column's `<metric>_expected`; kept per item so that two columns, or two
+  runs on the same items, can be compared item by item (`eval.claims`'s paired bootstrap)."""
+  examples = list(examples)
+  tables = [_vote_rows(examples, v) for v in vote_tables]
+  if not tables:
+    raise ValueError("no vote table to score")
+  per_table = [example_correct(examples, rows, None, expected=True) for rows in tables]
+  mean = np.mean([c for c, _ in per_table], axis=0)
+  return [round(float(x), 6) if ok else None for x, ok in zip(mean, per_table[0][1], strict=True)]
+
+
 def official_with_interval(
   name: str, examples: Sequence[PreferenceExample], votes: Any, metric: str, seed: int, resamples: int = 1000,
 ) -> dict[str, Any]:

@@ -237,8 +237,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
   for name, why in (results.get("skipped_datasets") or {}).items():
     lines += [f"**Skipped** `{name}`: {why}.", ""]
   datasets = results.get("datasets", {})
-  base = results.get("baseline")
-  if base:
+  for base in results.get("baselines") or [b for b in [results.get("baseline")] if b]:
     lines += [
       f"## Before vs after: `{base.get('policy')}` params vs `{results.get('policy')}` params",
       "",
@@ -432,6 +431,45 @@ def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
   ax.grid(alpha=0.3)
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=7)
+  fig.tight_layout()
+  files.save_figure(fig, path, dpi=110)
+  plt.close(fig)
+
+
+def plot_claims(result: Mapping[str, Any], path: str | os.PathLike) -> None:
+  """Left: Voting@k (solid) and MetaRM@k (dashed) against k, one thin line per seed and their mean; right: each
+  claim's difference A - B with its 95% interval (`eval.claims`), green where it holds, red where it does not."""
+  plt = _pyplot()
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1, 1.4]})
+  for column, style, color in (("voting", "-o", "C0"), ("meta", "--s", "C1")):
+    curves = [c[column] for c in result.get("curve", {}).values() if c.get(column)]
+    for curve in curves:
+      ks, values = zip(*curve, strict=True)
+      left.plot(ks, 100 * np.array(values), style, color=color, alpha=0.3, lw=1, ms=3)
+    if curves and len({tuple(k for k, _ in c) for c in curves}) == 1:
+      ks = [k for k, _ in curves[0]]
+      mean = 100 * np.mean([[v for _, v in c] for c in curves], axis=0)
+      left.plot(ks, mean, style, color=color, lw=2.2, label=f"{'Voting' if column == 'voting' else 'MetaRM'}@k, "
+                f"mean of {len(curves)} seeds")
+  left.set_xscale("log", base=2)
+  left.set_xlabel("k (samples per item)")
+  left.set_ylabel("tie-expected accuracy (%)")
+  left.set_title("Inference-time scaling, each seed (thin) and the mean", fontsize=9)
+  left.grid(alpha=0.3)
+  if left.get_legend_handles_labels()[0]:
+    left.legend(fontsize=7)
+  rows = list(result.get("claims", []))[::-1]
+  colors = {"holds": "tab:green", "does not hold": "tab:red", "inconclusive": "tab:gray"}
+  for y, c in enumerate(rows):
+    lo, hi = (100 * float(v) for v in c["ci95"])
+    if math.isfinite(lo) and math.isfinite(hi):
+      right.plot([lo, hi], [y, y], color=colors[c["verdict"]], lw=2)
+    right.plot([100 * c["difference"]], [y], "o", color=colors[c["verdict"]])
+  right.axvline(0, color="black", lw=0.8)
+  right.set_yticks(range(len(rows)), [f"{c['id']} {c['claim']}" for c in rows], fontsize=7)
+  right.set_xlabel("A - B (points), 95% interval over seeds and items")
+  right.set_title("Claims: green holds, red does not hold, gray inconclusive", fontsize=9)
+  right.grid(alpha=0.3, axis="x")
   fig.tight_layout()
   files.save_figure(fig, path, dpi=110)
   plt.close(fig)

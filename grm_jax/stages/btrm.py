@@ -188,7 +188,10 @@ def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], 
                                                      int(config.eval.bootstrap_resamples)))
     out[name] = {"benchmark": bench, "official_metric": official, "num_items": len(examples), "k": 1,
                  "skipped_rows": int(getattr(examples, "skipped", 0) or 0), "truncated": cut,
-                 "k1": values[official], "metrics": {"k1": values}}
+                 "k1": values[official], "metrics": {"k1": values},
+                 # per item, as the evaluate stage keeps them (`eval.claims` pairs the two on the same items)
+                 "outcomes": {"ids": [f"{ex.source}/{ex.id}" for ex in examples],
+                              "k1": metrics_lib.item_outcomes(examples, [votes])}}
     logging.info("btrm: %s: %s %.4f (%d items)", name, official, values[official], len(examples))
   return out
 

@@ -225,3 +225,14 @@ def cached(marker: str, inputs: dict[str, Any], make: Callable[[], dict[str, Any
   summary = {**make(), "fingerprint": inputs}
   files.write_json(marker, summary)
   return json.loads(files.dumps(summary))
+
+
+def stage_seconds(workdir: str) -> dict[str, float]:
+  """Seconds of each stage's last invocation (the workdir's timings.jsonl): what a report's runs cost."""
+  path = os.path.join(os.fspath(workdir), "timings.jsonl")
+  if not files.exists(path):
+    return {}
+  seconds: dict[str, float] = {}
+  for line in files.read_jsonl(path):
+    seconds[line["stage"]] = float(line["seconds"])
+  return seconds

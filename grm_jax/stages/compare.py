@@ -2,7 +2,8 @@
 
 `run(config, workdir)` reads `config.compare.systems` ("label=results folder[@baseline];..."): each folder (relative to
 the workdir) holds a `results.json` written by an evaluation (`eval`, or a variant's `judge/eval`) or by the
-Bradley-Terry stage (`btrm`); `@baseline` takes that file's before-training part. It writes `compare/report.md` and
+Bradley-Terry stage (`btrm`); `@baseline` takes that file's first baseline (the GRM before training), `@rft` (any
+params name of `eval.baseline`) that baseline. It writes `compare/report.md` and
 `compare/results.json` (`eval.comparison`). It trains and samples nothing, so it reruns whenever an upstream result
 was made again (its fingerprint holds theirs).
 """
@@ -34,25 +35,14 @@ def _run(workdir: str, out: str, systems) -> dict[str, Any]:
       raise FileNotFoundError(f"config compare.systems: {label!r} reads {path}, which does not exist; run the stage "
                               f"that writes it first (list it before 'compare' in config.stages)")
     results = files.read_json(path)
-    if baseline and not results.get("baseline"):
-      raise ValueError(f"config compare.systems: {label!r} asks for the baseline of {path}, which has none (set "
-                       "eval.baseline in that evaluation)")
+    if baseline and not comparison.baseline_part(results, baseline):
+      raise ValueError(f"config compare.systems: {label!r} asks for the baseline {baseline!r} of {path}, which has "
+                       "none such (set eval.baseline in that evaluation)")
     loaded.append((label, results, baseline))
   table = comparison.compare(loaded)
-  seconds = _stage_seconds(workdir)
+  seconds = common.stage_seconds(workdir)
   files.write_json(os.path.join(out, "results.json"), {**table, "stage_seconds": seconds})
   files.write_text(os.path.join(out, "report.md"), "\n".join(comparison.render(table, seconds)))
   return {"systems": table["systems"], "mismatched": table["mismatched"],
           "datasets": {name: {r["system"]: {c: r.get(c) for c, _ in comparison.COLUMNS if c in r} for r in rows}
                        for name, rows in table["datasets"].items()}}
-
-
-def _stage_seconds(workdir: str) -> dict[str, float]:
-  """Seconds of each stage's last invocation (timings.jsonl), so the report says what the table cost."""
-  path = os.path.join(os.fspath(workdir), "timings.jsonl")
-  if not files.exists(path):
-    return {}
-  seconds: dict[str, float] = {}
-  for line in files.read_jsonl(path):
-    seconds[line["stage"]] = float(line["seconds"])
-  return seconds

@@ -20,12 +20,15 @@
    "w/ TokenProb") weights each vote by the probability of the chosen index token (`grm.token_prob`). The paper
    defines no best-of-one question for the judge, so its single-response items (ReaLMistake) are left out and
    counted, and a data set with no item of n >= 2 is skipped and named in the results ("skipped_datasets");
-   Every column (k=1, Voting@k, MetaRM@k, TokenProb@k, the baseline's) also carries its official metric's
+   With `eval.baseline` ("base", "rft", or several: "base,rft") each data set is judged again with those params
+   (same items, seeds and k) for the before / after tables ("baselines" in results.json);
+   Every column (k=1, Voting@k, MetaRM@k, TokenProb@k, the baselines') also carries its official metric's
    tie-expected value ("<metric>_expected": ties scored by their exact expectation instead of one draw,
    `eval.metrics`) and a 95% percentile bootstrap interval over items of it ("<metric>_ci95": [lo, hi],
    `eval.bootstrap_resamples` resamples, 0 = none); each scaling row the same for its mean over subsets
    ("voting_expected", "voting_ci95", "meta_..."). The meta RM's ROC-AUC comes with its Hanley-McNeil standard
-   error ("auc_se");
+   error ("auc_se"). Each data set (and baseline) also keeps every column's per-item tie-expected correctness
+   ("outcomes"), for paired comparisons between runs on the same items (`eval.claims`);
 4. sets the run's numbers beside the paper's Table 2 in its columns (RB, PPE-P, PPE-C, RMB) with its Overall, when
    at least one of those benchmarks was evaluated (`eval.paper`; no Overall unless all four were);
 5. writes everything to `workdir/eval/` (`eval.report`: report.md, results.json, scaling.png, position_bias.png,
@@ -104,18 +107,22 @@ def evaluate_dataset(
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-  at_k1, at_kmax = _k1_and_voting(bench, examples, j, key, config)
+  (at_k1, first), (at_kmax, voted) = _k1_and_voting(bench, examples, j, key, config)
   official = official_metric(bench, at_kmax)
+  outcomes = {"ids": [f"{ex.source}/{ex.id}" for ex in examples], "k1": metrics_lib.item_outcomes(examples, [first]),
+              "voting": metrics_lib.item_outcomes(examples, [voted])}
   seed, resamples = int(config.seed), int(config.eval.bootstrap_resamples)
 
   def metric(votes: np.ndarray, k: jax.Array) -> float:
     return metrics_lib.score_benchmark(bench, examples, _rows(examples, votes), k)[official]
 
   def band(subsets: np.ndarray) -> dict[str, Any]:
-    """A scaling point's tie-expected value (mean over its subsets) and 95% bootstrap interval over items."""
+    """A scaling point's tie-expected value (mean over its subsets), 95% bootstrap interval over items and per-item
+    outcomes (moved to the data set's "outcomes" below)."""
     tables = [_rows(examples, v) for v in subsets]
     out: dict[str, Any] = {"expected": float(np.mean(
-      [metrics_lib.score_benchmark(bench, examples, t, None, "expected")[official] for t in tables]))}
+      [metrics_lib.score_benchmark(bench, examples, t, None, "expected")[official] for t in tables])),
+      "items": metrics_lib.item_outcomes(examples, tables)}
     if resamples > 0:
       out["ci95"] = list(metrics_lib.bootstrap_official(bench, examples, tables, official, seed, resamples))
     return out
@@ -125,16 +132,22 @@ def evaluate_dataset(
     k_meta = grm.default_k_meta(j.k)
     meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=k_meta))
     at_meta = _scored(bench, examples, meta_voted, key, config)
+    outcomes["meta"] = metrics_lib.item_outcomes(examples, [meta_voted])
     meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
   at_token_prob, token_prob_info = None, None
   if token_probs is not None:
     probs, located = (np.asarray(a) for a in token_probs)
     weighted = np.asarray(grm.token_prob_votes(scores, probs, valid))
     at_token_prob = _scored(bench, examples, weighted, key, config)
+    outcomes["token_prob"] = metrics_lib.item_outcomes(examples, [weighted])
     token_prob_info = {"valid": int(valid.sum()), "located": int((located & valid).sum()),
                        "mean_prob": float(probs[located & valid].mean()) if (located & valid).any() else float("nan")}
   table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=seed,
                         metric=metric, band=band)
+  for k_point, row in table.items():
+    for column in ("voting", "meta"):
+      if f"{column}_items" in row:
+        outcomes[f"{column}@{k_point}"] = row.pop(f"{column}_items")
   return {
     "benchmark": bench,
     "official_metric": official,
@@ -146,6 +159,9 @@ def evaluate_dataset(
     "meta_rm": meta_info,
     **({"token_prob": token_prob_info, "judge_skipped_single": int(judge_skipped)} if token_probs is not None else {}),
     "scaling": [{"k": int(k), **row} for k, row in sorted(table.items())],
+    # Per item (ids in item order), each column's and scaling point's tie-expected correctness (None: no unique
+    # best): what `eval.claims` compares between runs on the same items.
+    "outcomes": outcomes,
     **report.judgement_stats(j),
   }
 
@@ -161,13 +177,13 @@ def _scored(bench: str, examples, votes: np.ndarray, key: jax.Array, config: Any
                                                          int(config.eval.bootstrap_resamples))}
 
 
-def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array, config: Any) -> tuple[dict, dict]:
-  """The benchmark's metrics (`_scored`) from each item's first sample (k=1) and from Voting@k over all of its
-  samples."""
+def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array, config: Any) -> tuple[tuple, tuple]:
+  """((metrics, votes) at k=1: each item's first sample, (metrics, votes) of Voting@k over all of its samples);
+  metrics as `_scored` gives them."""
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
   first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
   voted = np.asarray(grm.vote(scores, valid))
-  return _scored(bench, examples, first, key, config), _scored(bench, examples, voted, key, config)
+  return (_scored(bench, examples, first, key, config), first), (_scored(bench, examples, voted, key, config), voted)
 
 
 def judge(model: Any, examples: Sequence[PreferenceExample], config: Any) -> grm.Judgements:
@@ -194,10 +210,13 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
   for name, examples in datasets.items():
     j = judge(model, examples, config)
     official = per_dataset[name]["official_metric"]
-    at_k1, at_kmax = _k1_and_voting(benchmark_of(name), examples, j, key, config)
+    (at_k1, first), (at_kmax, voted) = _k1_and_voting(benchmark_of(name), examples, j, key, config)
     out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
                              "parse_failure_rate": j.parse_failure_rate,
-                             "metrics": {"k1": at_k1, "voting": at_kmax}}  # all of them: the paper's columns
+                             "metrics": {"k1": at_k1, "voting": at_kmax},  # all of them: the paper's columns
+                             "outcomes": {"ids": [f"{ex.source}/{ex.id}" for ex in examples],
+                                          "k1": metrics_lib.item_outcomes(examples, [first]),
+                                          "voting": metrics_lib.item_outcomes(examples, [voted])}}
     logging.info("evaluate: baseline %s on %s: %s", baseline, name, out["datasets"][name])
   return out
 
@@ -259,9 +278,17 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
                           reuse=lambda out, _: files.read_json(os.path.join(out, "results.json")))
 
 
+def baselines(config: Any) -> tuple[str, ...]:
+  """`eval.baseline` as a tuple: "base", "rft" or "base,rft" (each judged again on the same items), without the
+  judged policy itself and without repeats."""
+  policy = str(config.eval.policy)
+  names = (n.strip() for n in str(config.eval.baseline).split(","))
+  return tuple(dict.fromkeys(n for n in names if n and n != policy))
+
+
 def upstream(config: Any, workdir: str | os.PathLike) -> tuple[str, ...]:
-  """The stages of this workdir whose outputs evaluation reads: the judged policy, the baseline, the meta RM."""
-  names = [str(config.eval.policy), str(config.eval.baseline)]
+  """The stages of this workdir whose outputs evaluation reads: the judged policy, the baselines, the meta RM."""
+  names = [str(config.eval.policy), *baselines(config)]
   meta = os.fspath(config.eval.meta_model)
   if meta and not os.path.isabs(meta) and not files.is_remote(meta):
     names.append(meta)
@@ -300,8 +327,8 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
   base_model = model
   policy = str(config.eval.policy)
   model = with_stage_params(model, policy, workdir)
-  baseline = str(config.eval.baseline)
-  if not baseline or baseline == policy:
+  compare_with = baselines(config)
+  if not compare_with:
     base_model = None  # the base weights are only kept for a before / after comparison
   logging.info("evaluate: loaded %s (%s), params of %s", config.model.name, config.model.dtype, policy)
   meta_rm = load_meta(config, model, workdir) if config.eval.meta_model else None
@@ -332,19 +359,18 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
       d["throughput"]["tokens_per_s"],
     )
 
-  compared = None
-  if baseline and baseline != policy:
-    compared = compare_baseline(baseline, base_model, datasets, per_dataset, config, workdir)
+  compared = [compare_baseline(b, base_model, datasets, per_dataset, config, workdir) for b in compare_with]
 
   results = {
     "model": str(config.model.name),
     "policy": policy,
-    "baseline": compared,
+    "baseline": compared[0] if compared else None,  # the first one: beside the paper's rows, compare's @baseline
+    "baselines": compared,
     "config": cfg,
     "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
     "datasets": per_dataset,
     "skipped_datasets": skipped_datasets,
-    "paper": paper.comparison(per_dataset, compared, policy),
+    "paper": paper.comparison(per_dataset, compared[0] if compared else None, policy),
     "totals": _totals(per_dataset),
     "seconds": time.perf_counter() - start,
   }

@@ -27,8 +27,8 @@ def test_rows_columns_and_render():
     "benchmark": "accuracy", "official_metric": "accuracy", "k": 1, "num_items": 32, "metrics": {"k1": {
       "accuracy": 0.625}}}}}
   judge = _results("grpo", 0.5, 0.59375, token_prob=0.625)
-  table = comparison.compare([("base GRM", spct, True), ("SPCT GRM", spct, False), ("BT RM", btrm, False),
-                              ("pairwise judge", judge, False)])
+  table = comparison.compare([("base GRM", spct, "baseline"), ("SPCT GRM", spct, ""), ("BT RM", btrm, ""),
+                              ("pairwise judge", judge, "")])
   rows = {r["system"]: r for r in table["datasets"]["syn"]}
   assert rows["base GRM"] == {"system": "base GRM", "policy": "base", "official_metric": "accuracy", "k": 4,
                               "num_items": 32, "k1": 0.40625, "voting": 0.40625}
@@ -46,16 +46,16 @@ def test_rows_columns_and_render():
 
 def test_other_items_are_flagged():
   a = _results("grpo", 0.75, 0.8)
-  table = comparison.compare([("a", a, False), ("b", _results("grpo", 0.7, 0.7, limit=16, items=16), False),
-                              ("c", _results("grpo", 0.7, 0.7, seed=1), False)])
+  table = comparison.compare([("a", a, ""), ("b", _results("grpo", 0.7, 0.7, limit=16, items=16), ""),
+                              ("c", _results("grpo", 0.7, 0.7, seed=1), "")])
   assert table["mismatched"] == ["b", "c"]
   assert "**Not the same items**: b, c" in "\n".join(comparison.render(table))
 
 
 def test_system_specs():
-  assert comparison.parse_systems("SPCT GRM=eval; base=eval@baseline;judge=judge/eval/") == [
-    ("SPCT GRM", "eval", False), ("base", "eval", True), ("judge", "judge/eval", False)]
-  for bad, why in (("eval", "not 'label=results folder'"), ("a=eval@before", "only 'baseline'"),
+  assert comparison.parse_systems("SPCT GRM=eval; base=eval@baseline;judge=judge/eval/;RFT=eval@rft") == [
+    ("SPCT GRM", "eval", ""), ("base", "eval", "baseline"), ("judge", "judge/eval", ""), ("RFT", "eval", "rft")]
+  for bad, why in (("eval", "not 'label=results folder'"), ("a=eval@", "name a baseline"),
                    ("a=eval;a=btrm", "used twice"), ("", "no system")):
     with pytest.raises(ValueError, match=why):
       comparison.parse_systems(bad)
@@ -77,3 +77,14 @@ def test_variant_config_overrides_by_type_and_names_bad_keys():
       configs.variant_config(config, "v")
   with pytest.raises(ValueError, match=r"no variant 'w'"):
     configs.variant_config(config, "w")
+
+
+def test_a_baseline_is_picked_by_its_params():
+  spct = _results("grpo", 0.75, 0.8125, baseline=(0.40625, 0.40625))
+  rft = {"policy": "rft", "datasets": {"syn": {"official_metric": "accuracy", "k1": 0.6875, "voting": 0.71875}}}
+  spct["baselines"] = [spct["baseline"], rft]
+  table = comparison.compare([("base", spct, "baseline"), ("RFT", spct, "rft"), ("base again", spct, "base")])
+  rows = {r["system"]: (r["policy"], r["k1"], r["voting"]) for r in table["datasets"]["syn"]}
+  assert rows == {"base": ("base", 0.40625, 0.40625), "RFT": ("rft", 0.6875, 0.71875),
+                  "base again": ("base", 0.40625, 0.40625)}
+  assert comparison.baseline_part(spct, "grpo") is None

@@ -345,3 +345,28 @@ def test_every_column_and_scaling_row_carries_its_interval(config):
   d = evaluate.evaluate_dataset("synthetic", examples, j, config)
   assert "accuracy_ci95" not in d["metrics"]["k1"] and "accuracy_expected" in d["metrics"]["k1"]
   assert "voting_ci95" not in d["scaling"][0]
+
+
+def test_several_baselines_and_per_item_outcomes(config, tmp_path, patched):
+  """eval.baseline="base,rft" judges both again on the same items (the policy itself is no baseline); every column
+  keeps its per-item outcomes, whose mean is the column's tie-expected accuracy."""
+  config.eval.datasets, config.eval.policy, config.eval.baseline = "synthetic", "grpo", "base,rft,grpo"
+  for stage in ("rft", "grpo"):
+    save_params(str(tmp_path / stage / "final"), models.from_config(models.tiny("llama")).params)
+  results = evaluate.run(config, tmp_path)
+  assert [b["policy"] for b in results["baselines"]] == ["base", "rft"]
+  assert results["baseline"] == results["baselines"][0]
+  d = results["datasets"]["synthetic"]
+  outcomes = d["outcomes"]
+  assert set(outcomes) == {"ids", "k1", "voting", "voting@1", "voting@2", "voting@4"}
+  assert len(outcomes["ids"]) == 4 and len(set(outcomes["ids"])) == 4
+  for column in ("k1", "voting"):
+    assert np.mean(outcomes[column]) == pytest.approx(d["metrics"][column]["accuracy_expected"])
+  for row in d["scaling"]:
+    assert "voting_items" not in row
+    assert np.mean(outcomes[f"voting@{row['k']}"]) == pytest.approx(row["voting_expected"], abs=1e-6)
+  for b in results["baselines"]:
+    got = b["datasets"]["synthetic"]["outcomes"]
+    assert got["ids"] == outcomes["ids"] and len(got["k1"]) == 4
+  report = (tmp_path / "eval" / "report.md").read_text()
+  assert "`base` params vs `grpo` params" in report and "`rft` params vs `grpo` params" in report

@@ -1,0 +1,69 @@
+"""The paper's orderings reproduced on a laptop CPU over several seeds, each tested from a 95% interval.
+
+  python -m grm_jax.main --config=experiments/science.py --workdir=/tmp/science          # embedded SmolLM2, CPU
+  python -m grm_jax.main --config=experiments/science.py:smoke --workdir=/tmp/sci        # tiny model, seconds
+
+Per seed s (variants `seed<s>` and `seed<s>_np`, run in `<workdir>/seed<s>/` and `<workdir>/seed<s>_np/`):
+- the SPCT pipeline of baselines.py's default (spct.py's model, data and templates on the `QUICK` budget): RFT, GRPO,
+  the meta RM, and the evaluation at k = `K` with the base and the RFT-only params judged again on the same items
+  (`eval.baseline="base,rft"`), and the Bradley-Terry scalar RM on the same items;
+- the same RFT + GRPO + evaluation without principle generation (`compact_no_principles`).
+The seed sets the training items' order and sampling, every sampler draw, the held-out subsample and the bootstrap.
+Then the `claims` stage tests the paper's orderings (`grm_jax.eval.claims`):
+  1. Voting@k rises with k (k = 1, 2, 4, 8);       2. MetaRM@k > Voting@k;
+  3. RFT + GRPO > RFT alone > base;                  4. with principles > without principles;
+  5. GRM Voting@k > the Bradley-Terry scalar RM,
+each as holds / does not hold / inconclusive from its 95% interval over seeds and items, written to
+`claims/report.md`, `claims/results.json` (with every seed's numbers) and `claims/claims.png`.
+
+Presets: default (CPU, seeds 0, 1, 2), smoke (tiny:llama, seconds: what the preset test runs).
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from grm_jax import configs
+
+PRESETS = ("default", "smoke")
+SEEDS = (0, 1, 2)
+K = 8  # samples per item at evaluation: the Voting@k curve at 1, 2, 4, 8
+GRM_STAGES = ("rft", "grpo", "metarm", "evaluate", "btrm")
+ABLATION_STAGES = ("rft", "grpo", "evaluate")
+ABLATION = "grm.template=compact_no_principles;eval.meta_model=;eval.baseline="
+
+
+def _baselines():
+  """experiments/baselines.py, loaded from beside this file (experiment files are not an installed package)."""
+  spec = importlib.util.spec_from_file_location("grm_jax_experiment_baselines",
+                                                os.path.join(os.path.dirname(__file__), "baselines.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"experiments/science.py: unknown preset {preset!r}; choose one of {PRESETS}")
+  baselines = _baselines()
+  c = baselines.load_experiment("spct").get_config("smoke" if preset == "smoke" else "default")
+  if preset == "default":
+    c = configs.overridden(c, baselines.QUICK, "experiments/baselines.py QUICK")
+  c.eval.k = K
+  c.eval.baseline = "base,rft"
+  c.btrm = configs.btrm()
+  c.btrm.batch_size, c.btrm.max_len = 4, 512
+  c.claims = configs.claims()
+  c.claims.seeds = ",".join(str(s) for s in SEEDS)
+  c.variants = ml_collections.ConfigDict()
+  for s in SEEDS:
+    c.variants[f"seed{s}"] = f"seed={s}"
+    c.variants[f"seed{s}_np"] = f"seed={s};{ABLATION}"
+  c.stages = tuple(f"seed{s}{suffix}/{stage}" for s in SEEDS
+                   for suffix, stages in (("", GRM_STAGES), ("_np", ABLATION_STAGES)) for stage in stages) + ("claims",)
+  if preset == "smoke":
+    configs.smoke(c)
+    c.eval.k = 4  # still 1, 2, 4 on the curve
+  return c

@@ -1,0 +1,151 @@
+"""Claims over seeds: per-item outcomes, the two-level bootstrap, the verdict rule, and the claims stage on results
+files written by hand (no model)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from grm_jax import configs
+from grm_jax.data import PreferenceExample
+from grm_jax.eval import claims, metrics
+from grm_jax.stages import claims as claims_stage
+
+
+def pair(i, best=0, n=2):
+  rewards = tuple(1.0 if r == best else 0.0 for r in range(n))
+  return PreferenceExample("q", tuple("abcd"[:n]), rewards, source="syn", id=str(i))
+
+
+def test_item_outcomes_count_a_tie_as_one_over_its_size():
+  examples = [pair(0), pair(1, best=1), pair(2, n=3), PreferenceExample("q", ("a", "b"), (1.0, 1.0), id="tie")]
+  votes = [[9.0, 1.0], [5.0, 5.0], [7.0, 7.0, 7.0], [3.0, 1.0]]
+  # right; a 2-way tie holding the best; a 3-way tie holding it; no unique best in the truth
+  assert metrics.item_outcomes(examples, [votes]) == [1.0, 0.5, pytest.approx(1 / 3, abs=1e-6), None]
+  # Averaged over tables (a scaling point's subsets): item 0 right in one of two
+  assert metrics.item_outcomes(examples[:1], [[[9.0, 1.0]], [[1.0, 9.0]]]) == [0.5]
+
+
+def test_interval_of_constant_differences_is_that_constant():
+  lo, hi = claims.hierarchical_interval([np.full(20, 0.25), np.full(30, 0.25), np.full(10, 0.25)], resamples=200)
+  assert (lo, hi) == pytest.approx((0.25, 0.25))
+  assert claims.verdict(lo, hi) == "holds"
+  assert claims.verdict(*claims.hierarchical_interval([np.full(5, -0.5)], resamples=50)) == "does not hold"
+
+
+def test_interval_one_seed_matches_a_plain_item_bootstrap():
+  # One seed: only items are resampled; a 0/1 sample of 60 with mean 0.5 has a 95% interval of about +-0.126.
+  x = np.array([1.0, 0.0] * 30)
+  lo, hi = claims.hierarchical_interval([x], seed=1, resamples=4000)
+  assert lo == pytest.approx(0.5 - 1.96 * 0.5 / np.sqrt(60), abs=0.02)
+  assert hi == pytest.approx(0.5 + 1.96 * 0.5 / np.sqrt(60), abs=0.02)
+
+
+def test_seed_to_seed_variation_widens_the_interval():
+  # Items agree perfectly within each seed, but the seeds disagree: only resampling seeds sees that.
+  per_seed = [np.full(50, 0.3), np.full(50, -0.1), np.full(50, 0.1)]
+  lo, hi = claims.hierarchical_interval(per_seed, resamples=2000)
+  assert lo < 0 < hi and claims.verdict(lo, hi) == "inconclusive"
+  assert lo == pytest.approx(-0.1, abs=1e-9) and hi == pytest.approx(0.3, abs=1e-9)  # all three drawn alike
+
+
+def test_verdict_rule():
+  assert claims.verdict(0.01, 0.2) == "holds"
+  assert claims.verdict(-0.2, -0.01) == "does not hold"
+  assert claims.verdict(-0.01, 0.2) == "inconclusive"
+  assert claims.verdict(0.0, 0.2) == "inconclusive"  # the interval touches 0: not above it
+  assert claims.verdict(float("nan"), float("nan")) == "inconclusive"
+
+
+def test_claim_list_and_system_names():
+  listed = claims.claims(8, "seed{seed}/eval", "seed{seed}_np/eval", "seed{seed}/btrm")
+  by_id = {c["id"]: c for c in listed}
+  assert [by_id[i]["b"] for i in ("1.1", "1.2", "1.3")] == [f"seed{{seed}}/eval:voting@{k}" for k in (1, 2, 4)]
+  assert by_id["1"]["a"] == "seed{seed}/eval:voting@8" and by_id["2"]["a"] == "seed{seed}/eval:meta"
+  assert by_id["3.3"] == {"id": "3.3", "claim": "RFT alone > base (k=1)", "a": "seed{seed}/eval@rft:k1",
+                          "b": "seed{seed}/eval@base:k1", "a_label": "RFT alone, k=1", "b_label": "base model, k=1"}
+  assert (by_id["1"]["a_label"], by_id["2"]["a_label"]) == ("SPCT GRM, Voting@8", "SPCT GRM, MetaRM@8")
+  assert (by_id["4.2"]["b_label"], by_id["5"]["b_label"]) == ("GRM w/o principles, Voting@8", "Bradley-Terry RM")
+  assert by_id["5"]["b"] == "seed{seed}/btrm:k1"
+  assert [c["id"] for c in claims.claims(6, "g{seed}", "n{seed}", "b{seed}")][:5] == ["1", "1.1", "1.2", "1.3", "2"]
+  assert claims.parse_system("seed{seed}/eval@rft:voting@8") == ("seed{seed}/eval", "rft", "voting@8")
+  with pytest.raises(ValueError, match="is not '<results folder>"):
+    claims.parse_system("eval")
+
+
+def test_systems_on_other_items_are_refused():
+  with pytest.raises(ValueError, match="not scored on the same items"):
+    claims.paired({"a/1": 1.0, "a/2": 0.0}, {"a/1": 1.0, "a/3": 0.0}, "claim 9")
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage on hand-written results.
+
+
+def _eval_results(k1, voting, meta, base, rft, ids):
+  """An evaluation's results.json with per-item outcomes: each argument a list of per-item values."""
+  scaling = [{"k": k, "voting": float(np.mean(voting)), "voting_expected": float(np.mean(voting))} for k in (1, 2, 4)]
+  outcomes = {"ids": ids, "k1": k1, "voting": voting, "meta": meta, "voting@1": k1, "voting@2": voting,
+              "voting@4": voting, "meta@4": meta}
+
+  def baseline(policy, values):
+    return {"policy": policy, "datasets": {"syn": {"official_metric": "accuracy",
+                                                   "outcomes": {"ids": ids, "k1": values, "voting": values}}}}
+
+  return {"policy": "grpo", "datasets": {"syn": {"k": 4, "official_metric": "accuracy", "scaling": scaling,
+                                                 "outcomes": outcomes}},
+          "baseline": baseline("base", base), "baselines": [baseline("base", base), baseline("rft", rft)]}
+
+
+def _write(path, results):
+  path.mkdir(parents=True)
+  (path / "results.json").write_text(json.dumps(results))
+  (path / "done.json").write_text(json.dumps({"fingerprint": "x"}))
+
+
+def test_claims_stage_on_written_results(tmp_path):
+  ids = [f"i{i}" for i in range(8)]
+  ones, zeros, half = [1.0] * 8, [0.0] * 8, [1.0, 0.0] * 4
+  for s in (0, 1):
+    _write(tmp_path / f"seed{s}" / "eval", _eval_results(k1=half, voting=ones, meta=ones, base=zeros, rft=half,
+                                                          ids=ids))
+    _write(tmp_path / f"seed{s}_np" / "eval", {"datasets": {"syn": {"k": 4, "outcomes": {
+      "ids": ids, "k1": half, "voting": [1.0] * 7 + [None]}}}})  # an item with no unique best drops out of both
+    _write(tmp_path / f"seed{s}" / "btrm", {"datasets": {"syn": {"k": 1, "outcomes": {"ids": ids, "k1": half}}}})
+  c = configs.base(("claims",))
+  c.claims = configs.claims()
+  c.claims.seeds, c.claims.resamples = "0,1", 300
+  with pytest.raises(ValueError, match="not scored on the same items"):
+    claims_stage.run(c, str(tmp_path))  # 4.2 pairs 8 items with 7
+  for s in (0, 1):
+    _write_np = tmp_path / f"seed{s}_np" / "eval" / "results.json"
+    _write_np.write_text(json.dumps({"datasets": {"syn": {"k": 4, "outcomes": {"ids": ids, "k1": half,
+                                                                                "voting": half}}}}))
+  claims_stage.run(c, str(tmp_path))
+  out = json.loads((tmp_path / "claims" / "results.json").read_text())
+  verdicts = {r["id"]: r["verdict"] for r in out["claims"]}
+  assert verdicts["1"] == "holds"  # voting@4 (all right) vs voting@1 (half)
+  assert verdicts["2"] == "inconclusive"  # meta = voting: the difference is exactly 0
+  assert verdicts["3.2"] == "holds" and verdicts["3.4"] == "holds"  # voting 1 > rft 0.5 > base 0
+  assert verdicts["4.1"] == "inconclusive" and verdicts["4.2"] == "holds" and verdicts["5"] == "holds"
+  assert out["systems"]["seed{seed}/eval@base:voting"]["per_seed"] == {"0": 0.0, "1": 0.0}
+  assert out["claims"][0]["per_seed"] == {"0": 0.5, "1": 0.5} and out["k"] == 4
+  report = (tmp_path / "claims" / "report.md").read_text()
+  assert re.search(r"\| 1 \| Voting@k rises with k: Voting@4 > Voting@1 \| \+50\.0 \(\+\d+\.\d to \+\d+\.\d\) \| "
+                   r"\+50\.0, \+50\.0 \| \*\*holds\*\* \|", report), report
+  assert (tmp_path / "claims" / "claims.png").stat().st_size > 0
+
+
+def test_claims_config_errors_name_the_key(tmp_path):
+  c = configs.base(("claims",))
+  c.claims = configs.claims()
+  c.claims.seeds = "0,x"
+  with pytest.raises(ValueError, match="claims.seeds='0,x'"):
+    claims_stage.run(c, str(tmp_path))
+  c.claims.seeds, c.claims.grm = "0", "eval"
+  with pytest.raises(ValueError, match=r"claims.grm='eval': the folder must name the seed"):
+    claims_stage.run(c, str(tmp_path))
+  c.claims.grm = "seed{seed}/eval"
+  with pytest.raises(FileNotFoundError, match="seed0/eval/results.json does not exist"):
+    claims_stage.run(c, str(tmp_path))
