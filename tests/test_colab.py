@@ -21,6 +21,8 @@ def test_notebook_is_tidy():
   assert nb.metadata.kernelspec.name == "python3"
 
 
+# Slow tier: the same smoke pipeline also runs in the preset test; test_notebook_is_tidy checks the cells here.
+@pytest.mark.slow
 def test_notebook_runs_smoke_pipeline(tmp_path):
   workdir = tmp_path / "spct"
   env = dict(os.environ)

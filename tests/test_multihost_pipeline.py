@@ -93,6 +93,8 @@ def _foreign_writes(path: str) -> list:
   return [w for w in writes if not all(".orbax-checkpoint-tmp" in p for p in w[1:])]
 
 
+# Slow tier (~3 min alone): the default suite keeps the two-process mesh test (tests/test_multihost.py).
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_two_process_pipeline_resumes_after_sigkill_and_matches_one_process(tmp_path):
   reference = tmp_path / "reference"

@@ -136,6 +136,9 @@ SMOL_CHATS = [
 ]
 
 
+# Slow tier (~1 min): tiny-model greedy parity for every architecture and the real model's logits parity stay in the
+# default suite.
+@pytest.mark.slow
 def test_greedy_matches_transformers_smollm2(smollm2):
   """Eight chat prompts (32 to 70 tokens) in one batched call vs transformers one at a time,
   on the same Q4_1 GGUF; EOS stops both. Some answers end early, one runs to the limit."""
