@@ -315,6 +315,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if rows and (group[key] // group.micro_batches) % rows:
       raise ValueError(f"config {stage}.{key}={group[key]} / micro_batches={group.micro_batches} rows per "
                        f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
+  for stage, group, counts in SAMPLING_CHECKS:
+    if group in config and stage in tuple(config.stages):
+      _check_sampling(config[group], group, counts)
   if "rft" in config and "rft" in tuple(config.stages):
     r = config.rft
     if r.hinted_scope not in HINTED_SCOPES:
@@ -346,6 +349,29 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if rows and (rollouts // g.micro_batches) % rows:
       raise ValueError(f"config grpo.prompts_per_step x grpo.group_size = {rollouts} rollouts / micro_batches="
                        f"{g.micro_batches} do not split over the mesh's data x fsdp = {rows} devices")
+
+
+# (stage, config group, {key: smallest allowed value}) of every sampling stage; temperature, top_p and max_new_tokens
+# are checked in each.
+SAMPLING_CHECKS = (
+  ("rft", "rft", {"num_samples": 1, "batch_items": 1}),
+  ("grpo", "grpo", {}),
+  ("metarm", "metarm", {"samples_per_item": 0, "batch_items": 1}),
+  ("evaluate", "eval", {"k": 1, "limit": 0, "batch_items": 1, "num_subsets": 1, "bootstrap_resamples": 0}),
+)
+
+
+def _check_sampling(group: ml_collections.ConfigDict, name: str, counts: dict[str, int]) -> None:
+  """Sampling settings a stage would otherwise reject minutes in, after the model loaded."""
+  if "temperature" in group and not group.temperature >= 0:
+    raise ValueError(f"config {name}.temperature={group.temperature}: must be >= 0 (0 = greedy)")
+  if "top_p" in group and not 0 < group.top_p <= 1:
+    raise ValueError(f"config {name}.top_p={group.top_p}: must be in (0, 1]")
+  if "max_new_tokens" in group and group.max_new_tokens < 1:
+    raise ValueError(f"config {name}.max_new_tokens={group.max_new_tokens}: must be >= 1")
+  for key, least in counts.items():
+    if group[key] < least:
+      raise ValueError(f"config {name}.{key}={group[key]}: must be >= {least}")
 
 
 def _batch_shards(config, num_devices: int) -> int:

@@ -104,3 +104,34 @@ def test_a_diverging_stage_stops_with_an_error_and_writes_no_params(tmp_path):
       state = ckpt.restore(rft / "checkpoints" / str(step) / "state")
       leaves = jax.tree.leaves(state["params"]) + jax.tree.leaves(state["opt_state"])
       assert leaves and all(np.isfinite(np.asarray(x)).all() for x in leaves), step
+
+
+@pytest.mark.parametrize(("override", "message"), [
+  ("--config.eval.k=0", "config eval.k=0: must be >= 1"),
+  ("--config.eval.temperature=-0.5", "config eval.temperature=-0.5: must be >= 0"),
+  ("--config.eval.top_p=0", "config eval.top_p=0.0: must be in (0, 1]"),
+])
+def test_a_bad_value_is_one_line_and_exit_2_before_any_model_loads(tmp_path, override, message):
+  """User errors: one line naming the key, exit code 2, no traceback, nothing written (the model never loads)."""
+  done = subprocess.run([sys.executable, "-m", "grm_jax.main", f"--config={EVAL}:smoke", f"--workdir={tmp_path}/w",
+                         override], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "Traceback" not in done.stderr
+  assert f"grm_jax.main: {message}" in done.stderr
+  assert not (tmp_path / "w" / "config.json").exists()
+
+
+def test_comma_separated_stages_on_the_command_line(tmp_path, monkeypatch):
+  seen = []
+
+  class Stage:
+    @staticmethod
+    def run(config, workdir):
+      seen.append(tuple(config.stages))
+      return {}
+
+  monkeypatch.setattr(main.importlib, "import_module", lambda name: Stage)
+  config = main._load_config_file(f"{EVAL}:smoke")
+  config.stages = ("evaluate,evaluate",)
+  assert list(main.run(config, str(tmp_path))) == ["evaluate"]  # one result per name, run twice
+  assert seen == [("evaluate", "evaluate")] * 2

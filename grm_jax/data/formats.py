@@ -423,8 +423,21 @@ def read_offsetbias(
 # Plain JSONL: {"conversation"|"prompt", "responses", "rewards"|"best", [source, category, id, metadata]}.
 
 
+TRL_KEYS = ("prompt", "chosen", "rejected", "source", "category", "id")
+
+
+def _trl_row(row: dict[str, Any]) -> PreferenceExample:
+  """A TRL-style preference row (`chosen` / `rejected` strings with `prompt`, or whole conversations): n = 2, the
+  chosen response first and best; keys beyond `TRL_KEYS` go to metadata (e.g. `score_chosen`)."""
+  context, responses = chosen_rejected(row)
+  extra = {k: v for k, v in row.items() if k not in TRL_KEYS}
+  return PreferenceExample(context, responses, (1.0, 0.0), best=0, source=str(row.get("source", "")),
+                           category=str(row.get("category", "")), id=str(row.get("id", "")), metadata=extra)
+
+
 def _jsonl_row(row: Any, file: Path, loc: str) -> PreferenceExample:
-  ex = PreferenceExample.from_dict(row)
+  trl = isinstance(row, dict) and "chosen" in row and "rejected" in row and "responses" not in row
+  ex = _trl_row(row) if trl else PreferenceExample.from_dict(row)
   if "source" not in row or "id" not in row:  # hand-written files: still give metrics a unit and a key
     ex = dataclasses.replace(
       ex,
@@ -441,6 +454,8 @@ def read_jsonl(
 
   Per row: `conversation` (turns) or `prompt` (string or turns); `responses`; `rewards` and/or `best`;
   optional `source` (default: file name), `category`, `id` (default: "<file>:<line>"), `metadata`.
-  Unknown keys are errors.
+  Unknown keys are errors. A TRL-style row (`prompt` + `chosen` / `rejected` strings, or `chosen` / `rejected`
+  conversations that share their turns before the last) is a pair with the chosen response best; its other keys
+  are kept as metadata.
   """
   return _read(path, _jsonl_row, split=split, on_error=on_error, limit=limit)

@@ -280,3 +280,21 @@ def test_plain_jsonl_bad_lines(tmp_path):
 def test_on_error_is_checked(tmp_path):
   with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
     data.read_jsonl(_jsonl(tmp_path / "a.jsonl", [{"prompt": "q", "responses": ["a"], "rewards": [1]}]), on_error="x")
+
+
+def test_trl_preference_jsonl_reads_as_pairs(tmp_path):
+  """The format most users have: TRL's prompt / chosen / rejected, as strings or as whole conversations."""
+  rows = [
+    {"prompt": "2+2?", "chosen": "4", "rejected": "5", "score_chosen": 9.0},
+    {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+     "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}], "id": "c2"},
+  ]
+  a, b = data.read_jsonl(_jsonl(tmp_path / "prefs.jsonl", rows))
+  assert a.context == ({"role": "user", "content": "2+2?"},) and a.responses == ("4", "5")
+  assert a.rewards == (1.0, 0.0) and a.best == 0 and a.metadata == {"score_chosen": 9.0}
+  assert a.source == "prefs" and a.id == "prefs.jsonl:1"
+  assert b.context == ({"role": "user", "content": "Hi"},) and b.responses == ("Hello!", "Go away.") and b.id == "c2"
+  bad = [{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a"}],
+          "rejected": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "b"}]}]
+  with pytest.raises(DataError, match="differ before their final assistant turn"):
+    data.read_jsonl(_jsonl(tmp_path / "bad.jsonl", bad))
