@@ -59,6 +59,10 @@ def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   # The resumed run's metrics have one line per step, none duplicated.
   steps = [r["step"] for r in read_jsonl(killed / "grpo" / "metrics.jsonl")]
   assert steps == list(range(1, STEPS + 1))
+  # Every rollout logged once, the redone steps' rollouts the same as the uninterrupted run's.
+  rollouts = [read_jsonl(w / "grpo" / "rollouts.jsonl") for w in (whole, killed)]
+  assert rollouts[0] == rollouts[1]
+  assert sorted({r["step"] for r in rollouts[1]}) == list(range(1, STEPS + 1)) and len(rollouts[1]) == STEPS * 4
   whole_m = read_jsonl(whole / "grpo" / "metrics.jsonl")
   assert whole_m[0]["logp_diff_sampler_trainer"] <= 1e-4
   # The stages after GRPO ran on the resumed params: the same evaluation numbers as the uninterrupted run.

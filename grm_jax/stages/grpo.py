@@ -6,7 +6,9 @@ current policy (the sampler reads the training params themselves, no stale copy)
 wrong or unparseable, `rules.rl_reward`), and runs `train.grpo.GrpoUpdater` (group advantages, clipped ratio, KL to
 the frozen reference = the starting params). A step's items, response orders and sampling keys are functions of
 (seed, step), so a run resumed from its last checkpoint (`grpo/checkpoints/`) ends with the same params as an
-uninterrupted one. Output: `grpo/final/` params, `grpo/metrics.jsonl`, `grpo/done.json`.
+uninterrupted one. Output: `grpo/final/` params, `grpo/metrics.jsonl`, `grpo/rollouts.jsonl` (every rollout: step
+(1-based, as in metrics.jsonl), item, sample, response order, text, parsed scores, reward; a resumed run rewrites
+the steps it redoes), `grpo/done.json`.
 
 RL-data filter (paper App. C.1: the RL set drops items that DeepSeek-V2-Lite-Chat gets right in all 3 samples): with
 `grpo.filter.judge` set (a `models.load` spec, or "synthetic-critic" on the built-in data), that judge samples each
@@ -25,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from grm_jax import grm
-from grm_jax.files import read_jsonl, write_jsonl
+from grm_jax.files import append_jsonl, exists, read_jsonl, write_jsonl
 from grm_jax.grm import rules, trajectories
 from grm_jax.stages import common
 from grm_jax.train.batching import bucket_length
@@ -149,6 +151,18 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
                                                       common.grm_template(config))) for ex in items)
   length = row_length(longest_prompt, int(g.max_new_tokens))
 
+  rollouts_path = os.path.join(out, "rollouts.jsonl")
+  resumed = {"first": True}
+
+  def log_rollouts(step, batch, j, reward) -> None:
+    if resumed.pop("first", False) and exists(rollouts_path):  # a resumed run redoes the steps from `step` on
+      write_jsonl(rollouts_path, [r for r in read_jsonl(rollouts_path) if r["step"] <= step])
+    append_jsonl(rollouts_path, [
+      {"step": int(step) + 1, "item": f"{ex.source}/{ex.id}", "sample": s,
+       "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s], "valid": bool(j.valid[b, s]),
+       "scores": [float(x) for x in j.scores[b, s, : ex.n]] if j.valid[b, s] else None, "reward": float(reward[b, s])}
+      for b, ex in enumerate(batch) for s in range(G)])
+
   def step_fn(state, step):
     batch = [items[i] for i in batch_indices(len(items), P, step, int(config.seed))]
     policy = common.with_params(model, state.params)
@@ -160,6 +174,7 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
     for i, ex in enumerate(batch):
       gt[i, : ex.n] = ex.rewards
     reward = np.asarray(rules.rl_reward(j.scores, j.valid, gt[:, None], j.response_mask[:, None]))
+    log_rollouts(step, batch, j, reward)
     prompts = [j.prompt_ids[b][s] for b in range(P) for s in range(G)]
     completions = [trajectories.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s])) for b in range(P)
                    for s in range(G)]
