@@ -28,6 +28,7 @@ setup(
     "pyarrow",
     "tqdm",
     "matplotlib",
+    "tensorboardX",  # every training metric also as TensorBoard events
   ],
   extras_require={
     # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.

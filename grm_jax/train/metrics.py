@@ -1,8 +1,8 @@
-"""Training metrics: an append-only JSONL file (the record experiments are read back from), TensorBoard when
-available, and an optional progress-bar postfix.
+"""Training metrics: an append-only JSONL file (the record experiments are read back from), TensorBoard events
+(tensorboardX, a dependency) next to it, and an optional progress-bar postfix.
 
-JSONL rather than TensorBoard alone because it needs no extra dependency, survives partial writes line by line and
-is trivially loaded by the analysis scripts (`read_jsonl`).
+JSONL as the record rather than TensorBoard alone because it survives partial writes line by line and is trivially
+loaded by the analysis scripts (`read_jsonl`).
 """
 
 from __future__ import annotations

@@ -64,3 +64,27 @@ def test_without_resume_appends(tmp_path):
   with MetricsWriter(str(path)) as w:
     w.write(2, {"a": 2.0})
   assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+
+
+def _events(folder):
+  """(tag, step, value) of every scalar in the TensorBoard event files under `folder` (TFRecord framing: length,
+  its CRC, the Event proto, its CRC)."""
+  from tensorboardX.proto import event_pb2  # noqa: PLC0415
+
+  out = []
+  for path in sorted(folder.rglob("events.out.tfevents.*")):
+    data, pos = path.read_bytes(), 0
+    while pos < len(data):
+      n = int.from_bytes(data[pos : pos + 8], "little")
+      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+      pos += 12 + n + 4
+      out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+  return out
+
+
+def test_tensorboard_events_are_written(tmp_path):
+  """tensorboardX is a dependency: every finite scalar also goes to TensorBoard, under its step."""
+  with MetricsWriter(str(tmp_path / "metrics.jsonl"), tensorboard_dir=str(tmp_path / "tb")) as w:
+    w.write(1, {"loss": 0.5, "nan": float("nan")})
+    w.write(2, {"loss": 0.25})
+  assert _events(tmp_path / "tb") == [("loss", 1, 0.5), ("loss", 2, 0.25)]
