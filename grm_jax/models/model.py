@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from grm_jax import parallel
-from grm_jax.models import builtin, weights
+from grm_jax.models import builtin, hub, weights
 from grm_jax.models.config import ModelConfig, UnsupportedModelError, from_hf_config, to_hf_config
 from grm_jax.models.decoder import Decoder, KVCache, default_positions
 from grm_jax.models.gguf_io import GGUFSource
@@ -155,7 +155,8 @@ def load(
   cache_dir: str | None = None,
   **config_overrides,
 ) -> Model:
-  """Load `builtin:<name>`, an HF directory (config.json + safetensors) or a `.gguf` file.
+  """Load `builtin:<name>`, an HF directory (config.json + safetensors), a Hugging Face Hub id ("org/name", from the
+  local HF cache or downloaded into it: `models.hub`) or a `.gguf` file.
 
   `tiny:<family>` (llama, qwen2, gemma2) is a tiny random model of that family with the embedded default's
   tokenizer and chat template: every pipeline stage runs on it in seconds (preset and stage tests, smoke runs).
@@ -171,10 +172,14 @@ def load(
     model = _load_gguf(path, overrides, mesh, rules, tokenizer, cache_dir)
     model.source = spec
     return model
+  if hub.is_hub_id(spec):
+    model = _load_hf_dir(hub.snapshot(spec), overrides, mesh, rules, tokenizer)
+    model.source = spec
+    return model
   if not os.path.exists(spec):
     raise FileNotFoundError(
-      f"{spec}: no such file or directory; pass an HF checkpoint directory, a .gguf file or "
-      f"one of {', '.join('builtin:' + k for k in builtin.BUILTINS)}"
+      f"{spec}: no such file or directory; pass an HF checkpoint directory, a Hugging Face Hub id (org/name), a "
+      f".gguf file or one of {', '.join('builtin:' + k for k in builtin.BUILTINS)}"
     )
   if os.path.isfile(spec):
     if not spec.endswith(".gguf"):
@@ -199,6 +204,8 @@ def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = Non
     return load(spec, dtype=dtype, param_dtype=param_dtype, cache_dir=cache_dir, **config_overrides).config
   if spec.startswith("builtin:"):
     spec = builtin.locate(spec.removeprefix("builtin:"), cache_dir=cache_dir)
+  if hub.is_hub_id(spec):
+    spec = hub.snapshot(spec)
   if os.path.isfile(spec) and spec.endswith(".gguf"):
     return from_hf_config(GGUFSource(spec).hf_config(), source=spec, **overrides)
   cfg_path = os.path.join(spec, "config.json")
