@@ -386,20 +386,19 @@ def render_markdown(results: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _pyplot():
-  import matplotlib  # noqa: PLC0415 - plotting is optional for the numbers
+def _figure(**kw):
+  """A matplotlib Figure of its own, outside pyplot: no global figure registry, no backend switch, so a caller's
+  interactive session (a notebook) is left as it was and nothing needs closing."""
+  from matplotlib.figure import Figure  # noqa: PLC0415 - plotting is optional for the numbers
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  return plt
+  return Figure(**kw)
 
 
 def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
   """Voting@k (solid) and MetaRM@k (dashed) against k, log2 x-axis, one line per dataset and column; the band is the
   point's 95% bootstrap interval over items where the rows carry it ("<column>_ci95"), else ± one std over subsets."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  fig = _figure(figsize=(6.4, 4.2))
+  ax = fig.subplots()
   ks_all: set[int] = set()
   bands: set[str] = set()
   for name, d in results.get("datasets", {}).items():
@@ -433,14 +432,13 @@ def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
     ax.legend(fontsize=7)
   fig.tight_layout()
   files.save_figure(fig, path, dpi=110)
-  plt.close(fig)
 
 
 def plot_claims(result: Mapping[str, Any], path: str | os.PathLike) -> None:
   """Left: Voting@k (solid) and MetaRM@k (dashed) against k, one thin line per seed and their mean; right: each
   claim's difference A - B with its 95% interval (`eval.claims`), green where it holds, red where it does not."""
-  plt = _pyplot()
-  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1, 1.4]})
+  fig = _figure(figsize=(11, 4.4))
+  left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
   for column, style, color in (("voting", "-o", "C0"), ("meta", "--s", "C1")):
     curves = [c[column] for c in result.get("curve", {}).values() if c.get(column)]
     for curve in curves:
@@ -472,24 +470,23 @@ def plot_claims(result: Mapping[str, Any], path: str | os.PathLike) -> None:
   right.grid(alpha=0.3, axis="x")
   fig.tight_layout()
   files.save_figure(fig, path, dpi=110)
-  plt.close(fig)
 
 
 def plot_position_bias(results: Mapping[str, Any], path: str | os.PathLike) -> None:
   """Grouped bars: share of decisive samples whose top response was shown at each position, vs 1/n."""
-  plt = _pyplot()
   groups = [
     (f"{name}\nn={pb['n']}", pb)
     for name, d in results.get("datasets", {}).items()
     for pb in d.get("position_bias", {}).values()
   ]
-  fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups) + 2), 4.0))
+  fig = _figure(figsize=(max(4.0, 1.6 * len(groups) + 2), 4.0))
+  ax = fig.subplots()
   width = 0.8
   for g, (_, pb) in enumerate(groups):
     n = pb["n"]
     rates = [100 * (r if r is not None and math.isfinite(r) else 0.0) for r in pb["rates"]]
     xs = g + (np.arange(n) - (n - 1) / 2) * width / n
-    ax.bar(xs, rates, width / n * 0.9, color=[plt.cm.tab10(p) for p in range(n)])
+    ax.bar(xs, rates, width / n * 0.9, color=[f"C{p}" for p in range(n)])
     ax.hlines(100 / n, g - width / 2, g + width / 2, colors="k", linestyles="--", linewidth=1)
     for x, p in zip(xs, range(n), strict=True):
       ax.text(x, 1, str(p + 1), ha="center", va="bottom", fontsize=7, color="white")
@@ -501,7 +498,6 @@ def plot_position_bias(results: Mapping[str, Any], path: str | os.PathLike) -> N
     ax.text(0.5, 0.5, "no items with n >= 2", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
   files.save_figure(fig, path, dpi=110)
-  plt.close(fig)
 
 
 def write_report(

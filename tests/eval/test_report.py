@@ -176,3 +176,15 @@ def test_report_renders_intervals(tmp_path):
   assert (tmp_path / "scaling.png").read_bytes().startswith(PNG_MAGIC)
   loaded = json.loads((tmp_path / "results.json").read_text())
   assert loaded["datasets"]["rewardbench"]["metrics"]["k1"]["overall_ci95"] == [0.25, 0.75]
+
+
+def test_figures_leave_pyplot_alone(tmp_path):
+  """Report figures are drawn outside pyplot: a notebook's own figures and backend stay as they were."""
+  import matplotlib  # noqa: PLC0415
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  backend, before = matplotlib.get_backend(), plt.get_fignums()
+  report.plot_scaling({"datasets": {}}, str(tmp_path / "s.png"))
+  report.plot_position_bias({"datasets": {}}, str(tmp_path / "p.png"))
+  assert plt.get_fignums() == before and matplotlib.get_backend() == backend
+  assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "p.png").stat().st_size > 0
