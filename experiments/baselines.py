@@ -23,7 +23,6 @@ Presets:
   smoke    tiny:llama, seconds (what the preset test runs)
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -45,20 +44,12 @@ SYSTEMS = ("base GRM=eval@baseline;SPCT GRM=eval;BT RM=btrm;pairwise judge=judge
 QUICK = "rft.epochs=1.0;grpo.steps=2"
 
 
-def load_experiment(name: str):
-  """experiments/<name>.py, loaded from beside this file (experiment files are not an installed package)."""
-  spec = importlib.util.spec_from_file_location(f"grm_jax_experiment_{name}",
-                                                os.path.join(os.path.dirname(__file__), f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/baselines.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = load_experiment("spct").get_config("smoke" if preset == "smoke" else "default")
+  c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
+    "smoke" if preset == "smoke" else "default")
   if preset == "quick":
     c = configs.overridden(c, QUICK, "experiments/baselines.py QUICK")
   c.btrm = configs.btrm()

@@ -20,7 +20,6 @@ Presets: default (CPU, seeds 0, 1, 2; each seed costs about what spct.py's defau
 no-principles GRM cost, plus k = 8 evaluations), smoke (tiny:llama, seconds: what the preset test runs).
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -35,21 +34,12 @@ ABLATION_STAGES = ("rft", "grpo", "evaluate")
 ABLATION = "grm.template=compact_no_principles;eval.meta_model=;eval.baseline="
 
 
-def _baselines():
-  """experiments/baselines.py, loaded from beside this file (experiment files are not an installed package)."""
-  spec = importlib.util.spec_from_file_location("grm_jax_experiment_baselines",
-                                                os.path.join(os.path.dirname(__file__), "baselines.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/science.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  baselines = _baselines()
-  c = baselines.load_experiment("spct").get_config("smoke" if preset == "smoke" else "default")
+  c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
+    "smoke" if preset == "smoke" else "default")
   c.eval.k = K
   c.eval.baseline = "base,rft"
   c.btrm = configs.btrm()

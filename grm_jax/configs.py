@@ -8,6 +8,8 @@ against the mesh and the group size), so a bad combination fails before any mode
 
 from __future__ import annotations
 
+import os
+
 import jax
 import ml_collections
 
@@ -229,6 +231,20 @@ def claims() -> ml_collections.ConfigDict:
   c.scalar_rm = "seed{seed}/btrm"  # the Bradley-Terry scalar RM on the same items
   c.resamples = 2000  # bootstrap resamples per interval (seeds, then items)
   return c
+
+
+def load_experiment(path: str):
+  """The experiment file at `path` as a module (its `get_config(preset)`, `PRESETS`, ...): experiment files live
+  outside the package, beside each other, and one may build on another (baselines.py and science.py on spct.py)."""
+  import importlib.util  # noqa: PLC0415
+
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no such file {path!r}")
+  name = "grm_jax_experiment_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def parse_overrides(text: str, key: str) -> list[tuple[str, str]]:

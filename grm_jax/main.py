@@ -11,7 +11,6 @@ config of `config.variants.<variant>` (overrides on top of this config, `configs
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 import time
@@ -77,12 +76,7 @@ def run(config, workdir: str) -> dict:
 
 def _load_config_file(spec: str):
   path, _, preset = spec.partition(":")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no such file {path!r}")
-  module_spec = importlib.util.spec_from_file_location("grm_jax_experiment", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(preset or None)
+  return configs.load_experiment(path).get_config(preset or None)
 
 
 def _explain(argv: list[str], error: Exception) -> str:
