@@ -138,7 +138,16 @@ def main(argv):
     sys.exit(1)
   if files.is_writer():
     summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
-    print(files.dumps(summary, indent=2, default=str)[:4000])
+    print(files.dumps(_without_outcomes(summary), indent=2, default=str)[:4000])
+
+
+def _without_outcomes(x):
+  """The run's summary for the terminal: per-item outcome lists (in results.json) would fill it with numbers."""
+  if isinstance(x, dict):
+    return {k: _without_outcomes(v) for k, v in x.items() if k != "outcomes"}
+  if isinstance(x, list):
+    return [_without_outcomes(v) for v in x]
+  return x
 
 
 if __name__ == "__main__":
