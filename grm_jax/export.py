@@ -24,7 +24,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from absl import app, flags
 
 from grm_jax import configs, files, models
 from grm_jax.grm.meta_rm import load_meta_rm
@@ -92,19 +91,17 @@ def export(workdir: str, stage: str, out: str) -> str:
   return export_policy(workdir, stage, out)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "the run's folder (holds config.json and the stage folders)")
-_STAGE = flags.DEFINE_string("stage", "grpo", "rft, grpo, <variant>/<stage>, or metarm")
-_OUT = flags.DEFINE_string("out", None, "the HF directory to write")
+def main(argv: list[str] | None = None) -> None:
+  # argparse, not absl flags: grm_jax.main already defines --workdir, and both modules may share one process.
+  import argparse  # noqa: PLC0415
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not _WORKDIR.value or not _OUT.value:
-    print("grm_jax.export: --workdir and --out are required", file=sys.stderr)
-    sys.exit(2)
+  parser = argparse.ArgumentParser(prog="python -m grm_jax.export", description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="the run's folder (holds config.json and the stage folders)")
+  parser.add_argument("--stage", default="grpo", help="rft, grpo, <variant>/<stage>, or metarm")
+  parser.add_argument("--out", required=True, help="the HF directory to write")
+  args = parser.parse_args(argv)
   try:
-    out = export(_WORKDIR.value, _STAGE.value, _OUT.value)
+    out = export(args.workdir, args.stage, args.out)
   except (ValueError, FileNotFoundError) as e:
     print(f"grm_jax.export: {e}", file=sys.stderr)
     sys.exit(2)
@@ -112,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
