@@ -15,7 +15,7 @@ from grm_jax import configs, main
 from grm_jax.stages import common, evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = ("spct", "rft", "grpo", "metarm", "btrm", "eval", "baselines")
+FILES = ("spct", "rft", "grpo", "metarm", "btrm", "eval", "baselines", "science")
 
 
 def load(name):
