@@ -229,14 +229,18 @@ def _meta_params(plan: Plan):
 def _eval_resident(plan: Plan, meta: bool = True) -> dict[str, Any]:
   """The evaluation stage's device arrays beside a program's: the meta RM (loaded before judging) while the GRM
   samples, the GRM's params while the meta RM scores, and the base weights when a trained policy is compared with
-  a baseline (`eval.baseline`). Evaluation loads every model in compute dtype (`plan` is built that way)."""
+  a baseline (`eval.baseline`), and a trained baseline's params while it judges. Evaluation loads every model in
+  compute dtype (`plan` is built that way)."""
   e, out = plan.config.eval, {}
   if meta and str(e.meta_model):
     out["meta RM"] = _meta_params(plan)
   if not meta:
     out["GRM params"] = plan.params()
-  if str(e.policy) != "base" and str(e.get("baseline", "") or "") not in ("", str(e.policy)):
+  baselines = [b.strip() for b in str(e.get("baseline", "") or "").split(",") if b.strip() not in ("", str(e.policy))]
+  if baselines and str(e.policy) != "base":
     out["base params"] = plan.params()
+  if any(b != "base" for b in baselines):  # a trained baseline ("rft") is restored beside the base weights
+    out["baseline params"] = plan.params()
   return out
 
 
