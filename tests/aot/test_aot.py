@@ -204,3 +204,23 @@ def test_cli_reports_a_program_that_does_not_fit(tmp_path):
   # XLA names the temporaries it wanted; the arguments' shards come on top.
   assert result["error"] and result["temp"] > 0 and result["argument"] > 0
   assert result["needed"] == result["temp"] + result["argument"]
+
+
+def test_evaluation_counts_each_params_copy_it_holds():
+  """Judging baselines keeps the base weights, and a trained baseline's restored params, beside the policy's."""
+  import types  # noqa: PLC0415
+
+  import ml_collections  # noqa: PLC0415
+
+  from grm_jax.aot import programs  # noqa: PLC0415
+
+  def resident(policy, baseline):
+    ev = ml_collections.ConfigDict({"policy": policy, "baseline": baseline, "meta_model": ""})
+    plan = types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": ev}), params=lambda: "params")
+    return sorted(programs._eval_resident(plan, meta=False))
+
+  assert resident("grpo", "") == ["GRM params"]
+  assert resident("grpo", "grpo") == ["GRM params"]
+  assert resident("grpo", "base") == ["GRM params", "base params"]
+  assert resident("grpo", "base,rft") == ["GRM params", "base params", "baseline params"]
+  assert resident("base", "rft") == ["GRM params", "baseline params"]
