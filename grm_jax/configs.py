@@ -124,6 +124,8 @@ def rft() -> ml_collections.ConfigDict:
   c.general_data = ""
   c.general_fraction = 0.0  # share of SFT rows drawn from general_data (the paper: 1070 / 1256 = 0.85)
   c.steps = 0  # optimizer steps (the paper: 900); 0 = `epochs` passes over the SFT rows
+  c.eval_every = 0  # every N SFT steps judge eval_items held-out items (data.test) greedily: "heldout/..." metrics
+  c.eval_items = 16
   c.epochs = 2.0  # passes over the accepted set when steps = 0
   c.batch_size = 8  # sequences per optimizer step
   c.micro_batches = 1  # gradient accumulation
@@ -157,6 +159,8 @@ def grpo() -> ml_collections.ConfigDict:
   c.inner_updates = 1  # mu: optimizer steps per batch of rollouts (old log-probs fixed)
   c.micro_batches = 1
   c.batch_items = 0  # items per sampler call (bounds the rollouts' device memory); 0 = all prompts_per_step at once
+  c.eval_every = 0  # every N steps judge eval_items held-out items (data.test) greedily: "heldout/..." metrics
+  c.eval_items = 16
   c.optim = optim(4e-7)
   c.checkpoint = checkpoint()
   c.filter = rl_filter()
@@ -370,8 +374,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 # (stage, config group, {key: smallest allowed value}) of every sampling stage; temperature, top_p and max_new_tokens
 # are checked in each.
 SAMPLING_CHECKS = (
-  ("rft", "rft", {"num_samples": 1, "batch_items": 1}),
-  ("grpo", "grpo", {}),
+  ("rft", "rft", {"num_samples": 1, "batch_items": 1, "eval_every": 0, "eval_items": 1}),
+  ("grpo", "grpo", {"eval_every": 0, "eval_items": 1}),
   ("metarm", "metarm", {"samples_per_item": 0, "batch_items": 1}),
   ("evaluate", "eval", {"k": 1, "limit": 0, "batch_items": 1, "num_subsets": 1, "bootstrap_resamples": 0}),
 )

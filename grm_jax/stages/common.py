@@ -31,7 +31,7 @@ from absl import logging
 from grm_jax import files, grm, models, parallel
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset, load_mixture
-from grm_jax.grm import synthetic_critic
+from grm_jax.grm import synthetic_critic, trajectories
 
 
 def make_mesh(config) -> tuple[Any, tuple]:
@@ -101,6 +101,31 @@ def training_items(config, split: str = "train"):
   limit = config.data.train_limit if split == "train" else config.data.test_limit
   return load_mixture(config.data[key], root=config.benchmark_root, limit=int(limit) or None, seed=int(config.seed),
                       synthetic_split=split, key=f"data.{key}")
+
+
+def heldout_probe(config, group_name: str, model: models.Model) -> Callable[[Any, int], dict[str, float]] | None:
+  """Held-out evaluation during training: every `<group>.eval_every` optimizer steps (0 = never), the updated params
+  judge the first `<group>.eval_items` items of `data.test` once, greedily, with the run's template; their accuracy
+  (Eq. 10, as RFT and GRPO score) and parse rate go into that step's metrics as "heldout/accuracy" and
+  "heldout/parse_rate" (metrics.jsonl, TensorBoard): a learning curve on items training never sees."""
+  group = config[group_name]
+  every = int(group.eval_every)
+  if every <= 0:
+    return None
+  items = training_items(config, "test")[: int(group.eval_items)]
+  if not items:
+    raise ValueError(f"config {group_name}.eval_every={every} needs held-out items: data.test is empty")
+  template = grm_template(config)
+
+  def probe(params, step: int) -> dict[str, float]:
+    if (step + 1) % every:
+      return {}
+    j = grm.judge(with_params(model, params), items, k=1, temperature=0.0, max_new_tokens=int(group.max_new_tokens),
+                  seed=int(config.seed), batch_items=len(items), progress=False, template=template)
+    right = np.asarray(trajectories.correctness(j, items), bool)
+    return {"heldout/accuracy": float(right.mean()), "heldout/parse_rate": float(np.asarray(j.valid).mean())}
+
+  return probe
 
 
 def datasets_of(config: Any) -> list[str]:

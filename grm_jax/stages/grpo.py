@@ -151,6 +151,7 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
                                                       common.grm_template(config))) for ex in items)
   length = row_length(longest_prompt, int(g.max_new_tokens))
 
+  probe = common.heldout_probe(config, "grpo", model)
   rollouts_path = os.path.join(out, "rollouts.jsonl")
   resumed = {"first": True}
 
@@ -184,6 +185,8 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
                                     max_len=max_len, length=length)
     metrics["parse_rate"] = float(j.valid.mean())
     metrics["sampler_seconds"] = j.sampler_seconds
+    if probe is not None:
+      metrics.update(probe(state.params, step))
     return state, metrics
 
   state, _ = run_loop(name="grpo", state=state, step_fn=step_fn, num_steps=steps, out_dir=out,

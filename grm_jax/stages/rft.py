@@ -207,9 +207,11 @@ def sft_loss_fn(cfg, config_group, mesh, rules):
   return loss_fn
 
 
-def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True, donate: bool = False):
+def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True, donate: bool = False,
+        on_step=None):
   """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history).
-  `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device)."""
+  `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device).
+  `on_step`: the held-out probe (`common.heldout_probe`)."""
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
   length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 
@@ -221,7 +223,7 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
   return fit(name="rft/sft", params=model.params, loss_fn=sft_loss_fn(model.config, group, mesh, rules),
              make_batch=make_batch, num_rows=len(sequences),
              settings=FitConfig.from_config(group, "rft"), out_dir=out_dir, seed=seed, mesh=mesh,
-             rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
+             rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress, on_step=on_step)
 
 
 class TooFewAccepted(StageStopped):
@@ -262,7 +264,8 @@ def _run(config, out: str) -> dict[str, Any]:
   history = []
   params = model.params
   if sequences:
-    params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules, donate=True)
+    params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules, donate=True,
+                    on_step=common.heldout_probe(config, "rft", model))
     history = files.read_jsonl(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
