@@ -1,6 +1,6 @@
 # The two commands on a fresh machine with Python >= 3.11 and make:
 #   make run    the SPCT pipeline on the embedded SmolLM2-135M (WORKDIR=/tmp/spct by default)
-#   make test   ruff, the import-layer contract and the test suite (what .ci/run calls)
+#   make test   ruff, the import-layer contract and the test suite (.ci/run runs the same steps)
 # Each creates the virtual environment $(VENV) on first use and reuses it afterwards.
 PYTHON ?= python3
 VENV ?= .venv

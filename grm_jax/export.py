@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Any
 
+import ml_collections
 import numpy as np
 
 from grm_jax import configs, files, models
@@ -37,8 +38,6 @@ POLICY_STAGES = ("rft", "grpo")
 
 def run_config(workdir: str, variant: str | None) -> Any:
   """The run's config (its config.json), with a variant's overrides when the stage is a variant's."""
-  import ml_collections  # noqa: PLC0415
-
   path = os.path.join(workdir, "config.json")
   if not files.exists(path):
     raise ValueError(f"--workdir={workdir}: no config.json (not a grm_jax run folder)")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-VERDICTS = ("holds", "does not hold", "inconclusive")
+from grm_jax.eval.comparison import baseline_part
 
 
 def claims(k_max: int, grm: str, without_principles: str, scalar_rm: str) -> list[dict[str, str]]:
@@ -57,16 +57,18 @@ def claims(k_max: int, grm: str, without_principles: str, scalar_rm: str) -> lis
   runs = {g: "SPCT GRM", f"{g}@rft": "RFT alone", f"{g}@base": "base model", npr: "GRM w/o principles",
           scalar_rm: "Bradley-Terry RM"}
   for c in out:
-    c["a_label"], c["b_label"] = (label(c[x], runs, k_max) for x in ("a", "b"))
+    c["a_label"], c["b_label"] = (label(c[x], runs, k_max, single_score=(scalar_rm,)) for x in ("a", "b"))
   return out
 
 
-def label(system: str, runs: Mapping[str, str], k_max: int) -> str:
-  """"seed{seed}/eval@rft:voting" -> "RFT alone, Voting@8" with `runs` naming each results folder (and part)."""
+def label(system: str, runs: Mapping[str, str], k_max: int, single_score: Sequence[str] = ()) -> str:
+  """"seed{seed}/eval@rft:voting" -> "RFT alone, Voting@8" with `runs` naming each results folder (and part); a
+  folder of `single_score` (a scalar RM: one score per response, no k) is named alone."""
   folder, part, column = parse_system(system)
-  run = runs.get(f"{folder}@{part}" if part else folder, f"{folder}{'@' + part if part else ''}")
+  where = f"{folder}@{part}" if part else folder
+  run = runs.get(where, where)
   if column == "k1":
-    return f"{run}, k=1" if "Bradley" not in run else run
+    return run if folder in single_score else f"{run}, k=1"
   if column in ("voting", "meta", "token_prob"):
     column = f"{column}@{k_max}"
   name, _, k = column.partition("@")
@@ -87,11 +89,11 @@ def outcomes_of(results: Mapping[str, Any], part: str, column: str) -> dict[str,
   """{"<data set>/<item id>": tie-expected correctness} of one column of an evaluation's (or btrm's) results, over
   every data set it scored; items with no unique best are left out."""
   if part:
-    listed = [b for b in (results.get("baselines") or [results.get("baseline")]) if b]
-    chosen = next((b for b in listed if b.get("policy") == part), None)
+    chosen = baseline_part(results, part)
     if chosen is None:
-      raise KeyError(f"no baseline {part!r} in these results (their baselines: {[b.get('policy') for b in listed]}); "
-                     "add it to that evaluation's eval.baseline")
+      listed = [b.get("policy") for b in (results.get("baselines") or [results.get("baseline")]) if b]
+      raise KeyError(f"no baseline {part!r} in these results (their baselines: {listed}); add it to that "
+                     "evaluation's eval.baseline")
     datasets = chosen.get("datasets") or {}
   else:
     datasets = results.get("datasets") or {}

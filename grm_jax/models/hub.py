@@ -26,12 +26,13 @@ def snapshot(repo_id: str, cache_dir: str | None = None) -> str:
   """The local folder of `repo_id`'s checkpoint files: the cached snapshot, or a fresh download into the cache."""
   from huggingface_hub import snapshot_download  # noqa: PLC0415
   from huggingface_hub.constants import HF_HUB_CACHE  # noqa: PLC0415
+  from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415
 
   token = os.environ.get("HF_TOKEN") or None
   try:
     return snapshot_download(repo_id, allow_patterns=list(FILES), cache_dir=cache_dir, token=token,
                              local_files_only=True)
-  except Exception:  # not cached (huggingface_hub raises its own LocalEntryNotFoundError): download it
+  except LocalEntryNotFoundError:  # not cached: download it
     pass
   try:
     return snapshot_download(repo_id, allow_patterns=list(FILES), cache_dir=cache_dir, token=token)
