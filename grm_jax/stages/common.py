@@ -178,10 +178,20 @@ def eval_items(config) -> dict[str, list[PreferenceExample]]:
   return out
 
 
+# Keys of a stage's group that only add log lines (the held-out probe during training): changing them must not throw
+# away a finished stage, so no fingerprint reads them.
+LOG_ONLY_KEYS = ("eval_every", "eval_items")
+
+
 def fingerprint(config, *keys: str, upstream: dict[str, Any] | None = None) -> str:
-  """A stable digest of what decides a stage's outputs: the config groups `keys` and `upstream` (the fingerprints
-  of the stages whose outputs it reads), so outputs are reused only if it matches."""
-  parts = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys if k in config}
+  """A stable digest of what decides a stage's outputs: the config groups `keys` (less `LOG_ONLY_KEYS`) and
+  `upstream` (the fingerprints of the stages whose outputs it reads), so outputs are reused only if it matches."""
+  def part(k):
+    if not hasattr(config[k], "to_dict"):
+      return config[k]
+    return {n: v for n, v in config[k].to_dict().items() if n not in LOG_ONLY_KEYS}
+
+  parts = {k: part(k) for k in keys if k in config}
   if upstream:
     parts["upstream"] = upstream
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -84,3 +84,13 @@ def test_checkpoints_of_other_inputs_are_not_resumed(tmp_path):
   assert seen[-1] == ["checkpoints", "metrics.jsonl", "samples.json", "started.json"]
   common.run_stage(_config(lr=2e-3), str(tmp_path), "s", work, keys=("seed", "train"))  # other inputs: start over
   assert seen[-1] == ["samples.json", "started.json"]
+
+
+def test_log_only_keys_do_not_change_the_fingerprint():
+  """The held-out probe's schedule adds log lines only: changing it keeps a finished stage; a training key does not."""
+  c = _config()
+  before = common.fingerprint(c, "seed", "train")
+  c.train.eval_every, c.train.eval_items = 5, 16
+  assert common.fingerprint(c, "seed", "train") == before
+  c.train.lr = 2e-3
+  assert common.fingerprint(c, "seed", "train") != before
