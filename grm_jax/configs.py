@@ -303,6 +303,12 @@ def overridden(config: ml_collections.ConfigDict, overrides: str, key: str) -> m
   return out
 
 
+def stage_list(stages) -> tuple[str, ...]:
+  """`config.stages` as names: `--config.stages=seed1/rft,seed1/grpo` arrives as one string, and a comma separates
+  stages wherever it is."""
+  return tuple(s.strip() for entry in tuple(stages) for s in str(entry).split(",") if s.strip())
+
+
 def split_stage(name: str) -> tuple[str | None, str]:
   """"judge/rft" -> ("judge", "rft"); "rft" -> (None, "rft")."""
   variant, sep, stage = str(name).rpartition("/")

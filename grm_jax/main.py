@@ -37,8 +37,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index, 0 
 def run(config, workdir: str) -> dict:
   """Run every stage the config lists; returns {stage: its result}."""
   config = config.copy_and_resolve_references()
-  # `--config.stages=metarm,evaluate` arrives as one string: a comma separates stages wherever it is.
-  config.stages = tuple(s.strip() for entry in tuple(config.stages) for s in str(entry).split(",") if s.strip())
+  config.stages = configs.stage_list(config.stages)
   config.lock()
   stages = tuple(config.stages)
   unknown = [s for s in stages if configs.split_stage(s)[1] not in STAGES]
@@ -123,6 +122,7 @@ def main(argv):
   if not files.is_writer():
     logging.set_verbosity(logging.WARNING)  # one process tells the story; the others speak up only for problems
   try:
+    config.stages = configs.stage_list(config.stages)
     configs.validate(config)
     files.ensure_writable_dir(_WORKDIR.value)
   except ValueError as e:

@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from grm_jax import main
+from grm_jax import configs, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL = os.path.join(ROOT, "experiments", "eval.py")
@@ -135,3 +135,15 @@ def test_comma_separated_stages_on_the_command_line(tmp_path, monkeypatch):
   config.stages = ("evaluate,evaluate",)
   assert list(main.run(config, str(tmp_path))) == ["evaluate"]  # one result per name, run twice
   assert seen == [("evaluate", "evaluate")] * 2
+
+
+def test_comma_separated_variant_stages_pass_the_checks_before_the_run():
+  """`--config.stages=seed1/rft,seed1_np/grpo` is one string until split: main splits it before its config checks,
+  which look each variant up by name."""
+  config = main._load_config_file(os.path.join(ROOT, "experiments", "science.py") + ":smoke")
+  config.stages = ("seed1/rft, seed1_np/grpo", "claims")
+  with pytest.raises(ValueError, match="no variant"):
+    configs.validate(config)
+  config.stages = configs.stage_list(config.stages)
+  assert config.stages == ("seed1/rft", "seed1_np/grpo", "claims")
+  configs.validate(config)
