@@ -143,7 +143,7 @@ def test_comma_separated_variant_stages_pass_the_checks_before_the_run():
   config = main._load_config_file(os.path.join(ROOT, "experiments", "science.py") + ":smoke")
   config.stages = ("seed1/rft, seed1_np/grpo", "claims")
   with pytest.raises(ValueError, match="no variant"):
-    configs.validate(config)
+    configs.validate(config, num_devices=1)
   config.stages = configs.stage_list(config.stages)
   assert config.stages == ("seed1/rft", "seed1_np/grpo", "claims")
-  configs.validate(config)
+  configs.validate(config, num_devices=1)
