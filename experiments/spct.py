@@ -72,8 +72,11 @@ PAPER_RECIPE = (
   ("GRPO, not stated", "clip, rollout temperature, lengths, updates per batch", lambda c: f"clip {c.grpo.epsilon:g}, "
    f"temperature {c.grpo.temperature:g}, {c.grpo.max_new_tokens} new tokens, {c.grpo.inner_updates} update", "ours"),
   ("meta RM", "scalar head on Gemma-2-27B, BCE, lr 1e-5, batch 512; RFT's plain samples + 3 per item of the GRM",
-   lambda c: f"lr {c.metarm.optim.learning_rate:g}, batch {c.metarm.batch_size}, {c.metarm.epochs:g} epochs of RFT's + "
-   f"{c.metarm.samples_per_item} per item of `{c.metarm.policy}`", "steps not stated: ours"),
+   lambda c: (f"a logistic probe on the {'policy' if c.metarm.init == 'policy' else 'base model'}'s frozen states, "
+              "depth and L2 by item-fold CV" if c.metarm.method == "probe" else
+              f"lr {c.metarm.optim.learning_rate:g}, batch {c.metarm.batch_size}, {c.metarm.epochs:g} epochs")
+   + f" on RFT's + {c.metarm.samples_per_item} per item of `{c.metarm.policy}`",
+   "steps not stated; the probe is ours"),
   ("evaluation", "RewardBench, PPE, RMB, ReaLMistake; k up to 32 at temperature 0.5, k_meta = k / 2",
    lambda c: f"`{c.eval.datasets}`, k = {c.eval.k} at {c.eval.temperature:g}", "PPE read from benchmark_root; "
    "greedy columns need a second run at temperature 0"),
@@ -132,12 +135,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 3, 2, 4
     c.grpo.micro_batches = 2  # 4 rows of ~300 tokens per pass: a 16-row pass without remat needs ~26 GB
     c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02
-    # The meta RM on 4 GRPO-policy samples per item besides RFT's, half an epoch at 5e-5 (20 steps). Measured
-    # 2026-11-29 on this preset's own RFT / GRPO run, ROC-AUC on the 128 evaluation samples: 1 sample per item, 0.25
-    # epoch at 2e-5 (6 steps): 0.29; this: 0.60 +- 0.06; a whole epoch (39 steps, ~5 min more): 0.71 +- 0.05; 3 per
-    # item, 1 epoch at 1e-4: 0.44; the base model asked "is this judgement right?" zero-shot: 0.53. RFT's critic is
-    # wrong only by believing a wrong answer, the policy as often by a verdict that contradicts its own reference: the
-    # policy's own samples are what teach the second kind.
+    # The meta RM: a logistic probe on the GRPO policy's own frozen states (ours), on RFT's samples and 4 of the
+    # policy's per item; depth and L2 chosen by item-fold cross-validation. Measured 2026-11-29 on this preset's own
+    # RFT / GRPO run, ROC-AUC on the 128 evaluation samples: BCE fine-tuning of the base model (the paper's method),
+    # 20 steps at 5e-5: 0.60 +- 0.06, 39 steps: 0.71 +- 0.05 (~9 min); the base model asked "is this judgement
+    # right?" zero-shot: 0.53; a probe on the base model's states: 0.62; a probe on the policy's: 0.79. RFT's critic
+    # is wrong only by believing a wrong answer, the policy as often by a verdict that contradicts its own reference:
+    # the policy's states and its own samples are what separate the second kind.
+    c.metarm.method, c.metarm.init = "probe", "policy"
     c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 4, 0.5, 8, 512
     c.metarm.optim.learning_rate, c.metarm.optim.warmup_steps = 5e-5, 1
     c.btrm.batch_size, c.btrm.max_len = 4, 512

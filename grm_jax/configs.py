@@ -15,6 +15,7 @@ import ml_collections
 
 from grm_jax import parallel
 from grm_jax.data.registry import parse_mixture
+from grm_jax.grm.meta_rm import META_METHODS, META_POLICIES
 from grm_jax.grm.prompts import GRM_TEMPLATES
 from grm_jax.grm.trajectories import HINTED_SCOPES
 from grm_jax.train.fit import FitConfig
@@ -182,8 +183,14 @@ def rl_filter() -> ml_collections.ConfigDict:
 def metarm() -> ml_collections.ConfigDict:
   """The meta RM (paper §4): a scalar head on the base model, BCE on (prompt, judgement, correct?)."""
   c = ml_collections.ConfigDict()
-  c.init = ""  # base checkpoint of the meta RM ('' = config.model.name)
+  # "finetune": BCE on every weight of a decoder + scalar head (the paper's). "probe" (ours): the decoder frozen, a
+  # logistic head on its state after d layers, (d, L2) chosen by item-fold cross-validation, the decoder cut to d.
+  c.method = "finetune"
+  c.init = ""  # the meta RM's decoder: '' = config.model.name, "policy" = the sampled policy's params, or a model
   c.policy = "grpo"  # whose judgements to add to RFT's: "grpo", "rft" or "base"
+  c.probe_layers = ""  # "probe": depths to try ('' = every layer; e.g. "8,12,16")
+  c.probe_l2 = (10.0, 1.0, 0.1, 0.01)  # "probe": L2 strengths to try on standardised states, strong first
+  c.probe_folds = 5  # "probe": cross-validation folds, by item
   c.samples_per_item = 3  # judgements sampled from the policy per training item
   c.temperature = 1.0
   c.max_new_tokens = 256
@@ -353,6 +360,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if r.general_fraction > 0 and not r.general_data:
       raise ValueError(f"config rft.general_fraction={r.general_fraction} needs rft.general_data (a chat data file or "
                        "folder)")
+  if "metarm" in config and "metarm" in tuple(config.stages):
+    _check_metarm(config.metarm)
   if "btrm" in config and "btrm" in tuple(config.stages):
     if "eval" not in config:
       raise ValueError("config.stages runs btrm without a config.eval group: the baseline is scored on the eval items "
@@ -385,6 +394,19 @@ SAMPLING_CHECKS = (
   ("metarm", "metarm", {"samples_per_item": 0, "batch_items": 1}),
   ("evaluate", "eval", {"k": 1, "limit": 0, "batch_items": 1, "num_subsets": 1, "bootstrap_resamples": 0}),
 )
+
+
+def _check_metarm(m: ml_collections.ConfigDict) -> None:
+  if m.policy not in META_POLICIES:
+    raise ValueError(f"config metarm.policy={m.policy!r}: choose one of {META_POLICIES}")
+  if m.method not in META_METHODS:
+    raise ValueError(f"config metarm.method={m.method!r}: choose one of {META_METHODS}")
+  if m.method == "probe":
+    l2s = tuple(m.probe_l2) if isinstance(m.probe_l2, (list, tuple)) else (m.probe_l2,)
+    if not l2s or not all(isinstance(x, (int, float)) and x >= 0 for x in l2s):
+      raise ValueError(f"config metarm.probe_l2={m.probe_l2!r}: one or more L2 strengths >= 0, e.g. (1.0, 0.1)")
+    if m.probe_folds < 2:
+      raise ValueError(f"config metarm.probe_folds={m.probe_folds}: cross-validation needs >= 2 folds")
 
 
 def _check_sampling(group: ml_collections.ConfigDict, name: str, counts: dict[str, int]) -> None:

@@ -20,9 +20,13 @@ from grm_jax import files, models, parallel
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.judge import Judgements
 from grm_jax.grm.prompts import meta_prompt
-from grm_jax.models.scalar_head import init_meta_params, meta_scores
+from grm_jax.models.scalar_head import depth_states, init_meta_params, meta_scores, truncate
 from grm_jax.train.batching import pad_rows
 from grm_jax.train.checkpoint import restore_params
+
+# The meta RM's settings that configs checks before any model loads (`metarm.policy`, `metarm.method`).
+META_POLICIES = ("grpo", "rft", "base")  # whose judgements are sampled besides RFT's
+META_METHODS = ("finetune", "probe")  # BCE on every weight (the paper's) | a logistic probe on frozen states
 
 
 def meta_sequence(model, context, responses, text: str, perm, max_len: int) -> tuple[list[int] | None, bool]:
@@ -51,24 +55,39 @@ def score_program(cfg, mesh, rules):
   return jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
 
 
-def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
-                    max_len: int = 1 << 30) -> np.ndarray:
-  """float32 [N]: the meta RM's logit of each token sequence, scored in batches of similar length."""
-  out = np.zeros(len(seqs), np.float32)
-  if not seqs:
-    return out
-  fn = score_program(model.config, mesh, tuple(rules) if mesh is not None else ())
+def _by_batch(model, fn, seqs: Sequence[Sequence[int]], batch_size: int, mesh, rules, max_len: int, out: np.ndarray):
+  """Fill `out[i]` with `fn(tokens, mask)` of each sequence, batched by similar length (less padding)."""
   step = -(-int(batch_size) // _row_multiple(mesh)) * _row_multiple(mesh)
-  order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch: less padding
+  order = np.argsort([len(s) for s in seqs], kind="stable")
   for b0 in range(0, len(order), step):
     idx = order[b0 : b0 + step]
     tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, max_len)
-    if mesh is None:
-      logits = fn(params, tokens, mask)
-    else:
-      logits = fn(params, parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules))
-    out[idx] = parallel.to_host(logits)[: len(idx)]
+    if mesh is not None:
+      tokens, mask = parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules)
+    out[idx] = parallel.to_host(fn(tokens, mask))[: len(idx)]
   return out
+
+
+def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
+                    max_len: int = 1 << 30) -> np.ndarray:
+  """float32 [N]: the meta RM's logit of each token sequence."""
+  fn = score_program(model.config, mesh, tuple(rules) if mesh is not None else ())
+  return _by_batch(model, lambda t, m: fn(params, t, m), seqs, batch_size, mesh, rules, max_len,
+                   np.zeros(len(seqs), np.float32))
+
+
+@functools.lru_cache(maxsize=4)
+def _depth_program(cfg):
+  return jax.jit(lambda p, t, m: depth_states(cfg, p, t, m))
+
+
+def sequence_depth_states(model, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
+                          max_len: int = 1 << 30) -> np.ndarray:
+  """float32 [N, L, H]: each sequence's head input at every depth of `model` (`scalar_head.depth_states`)."""
+  fn = _depth_program(model.config)
+  cfg = model.config
+  return _by_batch(model, lambda t, m: fn(model.params, t, m), seqs, batch_size, mesh, rules, max_len,
+                   np.zeros((len(seqs), cfg.num_layers, cfg.hidden_size), np.float32))
 
 
 def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):
@@ -78,6 +97,7 @@ def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str 
     raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
   spec = files.read_json(spec_path)
   model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"), mesh=mesh, rules=rules)
+  model = truncate(model, int(spec.get("layers", 0)))  # a head read from a middle layer: the layers above go unused
   like = init_meta_params(model.params, model.config.hidden_size)
   return model, restore_params(os.path.join(path, "final"), like)
 

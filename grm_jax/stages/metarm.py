@@ -32,6 +32,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -40,15 +41,16 @@ from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
 from grm_jax.eval.stats import auc_standard_error
 from grm_jax.grm import trajectories
-from grm_jax.grm.meta_rm import meta_sequence, sequence_logits
-from grm_jax.models.scalar_head import init_meta_params, meta_scores
+from grm_jax.grm.meta_rm import meta_sequence, sequence_depth_states, sequence_logits
+from grm_jax.models.scalar_head import init_meta_params, meta_scores, truncate
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pad_rows
 from grm_jax.train.checkpoint import restore_params, save_params
 from grm_jax.train.fit import FitConfig, fit
+from grm_jax.train.probe import fit_logistic
 
-POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}
+POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}  # keys: grm.meta_rm.META_POLICIES (checked by configs)
 SAMPLING_KEYS = ("policy", "samples_per_item", "temperature", "max_new_tokens")
 
 
@@ -60,6 +62,12 @@ def item_heldout(source: str, item_id: str, fraction: float) -> bool:
   """Whether an item is held out: a fixed hash of its identity, so every sample of it lands on the same side."""
   digest = hashlib.blake2b(f"{source}\0{item_id}".encode(), digest_size=8).digest()
   return int.from_bytes(digest, "big") % 10_000 < round(float(fraction) * 10_000)
+
+
+def item_fold(source: str, item_id: str, folds: int) -> int:
+  """The cross-validation fold of an item (by a hash of its identity, independent of `item_heldout`'s)."""
+  digest = hashlib.blake2b(f"fold\0{source}\0{item_id}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "big") % int(folds)
 
 
 def heldout_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -119,6 +127,65 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
              mesh=mesh, rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 
+def probe_depths(text: str, num_layers: int) -> list[int]:
+  """`metarm.probe_layers` ("" = every depth 1..L, else comma-separated depths) as a sorted list."""
+  if not str(text).strip():
+    return list(range(1, num_layers + 1))
+  try:
+    depths = sorted({int(d) for d in str(text).split(",") if d.strip()})
+  except ValueError:
+    raise ValueError(f"config metarm.probe_layers={text!r}: not comma-separated layer counts (e.g. '8,12')") from None
+  if not depths or depths[0] < 1 or depths[-1] > num_layers:
+    raise ValueError(f"config metarm.probe_layers={text!r}: each depth must be in 1..{num_layers} (the model's layers)")
+  return depths
+
+
+def choose_probe(states: np.ndarray, labels: np.ndarray, folds: np.ndarray, depths: Sequence[int],
+                 l2s: Sequence[float], balance: bool) -> dict[str, Any]:
+  """The (depth, L2) whose logistic probe ranks best out of fold: `states` [N, D, H] holds the rows' head inputs at
+  `depths`, `folds` [N] each row's item fold (all samples of an item in one fold). Each candidate is fitted on the
+  other folds and scores its fold; the pooled out-of-fold ROC-AUC decides. Candidates are tried in order and a tie
+  keeps the earlier (the shallower, then the more regularised when `l2s` runs from strong to weak)."""
+  labels = np.asarray(labels, bool)
+  table = []
+  for di, depth in enumerate(depths):
+    for l2 in l2s:
+      scores = np.zeros(len(labels))
+      for f in np.unique(folds):
+        fit_rows, test_rows = folds != f, folds == f
+        if labels[fit_rows].all() or not labels[fit_rows].any():
+          scores[test_rows] = 0.0  # one class left to fit on: the probe cannot rank this fold
+          continue
+        w_neg, w_pos = class_weights(labels[fit_rows], balance)
+        kernel, bias = fit_logistic(states[fit_rows, di], labels[fit_rows],
+                                    np.where(labels[fit_rows], w_pos, w_neg), float(l2))
+        scores[test_rows] = states[test_rows, di] @ kernel + bias
+      table.append({"depth": int(depth), "l2": float(l2), "cv_auc": roc_auc(labels, scores)})
+  best = max(table, key=lambda r: (np.nan_to_num(r["cv_auc"], nan=-1.0)))
+  return {**best, "folds": int(len(np.unique(folds))), "table": table}
+
+
+def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group, mesh=None, rules=()) -> tuple[Any, Any,
+                                                                                                       dict]:
+  """The meta RM as a logistic probe on frozen decoder states: one forward pass over the training rows gives the
+  head input at every candidate depth; `choose_probe` picks (depth, L2) by item-fold cross-validation; the head is
+  fitted on all rows there and the decoder cut to that depth. Returns (cut model, meta RM params, the choice)."""
+  depths = probe_depths(group.probe_layers, model.config.num_layers)
+  states = sequence_depth_states(model, seqs, int(group.batch_size), mesh, rules, int(group.max_len))
+  states = states[:, [d - 1 for d in depths]]
+  choice = choose_probe(states, labels, folds, depths, [float(x) for x in group.probe_l2], bool(group.class_balance))
+  w_neg, w_pos = class_weights(labels, bool(group.class_balance))
+  di = depths.index(choice["depth"])
+  kernel, bias = fit_logistic(states[:, di], labels, np.where(labels, w_pos, w_neg), choice["l2"])
+  cut = truncate(model, choice["depth"])
+  params = init_meta_params(cut.params, model.config.hidden_size)
+  head = {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)}
+  params["head"] = jax.tree.map(lambda old, new: jax.device_put(new, old.sharding), params["head"], head)
+  logging.info("metarm: probe at depth %d of %d, L2 %g: cross-validated AUC %.4f", choice["depth"],
+               model.config.num_layers, choice["l2"], choice["cv_auc"])
+  return cut, params, choice
+
+
 # --------------------------------------------------------------------------------------------------
 # Data.
 
@@ -140,17 +207,20 @@ def _sampling_fingerprint(config, workdir: str) -> dict[str, Any]:
   }
 
 
+def policy_model(config, base: models.Model, workdir: str) -> models.Model:
+  """The model whose judgements are sampled (`metarm.policy`): the base, or it with RFT's or GRPO's final params."""
+  if not POLICY_DIRS[config.metarm.policy]:
+    return base
+  path = os.path.join(workdir, POLICY_DIRS[config.metarm.policy], "final")
+  return common.with_params(base, restore_params(path, base.params))
+
+
 def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExample], workdir: str) -> list[dict]:
   """`samples_per_item` judgements per item from the configured policy, labelled by Eq. 10."""
   mc = config.metarm
-  if mc.policy not in POLICY_DIRS:
-    raise ValueError(f"config metarm.policy={mc.policy!r}; choose one of {tuple(POLICY_DIRS)}")
   if int(mc.samples_per_item) <= 0 or not examples:
     return []
-  policy = base
-  if POLICY_DIRS[mc.policy]:
-    path = os.path.join(workdir, POLICY_DIRS[mc.policy], "final")
-    policy = common.with_params(base, restore_params(path, base.params))
+  policy = policy_model(config, base, workdir)
   j = grm.judge(policy, examples, k=int(mc.samples_per_item), seed=int(config.seed) + 2,
                 temperature=float(mc.temperature), max_new_tokens=int(mc.max_new_tokens),
                 batch_items=int(mc.batch_items), template=common.grm_template(config))
@@ -198,12 +268,15 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   mesh, rules = common.make_mesh(config)
   base = common.load_base(config, mesh, rules)
   rows = collect_samples(config, base, workdir, out)
-  meta_name = mc.init or config.model.name
-  meta_model = base if meta_name == config.model.name else common.load_base(config, mesh, rules, name=meta_name)
+  meta_name = config.model.name if mc.init in ("", "policy") else mc.init
+  if mc.init == "policy":  # the policy's own states: it read these judgements as it wrote them
+    meta_model = policy_model(config, base, workdir)
+  else:
+    meta_model = base if meta_name == config.model.name else common.load_base(config, mesh, rules, name=meta_name)
   del base  # the GRM's weights are not needed past sampling (when the meta RM starts from another model)
 
   max_len = int(mc.max_len)
-  seqs, labels, heldout = [], [], []
+  seqs, labels, heldout, rows_kept = [], [], [], []
   truncated = skipped = 0
   for r in rows:
     ids, cut = meta_sequence(meta_model, r["context"], r["responses"], r["text"], r["perm"], max_len)
@@ -211,6 +284,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
       skipped += 1
       continue
     truncated += cut
+    rows_kept.append(r)
     seqs.append(ids)
     labels.append(bool(r["correct"]))
     heldout.append(item_heldout(r["source"], str(r["id"]), float(mc.heldout_fraction)))
@@ -229,24 +303,33 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
     raise ValueError(f"metarm: no training rows (of {len(rows)} samples, {skipped} too long for metarm.max_len="
                      f"{max_len}, {len(ho)} held out); run the rft stage or set metarm.samples_per_item > 0")
 
-  params = init_meta_params(meta_model.params, meta_model.config.hidden_size)
   batch = int(mc.batch_size)
   ho_seqs = [seqs[i] for i in ho]
-  before = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
-  # The meta RM's state takes over its decoder's buffers (those of meta_model.params, not read again).
-  params, history = train(meta_model, params, [seqs[i] for i in tr], labels_a[tr], mc, out, int(config.seed), mesh,
-                          rules, donate=True)
+  # The untrained meta RM is neutral by construction (a zero head scores every judgement 0: `init_meta_params`).
+  before = heldout_metrics(np.zeros(len(ho)), labels_a[ho])
+  probe = None
+  if mc.method == "probe":
+    folds = np.array([item_fold(rows_kept[i]["source"], str(rows_kept[i]["id"]), int(mc.probe_folds)) for i in tr])
+    meta_model, params, probe = fit_probe(meta_model, [seqs[i] for i in tr], labels_a[tr], folds, mc, mesh, rules)
+    history = []
+  else:
+    params = init_meta_params(meta_model.params, meta_model.config.hidden_size)
+    # The meta RM's state takes over its decoder's buffers (those of meta_model.params, not read again).
+    params, history = train(meta_model, params, [seqs[i] for i in tr], labels_a[tr], mc, out, int(config.seed), mesh,
+                            rules, donate=True)
   after = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
   logging.info("metarm: held-out AUC %.4f -> %.4f, accuracy %.4f -> %.4f", before["auc"], after["auc"],
                before["accuracy"], after["accuracy"])
-  metrics = {"before": before, "after": after, "counts": counts, "steps": len(history),
+  metrics = {"before": before, "after": after, "counts": counts, "method": str(mc.method), "init": str(mc.init),
+             "layers": meta_model.config.num_layers, "probe": probe, "steps": len(history),
              "loss_first": history[0]["loss"] if history else None,
              "loss_last": history[-1]["loss"] if history else None}
   files.write_json(os.path.join(out, "metrics.json"), metrics)
   save_params(os.path.join(out, "final"), params)
   files.write_json(os.path.join(out, "model.json"), {
     "name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype, "max_len": max_len,
-    "hidden_size": meta_model.config.hidden_size})
+    "hidden_size": meta_model.config.hidden_size, "layers": meta_model.config.num_layers})
   # Strict JSON in done.json: an undefined AUC (one class held out) is null.
   return {"auc_before": before["auc"], "auc_after": after["auc"], "accuracy_before": before["accuracy"],
-          "accuracy_after": after["accuracy"], "steps": len(history), "train_rows": len(tr), "heldout_rows": len(ho)}
+          "accuracy_after": after["accuracy"], "steps": len(history), "train_rows": len(tr), "heldout_rows": len(ho),
+          "method": str(mc.method), "layers": meta_model.config.num_layers}

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax import models, parallel
-from grm_jax.models.scalar_head import init_meta_params, last_token_index, meta_scores
+from grm_jax.models.scalar_head import depth_states, init_meta_params, last_token_index, meta_scores, truncate
 
 
 def _params(model, seed=0):
@@ -75,3 +75,22 @@ def test_sharded_equals_unsharded():
   fn = jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
   got = fn(p1, parallel.shard_batch(right, mesh, rules), parallel.shard_batch(rmask, mesh, rules))
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_depth_states_are_what_each_truncated_model_reads():
+  """Entry d-1 of `depth_states` is the head input of the decoder cut to d layers (sliding and global layers mixed,
+  gemma2's sandwich norms), so a head fitted on it scores the same through `truncate` + `meta_scores`."""
+  model = models.from_config(models.tiny("gemma2"))
+  cfg = model.config
+  right, rmask, _, _ = _rows(cfg, [5, 12, 1, 8])
+  states = np.asarray(depth_states(cfg, model.params, right, rmask))
+  assert states.shape == (4, cfg.num_layers, cfg.hidden_size)
+  kernel = np.random.default_rng(1).normal(size=cfg.hidden_size).astype(np.float32)
+  for d in range(1, cfg.num_layers + 1):
+    cut = truncate(model, d)
+    assert cut.config.num_layers == d and len(cut.config.layer_windows()) == d
+    p = init_meta_params(cut.params, cfg.hidden_size)
+    p["head"] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(0.5, jnp.float32)}
+    np.testing.assert_allclose(np.asarray(meta_scores(cut.config, p, right, rmask)), states[:, d - 1] @ kernel + 0.5,
+                               rtol=1e-4, atol=1e-4)
+  assert truncate(model, 0) is model and truncate(model, cfg.num_layers) is model

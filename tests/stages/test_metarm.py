@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -109,3 +110,75 @@ def test_stage_end_to_end_and_rerun_skips(tmp_path):
   assert (out / "metrics.json").stat().st_mtime_ns == stamp
   model, params = meta_rm.load_meta_rm(str(out))
   assert set(params) == {"decoder", "head"} and params["head"]["kernel"].shape == (model.config.hidden_size,)
+
+
+def test_probe_learns_heldout_correctness(tiny_llama):
+  """The frozen decoder's states already carry the verdict; a logistic probe chosen by item-fold CV reads it."""
+  train_seqs, train_labels = _judged_rows(tiny_llama, 64, seed=1)
+  ho_seqs, ho_labels = _judged_rows(tiny_llama, 32, seed=2)
+  group = configs.metarm()
+  group.update(method="probe", batch_size=16, max_len=512)
+  folds = np.arange(len(train_seqs)) % 4
+  cut, params, choice = metarm.fit_probe(tiny_llama, train_seqs, train_labels, folds, group)
+  assert 1 <= choice["depth"] <= tiny_llama.config.num_layers and cut.config.num_layers == choice["depth"]
+  assert len(choice["table"]) == tiny_llama.config.num_layers * len(group.probe_l2)
+  after = metarm.heldout_metrics(meta_rm.sequence_logits(cut, params, ho_seqs, 16), ho_labels)
+  print(f"probe: depth {choice['depth']}, L2 {choice['l2']}, CV AUC {choice['cv_auc']:.3f}, held-out {after}")
+  assert after["auc"] >= 0.8 and choice["cv_auc"] >= 0.7
+
+
+def test_choose_probe_finds_the_informative_depth_by_item_folds():
+  """Depth 2 of 3 carries the label; the others are noise. Samples of one item share a fold, so an item's copies
+  cannot leak the label across folds (a per-row split would reward depth 3, which memorises items)."""
+  rng = np.random.default_rng(0)
+  items, per_item, h = 40, 4, 8
+  item_label = rng.integers(0, 2, items).astype(bool)
+  labels = np.repeat(item_label, per_item) ^ (rng.random(items * per_item) < 0.1)
+  item_code = rng.normal(size=(items, h)) * 3.0  # depth 3: an item fingerprint, no label signal
+  states = np.stack([
+    rng.normal(size=(items * per_item, h)),
+    np.where(labels[:, None], 1.0, -1.0) * np.eye(h)[0] + rng.normal(size=(items * per_item, h)),
+    np.repeat(item_code, per_item, axis=0) + 0.01 * rng.normal(size=(items * per_item, h)),
+  ], axis=1)
+  folds = np.repeat(np.arange(items) % 5, per_item)
+  choice = metarm.choose_probe(states, labels, folds, [1, 2, 3], [1.0, 0.01], balance=True)
+  assert choice["depth"] == 2 and choice["cv_auc"] > 0.8 and choice["folds"] == 5
+  by_depth = {d: max(r["cv_auc"] for r in choice["table"] if r["depth"] == d) for d in (1, 2, 3)}
+  assert by_depth[1] < 0.7 and by_depth[3] < 0.7
+  assert metarm.probe_depths("", 3) == [1, 2, 3] and metarm.probe_depths("3, 1", 3) == [1, 3]
+  for bad in ("0", "4", "a"):
+    with pytest.raises(ValueError, match="metarm.probe_layers"):
+      metarm.probe_depths(bad, 3)
+
+
+def test_stage_probe_end_to_end_loads_cut_model(tmp_path):
+  """method=probe: the saved meta RM is the decoder cut to the chosen depth, and loading it scores the held-out rows
+  as the stage measured."""
+  os.makedirs(tmp_path / "rft")
+  with open(tmp_path / "rft" / "judgements.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in _rft_rows())
+  config = _config()
+  config.metarm.update(method="probe", init="policy", probe_folds=2, heldout_fraction=0.3)
+  info = metarm.run(config, str(tmp_path))
+  out = tmp_path / "metarm"
+  metrics = json.loads((out / "metrics.json").read_text())
+  spec = json.loads((out / "model.json").read_text())
+  assert metrics["method"] == info["method"] == "probe" and metrics["steps"] == 0
+  assert spec["layers"] == metrics["probe"]["depth"] == metrics["layers"] == info["layers"]
+  model, params = meta_rm.load_meta_rm(str(out))
+  assert model.config.num_layers == spec["layers"]
+  assert {leaf.shape[0] for leaf in jax.tree.leaves(params["decoder"]["layers"])} == {spec["layers"]}
+  assert metrics["before"]["auc"] in (0.5, None)  # a zero head; None: one class held out
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+  ("method", "lora", "config metarm.method='lora': choose one of"),
+  ("policy", "sft", "config metarm.policy='sft': choose one of"),
+  ("probe_folds", 1, "config metarm.probe_folds=1: cross-validation needs >= 2 folds"),
+])
+def test_bad_meta_rm_settings_are_refused_before_any_model_loads(key, value, message):
+  config = _config()
+  config.metarm.method = "probe"
+  config.metarm[key] = value
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    configs.validate(config, num_devices=1)
