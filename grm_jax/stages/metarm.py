@@ -13,12 +13,18 @@
    alone does not fit is skipped. Both are counted.
 3. Split. Items (source, id) are held out by a hash of their identity (`heldout_fraction`), so all samples of an
    item fall on the same side and the held-out AUC measures generalisation to new items, not to new samples.
-4. Training. The base checkpoint (`init`, default `config.model.name`) plus a zero scalar head
-   (`models.scalar_head`), BCE on every training row, `epochs` passes in shuffled batches. With `class_balance`
-   each label gets half the total weight (ours; the paper states no class balance): judgements from a weak policy
-   are mostly wrong, and an unweighted BCE would first learn the prior (the bias) and little ranking. Held-out
-   ROC-AUC (with its standard error) and accuracy before and after training go to `metarm/metrics.json`; params
-   to `metarm/final/`, the base model spec to `metarm/model.json`.
+4. Training, by `method`, from the decoder `init` names (default the base model; "policy": the sampled policy's
+   params, whose states read these judgements as it wrote them):
+   - "finetune" (the paper's): a zero scalar head (`models.scalar_head`) on the decoder, BCE on every training row
+     and every weight, `epochs` passes in shuffled batches;
+   - "probe" (ours): the decoder frozen; one forward pass gives each row's head input after every layer, a logistic
+     head (`train.probe`) is fitted at each (depth, L2) of `probe_layers` x `probe_l2` and scored out of fold over
+     `probe_folds` item folds; the best is refitted on every training row and the decoder cut to its depth.
+   With `class_balance` each label gets half the total weight (ours; the paper states no class balance): judgements
+   from a weak policy are mostly wrong, and an unweighted loss would first learn the prior (the bias) and little
+   ranking. Held-out ROC-AUC (with its standard error) and accuracy before and after training go to
+   `metarm/metrics.json` (with the probe's cross-validation table); params to `metarm/final/`, the decoder's model
+   spec and depth to `metarm/model.json`.
 
 `grm.meta_rm` holds the meta RM's input sequences and scoring, shared with evaluation (MetaRM@k), and loads the
 result (`load_meta_rm`).
