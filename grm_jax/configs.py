@@ -8,6 +8,7 @@ against the mesh and the group size), so a bad combination fails before any mode
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import jax
@@ -18,6 +19,7 @@ from grm_jax.data.registry import parse_mixture
 from grm_jax.grm.meta_rm import META_METHODS, META_POLICIES
 from grm_jax.grm.prompts import GRM_TEMPLATES
 from grm_jax.grm.trajectories import HINTED_SCOPES
+from grm_jax.train import tracking as tracking_lib
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
 from grm_jax.train.optimizer import OptimConfig
@@ -37,6 +39,18 @@ def base(stages: tuple[str, ...]) -> ml_collections.ConfigDict:
   c.mesh = mesh()
   c.grm = grm()
   c.data = data()
+  c.logging = tracking()
+  return c
+
+
+def tracking() -> ml_collections.ConfigDict:
+  """The `logging` group: where training metrics go besides `<stage>/metrics.jsonl` and TensorBoard events. It
+  decides no number, so no stage fingerprints it."""
+  c = ml_collections.ConfigDict()
+  c.wandb = False  # one Weights & Biases run per job (grm_jax.train.tracking); needs `pip install wandb`
+  c.wandb_project = "grm_jax"
+  c.wandb_entity = ""  # '' = your default entity
+  c.wandb_mode = "online"  # "offline": written under <workdir>/wandb/, uploaded later by `wandb sync`
   return c
 
 
@@ -362,6 +376,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                        "folder)")
   if "metarm" in config and "metarm" in tuple(config.stages):
     _check_metarm(config.metarm)
+  if "logging" in config and config.logging.wandb:
+    _check_wandb(config.logging)
   if "btrm" in config and "btrm" in tuple(config.stages):
     if "eval" not in config:
       raise ValueError("config.stages runs btrm without a config.eval group: the baseline is scored on the eval items "
@@ -394,6 +410,13 @@ SAMPLING_CHECKS = (
   ("metarm", "metarm", {"samples_per_item": 0, "batch_items": 1}),
   ("evaluate", "eval", {"k": 1, "limit": 0, "batch_items": 1, "num_subsets": 1, "bootstrap_resamples": 0}),
 )
+
+
+def _check_wandb(group: ml_collections.ConfigDict) -> None:
+  if group.wandb_mode not in tracking_lib.MODES:
+    raise ValueError(f"config logging.wandb_mode={group.wandb_mode!r}: choose one of {tracking_lib.MODES}")
+  if importlib.util.find_spec("wandb") is None:
+    raise ValueError("config logging.wandb=True needs the wandb package: pip install wandb (or logging.wandb=False)")
 
 
 def _check_metarm(m: ml_collections.ConfigDict) -> None:

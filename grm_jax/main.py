@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from grm_jax import configs, files, parallel
+from grm_jax.train import tracking
 from grm_jax.train.errors import Preempted, StageStopped
 
 STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate", "compare", "claims")
@@ -128,6 +129,7 @@ def main(argv):
   except ValueError as e:
     print(f"grm_jax.main: {e}", file=sys.stderr)
     sys.exit(2)
+  tracking.start(config.get("logging", {}), _WORKDIR.value, config.to_dict())
   try:
     results = run(config, _WORKDIR.value)
   except Preempted as e:
@@ -136,6 +138,8 @@ def main(argv):
   except StageStopped as e:
     print(f"grm_jax.main: {e}", file=sys.stderr)
     sys.exit(1)
+  finally:
+    tracking.finish()
   if files.is_writer():
     summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
     print(files.dumps(_without_outcomes(summary), indent=2, default=str)[:4000])

@@ -1,5 +1,6 @@
 """Training metrics: an append-only JSONL file (the record experiments are read back from), TensorBoard events
-(tensorboardX, a dependency) next to it, and an optional progress-bar postfix.
+(tensorboardX, a dependency) next to it, the job's W&B run when one is started (`train.tracking`), and an optional
+progress-bar postfix.
 
 JSONL as the record rather than TensorBoard alone because it survives partial writes line by line and is trivially
 loaded by the analysis scripts (`read_jsonl`).
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 
 from grm_jax import files
+from grm_jax.train import tracking
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class MetricsWriter:
       record[name] = _to_float(name, value)
     # A NaN or infinite value is written as null (strict JSON); the returned record keeps it.
     files.append_jsonl(self.path, [record])
+    tracking.log(self.path, step, record)
     if self._tb is not None:
       for name, value in record.items():
         if name != "step" and math.isfinite(value):
