@@ -37,7 +37,7 @@ def _has_ext(path: Path, exts: Iterable[str]) -> bool:
   return any(path.name.endswith(e) for e in exts)
 
 
-def _split_matches(path: Path, split: str) -> bool:
+def split_matches(path: Path, split: str) -> bool:
   """HF file naming: `{split}.jsonl`, `{split}-00000-of-00001.parquet`; "train" must not match "train_prefs"."""
   name = path.name
   return name.startswith(split + ".") or name.startswith(split + "-")
@@ -62,7 +62,7 @@ def list_files(
     found = [f for f in p.iterdir() if f.is_file()]
   files = sorted(f for f in found if _has_ext(f, exts))
   if split is not None:
-    matching = [f for f in files if _split_matches(f, split)]
+    matching = [f for f in files if split_matches(f, split)]
     if not matching:
       names = ", ".join(f.name for f in files[:10]) or "none"
       raise DataError(f"no file for split {split!r} (expected '{split}.*' or '{split}-*'; found: {names})", file=str(p))

@@ -37,7 +37,10 @@ The paper's benchmarks are RewardBench, PPE, RMB and ReaLMistake (arXiv 2504.024
 of them: it is here as an extra check of style bias, scored by its own strict rule (`eval.metrics`).
 
 `root` is the benchmark folder from the config; the default is `../shared/benchmarks` next to the
-repository, resolved from this file so it does not depend on the working directory.
+repository, resolved from this file so it does not depend on the working directory. A named data set whose default
+folder is not under `root` is read from the Hugging Face Hub copy named in `data.hub` (the local cache, a download on
+first use, or a one-line error saying what to download); RMB and ReaLMistake are not on the hub in their published
+layout and must be copied under `root` (the error says from where).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from grm_jax.data import benchmarks, formats, verifiable
+from grm_jax.data import benchmarks, formats, hub, io, verifiable
 from grm_jax.data.example import DataError, Examples
 from grm_jax.data.io import OnError, PathLike
 from grm_jax.data.synthetic import synthetic
@@ -155,9 +158,11 @@ def load_dataset(
     return synthetic(split or "train", **kwargs)
   reader, folder, fixed, takes_split = _READERS[key]
   if sep and arg:
-    path = epath.Path(arg)
+    paths = [epath.Path(arg)]
   elif folder is not None:
-    path = epath.Path(root) / folder
+    paths = [epath.Path(root) / folder]
+    if not paths[0].exists():
+      paths = _from_hub(key, paths[0])
   else:
     raise ValueError(f"{key!r} needs a path: '{key}:PATH'")
   kwargs = {**fixed, **options, "on_error": on_error, "limit": limit}
@@ -165,7 +170,42 @@ def load_dataset(
     kwargs["split"] = split
   elif split not in BENCHMARK_SPLITS:
     raise ValueError(f"{key!r} is evaluation-only: split must be None or 'test', got {split!r}")
-  return reader(path, **kwargs)
+  if len(paths) == 1:
+    return reader(paths[0], **kwargs)
+  return _read_all(reader, paths, kwargs, split)
+
+
+def _from_hub(key: str, where: epath.Path) -> list[epath.Path]:
+  """The hub copy of a data set missing from the benchmark root (`data.hub`), or a one-line error."""
+  if key in hub.NOT_ON_HUB:
+    raise DataError(f"no such folder; {hub.NOT_ON_HUB[key]}", file=str(where))
+  if key not in hub.HUB_DATASETS:
+    raise DataError("no such file or directory", file=str(where))
+  try:
+    return [epath.Path(p) for p in hub.local_paths(key)]
+  except FileNotFoundError as e:
+    raise DataError(f"no such folder, and {e}", file=str(where)) from None
+
+
+def _read_all(reader: Reader, paths: list[epath.Path], kwargs: dict[str, Any], split: str | None) -> Examples:
+  """One data set kept in several folders (PPE's six hub sets), read in order into one `Examples`. With a split,
+  a folder without that split's files is passed over (PPE's human-preference set is its test split, the
+  correctness sets are train)."""
+  out, limit = Examples(), kwargs["limit"]
+  for path in paths:
+    if split is not None and not any(io.split_matches(f, split) for f in io.list_files(path)):
+      continue
+    part = reader(path, **{**kwargs, "limit": None if limit is None else limit - len(out)})
+    out.extend(part)
+    out.skipped += part.skipped
+    out.filtered += part.filtered
+    out.errors += part.errors[: Examples.MAX_ERRORS - len(out.errors)]
+    out.files += part.files
+    if limit is not None and len(out) >= limit:
+      break
+  if not out.files:
+    raise DataError(f"no file for split {split!r} in any of {[str(p) for p in paths]}")
+  return out
 
 
 # --------------------------------------------------------------------------------------------------
