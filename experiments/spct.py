@@ -76,7 +76,7 @@ PAPER_RECIPE = (
               "depth and L2 by item-fold CV" if c.metarm.method == "probe" else
               f"lr {c.metarm.optim.learning_rate:g}, batch {c.metarm.batch_size}, {c.metarm.epochs:g} epochs")
    + f" on RFT's + {c.metarm.samples_per_item} per item of `{c.metarm.policy}`",
-   "steps not stated; the probe is ours"),
+   "steps not stated: ours"),
   ("evaluation", "RewardBench, PPE, RMB, ReaLMistake; k up to 32 at temperature 0.5, k_meta = k / 2",
    lambda c: f"`{c.eval.datasets}`, k = {c.eval.k} at {c.eval.temperature:g}", "PPE read from benchmark_root; "
    "greedy columns need a second run at temperature 0"),
