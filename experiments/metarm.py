@@ -2,6 +2,9 @@
 
   python -m grm_jax.main --config=experiments/metarm.py --workdir=DIR   # DIR may hold rft/ and grpo/ outputs
   python -m grm_jax.main --config=experiments/metarm.py:smoke --workdir=/tmp/metarm_smoke
+
+`--config.metarm.method=probe --config.metarm.init=policy --config.metarm.policy=grpo` (spct.py's CPU default)
+fits a logistic probe on the GRPO policy's frozen states instead of fine-tuning every weight.
 """
 
 import ml_collections
