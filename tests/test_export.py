@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from grm_jax import export, models
-from grm_jax.models.scalar_head import init_meta_params, meta_scores
+from grm_jax.models.scalar_head import init_meta_params, meta_scores, truncate
 from grm_jax.train.checkpoint import save_params
 
 torch = pytest.importorskip("torch")
@@ -60,19 +60,23 @@ def test_policy_stage_loads_as_a_causal_lm_with_our_logits(tmp_path, stage):
   assert transformers.AutoTokenizer.from_pretrained(str(out)) is not None
 
 
-def test_meta_rm_loads_as_a_sequence_classifier_with_our_scores(tmp_path):
+@pytest.mark.parametrize("layers", [0, 1])
+def test_meta_rm_loads_as_a_sequence_classifier_with_our_scores(tmp_path, layers):
+  """Both meta RM kinds: the whole decoder (fine-tuned) and one cut to its first layers (the probe's)."""
   work = _run_dir(tmp_path)
-  base = models.load("tiny:llama")
+  base = truncate(models.load("tiny:llama"), layers)
   params = init_meta_params(_perturbed(base.params, 2), base.config.hidden_size)
   rng = np.random.default_rng(0)
   params["head"] = {"kernel": jnp.asarray(rng.normal(size=base.config.hidden_size), jnp.float32),
                     "bias": jnp.asarray(0.7, jnp.float32)}
   save_params(str(work / "metarm" / "final"), params)
-  (work / "metarm" / "model.json").write_text(json.dumps({"name": "tiny:llama", "dtype": "float32", "max_len": 64}))
+  (work / "metarm" / "model.json").write_text(json.dumps({"name": "tiny:llama", "dtype": "float32", "max_len": 64,
+                                                         "layers": layers}))
   out = tmp_path / "meta-hf"
   export.export(str(work), "metarm", str(out))
   config = json.loads((out / "config.json").read_text())
   assert config["architectures"] == ["LlamaForSequenceClassification"] and config["num_labels"] == 1
+  assert config["num_hidden_layers"] == base.config.num_layers == (layers or models.tiny("llama").num_layers)
   hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(out), dtype=torch.float32).eval()
   tokens, mask = _tokens(base.config, [10, 6, 8])
   ours = np.asarray(meta_scores(base.config, params, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)))
