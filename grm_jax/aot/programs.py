@@ -221,6 +221,20 @@ def metarm_step(plan: Plan, micro_batches: int | None = None) -> Program:
                                             "weight": plan.batch((m, b), jnp.float32)}, micro_batches, head=False)
 
 
+def metarm_states(plan: Plan) -> Program:
+  """`metarm.method="probe"`: one forward pass giving each row's head input at every depth (no training step)."""
+  m = plan.config.metarm
+  shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
+  b, t = -(-int(m.batch_size) // shards) * shards, int(m.max_len)
+  params = plan.params()
+  args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
+          plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
+  flops = cost.forward_flops(plan.cfg, b, t, head=False)
+  return Program("metarm/states", meta_rm.depth_program(plan.cfg), args, f"{b} rows x {t} tokens", flops, flops,
+                 cost.forward_bytes(plan.cfg, params, 1, plan.mesh), b * t, kind="forward", rows=b, length=t,
+                 cfg=plan.cfg)
+
+
 def _meta_params(plan: Plan):
   return {"decoder": plan.params(), "head": {"kernel": plan.replicated((plan.cfg.hidden_size,), jnp.float32),
                                              "bias": plan.replicated((), jnp.float32)}}
@@ -382,7 +396,7 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
       beside = (lambda p: {"base params": p.params()}) if str(m.policy) != "base" else None
       add(sampler, "metarm/sample", int(m.batch_items), int(m.samples_per_item), int(m.max_new_tokens),
           resident=beside)
-    add(metarm_step)
+    add(metarm_states if str(m.method) == "probe" else metarm_step)
   if "evaluate" in stages:
     e = c.eval
     ev = dataclasses.replace(plan, cfg=plan.cfg.replace(param_dtype=plan.cfg.dtype))  # loaded in compute dtype

@@ -77,14 +77,15 @@ def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: in
 
 
 @functools.lru_cache(maxsize=4)
-def _depth_program(cfg):
+def depth_program(cfg):
+  """jit(depth_states)(decoder params, tokens [B, T], mask) -> float32 [B, L, H]: the probe's one forward pass."""
   return jax.jit(lambda p, t, m: depth_states(cfg, p, t, m))
 
 
 def sequence_depth_states(model, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
                           max_len: int = 1 << 30) -> np.ndarray:
   """float32 [N, L, H]: each sequence's head input at every depth of `model` (`scalar_head.depth_states`)."""
-  fn = _depth_program(model.config)
+  fn = depth_program(model.config)
   cfg = model.config
   return _by_batch(model, lambda t, m: fn(model.params, t, m), seqs, batch_size, mesh, rules, max_len,
                    np.zeros((len(seqs), cfg.num_layers, cfg.hidden_size), np.float32))

@@ -177,6 +177,12 @@ def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group, mesh=No
   head input at every candidate depth; `choose_probe` picks (depth, L2) by item-fold cross-validation; the head is
   fitted on all rows there and the decoder cut to that depth. Returns (cut model, meta RM params, the choice)."""
   depths = probe_depths(group.probe_layers, model.config.num_layers)
+  labels = np.asarray(labels, bool)
+  if labels.all() or not labels.any():  # nothing to separate: a neutral meta RM (every logit 0), said loudly
+    logging.warning("metarm: every training judgement is %s; the probe keeps a zero head",
+                    "right" if labels.all() else "wrong")
+    return model, init_meta_params(model.params, model.config.hidden_size), {
+      "depth": model.config.num_layers, "l2": None, "cv_auc": float("nan"), "folds": 0, "table": []}
   states = sequence_depth_states(model, seqs, int(group.batch_size), mesh, rules, int(group.max_len))
   states = states[:, [d - 1 for d in depths]]
   choice = choose_probe(states, labels, folds, depths, [float(x) for x in group.probe_l2], bool(group.class_balance))

@@ -224,3 +224,14 @@ def test_evaluation_counts_each_params_copy_it_holds():
   assert resident("grpo", "base") == ["GRM params", "base params"]
   assert resident("grpo", "base,rft") == ["GRM params", "base params", "baseline params"]
   assert resident("base", "rft") == ["GRM params", "baseline params"]
+
+
+def test_the_probe_meta_rm_compiles_its_one_forward_pass():
+  """metarm.method=probe trains no step: its program is the forward pass that reads every depth's state."""
+  s = hardware.parse_slice("v5p-8")
+  probe_plan = plan_for(_smoke_config(**{"metarm.method": "probe"}), s, hardware.tpu_devices(s), prompt_len=200)
+  builds = {b().name: b for b in programs.stage_programs(probe_plan)}
+  assert "metarm/states" in builds and "metarm/step" not in builds
+  result = aot_compile.compile_program(builds["metarm/states"](), hardware.TPU_CHIPS["v5p"], 95 << 30, 4,
+                                       xla_flops=False)
+  assert result.fits and result.needed > 0

@@ -182,3 +182,12 @@ def test_bad_meta_rm_settings_are_refused_before_any_model_loads(key, value, mes
   config.metarm[key] = value
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
     configs.validate(config, num_devices=1)
+
+
+def test_probe_with_one_class_keeps_a_neutral_head(tiny_llama):
+  seqs, _ = _judged_rows(tiny_llama, 6, seed=3)
+  group = configs.metarm()
+  group.update(method="probe", batch_size=8, max_len=512)
+  cut, params, choice = metarm.fit_probe(tiny_llama, seqs, np.zeros(6, bool), np.arange(6) % 2, group)
+  assert cut is tiny_llama and choice["table"] == [] and np.isnan(choice["cv_auc"])
+  np.testing.assert_array_equal(meta_rm.sequence_logits(cut, params, seqs, 8), 0.0)
