@@ -320,6 +320,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         + f" and accuracy {_fmt(mi.get('accuracy'))} "
         f"({mi.get('positives', '–')} right)."
       )
+      by = mi.get("by_k_meta")
+      if by:
+        lines.append("")
+        lines.append(f"MetaRM@{k_max} by k_meta (tie-expected {official}; k_meta = {k_max} is Voting@{k_max}, the "
+                     "paper's Table 7 ablation): " + ", ".join(f"{m}: {_fmt(v)}" for m, v in by.items()) + ".")
       lines.append("")
     lines.append("")
 

@@ -134,6 +134,10 @@ def evaluate_dataset(
     at_meta = _scored(bench, examples, meta_voted, key, config)
     outcomes["meta"] = metrics_lib.item_outcomes(examples, [meta_voted])
     meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
+    # The paper's k_meta ablation (Table 7) at k_max: the top 1, 2, ..., k samples by meta logit (k = Voting@k).
+    meta_info["by_k_meta"] = {str(m): metrics_lib.score_benchmark(
+      bench, examples, _rows(examples, np.asarray(grm.vote(scores, valid, meta=meta, k_meta=m))), None,
+      "expected")[official] for m in range(1, j.k + 1)}
   at_token_prob, token_prob_info = None, None
   if token_probs is not None:
     probs, located = (np.asarray(a) for a in token_probs)

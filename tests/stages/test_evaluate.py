@@ -167,8 +167,13 @@ def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
   print("Voting@4", d["metrics"]["voting"]["accuracy"], "MetaRM@4", meta, "meta RM", d["meta_rm"])
   assert 0.0 <= meta <= 1.0 and d["meta_rm"]["k_meta"] == 2 and d["meta_rm"]["scored"] == 14
   assert all(row["meta"] is not None and "meta_std" in row for row in d["scaling"])
+  # The k_meta ablation: every sample kept is Voting@4, the default half is MetaRM@4 (both tie-expected).
+  by = d["meta_rm"]["by_k_meta"]
+  assert list(by) == ["1", "2", "3", "4"]
+  assert by["4"] == pytest.approx(d["metrics"]["voting"]["accuracy_expected"])
+  assert by["2"] == pytest.approx(d["metrics"]["meta"]["accuracy_expected"])
   out = tmp_path / "eval"
-  assert "MetaRM@4" in (out / "report.md").read_text()
+  assert "MetaRM@4" in (out / "report.md").read_text() and "MetaRM@4 by k_meta" in (out / "report.md").read_text()
   lines = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
   metas = [s["meta"] for line in lines for s in line["samples"] if s["valid"]]
   assert len(metas) == 14 and len(set(metas)) > 1  # per-sample logits, not a constant
