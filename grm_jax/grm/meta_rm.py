@@ -83,12 +83,15 @@ def depth_program(cfg):
 
 
 def sequence_depth_states(model, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
-                          max_len: int = 1 << 30) -> np.ndarray:
-  """float32 [N, L, H]: each sequence's head input at every depth of `model` (`scalar_head.depth_states`)."""
-  fn = depth_program(model.config)
+                          max_len: int = 1 << 30, depths: Sequence[int] | None = None) -> np.ndarray:
+  """float32 [N, D, H]: each sequence's head input after each of `depths` layers of `model` (default every depth
+  1..L; `scalar_head.depth_states`). Only those depths reach the host."""
   cfg = model.config
-  return _by_batch(model, lambda t, m: fn(model.params, t, m), seqs, batch_size, mesh, rules, max_len,
-                   np.zeros((len(seqs), cfg.num_layers, cfg.hidden_size), np.float32))
+  depths = list(range(1, cfg.num_layers + 1)) if depths is None else [int(d) for d in depths]
+  fn = depth_program(cfg)
+  keep = np.asarray(depths) - 1
+  return _by_batch(model, lambda t, m: fn(model.params, t, m)[:, keep], seqs, batch_size, mesh, rules, max_len,
+                   np.zeros((len(seqs), len(depths), cfg.hidden_size), np.float32))
 
 
 def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):

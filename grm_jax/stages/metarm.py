@@ -183,8 +183,7 @@ def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group, mesh=No
                     "right" if labels.all() else "wrong")
     return model, init_meta_params(model.params, model.config.hidden_size), {
       "depth": model.config.num_layers, "l2": None, "cv_auc": float("nan"), "folds": 0, "table": []}
-  states = sequence_depth_states(model, seqs, int(group.batch_size), mesh, rules, int(group.max_len))
-  states = states[:, [d - 1 for d in depths]]
+  states = sequence_depth_states(model, seqs, int(group.batch_size), mesh, rules, int(group.max_len), depths)
   choice = choose_probe(states, labels, folds, depths, [float(x) for x in group.probe_l2], bool(group.class_balance))
   w_neg, w_pos = class_weights(labels, bool(group.class_balance))
   di = depths.index(choice["depth"])
