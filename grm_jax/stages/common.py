@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,8 +220,10 @@ def run_stage(config, workdir: str, name: str, work: Callable[[str], dict[str, A
     logging.info("%s: already done (%s)", name, out)
     return reuse(out, done) if reuse is not None else done
   _forget_other_inputs(out, name, key)
+  start = time.perf_counter()
   info = work(out)
-  write_done(out, {"fingerprint": key, **{k: v for k, v in dict(info).items() if k != "fingerprint"}})
+  write_done(out, {"fingerprint": key, **{k: v for k, v in dict(info).items() if k not in ("fingerprint", "seconds")},
+                   "seconds": round(time.perf_counter() - start, 1)})
   return reuse(out, read_done(out)) if reuse is not None else read_done(out)
 
 
@@ -263,11 +266,19 @@ def cached(marker: str, inputs: dict[str, Any], make: Callable[[], dict[str, Any
 
 
 def stage_seconds(workdir: str) -> dict[str, float]:
-  """Seconds of each stage's last invocation (the workdir's timings.jsonl): what a report's runs cost."""
+  """Seconds each stage's outputs took to make, for the stages the workdir's timings.jsonl lists: the done marker's
+  "seconds" (the invocation that finished the stage; a stage resumed after preemption counts that last part only),
+  else the longest of its timings (a stage reused by a later invocation also logs a line, of ~0 s)."""
   path = os.path.join(os.fspath(workdir), "timings.jsonl")
   if not files.exists(path):
     return {}
-  seconds: dict[str, float] = {}
+  longest: dict[str, float] = {}
   for line in files.read_jsonl(path):
-    seconds[line["stage"]] = float(line["seconds"])
-  return seconds
+    longest[line["stage"]] = max(longest.get(line["stage"], 0.0), float(line["seconds"]))
+  out = {}
+  for name, seconds in longest.items():
+    done = read_done(os.path.join(os.fspath(workdir), name)) or {}
+    out[name] = float(done["seconds"]) if isinstance(done.get("seconds"), (int, float)) else seconds
+  return out
+
+

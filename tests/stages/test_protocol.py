@@ -94,3 +94,15 @@ def test_log_only_keys_do_not_change_the_fingerprint():
   assert common.fingerprint(c, "seed", "train") == before
   c.train.lr = 2e-3
   assert common.fingerprint(c, "seed", "train") != before
+
+
+def test_stage_seconds_are_what_made_the_outputs_not_a_later_reuse(tmp_path):
+  """A stage's done marker records its own run time; a later invocation that reuses it logs ~0 s to timings.jsonl,
+  which must not replace that cost in a report."""
+  info = common.run_stage(_config(), str(tmp_path), "up", lambda out: {"value": 1}, keys=("seed", "train"))
+  assert info["seconds"] >= 0.0 and info["value"] == 1
+  (tmp_path / "timings.jsonl").write_text(
+    json.dumps({"stage": "up", "seconds": 7.0}) + "\n" + json.dumps({"stage": "up", "seconds": 0.0}) + "\n"
+    + json.dumps({"stage": "old", "seconds": 5.0}) + "\n" + json.dumps({"stage": "old", "seconds": 0.1}) + "\n")
+  seconds = common.stage_seconds(str(tmp_path))
+  assert seconds == {"up": info["seconds"], "old": 5.0}  # "old" has no marker: its longest line
