@@ -157,6 +157,11 @@ def load_dataset(
       kwargs["size"] = limit if "size" not in kwargs else min(limit, kwargs["size"])
     return synthetic(split or "train", **kwargs)
   reader, folder, fixed, takes_split = _READERS[key]
+  kwargs = {**fixed, **options, "on_error": on_error, "limit": limit}
+  if takes_split:
+    kwargs["split"] = split
+  elif split not in BENCHMARK_SPLITS:
+    raise ValueError(f"{key!r} is evaluation-only: split must be None or 'test', got {split!r}")
   if sep and arg:
     paths = [epath.Path(arg)]
   elif folder is not None:
@@ -165,11 +170,6 @@ def load_dataset(
       paths = _from_hub(key, paths[0])
   else:
     raise ValueError(f"{key!r} needs a path: '{key}:PATH'")
-  kwargs = {**fixed, **options, "on_error": on_error, "limit": limit}
-  if takes_split:
-    kwargs["split"] = split
-  elif split not in BENCHMARK_SPLITS:
-    raise ValueError(f"{key!r} is evaluation-only: split must be None or 'test', got {split!r}")
   if len(paths) == 1:
     return reader(paths[0], **kwargs)
   return _read_all(reader, paths, kwargs, split)

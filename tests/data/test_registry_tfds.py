@@ -2,6 +2,7 @@
 
 import sys
 
+import huggingface_hub.constants
 import pytest
 
 from grm_jax import data
@@ -14,15 +15,20 @@ def test_names_with_root(bench_root):
   assert len(data.load_dataset(f"rmb_bon:{bench_root / 'rmb' / 'RMB_dataset' / 'BoN_set' / 'Harmlessness'}")) == 1677
 
 
-def test_registry_errors(tmp_path):
+def test_registry_errors(tmp_path, monkeypatch):
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a missing benchmark is looked up offline
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
   with pytest.raises(ValueError, match="unknown data set 'nope'"):
     data.load_dataset("nope")
   with pytest.raises(ValueError, match="evaluation-only: split must be None or 'test'"):
     data.load_dataset("rewardbench", root=tmp_path, split="train")
   with pytest.raises(ValueError, match="'jsonl' needs a path"):
     data.load_dataset("jsonl")
-  with pytest.raises(data.DataError, match="rewardbench: no such file or directory"):
+  with pytest.raises(data.DataError, match="rewardbench: no such folder, and allenai/reward-bench: not in the Hugging "
+                                           "Face cache"):
     data.load_dataset("rewardbench", root=tmp_path)
+  with pytest.raises(data.DataError, match="none.jsonl: no such file or directory"):  # a path named: no hub lookup
+    data.load_dataset(f"math:{tmp_path}/none.jsonl")
 
 
 def test_synthetic_by_name():
