@@ -111,12 +111,19 @@ def class_weights(labels: np.ndarray, balance: bool) -> tuple[float, float]:
   return n / (2.0 * (n - pos)), n / (2.0 * pos)
 
 
+def row_weights(labels: np.ndarray, balance: bool) -> np.ndarray:
+  """float32 [N]: each row's weight by its label (`class_weights`)."""
+  labels = np.asarray(labels, bool)
+  w_neg, w_pos = class_weights(labels, balance)
+  return np.where(labels, w_pos, w_neg).astype(np.float32)
+
+
 def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: int, mesh=None, rules=(),
           progress: bool = True, donate: bool = False) -> tuple[Any, list[dict]]:
   """BCE on (sequence, label) rows for `group.epochs` passes in batches of `group.batch_size`; (params, history).
   `donate`: the train state takes over `params`' buffers (deleted afterwards; no second copy on device)."""
   labels = np.asarray(train_labels, bool)
-  w_neg, w_pos = class_weights(labels, bool(group.class_balance))
+  weights = row_weights(labels, bool(group.class_balance))
   batch_size = int(group.batch_size)
   # One row length for the run (the longest sequence's bucket): one compiled step instead of one per bucket.
   length = min(bucket_length(max(len(s) for s in train_seqs)), max(int(group.max_len), 1))
@@ -125,7 +132,7 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
     tokens, mask = pad_rows([train_seqs[i] for i in idx], model.pad_id, batch_size, int(group.max_len),
                             length=length)
     return {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
-            "weight": np.where(labels[idx], w_pos, w_neg).astype(np.float32)}
+            "weight": weights[idx]}
 
   rules = tuple(rules) if mesh is not None else ()
   return fit(name="metarm", params=params, loss_fn=bce_loss_fn(model.config, mesh, rules), make_batch=make_batch,
@@ -162,9 +169,8 @@ def choose_probe(states: np.ndarray, labels: np.ndarray, folds: np.ndarray, dept
         if labels[fit_rows].all() or not labels[fit_rows].any():
           scores[test_rows] = 0.0  # one class left to fit on: the probe cannot rank this fold
           continue
-        w_neg, w_pos = class_weights(labels[fit_rows], balance)
-        kernel, bias = fit_logistic(states[fit_rows, di], labels[fit_rows],
-                                    np.where(labels[fit_rows], w_pos, w_neg), float(l2))
+        kernel, bias = fit_logistic(states[fit_rows, di], labels[fit_rows], row_weights(labels[fit_rows], balance),
+                                    float(l2))
         scores[test_rows] = states[test_rows, di] @ kernel + bias
       table.append({"depth": int(depth), "l2": float(l2), "cv_auc": roc_auc(labels, scores)})
   best = max(table, key=lambda r: (np.nan_to_num(r["cv_auc"], nan=-1.0)))
@@ -185,9 +191,8 @@ def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group, mesh=No
       "depth": model.config.num_layers, "l2": None, "cv_auc": float("nan"), "folds": 0, "table": []}
   states = sequence_depth_states(model, seqs, int(group.batch_size), mesh, rules, int(group.max_len), depths)
   choice = choose_probe(states, labels, folds, depths, [float(x) for x in group.probe_l2], bool(group.class_balance))
-  w_neg, w_pos = class_weights(labels, bool(group.class_balance))
   di = depths.index(choice["depth"])
-  kernel, bias = fit_logistic(states[:, di], labels, np.where(labels, w_pos, w_neg), choice["l2"])
+  kernel, bias = fit_logistic(states[:, di], labels, row_weights(labels, bool(group.class_balance)), choice["l2"])
   cut = truncate(model, choice["depth"])
   params = init_meta_params(cut.params, model.config.hidden_size)
   head = {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)}
@@ -287,7 +292,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   del base  # the GRM's weights are not needed past sampling (when the meta RM starts from another model)
 
   max_len = int(mc.max_len)
-  seqs, labels, heldout, rows_kept = [], [], [], []
+  seqs, labels, items = [], [], []
   truncated = skipped = 0
   for r in rows:
     ids, cut = meta_sequence(meta_model, r["context"], r["responses"], r["text"], r["perm"], max_len)
@@ -295,11 +300,11 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
       skipped += 1
       continue
     truncated += cut
-    rows_kept.append(r)
     seqs.append(ids)
     labels.append(bool(r["correct"]))
-    heldout.append(item_heldout(r["source"], str(r["id"]), float(mc.heldout_fraction)))
-  labels_a, held = np.asarray(labels, bool), np.asarray(heldout, bool)
+    items.append((r["source"], str(r["id"])))
+  labels_a = np.asarray(labels, bool)
+  held = np.array([item_heldout(src, iid, float(mc.heldout_fraction)) for src, iid in items], bool)
   tr, ho = np.flatnonzero(~held), np.flatnonzero(held)
   counts = {
     "rows": len(rows), "skipped_too_long": skipped, "truncated": truncated,
@@ -320,7 +325,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   before = heldout_metrics(np.zeros(len(ho)), labels_a[ho])
   probe = None
   if mc.method == "probe":
-    folds = np.array([item_fold(rows_kept[i]["source"], str(rows_kept[i]["id"]), int(mc.probe_folds)) for i in tr])
+    folds = np.array([item_fold(*items[i], int(mc.probe_folds)) for i in tr])
     meta_model, params, probe = fit_probe(meta_model, [seqs[i] for i in tr], labels_a[tr], folds, mc, mesh, rules)
     history = []
   else:
