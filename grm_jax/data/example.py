@@ -253,6 +253,13 @@ class Examples(list):
     self.filtered = 0
     self.files: list[str] = []
 
+  def add_counts(self, other: Examples) -> None:
+    """Take over what `other` left out and read (one data set read in parts, or a mixture of several)."""
+    self.skipped += other.skipped
+    self.filtered += other.filtered
+    self.files += other.files
+    self.errors += other.errors[: max(self.MAX_ERRORS - len(self.errors), 0)]
+
   def __repr__(self) -> str:  # the full list of long texts is never what one wants to see
     return f"Examples(n={len(self)}, skipped={self.skipped}, filtered={self.filtered}, files={len(self.files)})"
 

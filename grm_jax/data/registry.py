@@ -197,10 +197,7 @@ def _read_all(reader: Reader, paths: list[epath.Path], kwargs: dict[str, Any], s
       continue
     part = reader(path, **{**kwargs, "limit": None if limit is None else limit - len(out)})
     out.extend(part)
-    out.skipped += part.skipped
-    out.filtered += part.filtered
-    out.errors += part.errors[: Examples.MAX_ERRORS - len(out.errors)]
-    out.files += part.files
+    out.add_counts(part)
     if limit is not None and len(out) >= limit:
       break
   if not out.files:
@@ -299,8 +296,5 @@ def load_mixture(
   order = np.random.default_rng(seed).permutation(len(pool))
   out = Examples(pool[i] for i in order[: len(pool) if limit is None else limit])
   for items in loaded:
-    out.skipped += items.skipped
-    out.filtered += items.filtered
-    out.files += items.files
-    out.errors += items.errors[: max(Examples.MAX_ERRORS - len(out.errors), 0)]
+    out.add_counts(items)
   return out
