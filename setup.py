@@ -29,6 +29,8 @@ setup(
     "tqdm",
     "matplotlib",
     "tensorboardX",  # every training metric also as TensorBoard events
+    "scipy",  # the meta RM probe's L-BFGS (grm_jax.train.probe)
+    "huggingface_hub",  # hub ids for checkpoints and data sets (grm_jax.hub_cache)
   ],
   extras_require={
     # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.
