@@ -4,12 +4,19 @@ Text work (prompts, parsing) is plain Python on the host; the rule and voting ar
 on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_judgement` -> `unpermute` ->
 `is_correct` / `rl_reward` (training) or `vote` -> `choose_best` (inference).
 `judge` runs the sampling side end to end (examples -> shuffled prompts -> model -> score arrays).
+
+Importing this package, `prompts`, `parse`, `rules` or `voting` does not import jax: the judge (which runs the
+model) loads on first use of `judge` or `Judgements`, so `grm_jax.reward` shares these
+rules inside a process that has no jax.
 """
 
-from grm_jax.grm.judge import Judgements, judge, judge_texts_to_arrays
+import importlib
+from typing import Any
+
 from grm_jax.grm.parse import (
   Judgement,
   find_score_block,
+  judge_texts_to_arrays,
   parse_choice,
   parse_judgement,
   parse_scores,
@@ -88,3 +95,11 @@ __all__ = [
   "vote",
   "voted_correct",
 ]
+
+_LAZY = {"Judgements": "grm_jax.grm.judge", "judge": "grm_jax.grm.judge"}
+
+
+def __getattr__(name: str) -> Any:
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'grm_jax.grm' has no attribute {name!r}")

@@ -35,6 +35,9 @@ import numpy as np
 
 from grm_jax.grm.prompts import CLIP_RANGES, JUDGE_TEMPLATES, SCORE_RANGES
 
+DEFAULT_RANGE = CLIP_RANGES["default"]
+_INT32 = np.iinfo(np.int32)
+
 _BLOCK = re.compile(r"\\{1,2}boxed\{([^{}]*)\}|\[\[([^\[\]]*)\]\]")
 _INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
 _SECTION = re.compile(r"^[ \t#*]*(Specific Criteria|Analysis|Scores)[ \t*]*:", re.MULTILINE)
@@ -155,6 +158,78 @@ def stack_scores(parsed: Sequence[Sequence[int] | None], n_max: int) -> tuple[np
     scores[r, : len(s)] = s
     valid[r] = True
   return scores, valid
+
+
+def judge_texts_to_arrays(
+  texts: Sequence[Sequence[str]],
+  perms: Sequence[Sequence[Sequence[int]]],
+  ranges: Sequence[tuple[int, int] | None] | None = None,
+  n_max: int | None = None,
+  k: int | None = None,
+  templates: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Judgement texts in shown order -> (scores [B,k,n_max], valid [B,k], response_mask [B,n_max], perms).
+
+  `texts[b][j]` is sample j of item b, written for a prompt that showed the responses in order `perms[b][j]`
+  (`perm[p]` = original index shown as "Response p+1"); item b has n_b = len(perms[b][0]) responses. `ranges`
+  gives the range (lo, hi) `parse_scores` clips each item's scores to, or None for an item whose scores are kept as
+  written (the 0/1 template: `prompts.CLIP_RANGES`); default (1, 10) for every item. `templates` (instead of
+  `ranges`) names each item's template and reads its texts the template's way (`parse.parse_judgement`: a judge
+  template's choice becomes one-hot scores). Returns int32 scores in the
+  original order (0 where invalid or padding), bool valid, bool response mask and the int32 perms padded with
+  the identity tail. `k` is only needed to shape an empty batch. Pure: no model needed, never raises on
+  unparseable text.
+  """
+  B = len(texts)
+  if len(perms) != B:
+    raise ValueError(f"{B} items of texts but {len(perms)} items of perms")
+  if ranges is not None and len(ranges) != B:
+    raise ValueError(f"{B} items but {len(ranges)} score ranges")
+  if templates is not None:
+    if ranges is not None:
+      raise ValueError("give either score ranges or templates, not both")
+    if len(templates) != B:
+      raise ValueError(f"{B} items but {len(templates)} templates")
+  ks = {len(t) for t in texts}
+  if len(ks) > 1:
+    raise ValueError(f"every item needs the same number of samples k, got {sorted(ks)}")
+  if ks and k is not None and ks != {k}:
+    raise ValueError(f"expected k={k} samples per item, got {ks.pop()}")
+  k = ks.pop() if ks else (k or 0)
+  ns = []
+  for b in range(B):
+    if len(perms[b]) != len(texts[b]):
+      raise ValueError(f"item {b}: {len(texts[b])} texts but {len(perms[b])} perms")
+    item_ns = {len(p) for p in perms[b]}
+    if len(item_ns) != 1:
+      raise ValueError(f"item {b}: perms of different lengths {sorted(item_ns)}")
+    ns.append(item_ns.pop())
+  if n_max is None:
+    n_max = max(ns, default=1)
+  elif ns and max(ns) > n_max:
+    raise ValueError(f"an item has {max(ns)} responses, more than n_max={n_max}")
+  scores = np.zeros((B, k, n_max), np.int32)
+  valid = np.zeros((B, k), bool)
+  mask = np.zeros((B, n_max), bool)
+  perm_arr = np.broadcast_to(np.arange(n_max, dtype=np.int32), (B, k, n_max)).copy()
+  for b in range(B):
+    n = ns[b]
+    clip = ranges[b] if ranges is not None else DEFAULT_RANGE
+    lo, hi = clip if clip is not None else (0, 0)
+    mask[b, :n] = True
+    for j in range(k):
+      perm = [int(i) for i in perms[b][j]]
+      perm_arr[b, j, :n] = perm
+      if templates is not None:
+        shown = parse_judgement(texts[b][j], n, templates[b])
+      else:
+        shown = parse_scores(texts[b][j], n, lo, hi, clip=clip is not None)
+      out = unpermute(shown, perm)
+      if out is not None:
+        # An unclipped score can exceed int32; saturating keeps it as wrong as it was (never 0 or 1).
+        scores[b, j, :n] = np.clip(out, _INT32.min, _INT32.max)
+        valid[b, j] = True
+  return scores, valid, mask, perm_arr
 
 
 @dataclasses.dataclass(frozen=True)

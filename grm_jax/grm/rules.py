@@ -18,7 +18,8 @@ Eq. 11: reward = +1 if correct else -1.
 Arrays: scores [..., n_max], rewards and response masks broadcastable to it (e.g. rewards [B, 1, n_max] against
 scores [B, G, n_max]), valid broadcastable to the leading shape. Padded responses are excluded by the mask.
 The functions run on numpy input with numpy (no device round trip on the host) and on jax arrays, including
-under `jax.jit`, with jax.numpy.
+under `jax.jit`, with jax.numpy. The module itself never imports jax (`arrays.array_module`), so a PyTorch-only RL
+stack can apply the same rule (`grm_jax.reward`).
 """
 
 from __future__ import annotations
@@ -26,16 +27,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from grm_jax.grm.arrays import array_module as _xp
+
 Array = Any  # numpy or jax array
-
-
-def _xp(*arrays: Any):
-  """jax.numpy if any input is a jax array or tracer, else numpy."""
-  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def _prep(rewards: Array, mask: Array | None, xp):

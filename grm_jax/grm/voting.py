@@ -10,7 +10,9 @@ scores (`parse.parse_judgement`), so `vote` already sums them into majority coun
 (Tables 3/6) weights each vote by the probability of the chosen index token (`token_prob_votes`; the probability
 comes from `grm.token_prob.choice_probs`).
 
-All functions are pure jax.numpy over padded arrays with masks; no Python loops over the batch or the samples.
+All functions are array functions over padded arrays with masks, with no Python loops over the batch or the
+samples: numpy in, numpy out (the host, and `grm_jax.reward` where there is no jax), jax arrays in, jax arrays out
+(jittable). `choose_best` alone needs jax (its random tie-break takes a PRNG key).
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from grm_jax.grm import rules
+from grm_jax.grm.arrays import array_module
 
 Array = Any
 
@@ -32,27 +32,29 @@ def default_k_meta(k: int) -> int:
   return max(1, math.ceil(k / 2))
 
 
-def meta_keep(valid: Array, meta: Array, k_meta: int) -> jax.Array:
+def meta_keep(valid: Array, meta: Array, k_meta: int) -> Array:
   """bool [B, k]: the k_meta valid samples with the highest meta reward per item (fewer if fewer are valid).
 
   Equal meta rewards are ranked by sample index, so the choice is deterministic.
   """
-  valid = jnp.asarray(valid, bool)
-  meta = jnp.where(valid, jnp.asarray(meta, jnp.float32), -jnp.inf)
-  order = jnp.argsort(-meta, axis=-1, stable=True)
-  rank = jnp.argsort(order, axis=-1, stable=True)
+  xp = array_module(valid, meta)
+  valid = xp.asarray(valid, dtype=bool)
+  meta = xp.where(valid, xp.asarray(meta, dtype=xp.float32), -xp.inf)
+  order = xp.argsort(-meta, axis=-1, stable=True)
+  rank = xp.argsort(order, axis=-1, stable=True)
   return (rank < k_meta) & valid
 
 
-def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | None = None) -> jax.Array:
+def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | None = None) -> Array:
   """Voted scores [B, n]: the sum over samples of valid, already-unpermuted scores [B, k, n].
 
   With `meta` [B, k], only the top `k_meta` valid samples by meta reward are summed (default ⌈k/2⌉).
   Jittable; `k_meta` is a shape-free Python int, so mark it static when jitting with it as an argument.
   The result keeps the dtype of `scores` (int scores give int votes).
   """
-  scores = jnp.asarray(scores)
-  keep = jnp.asarray(valid, bool)
+  xp = array_module(scores, valid, meta)
+  scores = xp.asarray(scores)
+  keep = xp.asarray(valid, dtype=bool)
   if scores.ndim != 3 or keep.shape != scores.shape[:2]:
     raise ValueError(f"expected scores [B, k, n] and valid [B, k], got {scores.shape} and {keep.shape}")
   if meta is not None:
@@ -63,41 +65,46 @@ def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | N
     keep = meta_keep(keep, meta, min(k_meta, k))
   elif k_meta is not None:
     raise ValueError("k_meta was given without meta rewards")
-  return jnp.sum(jnp.where(keep[..., None], scores, jnp.zeros((), scores.dtype)), axis=1)
+  return xp.sum(xp.where(keep[..., None], scores, xp.zeros((), scores.dtype)), axis=1)
 
 
-def token_prob_votes(choices: Array, probs: Array, valid: Array) -> jax.Array:
+def token_prob_votes(choices: Array, probs: Array, valid: Array) -> Array:
   """float32 [B, n]: TokenProb votes, sum over valid samples of the chosen response's one-hot times its probability.
 
   `choices` [B, k, n] are one-hot choices in original order (a judge template's scores), `probs` [B, k] the
   probability of each sample's chosen index token (`token_prob.choice_probs`), `valid` [B, k] which samples parsed.
   Jittable.
   """
-  choices = jnp.asarray(choices, jnp.float32)
-  probs = jnp.asarray(probs, jnp.float32)
-  keep = jnp.asarray(valid, bool)
+  xp = array_module(choices, probs, valid)
+  choices = xp.asarray(choices, dtype=xp.float32)
+  probs = xp.asarray(probs, dtype=xp.float32)
+  keep = xp.asarray(valid, dtype=bool)
   if choices.ndim != 3 or keep.shape != choices.shape[:2] or probs.shape != choices.shape[:2]:
     raise ValueError(f"expected choices [B, k, n], probs and valid [B, k], got {choices.shape}, {probs.shape} and "
                      f"{keep.shape}")
-  weights = jnp.where(keep, probs, 0.0)
-  return jnp.einsum("bkn,bk->bn", choices, weights)
+  weights = xp.where(keep, probs, xp.float32(0.0))
+  return xp.einsum("bkn,bk->bn", choices, weights)
 
 
-def unpermute_batch(shown: Array, perm: Array) -> jax.Array:
+def unpermute_batch(shown: Array, perm: Array) -> Array:
   """Scores in shown order [..., n] back to original order: `out[..., perm[..., p]] = shown[..., p]`.
 
   Padded items must pad `perm` with the identity tail (n_real, ..., n_max - 1) so padding stays in place.
   """
-  inverse = jnp.argsort(jnp.asarray(perm), axis=-1)
-  return jnp.take_along_axis(jnp.asarray(shown), inverse, axis=-1)
+  xp = array_module(shown, perm)
+  inverse = xp.argsort(xp.asarray(perm), axis=-1)
+  return xp.take_along_axis(xp.asarray(shown), inverse, axis=-1)
 
 
-def choose_best(votes: Array, response_mask: Array, key: jax.Array) -> jax.Array:
+def choose_best(votes: Array, response_mask: Array, key: Any) -> Any:
   """int32 [B]: the argmax of the votes over real responses, ties broken uniformly at random.
 
   Equivalent to the paper's shuffle-then-argmax. An item whose samples all failed to parse has all-zero votes,
   so its pick is uniformly random among its responses.
   """
+  import jax  # noqa: PLC0415 - the rest of this module runs without jax
+  import jax.numpy as jnp  # noqa: PLC0415
+
   votes = jnp.asarray(votes)
   mask = jnp.asarray(response_mask, bool)
   v = jnp.where(mask, votes.astype(jnp.float32), -jnp.inf)
@@ -106,11 +113,12 @@ def choose_best(votes: Array, response_mask: Array, key: jax.Array) -> jax.Array
   return jnp.argmax(jnp.where(is_top, noise, -1.0), axis=-1).astype(jnp.int32)
 
 
-def voted_correct(votes: Array, valid: Array, rewards: Array, response_mask: Array) -> jax.Array:
+def voted_correct(votes: Array, valid: Array, rewards: Array, response_mask: Array) -> Array:
   """Eq. 10 applied to the voted totals, bool [B] (ties wrong); `valid` [B, k] says which samples voted.
 
   An item counts only if at least one sample was valid. For benchmark accuracy with random tie-break use
   `rules.pick_correct(choose_best(...), rewards, mask)`.
   """
-  has_vote = jnp.any(jnp.asarray(valid, bool), axis=-1)
-  return rules.is_correct(jnp.asarray(votes), has_vote, jnp.asarray(rewards), jnp.asarray(response_mask, bool))
+  xp = array_module(votes, valid, rewards, response_mask)
+  has_vote = xp.any(xp.asarray(valid, dtype=bool), axis=-1)
+  return rules.is_correct(xp.asarray(votes), has_vote, xp.asarray(rewards), xp.asarray(response_mask, dtype=bool))
