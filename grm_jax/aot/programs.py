@@ -307,10 +307,10 @@ def sampler(plan: Plan, name: str, items: int, k: int, max_new: int,
   fn = sampler_program(plan.cfg, plan.mesh, plan.rules, s.prompts, s.prompt_len, s.n, max_new, 0, False,
                                 False, NUM_STOP_IDS)
   names = ("activation_batch", "activation_length")
-  key = jax.eval_shape(lambda: jax.random.key(0))
   args = (plan.params(), plan.array((s.prompts, s.prompt_len), jnp.int32, names),
           plan.array((s.prompts, s.prompt_len), jnp.bool_, names),
-          plan.replicated(key.shape, key.dtype), plan.replicated((), jnp.float32), plan.replicated((), jnp.float32),
+          plan.array((s.rows, 2), jnp.uint32, ("activation_batch", None)),
+          plan.replicated((), jnp.float32), plan.replicated((), jnp.float32),
           plan.replicated((NUM_STOP_IDS,), jnp.int32), plan.array((s.rows,), jnp.bool_, ("activation_batch",)))
   flops = cost.sampler_flops(plan.cfg, s)
   return Program(name, fn, args, f"{s.prompts} prompts x {s.prompt_len} tokens, n={s.n}, {max_new} new",

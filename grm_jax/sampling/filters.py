@@ -56,8 +56,18 @@ def _last_positive(x: jax.Array) -> jax.Array:
   return (n - 1 - jnp.argmax(jnp.flip(x > 0, axis=-1), axis=-1)).astype(jnp.int32)
 
 
+def _uniforms(key, rows: int) -> jax.Array:
+  """float32 [rows] in [0, 1): from one key, or one per row from a typed key array [rows] (a row's draw then depends
+  on its own key alone, not on which other rows share the batch)."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:
+    return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(key)
+  return jax.random.uniform(key, (rows,), jnp.float32)
+
+
 def categorical(key, logp: jax.Array, block: int = 256) -> jax.Array:
   """One draw per row from log-probs [B, V] by inverse CDF with a single uniform per row.
+
+  `key` is one PRNG key for the whole batch, or a typed key array [B], one per row.
 
   Why not `jax.random.categorical`: its Gumbel-max draws V uniforms per row, and on XLA:CPU that RNG alone costs
   ~1.8 ms per row per step for SmolLM2's 49k vocabulary (more than the model at batch 32). Here the vocabulary is
@@ -72,7 +82,7 @@ def categorical(key, logp: jax.Array, block: int = 256) -> jax.Array:
   blocks = jnp.pad(probs, ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
   mass = blocks.sum(-1)  # [B, nb]
   cum = jnp.cumsum(mass, axis=-1)
-  u = jax.random.uniform(key, (b,), jnp.float32) * cum[:, -1]
+  u = _uniforms(key, b) * cum[:, -1]
   blk = jnp.minimum(jnp.sum(cum <= u[:, None], axis=-1).astype(jnp.int32), _last_positive(mass))
   inner = jnp.take_along_axis(blocks, blk[:, None, None], axis=1)[:, 0]  # [B, block]
   rest = u - (jnp.take_along_axis(cum, blk[:, None], axis=-1)[:, 0] - jnp.take_along_axis(mass, blk[:, None], -1)[:, 0])

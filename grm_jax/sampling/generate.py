@@ -107,16 +107,18 @@ def call_shape(num_prompts: int, n: int, longest_prompt: int, mesh) -> tuple[int
 
 @functools.lru_cache(maxsize=64)
 def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
-  """The jitted sampler for one call shape: jit(run)(params, tokens [batch, prompt_len], mask, key, temperature,
-  top_p, stop_ids [num_stop], alive [batch * n]) -> (tokens, log-probs, lengths, stopped, steps)."""
+  """The jitted sampler for one call shape: jit(run)(params, tokens [batch, prompt_len], mask, row_keys
+  [batch * n, 2] (uint32 key data, `row_keys`), temperature, top_p, stop_ids [num_stop], alive [batch * n]) ->
+  (tokens, log-probs, lengths, stopped, steps)."""
   module = Decoder(cfg, mesh, rules if mesh is not None else ())
   rows = batch * n
 
   def constrain(x, names):
     return parallel.constrain(x, names, mesh, rules)
 
-  def run(params, tokens, mask, key, temperature, top_p, stop_ids, alive):
+  def run(params, tokens, mask, row_keys, temperature, top_p, stop_ids, alive):
     params = sampling_params(cfg, params, mesh, rules)
+    keys = jax.random.wrap_key_data(row_keys)
     variables = {"params": params}
     positions = default_positions(mask)
     lengths = mask.sum(-1).astype(jnp.int32)
@@ -137,7 +139,8 @@ def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_
     real = (lengths > 0) & alive
 
     def pick(step, logits):
-      return sample_token(jax.random.fold_in(key, step), logits, temperature, top_p, top_k, use_top_p, greedy)
+      step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+      return sample_token(step_keys, logits, temperature, top_p, top_k, use_top_p, greedy)
 
     def record(step, tok, logp, done, out_t, out_lp, n_out):
       stop = jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
@@ -170,6 +173,29 @@ def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_
     return state[4], state[5], state[6], state[7], state[0]
 
   return jax.jit(run)
+
+
+@jax.jit
+def _row_key_data(seeds, salts, samples):
+  """uint32 key data [R, 2]: row r's stream is fold_in(fold_in(key(seeds[r]), salts[r]), samples[r])."""
+
+  def one(seed, salt, sample):
+    return jax.random.key_data(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), salt), sample))
+
+  return jax.vmap(one)(seeds, salts, samples)
+
+
+def row_keys(seeds: Sequence[int], salts: Sequence[int], n: int) -> np.ndarray:
+  """uint32 [len(seeds) * n, 2]: the key of sample j of prompt i is a function of (seeds[i], salts[i], j) alone.
+
+  So a prompt's samples never depend on what else shares its call, where it sits in the batch, the bucket sizes or
+  `max_prompts_per_call`: a server can merge requests, and a stage can change its batch size, without changing
+  anyone's samples. `generate` passes (seed, position in `prompts`) for one seed, or (seeds[i], 0) for per-prompt
+  seeds."""
+  seeds = np.repeat(np.asarray(seeds, np.uint32), n)
+  salts = np.repeat(np.asarray(salts, np.uint32), n)
+  samples = np.tile(np.arange(n, dtype=np.uint32), len(seeds) // max(n, 1))
+  return np.asarray(_row_key_data(seeds, salts, samples))
 
 
 def _validate(model: Model, prompts, n, max_new_tokens, temperature, top_p, top_k) -> None:
@@ -208,7 +234,7 @@ def generate(
   temperature: float = 0.5,
   top_p: float = 1.0,
   top_k: int = 0,
-  seed: int = 0,
+  seed: int | Sequence[int] = 0,
   stop_token_ids: Sequence[int] | None = None,
   max_prompts_per_call: int = MAX_PROMPTS_PER_CALL,
 ) -> GenerateOutput:
@@ -217,6 +243,10 @@ def generate(
   `n` may be a list with one count per prompt: all prompts then share one program and one
   decode loop with max(n) rows per prompt, the unused rows finished from the start (the judge
   uses this when shuffled prompts repeat a different number of times).
+
+  `seed` is one seed for the call, or one per prompt (a server's requests, each with its own seed). Either way a
+  prompt's samples depend only on its seed, its position in `prompts` (one seed) and the sample index (`row_keys`),
+  never on batching.
 
   stop_token_ids default to the model's EOS ids; pass [] to disable stopping.
   Prompts are processed in chunks of `max_prompts_per_call` distinct prompts; identical
@@ -229,6 +259,14 @@ def generate(
   if len(counts) != len(prompts):
     raise ValueError(f"generate: n has {len(counts)} counts for {len(prompts)} prompts")
   _validate(model, prompts, min(counts), max_new_tokens, temperature, top_p, top_k)
+  if isinstance(seed, int | np.integer):
+    seeds, salts = [int(seed)] * len(prompts), list(range(len(prompts)))
+  else:
+    seeds, salts = [int(s) for s in seed], [0] * len(prompts)
+    if len(seeds) != len(prompts):
+      raise ValueError(f"generate: seed has {len(seeds)} values for {len(prompts)} prompts")
+  if any(not 0 <= s < 2**32 for s in seeds):
+    raise ValueError("generate: seeds must be in [0, 2**32)")
   n = max(counts)
   stops = list(model.eos_ids if stop_token_ids is None else stop_token_ids)
   greedy = temperature == 0
@@ -237,6 +275,9 @@ def generate(
   # Greedy: distinct prompts only, results fanned back out to every duplicate. Sampling: the
   # position in `prompts` is part of the key, so duplicates are not collapsed.
   keys = [(tuple(int(t) for t in p), 0 if greedy else i) for i, p in enumerate(prompts)]
+  first = {}  # each distinct prompt's first position: its seed and salt
+  for i, key_ in enumerate(keys):
+    first.setdefault(key_, i)
   distinct = list(dict.fromkeys(keys))
   want: dict[tuple[tuple[int, ...], int], int] = {}
   for key_, c in zip(keys, counts, strict=True):
@@ -244,14 +285,15 @@ def generate(
   results: dict[tuple[tuple[int, ...], int], Any] = {}
   stop_arr = np.full((max(1, len(stops)),), -1, np.int32)
   stop_arr[: len(stops)] = stops
-  base_key = jax.random.key(seed)
   for c in range(0, len(distinct), max_prompts_per_call):
     chunk = distinct[c : c + max_prompts_per_call]
     batch, plen = call_shape(len(chunk), n, max(len(p) for p, _ in chunk), model.mesh)
     tokens = np.full((batch, plen), model.pad_id, np.int32)
     mask = np.zeros((batch, plen), bool)
     alive = np.zeros((batch, n), bool)
+    call_seeds, call_salts = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
     for i, (p, _) in enumerate(chunk):
+      call_seeds[i], call_salts[i] = seeds[first[chunk[i]]], salts[first[chunk[i]]]
       tokens[i, plen - len(p) :] = p
       mask[i, plen - len(p) :] = True
       alive[i, : want[chunk[i]]] = True
@@ -260,15 +302,16 @@ def generate(
       model.config, model.mesh, rules, batch, plen, n, max_new_tokens, top_k, use_top_p, greedy, len(stop_arr)
     )
     alive = alive.reshape(-1)
+    keys_h = row_keys(call_seeds, call_salts, n)
     if model.mesh is not None:
       tokens_d = parallel.shard_batch(tokens, model.mesh, rules)
       mask_d = parallel.shard_batch(mask, model.mesh, rules)
       alive_d = parallel.shard_batch(alive, model.mesh, rules, names=("activation_batch",))
+      keys_d = parallel.shard_batch(keys_h, model.mesh, rules, names=("activation_batch", None))
     else:
-      tokens_d, mask_d, alive_d = tokens, mask, alive
-    key = jax.random.fold_in(base_key, c)
+      tokens_d, mask_d, alive_d, keys_d = tokens, mask, alive, keys_h
     out_t, out_lp, n_out, hit, _ = prog(
-      model.params, tokens_d, mask_d, key, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr, alive_d
+      model.params, tokens_d, mask_d, keys_d, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr, alive_d
     )
     out_t, out_lp, n_out, hit = (parallel.to_host(a) for a in (out_t, out_lp, n_out, hit))
     for i, k in enumerate(chunk):

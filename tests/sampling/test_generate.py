@@ -320,6 +320,27 @@ def test_same_seed_same_samples_different_seed_different_samples(tiny):
   assert all(x != y for x, y in pairs)
 
 
+def test_a_prompts_samples_do_not_depend_on_what_shares_its_call(tiny):
+  """Per-prompt seeds: prompt a's samples are the same alone, among other prompts (another batch bucket, another
+  position), and split over calls of one prompt each; a different seed changes them."""
+  _, model = tiny("llama")
+  a, b, c = _prompts(PROMPT_LENGTHS[:3])
+
+  def run(prompts, seeds, **kw):
+    return sampling.generate(model, prompts, n=3, max_new_tokens=NEW, temperature=1.0, seed=seeds, stop_token_ids=[],
+                             **kw)
+
+  alone = run([a], [42])
+  among = run([b, c, a], [1, 2, 42])
+  split = run([c, b, a], [2, 1, 42], max_prompts_per_call=1)
+  assert among.tokens[2] == alone.tokens[0] == split.tokens[2]
+  np.testing.assert_allclose(among.logprobs[2], alone.logprobs[0], atol=TOL)
+  assert among.tokens[0] == split.tokens[1] and among.tokens[1] == split.tokens[0]
+  assert all(x != y for x, y in zip(run([a], [43]).tokens[0], alone.tokens[0], strict=True))
+  with pytest.raises(ValueError, match="seed has 1 values for 2 prompts"):
+    run([a, b], [1])
+
+
 def test_duplicate_prompts_get_independent_samples(tiny):
   """Voting samples k prompts whose shuffled responses can coincide: a duplicate prompt must
   still get its own samples (it used to get a copy of the first one's). Greedy duplicates are
