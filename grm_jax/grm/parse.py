@@ -38,7 +38,9 @@ from grm_jax.grm.prompts import CLIP_RANGES, JUDGE_TEMPLATES, SCORE_RANGES
 DEFAULT_RANGE = CLIP_RANGES["default"]
 _INT32 = np.iinfo(np.int32)
 
-_BLOCK = re.compile(r"\\{1,2}boxed\{([^{}]*)\}|\[\[([^\[\]]*)\]\]")
+BLOCK_PATTERN = r"\\{1,2}boxed\{([^{}]*)\}|\[\[([^\[\]]*)\]\]"
+"""A score block (module docstring): the last match in a judgement holds its scores (`find_score_block`)."""
+_BLOCK = re.compile(BLOCK_PATTERN)
 _INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
 _SECTION = re.compile(r"^[ \t#*]*(Specific Criteria|Analysis|Scores)[ \t*]*:", re.MULTILINE)
 

@@ -369,6 +369,20 @@ def _check_perm(perm: Sequence[int], n: int) -> tuple[int, ...]:
   return perm
 
 
+def template_text(template: str) -> str:
+  """The text of a named template (`$context` and `$responses` slots): what an export's recipe records."""
+  if template not in _BODIES:
+    raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+  return _BODIES[template].template
+
+
+def render_prompt(body: string.Template | str, query: Query, shown: Sequence[str], numbered: bool = True) -> str:
+  """A template's user turn with the conversation and the responses in their shown order (no hint). `grm_prompt`
+  renders through it, and so does `grm_jax.reward` from a recipe's template text."""
+  body = body if isinstance(body, string.Template) else string.Template(body)
+  return body.substitute(context=render_context(query), responses=render_responses(shown, numbered=numbered))
+
+
 def grm_prompt(
   query: Query,
   responses: Sequence[str],
@@ -402,10 +416,7 @@ def grm_prompt(
   if template in JUDGE_TEMPLATES and n < 2:
     raise ValueError(f"the {template!r} template selects the best of several responses, got {n}")
   order = _check_perm(perm, n) if perm is not None else sample_permutation(n, rng)
-  shown = [responses[i] for i in order]
-  content = _BODIES[template].substitute(
-    context=render_context(query), responses=render_responses(shown, numbered=template != "single")
-  )
+  content = render_prompt(_BODIES[template], query, [responses[i] for i in order], numbered=template != "single")
   hint = None
   if hint_strength is not None and hint_best is None:
     raise ValueError("hint_strength needs hint_best")
