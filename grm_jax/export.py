@@ -3,16 +3,23 @@
   python -m grm_jax.export --workdir=/tmp/spct --stage=grpo --out=/tmp/grm-hf      # AutoModelForCausalLM
   python -m grm_jax.export --workdir=/tmp/spct --stage=judge/grpo --out=/tmp/judge # a variant's stage
   python -m grm_jax.export --workdir=/tmp/spct --stage=metarm --out=/tmp/meta-hf   # ...ForSequenceClassification
+  python -m grm_jax.export --workdir=/tmp/spct --stage=grpo --out=/tmp/grm-hf --dtype=bfloat16  # half the size
 
 A policy stage (`rft`, `grpo`, or `<variant>/<stage>`) is the run's base model (`model.name` in the workdir's
-config.json, with the variant's overrides) carrying the stage's `final/` params, written by `models.save_pretrained`
-with the tokenizer.
+config.json, with the variant's overrides) carrying the stage's `final/` params (`grm_jax.runs.policy_model`), written
+by `models.save_pretrained` with the tokenizer. Beside the weights go `grm_recipe.json`, the judging recipe
+(`grm_jax.reward.recipe`: the GRM template, the run's Voting@k settings, the chat frame, and the meta RM's input
+frame and bias when the run trained one), without which the model's text is no reward; and `README.md`, a model card
+saying what it was trained from and how to serve it and score with it.
 
 The meta RM (`metarm`) becomes `<Arch>ForSequenceClassification` with one label, the convention reward-model users
 load with `AutoModelForSequenceClassification`: transformers scores the last non-padding token's final-normed hidden
 state with `score.weight`, which is our head's kernel. Its score layer has no bias and ours has one, so the exported
 score is ours minus that constant, written to config.json as `grm_jax_score_bias` (add it back for our exact logit;
-rankings, which MetaRM@k uses, are the same either way).
+rankings, which MetaRM@k uses, are the same either way). Its `meta_recipe.json` (a `MetaRecipe`) records the chat
+frame its input is rendered in, its max_len and that bias, as a GRM's recipe does for its meta RM.
+
+`--dtype` (float32, bfloat16, float16; default the params' own, float32 after training) is the written weights' dtype.
 """
 
 from __future__ import annotations
@@ -20,59 +27,72 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
-import ml_collections
+import ml_dtypes
 import numpy as np
 
-from grm_jax import configs, files, models
-from grm_jax.grm.meta_rm import load_meta_rm
+from grm_jax import configs, files, models, runs
 from grm_jax.models import weights
 from grm_jax.models.config import to_hf_config
 from grm_jax.models.safetensors_io import write_sharded
-from grm_jax.train.checkpoint import restore_params
+from grm_jax.reward.recipe import Recipe
 
-POLICY_STAGES = ("rft", "grpo")
-
-
-def run_config(workdir: str, variant: str | None) -> Any:
-  """The run's config (its config.json), with a variant's overrides when the stage is a variant's."""
-  path = os.path.join(workdir, "config.json")
-  if not files.exists(path):
-    raise ValueError(f"--workdir={workdir}: no config.json (not a grm_jax run folder)")
-  config = ml_collections.ConfigDict(files.read_json(path))
-  return configs.variant_config(config, variant) if variant else config
+# The dtypes an export writes, as numpy dtypes (bfloat16 through ml_dtypes, as safetensors_io writes it).
+_NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+DTYPES = tuple(_NP_DTYPES)
+META_RECIPE_FILE = "meta_recipe.json"
+CARD_FILE = "README.md"
+# Built-in base models as the Hub ids a model card's `base_model` links to (others are written as configured).
+_HUB_IDS = {"builtin:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
-def export_policy(workdir: str, stage: str, out: str) -> str:
-  """The base model with `<workdir>/<stage>/final` params -> an HF causal-LM directory `out`."""
-  variant, name = configs.split_stage(stage)
-  if name not in POLICY_STAGES:
-    raise ValueError(f"--stage={stage}: export a policy stage ({', '.join(POLICY_STAGES)}, or '<variant>/<stage>') "
-                     "or 'metarm'")
-  final = os.path.join(workdir, stage, "final")
-  if not files.exists(final):
-    raise ValueError(f"--stage={stage}: {final} does not exist (the stage has not finished in {workdir})")
-  config = run_config(workdir, variant)
-  model = models.load(str(config.model.name), dtype=str(config.model.dtype))
-  model = dataclasses.replace(model, params=restore_params(final, model.params))
-  models.save_pretrained(model, out)
+def _check_dtype(dtype: str | None) -> None:
+  """Before any model loads: a typo should not cost a multi-GB load first."""
+  if dtype is not None and dtype not in DTYPES:
+    raise ValueError(f"--dtype={dtype}: choose one of {', '.join(DTYPES)}")
+
+
+def export_policy(workdir: str, stage: str, out: str, dtype: str | None = None) -> str:
+  """The base model with `<workdir>/<stage>/final` params -> an HF causal-LM directory `out`, with its judging
+  recipe (`grm_recipe.json`) and model card (`README.md`)."""
+  name = configs.split_stage(stage)[1]
+  if name not in runs.POLICY_STAGES:
+    raise ValueError(f"--stage={stage}: export a policy stage ({', '.join(runs.POLICY_STAGES)}, or "
+                     "'<variant>/<stage>') or 'metarm'")
+  model, config = runs.policy_model(workdir, stage)
+  models.save_pretrained(model, out, dtype=dtype)
+  tokenizer = model.tokenizer
+  del model  # the meta RM below may be as large as the policy: never hold both
+  meta = None
+  folder = runs.meta_folder(workdir, stage)
+  if folder is not None:
+    meta_model, meta_params, _ = runs.load_meta(folder)
+    meta = runs.meta_recipe(folder, meta_model, meta_params)
+  recipe = runs.recipe(workdir, stage, tokenizer, meta)
+  recipe.save(out)
+  with open(os.path.join(out, CARD_FILE), "w", encoding="utf-8") as f:
+    f.write(model_card(config, recipe, stage, path=out))
   return out
 
 
-def export_meta_rm(workdir: str, stage: str, out: str) -> str:
+def export_meta_rm(workdir: str, stage: str, out: str, dtype: str | None = None) -> str:
   """The metarm stage folder -> an HF `<Arch>ForSequenceClassification` directory with one label (module docstring)."""
   folder = os.path.join(workdir, stage)
-  model, params = load_meta_rm(folder)
+  model, params, _ = runs.load_meta(folder)
   cfg = model.config
   tensors = weights.export_tensors(cfg, params["decoder"])
   tensors.pop("lm_head.weight", None)
   kernel = np.asarray(params["head"]["kernel"], np.float32)
   tensors["score.weight"] = kernel[None, :].astype(next(iter(tensors.values())).dtype)
+  if dtype is not None:
+    tensors = {k: v.astype(_NP_DTYPES[dtype], copy=False) for k, v in tensors.items()}
   bias = float(np.asarray(params["head"]["bias"]))
   hf = to_hf_config(cfg, model.bos_id, model.eos_id, model.pad_id)
   hf["architectures"] = [a.replace("ForCausalLM", "ForSequenceClassification") for a in hf["architectures"]]
+  hf["torch_dtype"] = hf["dtype"] = dtype or hf["torch_dtype"]
   hf.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, grm_jax_score_bias=bias,
             grm_jax_max_len=int(files.read_json(os.path.join(folder, "model.json")).get("max_len", 0)))
   os.makedirs(out, exist_ok=True)
@@ -81,13 +101,118 @@ def export_meta_rm(workdir: str, stage: str, out: str) -> str:
   write_sharded(out, tensors)
   if model.tokenizer is not None:
     model.tokenizer.save_pretrained(out)
+    meta = dataclasses.asdict(runs.meta_recipe(folder, model, params))
+    meta["chat"] = list(meta["chat"])
+    with open(os.path.join(out, META_RECIPE_FILE), "w", encoding="utf-8") as f:
+      json.dump(meta, f, indent=2, ensure_ascii=False)
+      f.write("\n")
   return out
 
 
-def export(workdir: str, stage: str, out: str) -> str:
+def export(workdir: str, stage: str, out: str, dtype: str | None = None) -> str:
+  _check_dtype(dtype)
   if configs.split_stage(stage)[1] == "metarm":
-    return export_meta_rm(workdir, stage, out)
-  return export_policy(workdir, stage, out)
+    return export_meta_rm(workdir, stage, out, dtype)
+  return export_policy(workdir, stage, out, dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- model card
+
+
+def _get(config: dict[str, Any], dotted: str, default: Any = None) -> Any:
+  """A config value by dotted key, or `default`: a card describes whatever the run's config.json holds, and runs
+  written by other versions (or other experiments) lack some groups."""
+  node: Any = config
+  for part in dotted.split("."):
+    if not isinstance(node, dict) or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _settings(config: dict[str, Any], group: str, keys: tuple[str, ...]) -> str:
+  """`key=value` of those of a group's keys the config has (the optimizer's learning rate as `lr`)."""
+  parts = [f"{k}={_get(config, f'{group}.{k}')}" for k in keys if _get(config, f"{group}.{k}") is not None]
+  lr = _get(config, f"{group}.optim.learning_rate")
+  if lr is not None:
+    parts.append(f"lr={lr}")
+  return ", ".join(parts)
+
+
+def model_card(config: Any, recipe: Recipe, stage: str, path: str = "PATH") -> str:
+  """README.md of an exported GRM: YAML front matter for the Hub, what it was trained from and how, how it judges
+  (the recipe), and how to serve it and score with it. `config` is the run's config (a ConfigDict or a dict); `path`
+  is the folder as the usage commands name it (the export's --out, so they run as written where it was exported)."""
+  config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  base = str(_get(config, "model.name", "") or "unknown")
+  stages = configs.stage_list(_get(config, "stages", ()) or ())
+  ran = {configs.split_stage(s)[1] for s in stages} if stages else set(config)  # no stage list: the groups it has
+  lines = ["---", "library_name: transformers"]
+  lines.append(f"base_model: {json.dumps(_HUB_IDS.get(base, base))}")  # a JSON string is a YAML string
+  lines += ["tags: [reward-model, generative-reward-model, grm_jax]", "---", ""]
+  lines += [
+    f"# Generative reward model: `{stage}` stage of a grm_jax run",
+    "",
+    "A pointwise generative reward model (DeepSeek-GRM, SPCT): shown a query and one or more responses, it writes "
+    "principles and critiques and ends with a score per response. Reward = the scores parsed from its text, voted "
+    "over k samples; `grm_recipe.json` beside the weights says exactly how.",
+    "",
+    "## Training",
+    "",
+    f"- Base model: `{base}`",
+    f"- This model: the params of the run's `{stage}` stage",
+  ]
+  if stages:
+    lines.append(f"- The run's stages: {', '.join(f'`{s}`' for s in stages)}")
+  template = _get(config, "grm.template")
+  if template is not None:
+    lines.append(f"- GRM template: `{template}`")
+  rft = _settings(config, "rft", ("steps", "epochs", "num_samples", "hinted", "batch_size", "max_len"))
+  if rft and "rft" in ran:
+    lines.append(f"- RFT (rejective fine-tuning): {rft}")
+  grpo = _settings(config, "grpo", ("init", "steps", "prompts_per_step", "group_size", "beta", "temperature"))
+  if grpo and "grpo" in ran:
+    lines.append(f"- GRPO (rule-based online RL): {grpo}")
+  for key, what in (("train", "Training data"), ("test", "Held-out data")):
+    spec = _get(config, f"data.{key}")
+    if spec:
+      limit = _get(config, f"data.{key}_limit")
+      lines.append(f"- {what}: `{spec}`" + (f" (at most {limit} items)" if limit else ""))
+  lo, hi = recipe.score_range
+  sh = shlex.quote(path)
+  k_meta = recipe.k_meta if recipe.k_meta is not None else "ceil(k / 2)"
+  lines += [
+    "",
+    "## Judging recipe (`grm_recipe.json`)",
+    "",
+    f"- Template: `{recipe.template}` for 2 or more responses, `{recipe.single_template}` for one",
+    f"- Scores: {lo} to {hi}; at most {recipe.max_responses} responses per prompt",
+    f"- Voting@k: k={recipe.k}, temperature={recipe.temperature}, top_p={recipe.top_p}, "
+    f"max_new_tokens={recipe.max_new_tokens}",
+    "- Meta RM: " + (f"k_meta={k_meta}, max_len={recipe.meta.max_len}, score_bias={recipe.meta.score_bias:.6g} "
+                      "(export the run's `metarm` stage to serve it)" if recipe.meta is not None else "none"),
+    "",
+    "## Usage",
+    "",
+    "Serve it with any OpenAI-compatible server, named `grm` (the recipe's model name):",
+    "",
+    "```bash",
+    f"vllm serve {sh} --served-model-name grm  # vLLM",
+    f"python -m sglang.launch_server --model-path {sh} --served-model-name grm --port 8000  # SGLang",
+    f"python -m grm_jax.serve --model {sh}  # grm_jax's own server (JAX)",
+    "```",
+    "",
+    "then score responses with the recipe in this folder (`pip install grm_jax`; the client needs no jax):",
+    "",
+    "```python",
+    "from grm_jax.reward import RewardClient",
+    "",
+    f'client = RewardClient("http://localhost:8000/v1", recipe={json.dumps(path)})',
+    'print(client.score("What is 2 + 2?", ["4", "5"]))  # one voted score per response',
+    "```",
+    "",
+  ]
+  return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,9 +223,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--workdir", required=True, help="the run's folder (holds config.json and the stage folders)")
   parser.add_argument("--stage", default="grpo", help="rft, grpo, <variant>/<stage>, or metarm")
   parser.add_argument("--out", required=True, help="the HF directory to write")
+  parser.add_argument("--dtype", default=None, help=f"the written weights' dtype: {', '.join(DTYPES)} (default the "
+                      "params' own, float32 after training; bfloat16 halves the folder)")
   args = parser.parse_args(argv)
   try:
-    out = export(args.workdir, args.stage, args.out)
+    out = export(args.workdir, args.stage, args.out, args.dtype)
   except (ValueError, FileNotFoundError) as e:
     print(f"grm_jax.export: {e}", file=sys.stderr)
     sys.exit(2)

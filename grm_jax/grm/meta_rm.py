@@ -31,7 +31,16 @@ META_METHODS = ("finetune", "probe")  # BCE on every weight (the paper's) | a lo
 
 def meta_sequence(model, context, responses, text: str, perm, max_len: int) -> tuple[list[int] | None, bool]:
   """(token ids, truncated) of one (meta prompt, judgement); (None, False) if the judgement alone is too long."""
-  messages = meta_prompt(list(context), list(responses), text, perm)
+  return _meta_ids(model, meta_prompt(list(context), list(responses), text, perm), max_len)
+
+
+def meta_ids(model, messages: list[dict[str, str]], max_len: int) -> list[int] | None:
+  """Token ids of meta RM input messages ([user, assistant]) cut to `max_len` as in training; None when the judgement
+  alone does not fit (the server's /v1/rewards scores `grm_jax.reward.judging.meta_messages` through this)."""
+  return _meta_ids(model, messages, max_len)[0]
+
+
+def _meta_ids(model, messages, max_len: int) -> tuple[list[int] | None, bool]:
   full = [int(t) for t in model.encode_chat(messages, add_generation_prompt=False)]
   if len(full) <= max_len:
     return full, False

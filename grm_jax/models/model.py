@@ -280,19 +280,31 @@ def from_config(
   )
 
 
-def save_pretrained(model: Model, out_dir: str, max_shard_bytes: int = 4 << 30) -> None:
+def save_pretrained(model: Model, out_dir: str, max_shard_bytes: int = 4 << 30, dtype: str | None = None) -> None:
   """Write an HF directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
+
+  `dtype` ("float32", "bfloat16", "float16"; None = the params' own) is the dtype of the written weights and of
+  config.json's `torch_dtype` / `dtype`: trained float32 master weights are usually served in bfloat16, which halves
+  the folder and is what vLLM / SGLang would cast to anyway.
 
   Multi-host: call it on every process (params sharded across processes are gathered
   collectively); only process 0 writes, so processes never race on a shared filesystem.
   """
+  save_dtypes = ("float32", "bfloat16", "float16")
+  if dtype is not None and dtype not in save_dtypes:
+    raise ValueError(f"dtype={dtype!r}: save_pretrained writes one of {', '.join(save_dtypes)}")
   cfg = model.config
   tensors = weights.export_tensors(cfg, model.params)
   if jax.process_index() != 0:
     return
+  if dtype is not None:
+    for name in list(tensors):  # one tensor at a time: the float32 original is freed as its copy is made
+      tensors[name] = tensors[name].astype(jnp.dtype(dtype), copy=False)
   os.makedirs(out_dir, exist_ok=True)
   eos = list(model.eos_ids)
   hf = to_hf_config(cfg, model.bos_id, eos[0] if len(eos) == 1 else (eos or None), model.pad_id)
+  # transformers >= 4.56 names the field `dtype` and older readers (and vLLM's) `torch_dtype`: both say the same.
+  hf["torch_dtype"] = hf["dtype"] = dtype or hf["torch_dtype"]
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
   with open(os.path.join(out_dir, "generation_config.json"), "w") as f:

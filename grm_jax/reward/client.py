@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -175,11 +174,11 @@ class RewardClient:
     if meta is None or not meta.chat:
       raise RewardError("meta_url was given but the recipe has no meta RM (export the run's metarm stage too)")
     texts = [frame_text(meta.chat, conv[0]["content"], conv[1]["content"]) for conv in conversations]
+    # use_activation=false: vLLM's /classify then returns the raw logit in "probs" (its default is the sigmoid).
     out = await self._post(self.meta_url, {"model": meta.model or "meta-rm", "input": texts,
-                                           "add_special_tokens": False})
+                                           "add_special_tokens": False, "use_activation": False})
     data = sorted(out["data"], key=lambda x: x["index"])
-    # Ranking needs only a monotone score: the raw logit when the server gives it, else the sigmoid probability.
-    return [float(d["logit"]) if "logit" in d else _logit(float(d["probs"][0])) for d in data]
+    return [float(d["logit"]) if "logit" in d else float(d["probs"][-1]) for d in data]
 
   # ------------------------------------------------------------------ judging
 
@@ -189,16 +188,9 @@ class RewardClient:
     """One request's rewards and how they came about (`judging.RewardResult`)."""
     k = int(k or self.k)
     seed = request_seed(self.seed, prompt, responses) if seed is None else int(seed)
-    chunks = judging.plan(self.recipe, prompt, list(responses), k=k, mode=mode or self.mode, seed=seed,
-                          shuffle=self.shuffle)
-    outputs = await asyncio.gather(*(asyncio.gather(*(self._complete(c) for c in ch.completions)) for ch in chunks))
-    texts = [judging.sample_texts(ch, out) for ch, out in zip(chunks, outputs, strict=True)]
-    meta = None
-    if self.meta_url:
-      metas = [judging.meta_messages(self.recipe, prompt, responses, ch, t) for ch, t in zip(chunks, texts,
-                                                                                            strict=True)]
-      meta = await asyncio.gather(*(self._meta(m) for m in metas))
-    return judging.combine(self.recipe, len(responses), chunks, texts, meta, self.k_meta, return_judgements)
+    return await judging.judge_request(self.recipe, self._complete, prompt, responses, k=k, mode=mode or self.mode,
+                                       seed=seed, shuffle=self.shuffle, meta=self._meta if self.meta_url else None,
+                                       k_meta=self.k_meta, with_judgements=return_judgements)
 
   async def ascore(self, prompt: prompts.Query, responses: Sequence[str], **kw: Any) -> list[float]:
     """The rewards of `responses` to `prompt`, one float each."""
@@ -229,15 +221,12 @@ class RewardClient:
     return self._run(self.ascore_many(items, **kw))
 
   def close(self) -> None:
+    """Close the connections of this client's own loop (those of a caller's loop close with that loop)."""
     if self._loop is not None:
       loop = self._loop
-      for client, _ in list(self._clients.values()):
-        asyncio.run_coroutine_threadsafe(client.aclose(), loop).result()
+      entry = self._clients.pop(id(loop), None)
+      if entry is not None:
+        asyncio.run_coroutine_threadsafe(entry[0].aclose(), loop).result()
       loop.call_soon_threadsafe(loop.stop)
       self._loop = None
-    self._clients.clear()
 
-
-def _logit(p: float) -> float:
-  p = min(max(p, 1e-12), 1 - 1e-12)
-  return math.log(p / (1 - p))

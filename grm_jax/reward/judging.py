@@ -15,9 +15,10 @@ requests with different k or failed samples stay comparable. A response whose ch
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -174,3 +175,20 @@ def combine(recipe: Recipe, num_responses: int, chunks: Sequence[Chunk], texts: 
          "meta": None if chunk_meta is None else float(chunk_meta[0, j]), "voted": bool(keep[0, j])}
         for j in range(k)]})
   return RewardResult(rewards, votes, parsed, voted, judgements)
+
+
+async def judge_request(recipe: Recipe, complete: Callable[[Completion], Awaitable[Sequence[str]]],
+                        prompt: prompts.Query, responses: Sequence[str], *, k: int, mode: str = "group", seed: int = 0,
+                        shuffle: bool = True,
+                        meta: Callable[[list[list[dict[str, str]]]], Awaitable[Sequence[float]]] | None = None,
+                        k_meta: int | None = None, with_judgements: bool = False) -> RewardResult:
+  """One request end to end: `plan`, every completion at once through `complete` (the client's HTTP call or the
+  server's engine), the meta RM's scores through `meta` when given, then `combine`."""
+  chunks = plan(recipe, prompt, list(responses), k=k, mode=mode, seed=seed, shuffle=shuffle)
+  outputs = await asyncio.gather(*(asyncio.gather(*(complete(c) for c in ch.completions)) for ch in chunks))
+  texts = [sample_texts(ch, out) for ch, out in zip(chunks, outputs, strict=True)]
+  scores = None
+  if meta is not None:
+    scores = await asyncio.gather(*(meta(meta_messages(recipe, prompt, responses, ch, t))
+                                    for ch, t in zip(chunks, texts, strict=True)))
+  return combine(recipe, len(responses), chunks, texts, scores, k_meta, with_judgements)

@@ -72,9 +72,9 @@ class Recipe:
   temperature 0.5, k_meta = k/2) with no chat frame, which `Recipe.for_tokenizer` or an export fills in."""
 
   template: str = "default"
-  template_text: str = prompts.DEFAULT_TEMPLATE.template
+  template_text: str = ""  # "": the named template's text (`grm.prompts.template_text`)
   single_template: str = "default"  # n = 1 (pointwise) prompts: the 1-10 template, as the paper evaluates them
-  single_template_text: str = prompts.DEFAULT_TEMPLATE.template
+  single_template_text: str = ""
   score_range: tuple[int, int] = (1, 10)
   clip: bool = True
   parse_pattern: str = parse.BLOCK_PATTERN
@@ -94,6 +94,9 @@ class Recipe:
     for name in ("template", "single_template"):
       if getattr(self, name) not in prompts.TEMPLATES:
         raise ValueError(f"recipe {name}={getattr(self, name)!r}: expected one of {prompts.TEMPLATES}")
+    for name in ("template", "single_template"):
+      if not getattr(self, f"{name}_text"):
+        object.__setattr__(self, f"{name}_text", prompts.template_text(getattr(self, name)))
     if self.single_template in prompts.JUDGE_TEMPLATES:
       raise ValueError(f"recipe single_template={self.single_template!r}: a judge template needs n >= 2 responses")
     lo, hi = self.score_range
@@ -189,9 +192,7 @@ def recipe_from_config(config: Mapping[str, Any], tokenizer: Any = None, meta: M
   lo_hi = prompts.SCORE_RANGES[template]
   return Recipe(
     template=template,
-    template_text=prompts.template_text(template),
     single_template="default",
-    single_template_text=prompts.template_text("default"),
     score_range=tuple(lo_hi),
     clip=prompts.CLIP_RANGES[template] is not None,
     max_responses=int(grm_group.get("max_responses", 4)),

@@ -1,0 +1,112 @@
+"""`python -m grm_jax.serve`: a trained GRM as an OpenAI-compatible server and a reward endpoint.
+
+  python -m grm_jax.serve --workdir=/tmp/spct --stage=grpo          # the run's GRPO policy (+ its meta RM)
+  python -m grm_jax.serve --model=/tmp/grm-hf                       # an exported folder (its grm_recipe.json)
+  python -m grm_jax.serve --model=builtin:smollm2-135m-instruct     # any models.load spec, the paper's recipe
+
+Then `curl localhost:8000/v1/rewards -d '{"prompt": "2+2?", "responses": ["4", "5"]}'`, or from Python
+`grm_jax.reward.RewardClient("http://localhost:8000/v1")`; OpenRLHF: `--remote_rm_url http://host:8000/get_reward`.
+The endpoints are listed in `grm_jax/serve/app.py`.
+
+On a pod, start the same command on every host (with --coordinator_address etc., or JAX's cluster detection):
+process 0 serves HTTP and every process runs the same sharded sampler calls. SIGTERM stops taking requests and
+finishes the ones in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import jax
+
+from grm_jax import models, parallel, runs
+from grm_jax.reward.recipe import RECIPE_FILE, Recipe, chat_frame
+from grm_jax.serve.app import MetaRM, Server, create_app
+from grm_jax.serve.engine import follow
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m grm_jax.serve", description=__doc__.split("\n")[0])
+  src = p.add_argument_group("what to serve (one of)")
+  src.add_argument("--workdir", help="a grm_jax run folder; serves --stage's params with the run's recipe")
+  src.add_argument("--model", help="a models.load spec: an HF / exported folder, a .gguf, builtin:..., an HF id")
+  p.add_argument("--stage", default="grpo", help="the policy stage of --workdir (rft, grpo, <variant>/<stage>)")
+  p.add_argument("--meta", default="auto", help="a metarm stage folder, 'auto' (the run's metarm/ if it finished) "
+                                                 "or 'none'")
+  p.add_argument("--name", default="grm", help="the model name the server reports")
+  p.add_argument("--dtype", default=None, help="float32 (the CPU default) or bfloat16; default the run's")
+  p.add_argument("--host", default="127.0.0.1")
+  p.add_argument("--port", type=int, default=8000)
+  p.add_argument("--max-queue", type=int, default=256, help="requests in the server before new ones get 503")
+  p.add_argument("--max-batch", type=int, default=32, help="prompts merged into one sampler call")
+  p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a call waits for more prompts")
+  p.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request answers 504")
+  p.add_argument("--k", type=int, default=None, help="override the recipe's k (samples per judgement)")
+  p.add_argument("--max-new-tokens", type=int, default=None, help="override the recipe's judgement length")
+  p.add_argument("--coordinator_address", default=None)
+  p.add_argument("--num_processes", type=int, default=None)
+  p.add_argument("--process_id", type=int, default=None)
+  return p
+
+
+def build_server(args: argparse.Namespace) -> Server:
+  """The model, recipe and meta RM the arguments name; every check that needs no model runs first."""
+  if bool(args.workdir) == bool(args.model):
+    raise ValueError("give exactly one of --workdir (a run) or --model (a models.load spec)")
+  meta = None
+  if args.workdir:
+    config = runs.run_config(args.workdir, None)
+    from grm_jax.stages.common import make_mesh  # noqa: PLC0415
+
+    mesh, rules = make_mesh(config)
+    model, _ = runs.policy_model(args.workdir, args.stage, dtype=args.dtype, mesh=mesh, rules=rules)
+    folder = runs.meta_folder(args.workdir, args.stage) if args.meta == "auto" else (
+      None if args.meta == "none" else args.meta)
+    if folder is not None:
+      meta_model, meta_params, max_len = runs.load_meta(folder, dtype=args.dtype)
+      meta = MetaRM(meta_model, meta_params, max_len)
+    meta_recipe = runs.meta_recipe(folder, meta.model, meta.params) if meta else None
+    recipe = runs.recipe(args.workdir, args.stage, model.tokenizer, meta_recipe, args.name)
+  else:
+    if args.meta not in ("auto", "none"):
+      meta_model, meta_params, max_len = runs.load_meta(args.meta, dtype=args.dtype)
+      meta = MetaRM(meta_model, meta_params, max_len)
+    model = models.load(args.model, dtype=args.dtype or "float32")
+    found = os.path.isdir(args.model) and os.path.exists(os.path.join(args.model, RECIPE_FILE))
+    recipe = Recipe.load(args.model) if found else Recipe(chat=tuple(chat_frame(model.tokenizer)), model=args.name)
+    if meta is not None:
+      recipe = recipe.replace(meta=runs.meta_recipe(args.meta, meta.model, meta.params))
+  if args.k:
+    recipe = recipe.replace(k=args.k)
+  if args.max_new_tokens:
+    recipe = recipe.replace(max_new_tokens=args.max_new_tokens)
+  return Server(model, recipe.replace(model=args.name), name=args.name, meta=meta, max_queue=args.max_queue,
+                request_timeout=args.request_timeout, max_prompts=args.max_batch, max_wait=args.max_wait_ms / 1000)
+
+
+def main(argv: list[str] | None = None) -> None:
+  args = _parser().parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+  try:
+    server = build_server(args)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"grm_jax.serve: {e}", file=sys.stderr)
+    sys.exit(2)
+  if jax.process_index() != 0:
+    server.engine.close()  # only process 0 schedules; the others run what it broadcasts
+    follow(server.model)
+    return
+  import uvicorn  # noqa: PLC0415
+
+  logging.info("grm_jax.serve: %s on http://%s:%d (meta RM: %s)", args.name, args.host, args.port,
+               "yes" if server.meta else "no")
+  uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning",
+              timeout_graceful_shutdown=int(args.request_timeout))
+
+
+if __name__ == "__main__":
+  main()
