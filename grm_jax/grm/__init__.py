@@ -6,8 +6,8 @@ on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_
 `judge` runs the sampling side end to end (examples -> shuffled prompts -> model -> score arrays).
 
 Importing this package, `prompts`, `parse`, `rules` or `voting` does not import jax: the judge (which runs the
-model) loads on first use of `judge` or `Judgements`, so `grm_jax.reward` shares these
-rules inside a process that has no jax.
+model) loads on first use of `judge` or `Judgements`, and `choose_best` (its random tie-break takes a jax key) on
+its first use, so `grm_jax.reward` shares these rules inside a process that has no jax.
 """
 
 import importlib
@@ -44,7 +44,6 @@ from grm_jax.grm.prompts import (
 )
 from grm_jax.grm.rules import has_unique_best, is_correct, judgement_correct, pick_correct, rl_reward, true_best
 from grm_jax.grm.voting import (
-  choose_best,
   default_k_meta,
   meta_keep,
   token_prob_votes,
@@ -96,7 +95,7 @@ __all__ = [
   "voted_correct",
 ]
 
-_LAZY = {"Judgements": "grm_jax.grm.judge", "judge": "grm_jax.grm.judge"}
+_LAZY = {"Judgements": "grm_jax.grm.judge", "judge": "grm_jax.grm.judge", "choose_best": "grm_jax.grm.choice"}
 
 
 def __getattr__(name: str) -> Any:

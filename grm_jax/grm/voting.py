@@ -12,7 +12,7 @@ comes from `grm.token_prob.choice_probs`).
 
 All functions are array functions over padded arrays with masks, with no Python loops over the batch or the
 samples: numpy in, numpy out (the host, and `grm_jax.reward` where there is no jax), jax arrays in, jax arrays out
-(jittable). `choose_best` alone needs jax (its random tie-break takes a PRNG key).
+(jittable). The random tie-break of the best response needs a PRNG key, so it lives apart (`grm.choice`).
 """
 
 from __future__ import annotations
@@ -94,23 +94,6 @@ def unpermute_batch(shown: Array, perm: Array) -> Array:
   xp = array_module(shown, perm)
   inverse = xp.argsort(xp.asarray(perm), axis=-1)
   return xp.take_along_axis(xp.asarray(shown), inverse, axis=-1)
-
-
-def choose_best(votes: Array, response_mask: Array, key: Any) -> Any:
-  """int32 [B]: the argmax of the votes over real responses, ties broken uniformly at random.
-
-  Equivalent to the paper's shuffle-then-argmax. An item whose samples all failed to parse has all-zero votes,
-  so its pick is uniformly random among its responses.
-  """
-  import jax  # noqa: PLC0415 - the rest of this module runs without jax
-  import jax.numpy as jnp  # noqa: PLC0415
-
-  votes = jnp.asarray(votes)
-  mask = jnp.asarray(response_mask, bool)
-  v = jnp.where(mask, votes.astype(jnp.float32), -jnp.inf)
-  is_top = mask & (v == jnp.max(v, axis=-1, keepdims=True))
-  noise = jax.random.uniform(key, v.shape)
-  return jnp.argmax(jnp.where(is_top, noise, -1.0), axis=-1).astype(jnp.int32)
 
 
 def voted_correct(votes: Array, valid: Array, rewards: Array, response_mask: Array) -> Array:

@@ -8,7 +8,7 @@ import pytest
 
 from grm_jax import grm, models
 from grm_jax.data.synthetic import synthetic
-from grm_jax.grm import prompts, rules, token_prob, voting
+from grm_jax.grm import choice, prompts, rules, token_prob, voting
 from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
 from grm_jax.grm.parse import choice_span, parse_choice, parse_judgement, split_judgement
 from grm_jax.grm.synthetic_critic import critic_judge
@@ -89,7 +89,7 @@ def test_majority_vote_counts_and_random_tie_break():
   votes = np.asarray(voting.vote(choices, valid))
   assert votes.tolist() == [[2, 0, 2]]  # Eq. 13: majority counts; the invalid sample's pick is not counted
   mask = np.ones((1, 3), bool)
-  picks = {int(voting.choose_best(votes, mask, jax.random.PRNGKey(i))[0]) for i in range(40)}
+  picks = {int(choice.choose_best(votes, mask, jax.random.PRNGKey(i))[0]) for i in range(40)}
   assert picks == {0, 2}  # both tied responses win for some key, the zero-vote one never
 
 
