@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                                                  "or 'none'")
   p.add_argument("--name", default="grm", help="the model name the server reports")
   p.add_argument("--dtype", default=None, help="float32 (the CPU default) or bfloat16; default the run's")
+  p.add_argument("--mesh", default=None, help="with --model: mesh axes as 'data=1,fsdp=-1,tensor=1' (default: one "
+                                              "device, or fsdp over every device of a multi-process job)")
   p.add_argument("--host", default="127.0.0.1")
   p.add_argument("--port", type=int, default=8000)
   p.add_argument("--max-queue", type=int, default=256, help="requests in the server before new ones get 503")
@@ -50,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--num_processes", type=int, default=None)
   p.add_argument("--process_id", type=int, default=None)
   return p
+
+
+def _mesh(spec: str | None):
+  """`--mesh` as a mesh: 'fsdp=-1' style axes, or the default for this job."""
+  if spec is None:
+    return parallel.make_mesh({"fsdp": -1}) if jax.process_count() > 1 else None
+  try:
+    axes = {k.strip(): int(v) for k, v in (part.split("=") for part in spec.split(",") if part.strip())}
+  except ValueError:
+    raise ValueError(f"--mesh={spec!r}: expected axes like 'data=1,fsdp=-1,tensor=1'") from None
+  unknown = set(axes) - {"data", "fsdp", "tensor"}
+  if unknown:
+    raise ValueError(f"--mesh={spec!r}: unknown axis {sorted(unknown)[0]!r}; the axes are data, fsdp, tensor")
+  return parallel.make_mesh(axes)
 
 
 def build_server(args: argparse.Namespace) -> Server:
@@ -74,7 +90,9 @@ def build_server(args: argparse.Namespace) -> Server:
     if args.meta not in ("auto", "none"):
       meta_model, meta_params, max_len = runs.load_meta(args.meta, dtype=args.dtype)
       meta = MetaRM(meta_model, meta_params, max_len)
-    model = models.load(args.model, dtype=args.dtype or "float32")
+    mesh = _mesh(args.mesh)
+    kw = {} if mesh is None else {"mesh": mesh, "rules": parallel.DEFAULT_RULES}
+    model = models.load(args.model, dtype=args.dtype or "float32", **kw)
     found = os.path.isdir(args.model) and os.path.exists(os.path.join(args.model, RECIPE_FILE))
     recipe = Recipe.load(args.model) if found else Recipe(chat=tuple(chat_frame(model.tokenizer)), model=args.name)
     if meta is not None:
@@ -96,15 +114,20 @@ def main(argv: list[str] | None = None) -> None:
   except (ValueError, FileNotFoundError) as e:
     print(f"grm_jax.serve: {e}", file=sys.stderr)
     sys.exit(2)
+  pod = jax.process_count() > 1
   if jax.process_index() != 0:
     server.engine.close()  # only process 0 schedules; the others run what it broadcasts
     follow(server.model)
+    jax.distributed.shutdown()
     return
   import uvicorn  # noqa: PLC0415
 
   logging.info("grm_jax.serve: %s on http://%s:%d (meta RM: %s)", args.name, args.host, args.port,
                "yes" if server.meta else "no")
-  uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning",
+  # On a pod, process 0 leaves the distributed runtime last-but-together (a barrier with the others), so no process
+  # is killed by the coordination service for losing its leader.
+  app = create_app(server, on_shutdown=jax.distributed.shutdown if pod else None)
+  uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
               timeout_graceful_shutdown=int(args.request_timeout))
 
 

@@ -27,7 +27,7 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import fastapi
@@ -317,8 +317,9 @@ def _seed(body: _Sampling) -> int:
   return int(body.seed) % 2**32 if body.seed is not None else secrets.randbits(32)
 
 
-def create_app(server: Server) -> fastapi.FastAPI:
-  """The FastAPI app of `server` (module docstring)."""
+def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) -> fastapi.FastAPI:
+  """The FastAPI app of `server` (module docstring). `on_shutdown` runs after the engine has stopped (a pod's
+  process 0 leaves JAX's distributed runtime there, before uvicorn re-raises the SIGTERM that ends it)."""
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
@@ -326,6 +327,8 @@ def create_app(server: Server) -> fastapi.FastAPI:
     # Uvicorn has stopped taking connections and answered every admitted request; finish the engine.
     server.draining = True
     await asyncio.to_thread(server.engine.close)
+    if on_shutdown is not None:
+      await asyncio.to_thread(on_shutdown)
 
   app = fastapi.FastAPI(title="grm_jax", lifespan=lifespan)
 
