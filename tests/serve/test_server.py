@@ -186,3 +186,38 @@ def test_reward_client_over_http_equals_the_servers_own_rewards(smoke_grm):
     assert client.recipe == dataclasses.replace(recipe, model="grm") or client.recipe.chat == recipe.chat
     client.close()
     chat_client.close()
+
+
+def test_metarm_at_k_over_http_equals_the_servers_own(smoke_grm):
+  """MetaRM@k: the client scores each judgement at the meta RM endpoint (/classify, the recipe's meta chat frame) and
+  keeps the top k_meta; the server's /v1/rewards scores the same inputs in process. Same rewards, and fewer voted
+  samples than parsed where more than k_meta parsed."""
+  import jax.numpy as jnp
+
+  from grm_jax import models
+  from grm_jax.models.scalar_head import init_meta_params
+  from grm_jax.reward import MetaRecipe, chat_frame
+  from grm_jax.serve.app import MetaRM
+
+  meta_model = models.load("tiny:llama")
+  params = init_meta_params(meta_model.params, meta_model.config.hidden_size)
+  rng = np.random.default_rng(0)
+  params["head"] = {"kernel": jnp.asarray(rng.normal(size=meta_model.config.hidden_size), jnp.float32),
+                    "bias": jnp.float32(0.3)}
+  meta = MetaRM(meta_model, params, 512)
+  recipe = smoke_recipe(smoke_grm.tokenizer, k=4, meta=MetaRecipe(chat=tuple(chat_frame(meta_model.tokenizer, True)),
+                                                                  max_len=512, score_bias=0.3))
+  with serving(Server(smoke_grm, recipe, meta=meta)) as url:
+    client = RewardClient(f"{url}/v1", recipe=None, meta_url=f"{url}/classify")
+    for body in _requests(4, seed=5):
+      body = {**body, "k": 4, "meta": True, "return_judgements": True}
+      served = httpx.post(f"{url}/v1/rewards", json=body, timeout=600).json()
+      got = client.judge(body["prompt"], body["responses"], k=4, mode=body["mode"], seed=body["seed"],
+                         return_judgements=True)
+      np.testing.assert_allclose(got.rewards, served["rewards"], rtol=1e-6)
+      assert got.voted == served["voted"]
+      assert all(v <= 2 for v in served["voted"])  # k_meta = ceil(4 / 2)
+      metas = [s["meta"] for c in served["judgements"] for s in c["samples"] if s["scores"] is not None]
+      np.testing.assert_allclose([s.get("meta") for c in got.judgements for s in c["samples"]
+                                  if s["scores"] is not None], metas, rtol=1e-4, atol=1e-4)
+    client.close()
