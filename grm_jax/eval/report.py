@@ -39,7 +39,7 @@ import numpy as np
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import paper
-from grm_jax.grm.judge import Judgements
+from grm_jax.grm.model_judge import Judgements
 
 WITHHELD_SOURCES = ("realmistake",)
 """Sources whose texts never go to disk in plain text (the benchmark is distributed encrypted)."""

@@ -95,7 +95,10 @@ __all__ = [
   "voted_correct",
 ]
 
-_LAZY = {"Judgements": "grm_jax.grm.judge", "judge": "grm_jax.grm.judge", "choose_best": "grm_jax.grm.choice"}
+# `judge` lives in `model_judge`, not a module named `judge`: importing a submodule binds its name on the package,
+# which would shadow a lazily loaded function of the same name.
+_LAZY = {"Judgements": "grm_jax.grm.model_judge", "judge": "grm_jax.grm.model_judge",
+         "choose_best": "grm_jax.grm.choice"}
 
 
 def __getattr__(name: str) -> Any:

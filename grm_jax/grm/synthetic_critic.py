@@ -27,7 +27,7 @@ import numpy as np
 
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.synthetic import DEFAULT_WORKED
-from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
+from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.grm.prompts import JUDGE_TEMPLATES, NO_PRINCIPLE_TEMPLATES
 
 CRITERIA = "Specific Criteria: Correctness of the final answer."

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from grm_jax import parallel
-from grm_jax.grm.judge import Judgements
+from grm_jax.grm.model_judge import Judgements
 from grm_jax.grm.parse import choice_span
 from grm_jax.grm.prompts import JUDGE_TEMPLATES
 from grm_jax.train.batching import pad_rows

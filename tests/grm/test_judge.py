@@ -11,7 +11,7 @@ import pytest
 from grm_jax import sampling
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm import rules, trajectories
-from grm_jax.grm.judge import Judgements, _sample_groups, judge, judge_texts_to_arrays
+from grm_jax.grm.model_judge import Judgements, _sample_groups, judge, judge_texts_to_arrays
 from grm_jax.grm.prompts import CLIP_RANGES
 from grm_jax.sampling.generate import GenerateOutput
 

@@ -9,7 +9,7 @@ import pytest
 from grm_jax import grm, models
 from grm_jax.data.synthetic import synthetic
 from grm_jax.grm import choice, prompts, rules, token_prob, voting
-from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
+from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.grm.parse import choice_span, parse_choice, parse_judgement, split_judgement
 from grm_jax.grm.synthetic_critic import critic_judge
 from grm_jax.grm.trajectories import correctness

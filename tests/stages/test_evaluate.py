@@ -14,7 +14,7 @@ from grm_jax import grm, models
 from grm_jax.data import registry
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
-from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
+from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import common, evaluate
 from grm_jax.train.checkpoint import save_params
 

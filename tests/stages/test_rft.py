@@ -9,7 +9,7 @@ import pytest
 from experiments import rft as rft_experiment
 from grm_jax import models
 from grm_jax.files import read_jsonl
-from grm_jax.grm.judge import Judgements, judge_texts_to_arrays
+from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import rft
 
 
