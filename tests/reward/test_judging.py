@@ -137,3 +137,11 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "optax", "tor
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert out.stdout.splitlines() == ["[2, 2]", "no jax", "[]"]
+
+
+def test_grm_judge_stays_the_function_once_its_module_is_imported():
+  """`grm.judge` loads lazily; a submodule of the same name would replace it on the package when imported."""
+  import grm_jax.grm.meta_rm  # noqa: F401 - imports the judge's module
+  from grm_jax import grm
+
+  assert callable(grm.judge) and grm.judge.__module__ == "grm_jax.grm.model_judge"
