@@ -74,7 +74,8 @@ def export_policy(workdir: str, stage: str, out: str, dtype: str | None = None) 
   recipe = runs.recipe(workdir, stage, tokenizer, meta)
   recipe.save(out)
   with open(os.path.join(out, CARD_FILE), "w", encoding="utf-8") as f:
-    f.write(model_card(config, recipe, stage, path=out))
+    # The folder by its own name, not this machine's path: the card travels with the folder (e.g. to the Hub).
+    f.write(model_card(config, recipe, stage, path="./" + os.path.basename(os.path.normpath(out))))
   return out
 
 
