@@ -33,53 +33,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import os
 import platform
-import socket
 import tempfile
-import threading
 import time
 
 import numpy as np
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(server):
-  """`server` under uvicorn in a thread on a free localhost port (as tests/serve/conftest.py); yields its URL."""
-  import httpx
-  import uvicorn
-
-  from grm_jax.serve.app import create_app
-
-  port = _free_port()
-  uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-  thread = threading.Thread(target=uv.run, daemon=True)
-  thread.start()
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.monotonic() + 60
-  while True:
-    try:
-      if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-        break
-    except httpx.HTTPError:
-      pass
-    if time.monotonic() > deadline:
-      raise RuntimeError("the benchmark server did not start")
-    time.sleep(0.1)
-  try:
-    yield url
-  finally:
-    uv.should_exit = True
-    thread.join(60)
 
 
 def build(args):
@@ -273,6 +234,8 @@ def main():
   machine = f"{platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {device.device_kind}"
   print(f"Reward-server benchmark: {spec} ({dtype}), {args.requests} requests x 2 responses, k={args.k}, "
         f"{recipe.max_new_tokens} new tokens at T={recipe.temperature:g}, {machine}", flush=True)
+
+  from grm_jax.serve.inprocess import serving  # noqa: PLC0415
 
   ours = {}
   with serving(server) as url:

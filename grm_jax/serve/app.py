@@ -66,7 +66,7 @@ class _Sampling(_Body):
   max_tokens: int | None = pydantic.Field(None, ge=1)
   temperature: float = pydantic.Field(1.0, ge=0)
   top_p: float = pydantic.Field(1.0, gt=0, le=1)
-  top_k: int = pydantic.Field(0, ge=-1)
+  top_k: int = pydantic.Field(0, ge=-1)  # 0 or -1 (vLLM's spelling): off
   stop: StopType = None
   seed: int | None = pydantic.Field(None, ge=0)
   stream: bool = False
@@ -392,11 +392,9 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
     server.metrics.queue.set(server.engine.waiting)
     return fr.Response(prom.generate_latest(server.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
 
-  def check_sampling(body: _Sampling, max_new: int) -> None:
+  def check_sampling(body: _Sampling) -> None:
     if body.stream:
       raise ServeError(400, "stream: streaming is not supported; send stream=false")
-    if body.top_k == -1:
-      body.top_k = 0
 
   async def run_completions(prompt_ids: list[list[int]], body: _Sampling, max_new: int, logprobs: bool):
     settings, stops = _settings(body), _stop_strings(body.stop)
@@ -422,7 +420,7 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
   @app.post("/v1/completions")
   async def completions(body: CompletionBody):
     max_new = int(body.max_tokens or 16)
-    check_sampling(body, max_new)
+    check_sampling(body)
     p = body.prompt
     if isinstance(p, str):
       p = [p]
@@ -440,7 +438,7 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
   @app.post("/v1/chat/completions")
   async def chat_completions(body: ChatBody):
     max_new = int(body.max_completion_tokens or body.max_tokens or 256)
-    check_sampling(body, max_new)
+    check_sampling(body)
     if body.messages[-1].role == "assistant":
       raise ServeError(400, "messages: the last message must not be the assistant's (nothing to answer)")
     ids = server.model.encode_chat([m.model_dump(include={"role", "content"}) for m in body.messages])

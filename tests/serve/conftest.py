@@ -1,13 +1,8 @@
 """A smoke GRM (a tiny model taught to write `Scores: \\boxed{...}`, so judgements parse, and parse differently under
-sampling) and a server on localhost running in this process."""
+sampling); `serving` runs a server on localhost in this process."""
 
-import contextlib
 import dataclasses
-import socket
-import threading
-import time
 
-import httpx
 import jax
 import numpy as np
 import optax
@@ -15,7 +10,7 @@ import pytest
 
 from grm_jax import models
 from grm_jax.reward import Recipe, chat_frame, plan
-from grm_jax.serve.app import Server, create_app
+from grm_jax.serve.inprocess import free_port, serving  # noqa: F401 - the tests import them from here
 from grm_jax.train.batching import pack
 from grm_jax.train.logprobs import token_logprobs
 
@@ -64,37 +59,3 @@ def smoke_grm():
     params, state, value = step(params, state)
   assert float(value) < 0.5, f"the smoke GRM did not learn its output format (NLL {float(value):.2f})"
   return dataclasses.replace(model, params=params)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(server: Server):
-  """Run `server` with uvicorn in a thread on a free localhost port; yields its base URL."""
-  import uvicorn
-
-  port = _free_port()
-  app = create_app(server)
-  uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-  thread = threading.Thread(target=uv.run, daemon=True)
-  thread.start()
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.monotonic() + 60
-  while True:
-    try:
-      if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-        break
-    except httpx.HTTPError:
-      pass
-    if time.monotonic() > deadline:
-      raise RuntimeError("the test server did not start")
-    time.sleep(0.1)
-  try:
-    yield url
-  finally:
-    uv.should_exit = True
-    thread.join(60)

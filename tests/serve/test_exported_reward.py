@@ -17,7 +17,7 @@ from grm_jax import export, runs
 from grm_jax.reward import Recipe, combine, frame_text, plan, sample_texts
 from grm_jax.serve.app import Server
 from grm_jax.train.checkpoint import save_params
-from tests.serve.conftest import QUESTIONS, RESPONSES, _free_port, serving
+from tests.serve.conftest import QUESTIONS, RESPONSES, free_port, serving
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -72,7 +72,7 @@ def test_transformers_generate_on_the_export_reproduces_the_servers_reward(smoke
 
 
 def test_sigterm_finishes_requests_in_flight_then_exits(tmp_path):
-  port = _free_port()
+  port = free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.Popen([sys.executable, "-m", "grm_jax.serve", "--model", "tiny:llama", "--port", str(port),
                            "--max-new-tokens", "48", "--k", "8"], env=env, stdout=subprocess.PIPE,

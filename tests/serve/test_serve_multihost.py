@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from grm_jax import models, sampling
-from tests.serve.conftest import _free_port
+from tests.serve.conftest import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_two_processes_serve_one_sharded_sampler(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": ROOT}
-  coordinator, port = _free_port(), _free_port()
+  coordinator, port = free_port(), free_port()
   procs, logs = [], []
   for i in range(2):
     logs.append(open(tmp_path / f"serve_{i}.log", "w"))
