@@ -146,9 +146,10 @@ def test_policy_export_carries_its_recipe_and_a_model_card(tmp_path):
   assert card.startswith('---\nlibrary_name: transformers\nbase_model: "tiny:llama"\n'
                          "tags: [reward-model, generative-reward-model, grm_jax]\n---\n")
   for fact in ("`rft`, `grpo`, `metarm`, `eval`", "`compact`", "steps=7", "group_size=4", "steps=5", "k=3",
-               "temperature=0.7", "`synthetic` (at most 32 items)", f"vllm serve {out} --served-model-name grm",
-               f'RewardClient("http://localhost:8000/v1", recipe="{out}")', f"python -m grm_jax.serve --model {out}"):
+               "temperature=0.7", "`synthetic` (at most 32 items)", "vllm serve ./hf --served-model-name grm",
+               'RewardClient("http://localhost:8000/v1", recipe="./hf")', "python -m grm_jax.serve --model ./hf"):
     assert fact in card, fact
+  assert str(tmp_path) not in card  # the card travels with the folder: no path of this machine
 
 
 def test_model_card_reads_a_sparse_config(tmp_path):

@@ -74,7 +74,8 @@ def test_concurrent_rewards_equal_the_in_process_judge(smoke_grm):
     metrics = httpx.get(f"{url}/metrics").text
   parsed = sum(sum(r["parsed"]) for r in results)
   assert parsed > 0, "no judgement parsed: the test would not check the parse path"
-  assert any(p < body["k"] for r, body in zip(results, bodies, strict=True) for p in r["parsed"]) or parsed
+  assert any(p < body["k"] for r, body in zip(results, bodies, strict=True) for p in r["parsed"]), \
+    "every judgement parsed: the unparseable path went unchecked"
   for body, result in zip(bodies, results, strict=True):
     assert len(result["rewards"]) == len(body["responses"])
     np.testing.assert_allclose(result["rewards"], _voted_from_judgements(result, len(body["responses"]),
