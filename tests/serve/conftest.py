@@ -57,5 +57,5 @@ def smoke_grm():
   params, state = model.params, opt.init(model.params)
   for _ in range(40):
     params, state, value = step(params, state)
-  assert float(value) < 0.5, f"the smoke GRM did not learn its output format (NLL {float(value):.2f})"
+  assert float(value) < 1.0, f"the smoke GRM did not learn its output format (NLL {float(value):.2f})"
   return dataclasses.replace(model, params=params)
