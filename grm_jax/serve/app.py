@@ -359,17 +359,12 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
 
   async def guarded(coro):
     try:
-      admission = server.admit()
-      await admission.__aenter__()
-    except ServeError:
-      coro.close()  # refused: the work it would have done never starts
-      raise
-    try:
-      return await asyncio.wait_for(coro, server.request_timeout)
+      async with server.admit():
+        return await asyncio.wait_for(coro, server.request_timeout)
     except TimeoutError:
       raise ServeError(504, f"the request took longer than request_timeout={server.request_timeout:g} s") from None
     finally:
-      await admission.__aexit__(None, None, None)
+      coro.close()  # a refused request's work never starts (closing a finished coroutine does nothing)
 
   @app.get("/health")
   async def health():

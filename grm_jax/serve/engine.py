@@ -161,9 +161,7 @@ class Engine:
       jobs, stop = self._take()
       groups: dict[tuple[Any, ...], list[Job]] = {}
       for job in jobs:
-        s = job.settings
-        groups.setdefault((s.temperature == 0, s.top_k, s.top_p < 1, s.stop_ids, s.temperature, s.top_p), []).append(
-          job)
+        groups.setdefault(job.settings, []).append(job)
       for group in groups.values():
         self._run(group)
     self._channel.send(None)
