@@ -469,7 +469,11 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
       return await server.rewards(query, [answers[i] for i in idx], k=None, mode="group", meta=None, k_meta=None,
                                   seed=0, shuffle=True, with_judgements=False, chunked=True)
 
-    results = await guarded(asyncio.gather(*(one(idx) for idx in groups.values())))
+    async def every_group():
+      return await asyncio.gather(*(one(idx) for idx in groups.values()))
+
+    # A coroutine, not a gathered future: a refused request must not have started any work.
+    results = await guarded(every_group())
     rewards = [0.0] * len(body.query)
     for idx, res in zip(groups.values(), results, strict=True):
       for i, r in zip(idx, res.rewards, strict=True):
