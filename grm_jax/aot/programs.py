@@ -31,8 +31,9 @@ from grm_jax.grm import meta_rm
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import LayerCaches
-from grm_jax.sampling.generate import MAX_PROMPTS_PER_CALL, decode_program, sampler_program, sampling_shardings
-from grm_jax.sampling.generate import call_shape as sampler_call_shape
+from grm_jax.sampling.params import sampling_shardings
+from grm_jax.sampling.static import MAX_PROMPTS_PER_CALL, decode_program, sampler_program
+from grm_jax.sampling.static import call_shape as sampler_call_shape
 from grm_jax.stages import grpo as grpo_stage
 from grm_jax.stages import metarm, rft
 from grm_jax.train.grpo import GrpoConfig, GrpoUpdater

@@ -102,10 +102,12 @@ class Attention(nn.Module):
     """x [B,T,D] -> (y [B,T,D], kv).
 
     Without a cache, kv is the k/v of these T tokens (k [B,KVH,Dh,T], v [B,KVH,T,Dh]). With
-    `layer_cache` = (k [B,KVH,Dh,S], v [B,KVH,S,Dh], valid [B,S]), the T tokens are written at
-    slot `index` and kv is the updated (k, v) of this layer. An optional 4th element
-    (pk [P,KVH,Dh,Lp], pv [P,KVH,Lp,Dh], pvalid [P,Lp]) is a prefix shared by each group of
-    B/P consecutive rows; the cache's slots then follow the prefix's Lp slots.
+    `layer_cache` = (k [B,KVH,Dh,S], v [B,KVH,S,Dh], valid [B,S], prefix, key_pos), the T tokens are written at
+    slot `index` and kv is the updated (k, v) of this layer. `prefix` (None or (pk [P,KVH,Dh,Lp], pv [P,KVH,Lp,Dh],
+    pvalid [P,Lp], ppos)) is shared by each group of B/P consecutive rows; the cache's slots then follow the
+    prefix's Lp slots. Masks come from slot distances unless key positions are given (`key_pos` [B,S] for the
+    cache, `ppos` [P,Lp] for the prefix: the continuous engine's ring of slots, where a row's slots are not in
+    position order); then a query sees a valid key when 0 <= its position - the key's < window.
     """
     cfg = self.cfg
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
@@ -132,7 +134,7 @@ class Attention(nn.Module):
     g = h // kvh
     k_new, v_new = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B,KVH,Dh,T], [B,KVH,T,Dh]
     offset = 0  # absolute slot of this cache's slot 0 (the prefix length when one is shared)
-    prefix = None
+    prefix = key_pos = None
     if layer_cache is None:
       # The tokens among themselves: causal, real tokens only, within the window.
       keys, vals, valid, new_kv = k_new, v_new, mask, (k_new, v_new)
@@ -140,8 +142,7 @@ class Attention(nn.Module):
     else:
       # Write first, then attend over the cache: the old buffer is never read after the
       # update, so XLA updates it in place instead of copying it every step.
-      k_cache, v_cache, valid = layer_cache[:3]  # `valid` already marks these T tokens
-      prefix = layer_cache[3] if len(layer_cache) > 3 else None
+      k_cache, v_cache, valid, prefix, key_pos = layer_cache  # `valid` (and `key_pos`) already mark these T tokens
       k_cache = jax.lax.dynamic_update_slice(k_cache, k_new.astype(k_cache.dtype), (0, 0, 0, index))
       v_cache = jax.lax.dynamic_update_slice(v_cache, v_new.astype(v_cache.dtype), (0, 0, index, 0))
       keys, vals, new_kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
@@ -149,8 +150,9 @@ class Attention(nn.Module):
       if prefix is not None:
         offset = prefix[0].shape[-1]
 
-    def allowed(rel, ok):  # causal + window + real keys -> [B, T, S]
-      return ((rel >= 0) & (rel < window))[None] & ok[:, None, :]
+    def allowed(rel, ok):  # causal + window + real keys -> [B, T, S]; rel [T, S] (slot distances) or [B, T, S]
+      near = (rel >= 0) & (rel < window)
+      return (near if near.ndim == 3 else near[None]) & ok[:, None, :]
 
     # Batched dots in [batch, KVH, rows, Dh] layout (batch dims leading, contraction on the
     # operands' natural axes), which XLA:CPU runs ~4x faster than the equivalent einsum.
@@ -185,8 +187,11 @@ class Attention(nn.Module):
       return jnp.where(ok[:, None, None], _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap), low)
 
     scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, dims, preferred_element_type=jnp.float32)
-    scores = masked(scores.reshape(b, kvh, g, t, -1), allowed(q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :],
-                                                              valid))
+    if key_pos is None:
+      own_rel = q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :]
+    else:
+      own_rel = positions[:, :, None] - key_pos[:, None, :]
+    scores = masked(scores.reshape(b, kvh, g, t, -1), allowed(own_rel, valid))
     if prefix is None:
       probs = jax.nn.softmax(scores, axis=-1).astype(dt)
       out = jax.lax.dot_general(probs.reshape(b, kvh, g * t, -1), vals, dims)  # [B, KVH, G*T, Dh]
@@ -194,13 +199,17 @@ class Attention(nn.Module):
       # Shared prefix: the n rows sampled from one prompt read its prefix cache once, as n*G query rows of a single
       # dot, instead of from n copies of it. One softmax over (prefix, own) keys, taken in two parts with a shared
       # max and sum rather than over their concatenation: the [rows, keys] scores are not copied whole in HBM.
-      pk, pv, pvalid = prefix  # [P, KVH, Dh, Lp], [P, KVH, Lp, Dh], [P, Lp]
+      pk, pv, pvalid, ppos = prefix  # [P, KVH, Dh, Lp], [P, KVH, Lp, Dh], [P, Lp], None or [P, Lp]
       p_rows = pk.shape[0]
       n = b // p_rows
       q_pre = qr.reshape(p_rows, n, kvh, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(p_rows, kvh, n * g * t, hd)
       s_pre = jax.lax.dot_general(q_pre, pk.astype(dt), dims, preferred_element_type=jnp.float32)
       s_pre = s_pre.reshape(p_rows, kvh, n, g * t, offset).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g, t, offset)
-      pre_ok = allowed((offset + q_slots)[:, None] - jnp.arange(offset)[None, :], jnp.repeat(pvalid, n, 0))
+      if ppos is None:
+        pre_rel = (offset + q_slots)[:, None] - jnp.arange(offset)[None, :]
+      else:
+        pre_rel = positions[:, :, None] - jnp.repeat(ppos, n, 0)[:, None, :]
+      pre_ok = allowed(pre_rel, jnp.repeat(pvalid, n, 0))
       s_pre = masked(s_pre, pre_ok)
       top = jax.lax.stop_gradient(jnp.maximum(s_pre.max(-1, keepdims=True), scores.max(-1, keepdims=True)))
       e_pre, e_own = jnp.exp(s_pre - top), jnp.exp(scores - top)
@@ -240,9 +249,9 @@ class Block(nn.Module):
   rules: tuple = ()
 
   @nn.compact
-  def __call__(self, x, window, k_cache, v_cache, valid, positions, mask, index, prefix=None):
+  def __call__(self, x, window, k_cache, v_cache, valid, positions, mask, index, prefix=None, key_pos=None):
     cfg = self.cfg
-    layer_cache = None if k_cache is None else (k_cache, v_cache, valid) + ((prefix,) if prefix is not None else ())
+    layer_cache = None if k_cache is None else (k_cache, v_cache, valid, prefix, key_pos)
     h = RMSNorm(cfg, name="attn_norm")(x)
     h, new_kv = Attention(cfg, self.mesh, self.rules, name="attn")(h, positions, mask, window, layer_cache, index)
     if cfg.sandwich_norms:
@@ -387,6 +396,8 @@ class LayerCaches:
   k[i] [B,KVH,Dh,S], v[i] [B,KVH,S,Dh], valid [B,S], index: this cache's next slot.
   Optional shared prefix (prefix_k[i] [P,KVH,Dh,Lp], prefix_v[i], prefix_valid [P,Lp]): row r
   continues prompt r // (B / P), whose prefix is stored once however many rows sample from it.
+  Optional positions ([B,S] of the cache's keys, [P,Lp] of the prefix's): masks then come from positions instead
+  of slot distances (the continuous engine writes every row at one ring slot, whatever its own step).
   """
 
   k: tuple
@@ -396,6 +407,8 @@ class LayerCaches:
   prefix_k: tuple | None = None
   prefix_v: tuple | None = None
   prefix_valid: Array | None = None
+  positions: Array | None = None
+  prefix_positions: Array | None = None
 
   @classmethod
   def after_prefix(cls, prefix: KVCache, rows: int, slots: int, dtype=None) -> LayerCaches:
@@ -431,14 +444,20 @@ def decode_step(
   block = Block(cfg, mesh, rules)
   windows = cfg.layer_windows()
   valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index))
+  key_pos = None
+  if cache.positions is not None:
+    key_pos = jax.lax.dynamic_update_slice(cache.positions, positions.astype(cache.positions.dtype), (0, cache.index))
   ks, vs = [], []
   for i, lp in enumerate(layer_params):
-    prefix = None if cache.prefix_k is None else (cache.prefix_k[i], cache.prefix_v[i], cache.prefix_valid)
+    prefix = None
+    if cache.prefix_k is not None:
+      prefix = (cache.prefix_k[i], cache.prefix_v[i], cache.prefix_valid, cache.prefix_positions)
     x, (k, v) = block.apply(
-      {"params": lp}, x, int(windows[i]), cache.k[i], cache.v[i], valid, positions, mask, cache.index, prefix
+      {"params": lp}, x, int(windows[i]), cache.k[i], cache.v[i], valid, positions, mask, cache.index, prefix, key_pos
     )
     ks.append(k)
     vs.append(v)
   x = RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
   logits = output_logits(cfg, x, params["embed"], params.get("lm_head"), mesh, rules)
-  return logits, dataclasses.replace(cache, k=tuple(ks), v=tuple(vs), valid=valid, index=cache.index + tokens.shape[1])
+  return logits, dataclasses.replace(cache, k=tuple(ks), v=tuple(vs), valid=valid, positions=key_pos,
+                                     index=cache.index + tokens.shape[1])

@@ -102,3 +102,26 @@ def sample_token(key, logits, temperature, top_p=1.0, top_k: int = 0, use_top_p=
     logp = sampling_logits(logits, temperature, top_p, top_k, use_top_p)
     token = categorical(key, logp)
   return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
+def sample_rows(keys, logits, temperature, top_p, top_k):
+  """`sample_token` with every setting per row (arrays [B]): the continuous engine's rows belong to different
+  requests. temperature 0 = greedy (argmax, log-prob under the unscaled softmax), top_k 0 = off, top_p 1 = off.
+  A row gets exactly the token and log-prob `sample_token` gives it with its own settings; the sort that top-k /
+  top-p need runs only when some sampled row asks for one."""
+  greedy = temperature <= 0
+  x = logits.astype(jnp.float32) / jnp.where(greedy, 1.0, temperature)[:, None]
+  top_k = jnp.where(greedy, 0, top_k)
+  top_p = jnp.where(greedy, 1.0, top_p)
+
+  def filtered(x):
+    v = x.shape[-1]
+    kth = jnp.take_along_axis(jnp.sort(x, axis=-1)[:, ::-1], jnp.clip(top_k - 1, 0, v - 1)[:, None], axis=-1)
+    x = jnp.where((top_k[:, None] > 0) & (x < kth), NEG_INF, x)
+    return top_p_mask(x, top_p[:, None])
+
+  x = jax.lax.cond(jnp.any((top_k > 0) | (top_p < 1.0)), filtered, lambda x: x, x)
+  logp = jax.nn.log_softmax(x, axis=-1)
+  best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  token = jax.lax.cond(jnp.all(greedy), lambda: best, lambda: jnp.where(greedy, best, categorical(keys, logp)))
+  return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]

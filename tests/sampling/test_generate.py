@@ -322,7 +322,7 @@ def test_same_seed_same_samples_different_seed_different_samples(tiny):
 
 def test_a_prompts_samples_do_not_depend_on_what_shares_its_call(tiny):
   """Per-prompt seeds: prompt a's samples are the same alone, among other prompts (another batch bucket, another
-  position), and split over calls of one prompt each; a different seed changes them."""
+  position), and on an engine of one row slot; a different seed changes them."""
   _, model = tiny("llama")
   a, b, c = _prompts(PROMPT_LENGTHS[:3])
 
@@ -332,7 +332,7 @@ def test_a_prompts_samples_do_not_depend_on_what_shares_its_call(tiny):
 
   alone = run([a], [42])
   among = run([b, c, a], [1, 2, 42])
-  split = run([c, b, a], [2, 1, 42], max_prompts_per_call=1)
+  split = run([c, b, a], [2, 1, 42], max_rows=1)
   assert among.tokens[2] == alone.tokens[0] == split.tokens[2]
   np.testing.assert_allclose(among.logprobs[2], alone.logprobs[0], atol=TOL)
   assert among.tokens[0] == split.tokens[1] and among.tokens[1] == split.tokens[0]
