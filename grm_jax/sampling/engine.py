@@ -298,6 +298,7 @@ class Request:
   seed: int = 0
   salt: int = 0
   on_done: Callable[[Request], None] | None = None
+  tag: Any = None  # the owner's handle (the server's job)
   tokens: list[list[int] | None] = dataclasses.field(default_factory=list)
   logprobs: list[list[float] | None] = dataclasses.field(default_factory=list)
   stopped: list[bool | None] = dataclasses.field(default_factory=list)

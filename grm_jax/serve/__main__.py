@@ -25,7 +25,6 @@ import jax
 from grm_jax import models, parallel, runs
 from grm_jax.reward.recipe import RECIPE_FILE, Recipe, chat_frame
 from grm_jax.serve.app import MetaRM, Server, create_app
-from grm_jax.serve.engine import follow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,8 +42,13 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--host", default="127.0.0.1")
   p.add_argument("--port", type=int, default=8000)
   p.add_argument("--max-queue", type=int, default=256, help="requests in the server before new ones get 503")
-  p.add_argument("--max-batch", type=int, default=32, help="prompts merged into one sampler call")
-  p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a call waits for more prompts")
+  p.add_argument("--slots", type=int, default=16, help="row slots the engine decodes together")
+  p.add_argument("--rows-per-prompt", type=int, default=1,
+                 help="rows sharing one prompt's KV (a request's samples read it once per step); divides --slots")
+  p.add_argument("--max-prompt-tokens", type=int, default=1024, help="the longest prompt a request may send")
+  p.add_argument("--max-tokens", type=int, default=None,
+                 help="the most tokens a request may ask for (default: 1024, or the recipe's judgement length)")
+  p.add_argument("--steps-per-call", type=int, default=16, help="decode steps between two looks at the queue")
   p.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request answers 504")
   p.add_argument("--k", type=int, default=None, help="override the recipe's k (samples per judgement)")
   p.add_argument("--max-new-tokens", type=int, default=None, help="override the recipe's judgement length")
@@ -72,6 +76,7 @@ def build_server(args: argparse.Namespace) -> Server:
   """The model, recipe and meta RM the arguments name; every check that needs no model runs first."""
   if bool(args.workdir) == bool(args.model):
     raise ValueError("give exactly one of --workdir (a run) or --model (a models.load spec)")
+  engine_sizes(args, None)
   meta = None
   if args.workdir:
     config = runs.run_config(args.workdir, None)
@@ -102,7 +107,25 @@ def build_server(args: argparse.Namespace) -> Server:
   if args.max_new_tokens:
     recipe = recipe.replace(max_new_tokens=args.max_new_tokens)
   return Server(model, recipe.replace(model=args.name), name=args.name, meta=meta, max_queue=args.max_queue,
-                request_timeout=args.request_timeout, max_prompts=args.max_batch, max_wait=args.max_wait_ms / 1000)
+                request_timeout=args.request_timeout, engine=engine_sizes(args, recipe))
+
+
+def engine_sizes(args: argparse.Namespace, recipe: Recipe | None) -> dict[str, int]:
+  """The engine's flags, checked before any model loads (and against the recipe once it is known)."""
+  for flag in ("slots", "rows_per_prompt", "max_prompt_tokens", "steps_per_call"):
+    if getattr(args, flag) < 1:
+      raise ValueError(f"--{flag.replace('_', '-')}={getattr(args, flag)}: need >= 1")
+  if args.slots % args.rows_per_prompt:
+    raise ValueError(f"--slots={args.slots} must be a multiple of --rows-per-prompt={args.rows_per_prompt}")
+  if args.max_tokens is not None and args.max_tokens < 1:
+    raise ValueError(f"--max-tokens={args.max_tokens}: need >= 1")
+  if recipe is None:
+    return {}
+  max_new = args.max_tokens or max(1024, recipe.max_new_tokens)
+  if max_new < recipe.max_new_tokens:
+    raise ValueError(f"--max-tokens={max_new} < the recipe's judgement length {recipe.max_new_tokens}")
+  return {"slots": args.slots, "rows_per_prompt": args.rows_per_prompt, "max_prompt_tokens": args.max_prompt_tokens,
+          "max_new_tokens": max_new, "steps_per_call": args.steps_per_call}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,8 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(2)
   pod = jax.process_count() > 1
   if jax.process_index() != 0:
-    server.engine.close()  # only process 0 schedules; the others run what it broadcasts
-    follow(server.model)
+    server.engine.follow()  # only process 0 schedules; the others run the engine calls it broadcasts
     jax.distributed.shutdown()
     return
   import uvicorn  # noqa: PLC0415

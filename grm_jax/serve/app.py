@@ -130,10 +130,12 @@ class Metrics:
                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf))
     self.in_flight = prom.Gauge("grm_requests_in_flight", "requests admitted and not yet answered", registry=r)
     self.queue = prom.Gauge("grm_queue_depth", "sampler jobs waiting for the engine", registry=r)
-    self.batch_prompts = prom.Histogram("grm_batch_prompts", "prompts per sampler call", registry=r,
-                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, math.inf))
-    self.batch_rows = prom.Histogram("grm_batch_rows", "sample rows per sampler call", registry=r,
+    self.batch_prompts = prom.Histogram("grm_batch_prompts", "requests finished per engine call", registry=r,
+                                        buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, math.inf))
+    self.batch_rows = prom.Histogram("grm_batch_rows", "live rows per decode step of an engine call", registry=r,
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, math.inf))
+    self.occupancy = prom.Gauge("grm_slot_occupancy", "fraction of row slots live in the last engine call",
+                                registry=r)
     self.tokens = prom.Counter("grm_generated_tokens", "tokens generated", registry=r)
     self.tokens_per_s = prom.Gauge("grm_tokens_per_second", "generated tokens per second of the last call",
                                    registry=r)
@@ -143,6 +145,7 @@ class Metrics:
     self.batch_prompts.observe(stats.prompts)
     self.batch_rows.observe(stats.rows)
     self.tokens.inc(stats.new_tokens)
+    self.occupancy.set(stats.occupancy)
     if stats.seconds > 0:
       self.tokens_per_s.set(stats.new_tokens / stats.seconds)
 
@@ -163,14 +166,15 @@ class Server:
   """The state every handler shares: the model and its engine, the recipe, an optional meta RM, the limits."""
 
   def __init__(self, model: Any, recipe: Recipe, *, name: str = "grm", meta: MetaRM | None = None,
-               max_queue: int = 256, request_timeout: float = 600.0, max_prompts: int = 32,
-               max_wait: float = 0.005) -> None:
+               max_queue: int = 256, request_timeout: float = 600.0, engine: dict[str, int] | None = None) -> None:
     if max_queue < 1 or request_timeout <= 0:
       raise ValueError(f"max_queue={max_queue}, request_timeout={request_timeout}: need >= 1 and > 0")
     self.model, self.recipe, self.name, self.meta = model, recipe, name, meta
     self.max_queue, self.request_timeout = int(max_queue), float(request_timeout)
     self.metrics = Metrics()
-    self.engine = Engine(model, max_prompts=max_prompts, max_wait=max_wait, on_call=self.metrics.call)
+    # The engine's cache is sized by its limits: by default room for the recipe's judgements.
+    sizes = {"max_new_tokens": max(1024, recipe.max_new_tokens), **(engine or {})}
+    self.engine = Engine(model, on_call=self.metrics.call, **sizes)
     self.admitted = 0
     self.draining = False
     self.context = int(model.config.max_position_embeddings)
@@ -208,6 +212,13 @@ class Server:
     if len(ids) + max_new > self.context:
       raise ServeError(400, f"{what}: {len(ids)} prompt tokens + max_tokens {max_new} exceed the model's context "
                             f"of {self.context} tokens")
+    e = self.engine
+    if len(ids) > e.max_prompt_tokens:
+      raise ServeError(400, f"{what}: {len(ids)} prompt tokens > this server's --max-prompt-tokens "
+                            f"{e.max_prompt_tokens}; restart it with a larger value")
+    if max_new > e.max_new_tokens:
+      raise ServeError(400, f"{what}: max_tokens {max_new} > this server's --max-tokens {e.max_new_tokens}; ask for "
+                            "fewer or restart it with a larger value")
 
   async def sample(self, ids: Sequence[int], n: int, max_new: int, settings: Settings, seed: int):
     self.metrics.queue.set(self.engine.waiting + 1)

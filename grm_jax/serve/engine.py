@@ -1,14 +1,14 @@
-"""Concurrent requests merged into one sampler call: the server's batching engine.
+"""The server's worker: HTTP requests become requests of the continuous-batching engine (`sampling.engine`).
 
-Every HTTP handler submits its prompts as jobs (token ids, n, max new tokens, sampling settings, seed) and awaits
-them. One worker thread owns the model: it takes the first waiting job, waits up to `max_wait` seconds for more (up
-to `max_prompts` prompts), splits what it took by the settings the compiled program depends on (temperature 0 or
-not, top-k, top-p on or off, stop ids) and runs one `sampling.generate` per split, every prompt with its own seed and
-n (its samples share its prefix KV). A job's outputs are cut to its own max new tokens, which changes nothing: a
-sample's tokens depend only on its prompt, seed and sample index (`sampling.generate.row_keys`), never on the call.
+Every handler submits its prompt as a job (token ids, n, max new tokens, sampling settings, seed) and awaits it. One
+worker thread owns the model and the engine's fixed row slots: between two engine calls it takes every job that has
+arrived, places it (a free group of rows gets its prompt prefilled), and a request's future is answered as soon as
+its n samples are done - a new request starts when a row frees, not when a whole batch ends. Temperature, top-p,
+top-k and stop ids are per row, so requests with different settings share the same decode steps. Sample j of a job
+draws from `row_keys(seed, 0, j)`: the same tokens whatever it is batched with.
 
-On a pod every process runs the same calls: process 0's worker broadcasts each call's arguments
-(`Broadcast`) before running it, and the other processes' `follow` loop receives and runs them.
+On a pod every process runs the same engine: process 0's worker broadcasts the jobs it adds before each engine call
+(`Broadcast`), and the other processes' `follow` loop adds the same jobs and makes the same call.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from grm_jax import sampling
+from grm_jax.sampling import engine as core
+from grm_jax.sampling.buckets import length_bucket
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """What the compiled sampler program depends on, plus the values it reads: requests differing only in
-  `max_new_tokens` or `seed` share a call; others go to separate calls of the same batch."""
+  """A request's sampling settings (all per row in the engine)."""
 
   temperature: float = 1.0
   top_p: float = 1.0
@@ -56,20 +56,32 @@ class Job:
   seed: int
   future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
+  def to_json(self) -> dict[str, Any]:
+    return {"ids": self.ids, "n": self.n, "max_new_tokens": self.max_new_tokens, "seed": self.seed,
+            "settings": dataclasses.asdict(self.settings)}
+
+  @classmethod
+  def from_json(cls, d: dict[str, Any]) -> Job:
+    s = d["settings"]
+    settings = Settings(s["temperature"], s["top_p"], s["top_k"], None if s["stop_ids"] is None else
+                        tuple(s["stop_ids"]))
+    return cls(d["ids"], d["n"], d["max_new_tokens"], settings, d["seed"])
+
 
 @dataclasses.dataclass
 class CallStats:
-  """One sampler call, for the server's metrics."""
+  """One engine call, for the server's metrics: requests finished, live rows at its start, tokens, occupancy."""
 
   prompts: int
   rows: int
   new_tokens: int
   seconds: float
+  occupancy: float = 0.0
 
 
 class Broadcast:
-  """Process 0's sampler calls sent to every process (`jax.experimental.multihost_utils.broadcast_one_to_all`): a
-  length header, then the call's arguments as JSON bytes padded to a power of two (few distinct shapes to compile)."""
+  """Process 0's jobs sent to every process (`jax.experimental.multihost_utils.broadcast_one_to_all`): a length
+  header, then the jobs as JSON bytes padded to a power of two (few distinct shapes to compile)."""
 
   def __init__(self) -> None:
     import jax  # noqa: PLC0415
@@ -90,45 +102,45 @@ class Broadcast:
       buf[:length] = np.frombuffer(payload, np.uint8)
     return np.asarray(multihost_utils.broadcast_one_to_all(buf))[:length].tobytes()
 
-  def send(self, call: dict[str, Any] | None) -> None:
+  def send(self, jobs: list[dict[str, Any]] | None) -> None:
     if self.active and self.leader:
-      self._send(None if call is None else json.dumps(call).encode())
+      self._send(None if jobs is None else json.dumps(jobs).encode())
 
-  def receive(self) -> dict[str, Any] | None:
+  def receive(self) -> list[dict[str, Any]] | None:
     data = self._send(None)
     return None if data is None else json.loads(data)
 
 
-def _run_call(model: Any, call: dict[str, Any]) -> sampling.GenerateOutput:
-  return sampling.generate(model, call["prompts"], n=call["n"], max_new_tokens=call["max_new_tokens"],
-                           temperature=call["temperature"], top_p=call["top_p"], top_k=call["top_k"],
-                           seed=call["seeds"], stop_token_ids=call["stop_ids"])
-
-
-def follow(model: Any) -> None:
-  """The loop of every process but 0 on a pod: run each call process 0 broadcasts, until it says stop."""
-  channel = Broadcast()
-  while (call := channel.receive()) is not None:
-    _run_call(model, call)
-
-
 class Engine:
-  """The worker that owns the model (module docstring). `on_call` receives each call's `CallStats`."""
+  """The worker that owns the model (module docstring). `on_call` receives each engine call's `CallStats`.
 
-  def __init__(self, model: Any, *, max_prompts: int = 32, max_wait: float = 0.005,
+  slots: row slots decoded together; rows_per_prompt: rows sharing one prompt's prefix (a request's n samples read
+  it once per step; 1 wastes no row on requests with fewer samples); max_prompt_tokens / max_new_tokens: the
+  longest prompt and generation a request may ask for (they size the KV cache); steps_per_call: decode steps
+  between two looks at the queue while every row is busy."""
+
+  def __init__(self, model: Any, *, slots: int = 16, rows_per_prompt: int = 1, max_prompt_tokens: int = 1024,
+               max_new_tokens: int = 1024, steps_per_call: int = 16,
                on_call: Callable[[CallStats], None] | None = None) -> None:
-    if max_prompts < 1 or max_wait < 0:
-      raise ValueError(f"max_prompts={max_prompts}, max_wait={max_wait}: need >= 1 and >= 0")
-    self.model, self.max_prompts, self.max_wait, self.on_call = model, int(max_prompts), float(max_wait), on_call
+    if steps_per_call < 1:
+      raise ValueError(f"steps_per_call={steps_per_call}: need >= 1")
+    self.model, self.on_call = model, on_call
+    self.layout = core.Layout(rows=int(slots), per_prefix=int(rows_per_prompt),
+                              prefix_len=length_bucket(int(max_prompt_tokens)), new_tokens=int(max_new_tokens),
+                              num_stop=max(8, len(model.eos_ids)))
+    self.max_prompt_tokens, self.max_new_tokens = int(max_prompt_tokens), int(max_new_tokens)
+    self.core = core.Engine(model, self.layout, steps_per_call=steps_per_call)
     self._queue: queue.Queue[Job | None] = queue.Queue()
     self._channel = Broadcast()
-    self._thread = threading.Thread(target=self._loop, name="grm-engine", daemon=True)
-    self._thread.start()
+    self._thread = None
+    if not self._channel.active or self._channel.leader:
+      self._thread = threading.Thread(target=self._loop, name="grm-engine", daemon=True)
+      self._thread.start()
 
   @property
   def waiting(self) -> int:
-    """Jobs submitted and not yet taken by the worker."""
-    return self._queue.qsize()
+    """Jobs submitted and not yet taken by the worker, plus requests the engine has not placed yet."""
+    return self._queue.qsize() + len(self.core.queue)
 
   def submit(self, ids: Sequence[int], n: int, max_new_tokens: int, settings: Settings, seed: int) -> Job:
     job = Job([int(t) for t in ids], int(n), int(max_new_tokens), settings, int(seed))
@@ -137,57 +149,83 @@ class Engine:
 
   def close(self, timeout: float | None = None) -> None:
     """Finish the jobs already submitted, then stop (and tell a pod's other processes to stop)."""
-    self._queue.put(None)
-    self._thread.join(timeout)
+    if self._thread is not None:
+      self._queue.put(None)
+      self._thread.join(timeout)
+
+  def _request(self, job: Job | dict[str, Any]) -> core.Request:
+    if isinstance(job, dict):
+      job = Job.from_json(job)
+    s = job.settings
+    stops = tuple(self.model.eos_ids if s.stop_ids is None else s.stop_ids)
+
+    def done(req: core.Request) -> None:
+      if not job.future.done():
+        job.future.set_result(Result(req.tokens, req.logprobs, [bool(x) for x in req.stopped]))
+
+    return core.Request(job.ids, job.n, job.max_new_tokens, s.temperature, s.top_p, s.top_k, stops, job.seed, 0,
+                        on_done=done, tag=job)
+
+  def _add(self, jobs: list[Job] | list[dict[str, Any]]) -> None:
+    for job in jobs:
+      try:
+        self.core.submit(self._request(job))
+      except ValueError as e:  # a bad request fails alone, never the worker
+        if isinstance(job, Job):
+          job.future.set_exception(e)
 
   def _take(self) -> tuple[list[Job], bool]:
-    first = self._queue.get()
-    if first is None:
-      return [], True
-    jobs, deadline = [first], time.monotonic() + self.max_wait
-    while len(jobs) < self.max_prompts:
+    """Every job waiting now; blocks for the first one only when the engine has nothing to do."""
+    jobs: list[Job] = []
+    block = not self.core.busy
+    while True:
       try:
-        job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        job = self._queue.get(block=block)
       except queue.Empty:
-        break
+        return jobs, False
       if job is None:
         return jobs, True
       jobs.append(job)
-    return jobs, False
+      block = False
 
   def _loop(self) -> None:
     stop = False
-    while not stop:
-      jobs, stop = self._take()
-      groups: dict[tuple[Any, ...], list[Job]] = {}
-      for job in jobs:
-        groups.setdefault(job.settings, []).append(job)
-      for group in groups.values():
-        self._run(group)
+    while True:
+      jobs, closing = self._take()
+      stop = stop or closing
+      self._channel.send([j.to_json() for j in jobs])
+      self._add(jobs)
+      if not self.core.busy:
+        if stop:
+          break
+        continue
+      self._advance()
     self._channel.send(None)
 
-  def _run(self, jobs: list[Job]) -> None:
-    s = jobs[0].settings
-    stops = list(self.model.eos_ids) if s.stop_ids is None else list(s.stop_ids)
-    call = {"prompts": [j.ids for j in jobs], "n": [j.n for j in jobs], "seeds": [j.seed for j in jobs],
-            "max_new_tokens": max(j.max_new_tokens for j in jobs), "temperature": s.temperature, "top_p": s.top_p,
-            "top_k": s.top_k, "stop_ids": stops}
+  def _advance(self) -> None:
+    before = dataclasses.replace(self.core.stats)
     t0 = time.perf_counter()
     try:
-      self._channel.send(call)
-      out = _run_call(self.model, call)
-    except Exception as e:  # noqa: BLE001 - a bad batch fails its own requests, never the worker
-      for job in jobs:
-        job.future.set_exception(e)
+      finished = self.core.advance()
+    except Exception as e:  # noqa: BLE001 - a device error fails the requests in flight, never the worker
+      in_flight = {id(x[0]): x[0] for x in self.core.row_req if x is not None}
+      in_flight.update({id(r): r for r in self.core.queue})
+      for req in in_flight.values():
+        if isinstance(req.tag, Job) and not req.tag.future.done():
+          req.tag.future.set_exception(e)
+      self.core = core.Engine(self.model, self.layout, steps_per_call=self.core.steps_per_call)
       return
-    seconds = time.perf_counter() - t0
-    new = 0
-    for i, job in enumerate(jobs):
-      cap = job.max_new_tokens
-      tokens = [t[:cap] for t in out.tokens[i]]
-      logprobs = [lp[:cap] for lp in out.logprobs[i]]
-      stopped = [bool(st) and len(t) < cap for st, t in zip(out.stopped[i], out.tokens[i], strict=True)]
-      new += sum(len(t) for t in tokens)
-      job.future.set_result(Result(tokens, logprobs, stopped))
     if self.on_call is not None:
-      self.on_call(CallStats(len(jobs), sum(j.n for j in jobs), new, seconds))
+      s = self.core.stats
+      busy, rows, steps = (s.busy_row_steps - before.busy_row_steps, s.row_steps - before.row_steps,
+                           s.steps - before.steps)
+      self.on_call(CallStats(len(finished), busy // max(steps, 1), s.tokens - before.tokens,
+                             time.perf_counter() - t0, busy / rows if rows else 0.0))
+
+  def follow(self) -> None:
+    """The loop of every process but 0 on a pod: add the jobs process 0 broadcasts and make the same engine call,
+    until it says stop."""
+    while (jobs := self._channel.receive()) is not None:
+      self._add(jobs)
+      if self.core.busy:
+        self.core.advance()
