@@ -1,7 +1,8 @@
 """Reward-server throughput: `python -m grm_jax.serve`'s POST /v1/rewards under concurrent load vs a transformers
 `generate` loop judging the same requests one at a time.
 
-Why: the server's claim is that merging concurrent requests into one sampler call (grm_jax/serve/engine.py) makes a
+Why: the server's claim is that decoding concurrent requests together on the continuous engine (grm_jax/serve/engine.py,
+grm_jax/sampling/engine.py: a request takes a row slot as soon as one frees) makes a
 GRM cheap enough to serve as an RL reward. This measures that claim end to end (HTTP, judging, parsing, voting) on the
 same GRM, recipe and requests as the obvious alternative, so a regression in batching or in the sampler shows here.
 
@@ -50,7 +51,7 @@ def build(args):
 
   argv = ["--workdir", args.workdir, "--stage", args.stage] if args.workdir else ["--model", args.model]
   argv += ["--meta", "none", "--max-queue", str(max(4096, 2 * args.requests)), "--request-timeout", "86400",
-           "--max-batch", str(args.max_batch), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
+           "--slots", str(args.slots), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
   if args.dtype:
     argv += ["--dtype", args.dtype]
   return build_server(_parser().parse_args(argv))
@@ -84,11 +85,10 @@ def _scrape(url: str) -> dict[str, float]:
 
 
 def _programs() -> int:
-  """Sampler programs built so far in this process: each new call shape is one compile."""
-  import importlib
+  """Engine programs built so far in this process: each new layout, prompt bucket or prefix view is one compile."""
+  from grm_jax.sampling import engine
 
-  # The module, not `grm_jax.sampling.generate` the function its package re-exports under the same name.
-  return importlib.import_module("grm_jax.sampling.generate").sampler_program.cache_info().misses
+  return engine.step_program.cache_info().misses + engine.insert_program.cache_info().misses
 
 
 async def _load(url: str, requests: list[dict], concurrency: int) -> tuple[float, list[float], list[dict]]:
@@ -119,15 +119,15 @@ def run_ours(url: str, requests: list[dict], concurrency: int) -> dict:
   wall, latencies, bodies = asyncio.run(_load(url, requests, concurrency))
   after = _scrape(url)
   tokens = after["grm_generated_tokens_total"] - before["grm_generated_tokens_total"]
-  calls = after["grm_batch_prompts_count"] - before["grm_batch_prompts_count"]
-  prompts_per_call = (after["grm_batch_prompts_sum"] - before["grm_batch_prompts_sum"]) / max(calls, 1)
-  return _row(wall, latencies, tokens, bodies, requests, prompts_per_call, _programs() - programs)
+  calls = after["grm_batch_rows_count"] - before["grm_batch_rows_count"]
+  rows_per_step = (after["grm_batch_rows_sum"] - before["grm_batch_rows_sum"]) / max(calls, 1)
+  return _row(wall, latencies, tokens, bodies, requests, rows_per_step, _programs() - programs)
 
 
-def _row(wall, latencies, tokens, bodies, requests, prompts_per_call=None, compiles=None) -> dict:
+def _row(wall, latencies, tokens, bodies, requests, rows_per_step=None, compiles=None) -> dict:
   parsed = sum(b["parsed"][0] for b in bodies) / sum(r["k"] for r in requests)
   return {"rps": len(requests) / wall, "tokens_per_s": tokens / wall, "p50_s": float(np.percentile(latencies, 50)),
-          "p99_s": float(np.percentile(latencies, 99)), "parsed": parsed, "prompts_per_call": prompts_per_call,
+          "p99_s": float(np.percentile(latencies, 99)), "parsed": parsed, "rows_per_step": rows_per_step,
           "compiles": compiles, "tokens": int(tokens), "wall_s": wall}
 
 
@@ -209,7 +209,7 @@ def main():
   ap.add_argument("--max-new-tokens", type=int, default=128)
   ap.add_argument("--requests", type=int, default=32)
   ap.add_argument("--concurrency", default="1,8,32")
-  ap.add_argument("--max-batch", type=int, default=32, help="the server's prompts per sampler call (its default)")
+  ap.add_argument("--slots", type=int, default=16, help="the server's engine row slots (its default)")
   ap.add_argument("--warmup", choices=("each", "highest"), default="each",
                   help="untimed pass of the whole set before every concurrency, or once at the highest")
   ap.add_argument("--tries", type=int, default=3, help="timed passes per level until one compiles nothing")
@@ -268,12 +268,12 @@ def main():
     f"Reward server: {spec} ({dtype}), {args.requests} requests x 2 responses, k={args.k}, "
     f"{recipe.max_new_tokens} new tokens, {machine}",
     "",
-    "| run | concurrency | requests/s | judged tokens/s | p50 s | p99 s | prompts / call | parsed | compiles |",
+    "| run | concurrency | requests/s | judged tokens/s | p50 s | p99 s | live rows / step | parsed | compiles |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for c, r in ours.items():
     lines.append(f"| ours (grm_jax.serve) | {c} | {r['rps']:.2f} | {r['tokens_per_s']:.1f} | {r['p50_s']:.2f} | "
-                 f"{r['p99_s']:.2f} | {r['prompts_per_call']:.1f} | {r['parsed']:.0%} | {r['compiles']} |")
+                 f"{r['p99_s']:.2f} | {r['rows_per_step']:.1f} | {r['parsed']:.0%} | {r['compiles']} |")
   if hf is not None:
     lines.append(f"| transformers generate loop | 1 | {hf['rps']:.2f} | {hf['tokens_per_s']:.1f} | {hf['p50_s']:.2f} | "
                  f"{hf['p99_s']:.2f} | – | {hf['parsed']:.0%} | – |")
@@ -287,7 +287,7 @@ def main():
             "model": spec, "dtype": dtype, "k": args.k, "max_new_tokens": recipe.max_new_tokens,
             "temperature": recipe.temperature, "requests": args.requests, "warmup": args.warmup}
   for c, r in ours.items():
-    for key in ("rps", "tokens_per_s", "p50_s", "p99_s", "parsed", "prompts_per_call", "compiles"):
+    for key in ("rps", "tokens_per_s", "p50_s", "p99_s", "parsed", "rows_per_step", "compiles"):
       result[f"ours_c{c}_{key}"] = r[key]
   for key in ("rps", "tokens_per_s", "p50_s", "p99_s", "parsed"):
     result[f"hf_{key}"] = None if hf is None else hf[key]
