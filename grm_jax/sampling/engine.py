@@ -347,7 +347,10 @@ class Engine:
     self._params = place(cfg, model.params if params is None else params, self.mesh, self.rules)
     self._state = init_program(cfg, self.mesh, self.rules, layout)()
     self.steps_per_call = int(steps_per_call or layout.new_tokens)
-    self.queue: collections.deque[Request] = collections.deque()  # requests with samples not yet started
+    # Requests in arrival order with samples not yet started. Fully started ones leave from the front; one that a
+    # later request overtook (a long request streaming through its groups) is skipped until it reaches the front,
+    # so a long queue costs O(1) per round, not a rebuild.
+    self.queue: collections.deque[Request] = collections.deque()
     self.group_req: list[Request | None] = [None] * layout.prefixes
     self.row_req: list[tuple[Request, int] | None] = [None] * layout.rows
     self.stats = Stats()
@@ -394,6 +397,8 @@ class Engine:
     free = [g for g, q in enumerate(self.group_req) if q is None]
     placed = []
     for req in self.queue:
+      if req.pending == 0:
+        continue
       while free and req.pending > self._free_rows(req):
         g = free.pop(0)
         self.group_req[g] = req
@@ -444,7 +449,8 @@ class Engine:
         temperature[row], top_p[row], top_k[row], max_new[row] = req.temperature, req.top_p, req.top_k, \
           req.max_new_tokens
         stop_ids[row, : len(req.stop_ids)] = req.stop_ids
-    self.queue = collections.deque(q for q in self.queue if q.pending)
+    while self.queue and self.queue[0].pending == 0:
+      self.queue.popleft()
     keys = key_data(seeds, salts, samples)
     starts = Starts(new, keys, temperature, top_p, top_k, max_new, stop_ids)
     return starts, bool(new.any())
