@@ -14,10 +14,13 @@ is, and a training step through two loop-free copies of depth p and 2p (p = the 
 scan unrolled, one micro-batch), extrapolated linearly in depth and multiplied by the micro-batches
 (`extrapolate`). tests/aot checks the analytic count against XLA's on loop-free programs.
 
-HBM bytes (per chip): a decode step must read every weight once (in compute dtype, as the chip holds it) and the KV
-cache its rows attend over; a training step reads the weights in compute dtype once per pass (fsdp gathers them:
-the chip reads the full layer, divided only by the tensor axis), and reads and writes its state (params, optimizer
-moments, gradient accumulators). Activations are not counted: the steps are compute-bound by far.
+HBM bytes (per chip): a decode iteration of the sampling engine must read every weight once (in compute dtype, as
+the sampler holds it: split over `tensor` only) and the KV cache its rows attend over (each prefix slot's view once,
+every row's ring); its step call is `new_tokens` such iterations plus the copy of the layer weights it makes before
+its loop (`split_layer_params`), its insert a prefill (the weights once, the prompts' KV written into their slots);
+a training step reads the weights in compute dtype once per pass (fsdp gathers them: the chip reads the full layer,
+divided only by the tensor axis), and reads and writes its state (params, optimizer moments, gradient
+accumulators). Activations are not counted: the steps are compute-bound by far.
 Roofline: time = max(FLOPs per chip / peak, bytes per chip / bandwidth).
 """
 
@@ -62,17 +65,17 @@ def train_flops(cfg: ModelConfig, rows: int, length: int, head: bool = True) -> 
   return model + (layers if cfg.remat else 0.0) + lm_head, model
 
 
-def decode_flops(cfg: ModelConfig, s) -> float:
-  """One decode step of `s.rows` rows over the slots the step attends to (prefix + every own slot: the cache is
-  read whole and masked)."""
+def decode_flops(cfg: ModelConfig, rows: int, prefix_len: int, new_tokens: int) -> float:
+  """One decode iteration of the engine's `rows` row slots: every weight and the LM head once per row, and
+  attention over the prefix view (`prefix_len` slots of the row's prefix slot) and the row's whole ring of
+  `new_tokens` slots (read whole and masked by key positions)."""
   per_row = 2.0 * (layer_params(cfg) + head_params(cfg))
-  return per_row * s.rows + attention_flops(cfg, s.rows, 1, s.prompt_len + s.max_new)
+  return per_row * rows + attention_flops(cfg, rows, 1, prefix_len + new_tokens)
 
 
-def sampler_flops(cfg: ModelConfig, s) -> float:
-  """Prefill of the prompts (logits for the last position only) and `max_new` decode steps."""
-  prefill = forward_flops(cfg, s.prompts, s.prompt_len, head=False) + 2.0 * head_params(cfg) * s.prompts
-  return prefill + s.max_new * decode_flops(cfg, s)
+def insert_flops(cfg: ModelConfig, batch: int, length: int) -> float:
+  """The engine's insert: a prefill of `batch` prompts of `length` tokens, logits for the last position only."""
+  return forward_flops(cfg, batch, length, head=False) + 2.0 * head_params(cfg) * batch
 
 
 # ------------------------------------------------------------------------------------------------ bytes
@@ -118,29 +121,35 @@ def forward_bytes(cfg: ModelConfig, params, micro_batches: int, mesh) -> float:
   return per_chip_bytes(params) + micro_batches * compute_weight_bytes(cfg, mesh)
 
 
-def decode_must_bytes(cfg: ModelConfig, s, params, mesh) -> float:
-  """What one decode step cannot avoid reading on a chip: its share of the weights in compute dtype and of the KV
-  cache (prefix slots once per prompt, own slots per row), with the cache split over batch and KV heads."""
+def kv_bytes_per_slot(cfg: ModelConfig) -> int:
+  """K and V of one token over all layers, in the cache dtype."""
+  return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
+
+
+def _cache_shards(cfg: ModelConfig, batch: int, mesh) -> int:
+  """Chips a cache of `batch` rows is split over: data x fsdp when they divide the rows, `tensor` the KV heads."""
+  if mesh is None:
+    return 1
+  shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+  return (shards if batch % shards == 0 else 1) * (_tensor(mesh) if cfg.num_kv_heads % _tensor(mesh) == 0 else 1)
+
+
+def decode_must_bytes(cfg: ModelConfig, rows: int, prefixes: int, prefix_len: int, new_tokens: int, params,
+                      mesh) -> float:
+  """What one decode iteration of the engine cannot avoid reading on a chip: its share of the weights as the
+  sampler holds them (`params`, compute dtype) and of the KV cache: each prefix slot's view once (`prefixes` x
+  `prefix_len`: its rows read it as one batched dot) and every row's own ring (`rows` x `new_tokens`)."""
   weights = per_chip_bytes(params, cfg.dtype)
-  item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
-  slots = s.prompts * s.prompt_len + s.rows * s.max_new
-  kv = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * item
-  shards = 1
-  if mesh is not None:
-    batch = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
-    shards = (batch if s.prompts % batch == 0 else 1) * (_tensor(mesh) if cfg.num_kv_heads % _tensor(mesh) == 0
-                                                         else 1)
-  return weights + kv / shards
+  slot = kv_bytes_per_slot(cfg)
+  return (weights + slot * prefixes * prefix_len / _cache_shards(cfg, prefixes, mesh)
+          + slot * rows * new_tokens / _cache_shards(cfg, rows, mesh))
 
 
-def sampler_bytes(cfg: ModelConfig, s, mesh) -> float:
-  params_bytes = (layer_params(cfg) + head_params(cfg)) * jnp.dtype(cfg.dtype).itemsize
-  weights = params_bytes / (1 if mesh is None else mesh.devices.size)
-  item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
-  slots = s.prompts * s.prompt_len + s.rows * s.max_new
-  kv = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * item / (1 if mesh is None else
-                                                                                mesh.devices.size)
-  return weights * (1 + s.max_new) + kv * s.max_new
+def insert_bytes(cfg: ModelConfig, params, batch: int, length: int, mesh) -> float:
+  """The engine's insert on a chip: the weights once (`params`, compute dtype), the prompts' KV written by the
+  prefill, then read and written again into their prefix slots."""
+  return per_chip_bytes(params, cfg.dtype) + 3 * kv_bytes_per_slot(cfg) * batch * length / _cache_shards(cfg, batch,
+                                                                                                       mesh)
 
 
 # ------------------------------------------------------------------------------------------------ time
@@ -198,9 +207,11 @@ def global_bytes(tree, dtype=None) -> int:
 def memory_estimate(p, mesh=None) -> float:
   """Per-device bytes of program `p` counted by hand: its arguments (exact: shapes and shardings), plus for a
   training step a float32 gradient accumulator, the compute-dtype copy of the weights and one micro-batch's gradient
-  on it (`make_train_step(compute_dtype=)`) and activations, for a forward its activations, for a sampler its KV cache
-  (prefix + every row's own slots), prefill working set and outputs. With `mesh=None` it is one device holding
-  everything (a GPU); with the slice's mesh it is one chip, to check against what XLA:TPU compiled."""
+  on it (`make_train_step(compute_dtype=)`) and activations, for a forward its activations, for the sampling engine's
+  programs their arguments (its state - the prefix slots' and rows' KV cache, outputs - and the sampler's weights)
+  plus an insert's prefill working set and new KV, a step's copy of the layer weights (`split_layer_params` before
+  its loop) and f32 logits, a decode iteration's logits. With `mesh=None` it is one device holding everything (a
+  GPU); with the slice's mesh it is one chip, to check against what XLA:TPU compiled."""
   cfg = p.cfg
   shards = 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
   tensor = _tensor(mesh)
@@ -213,16 +224,12 @@ def memory_estimate(p, mesh=None) -> float:
     return args + size(p.param_args) + 2 * copy + activation_bytes(cfg, rows, p.length, head, tensor)
   if p.kind == "forward":
     return args + activation_bytes(cfg, rows, p.length, head, tensor, backward=False)
-  item = jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
-  kv_heads = tensor if cfg.num_kv_heads % tensor == 0 else 1
   logits = rows * cfg.vocab_size / tensor * 4 * 2
-  if p.kind == "decode":
+  if p.kind == "decode":  # the cache and the sampler's weights (split per layer) are arguments
     return args + logits
-  slots = p.prefix_tokens + p.rows * p.length
-  kv = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * item / (shards * kv_heads)
-  outputs = rows * p.length * 8
-  prompts_per_chip = p.prefix_tokens / shards
-  prefill = activation_bytes(cfg, prompts_per_chip / max(cfg.prefill_chunk, 1), cfg.prefill_chunk or 1, False,
-                             tensor, backward=False)
-  # The sampler's own copy of the weights (sampling.generate.sampling_params: compute dtype, whole over fsdp).
-  return args + compute_weight_bytes(cfg, mesh) + kv + outputs + logits + prefill
+  if p.kind == "step":  # the state and the weights are arguments; the layers are split (copied) before the loop
+    return args + size(p.param_args["layers"]) + logits
+  # insert: the prefill's activations, the prompts' fresh KV and its padded copy written into the prefix slots
+  kv_heads = tensor if cfg.num_kv_heads % tensor == 0 else 1
+  new_kv = kv_bytes_per_slot(cfg) * rows * p.length / kv_heads
+  return args + 2 * new_kv + logits + activation_bytes(cfg, rows, p.length, False, tensor, backward=False)

@@ -1,16 +1,20 @@
 """Every jitted program a preset's stages run, at the preset's shapes, as (function, abstract arguments) pairs.
 
 Nothing here re-implements a step: each program is built by the function the stage itself calls
-(`make_train_step` + `rft.sft_loss_fn`, `GrpoUpdater`, `metarm.bce_loss_fn`, `sampling.generate.sampler_program`,
-`grm.meta_rm.score_program`), and its arguments are `jax.ShapeDtypeStruct`s carrying the shardings the stage would
-give the real arrays (params by the logical-axis rules, optimizer moments like their params, batches over
-data x fsdp). So `jit(f).lower(*args).compile()` is the program the stage would run on that mesh.
+(`make_train_step` + `rft.sft_loss_fn`, `GrpoUpdater`, `metarm.bce_loss_fn`, the continuous engine's
+`sampling.engine.insert_program` and `step_program`, `grm.meta_rm.score_program`), and its arguments are
+`jax.ShapeDtypeStruct`s carrying the shardings the stage would give the real arrays (params by the logical-axis
+rules, optimizer moments like their params, batches over data x fsdp, the sampler's weights as `sampling.params.place`
+leaves them, the engine's state as its `init_program` shards it). So `jit(f).lower(*args).compile()` is the program
+the stage would run on that mesh. The one program built here is the engine's decode iteration alone
+(`engine_decode_program`: the model call of its loop body), compiled to count what a generated token moves.
 
 Shapes the data decides at run time are taken at their bound: training rows at `max_len`, GRPO rows at the stage's
 `row_length` of `prompt_len`, sampler prompts at `prompt_len` tokens. Sampler calls mirror `grm.judge`: an item
 with n responses and k samples has min(k, n!) distinct shuffled prompts, each sampled ceil(k / distinct) times
-(the expected largest count; a call's program uses the largest count among its prompts, so an unlucky draw of
-permutations can be somewhat larger), at most `MAX_PROMPTS_PER_CALL` prompts per call.
+(the expected largest count; an unlucky draw of permutations gives some prompts more), all of a round's prompts
+in one `generate` call, whose engine `choose_layout` sizes (at most `generate.MAX_ROWS` row slots, more only to
+give every data x fsdp shard a prefix slot).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from grm_jax.aot import cost
 from grm_jax.grm import meta_rm
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
-from grm_jax.models.decoder import LayerCaches
+from grm_jax.models.decoder import decode_step as model_decode_step
+from grm_jax.sampling import engine
+from grm_jax.sampling.buckets import batch_bucket
+from grm_jax.sampling.generate import MAX_ROWS
 from grm_jax.sampling.params import sampling_shardings
-from grm_jax.sampling.static import MAX_PROMPTS_PER_CALL, decode_program, sampler_program
-from grm_jax.sampling.static import call_shape as sampler_call_shape
 from grm_jax.stages import grpo as grpo_stage
 from grm_jax.stages import metarm, rft
 from grm_jax.train.grpo import GrpoConfig, GrpoUpdater
@@ -54,16 +59,16 @@ class Program:
   flops: float  # analytic FLOPs of one call, all chips (cost.py states the rule)
   model_flops: float  # the useful part (no rematerialisation), for MFU
   hbm_bytes: float  # analytic HBM traffic of one call, per chip
-  tokens: int  # tokens processed (training) or generated (sampling) per call
+  tokens: int  # tokens processed (training, forward, the engine's insert: prompt tokens) or generated per call
   must_bytes: float = 0.0  # decode step: weight and KV-cache bytes per chip the step must read
   twin: Callable[[int], Program] | None = None  # loop-free copy with this many layers (XLA's FLOP count)
-  calls: int = 1  # calls per stage step (a sampler round of many prompts runs several calls)
-  kind: str = "train"  # train | forward | sampler (which memory estimate applies)
-  rows: int = 0  # rows of one micro-batch (train / forward) or of the decode (sampler)
-  length: int = 0  # tokens per row (train / forward) or own KV slots per row (sampler: new tokens)
-  prefix_tokens: int = 0  # sampler: prompt tokens of all its prompts (their KV cache is shared by their rows)
+  calls: int = 1  # calls per stage step (a sampler round of many prompts runs several inserts and steps)
+  kind: str = "train"  # train | forward | insert | step | decode (which memory estimate applies)
+  rows: int = 0  # rows of one micro-batch (train / forward), prompts of an insert, row slots of a step / decode
+  length: int = 0  # tokens per row (train / forward / insert) or own KV slots per row (step / decode: new tokens)
   cfg: ModelConfig | None = None
-  param_args: Any = None  # the params among `args` (their gradient accumulator is a temporary)
+  param_args: Any = None  # the params among `args` (training: their gradient accumulator is a temporary; the
+  # engine's step: its layers are sliced apart, copied, before the loop)
   # What the stage keeps on the device while this program runs, beyond its arguments ({what: abstract tree}): e.g.
   # the GRPO sampler runs beside the Adam moments and the KL reference. A fit counts them.
   resident: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -279,56 +284,154 @@ def meta_scores(plan: Plan) -> Program:
 
 
 @dataclasses.dataclass(frozen=True)
-class CallShape:
-  prompts: int  # distinct prompts in one call (rows of the prefill)
-  n: int  # samples per prompt
-  prompt_len: int  # padded prompt tokens
-  max_new: int
-  calls: int  # calls per round of `items` items
+class EngineShape:
+  """One `sampling.generate` call as the stage makes it, on the continuous engine: its layout and how a round's
+  prompts pass through it.
+
+  prompts: distinct prompts of the call (requests); n: samples per prompt; layout: `engine.choose_layout` as
+  `generate` picks it; batch: prompts per insert call (the first placement fills every prefix slot, `Engine._prefill`
+  rounds the chunk to a bucket); view: prefix slots a step reads (the longest prompt's bucket)."""
+
+  layout: engine.Layout
+  prompts: int
+  n: int
+  batch: int
+  view: int
 
   @property
-  def rows(self) -> int:
-    return self.prompts * self.n
+  def groups(self) -> int:
+    """Prefix slots the call fills in all: a request takes ceil(n / per_prefix) row groups, each prefilled."""
+    return self.prompts * -(-self.n // self.layout.per_prefix)
+
+  @property
+  def inserts(self) -> int:
+    """Insert calls of the call at full buckets (refills as rows end insert fewer prompts per call: at least this)."""
+    return -(-self.groups // min(self.batch, self.layout.prefixes))
+
+  @property
+  def steps(self) -> int:
+    """Step calls of `new_tokens` iterations, every row slot busy, that decode all the call's samples when each
+    runs to `new_tokens` (the bound; the engine makes more, shorter calls as it refills rows whose samples ended
+    early, and decodes fewer iterations in all)."""
+    return -(-self.groups // self.layout.prefixes)
 
 
-def call_shape(plan: Plan, items: int, k: int, max_new: int) -> CallShape:
-  distinct_per_item = min(k, math.factorial(plan.responses))
-  n = -(-k // distinct_per_item)
-  prompts = items * distinct_per_item
-  per_call = min(prompts, MAX_PROMPTS_PER_CALL)
-  batch, plen = sampler_call_shape(per_call, n, plan.prompt_len, plan.mesh)
-  return CallShape(batch, n, plen, max_new, -(-prompts // per_call))
+def engine_shape(plan: Plan, items: int, k: int, max_new: int) -> EngineShape:
+  """The engine of a sampler call of `items` items x k samples (module docstring): min(k, n!) distinct prompts per
+  item of `prompt_len` tokens, ceil(k / distinct) samples each, laid out by `choose_layout` with `generate`'s
+  `MAX_ROWS` over data x fsdp."""
+  distinct = min(k, math.factorial(plan.responses))
+  n = -(-k // distinct)
+  prompts = items * distinct
+  shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
+  layout = engine.choose_layout([n] * prompts, plan.prompt_len, max_new, NUM_STOP_IDS, MAX_ROWS, shards)
+  groups = prompts * -(-n // layout.per_prefix)
+  batch = min(batch_bucket(min(groups, layout.prefixes), shards), math.lcm(layout.prefixes, shards))
+  return EngineShape(layout, prompts, n, batch, layout.prefix_len)
 
 
-def sampler(plan: Plan, name: str, items: int, k: int, max_new: int,
-            resident: Callable[[Plan], dict] | None = None, rounds: int = 1) -> Program:
-  """The whole sampler call (prefill, then the decode while-loop) as `sampling.generate` compiles it, for `items`
-  items per round (`grm.judge`'s batch_items) and `rounds` rounds per stage step."""
-  s = call_shape(plan, items, k, max_new)
-  fn = sampler_program(plan.cfg, plan.mesh, plan.rules, s.prompts, s.prompt_len, s.n, max_new, 0, False,
-                                False, NUM_STOP_IDS)
-  names = ("activation_batch", "activation_length")
-  args = (plan.params(), plan.array((s.prompts, s.prompt_len), jnp.int32, names),
-          plan.array((s.prompts, s.prompt_len), jnp.bool_, names),
-          plan.array((s.rows, 2), jnp.uint32, ("activation_batch", None)),
-          plan.replicated((), jnp.float32), plan.replicated((), jnp.float32),
-          plan.replicated((NUM_STOP_IDS,), jnp.int32), plan.array((s.rows,), jnp.bool_, ("activation_batch",)))
-  flops = cost.sampler_flops(plan.cfg, s)
-  return Program(name, fn, args, f"{s.prompts} prompts x {s.prompt_len} tokens, n={s.n}, {max_new} new",
-                 flops, flops, cost.sampler_bytes(plan.cfg, s, plan.mesh), s.rows * max_new, calls=s.calls * rounds,
-                 kind="sampler", rows=s.rows, length=max_new, prefix_tokens=s.prompts * s.prompt_len, cfg=plan.cfg,
-                 resident=resident(plan) if resident else {})
+def _placed_params(plan: Plan):
+  """The params as `sampling.params.place` leaves them for the engine: compute dtype, whole on every data / fsdp
+  shard (`sampling_shardings`)."""
+  cfg = plan.cfg
+  abstract = jax.eval_shape(functools.partial(weights.for_compute, cfg), plan.params())
+  return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract,
+                      sampling_shardings(cfg, plan.mesh, plan.rules))
+
+
+def _sampler_resident(plan: Plan, params, resident: Callable[[Plan], dict] | None) -> dict[str, Any]:
+  """What stays on the chip beside an engine program: the stage's own arrays, and the leaves of the params as
+  stored that `place` copied (another dtype or sharding; the others are the same arrays)."""
+  out = resident(plan) if resident else {}
+  originals = [a for a, c in zip(jax.tree.leaves(plan.params()), jax.tree.leaves(params), strict=True)
+               if a.dtype != c.dtype or a.sharding != c.sharding]
+  if originals and "params" not in out:
+    out["params (as stored)"] = originals
+  return out
+
+
+def _engine_state(plan: Plan, layout: engine.Layout):
+  """The engine's `State` as abstract arguments, with the shardings `init_program` gives it (`_constrain_state`):
+  read off its compiled output (an init of zeros compiles in a moment)."""
+  init = engine.init_program(plan.cfg, plan.mesh, plan.rules, layout)
+  shapes = jax.eval_shape(init)
+  shardings = init.lower().compile().output_shardings
+  return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), shapes, shardings)
+
+
+def _rows_of(plan: Plan, shape, dtype):
+  return plan.array(shape, dtype, ("activation_batch", "activation_length"))  # as `Engine._put` shards them
+
+
+def _engine_words(s: EngineShape) -> str:
+  lay = s.layout
+  return (f"{lay.rows} rows = {lay.prefixes} prefixes x {lay.per_prefix}, {s.view} prefix + {lay.new_tokens} own "
+          f"slots")
+
+
+def sampler_insert(plan: Plan, name: str, items: int, k: int, max_new: int,
+                   resident: Callable[[Plan], dict] | None = None, rounds: int = 1) -> Program:
+  """The engine's prefill-insert (`engine.insert_program`) as a `generate` call of `items` items runs it first: a
+  bucket of `batch` prompts of `prompt_len` tokens prefilled into the prefix slots of the state (donated)."""
+  s = engine_shape(plan, items, k, max_new)
+  lay, cfg = s.layout, plan.cfg
+  params = _placed_params(plan)
+  fn = engine.insert_program(cfg, plan.mesh, plan.rules, lay, s.batch, lay.prefix_len)
+  args = (_engine_state(plan, lay), params, _rows_of(plan, (s.batch, lay.prefix_len), jnp.int32),
+          _rows_of(plan, (s.batch, lay.prefix_len), jnp.bool_), _rows_of(plan, (s.batch,), jnp.int32))
+  flops = cost.insert_flops(cfg, s.batch, lay.prefix_len)
+  return Program(f"{name}_insert", fn, args, f"{s.batch} prompts x {lay.prefix_len} tokens into {_engine_words(s)}",
+                 flops, flops, cost.insert_bytes(cfg, params, s.batch, lay.prefix_len, plan.mesh),
+                 s.batch * lay.prefix_len, calls=s.inserts * rounds, kind="insert", rows=s.batch,
+                 length=lay.prefix_len, cfg=cfg, resident=_sampler_resident(plan, params, resident))
+
+
+def sampler_step(plan: Plan, name: str, items: int, k: int, max_new: int,
+                 resident: Callable[[Plan], dict] | None = None, rounds: int = 1) -> Program:
+  """The engine's step call (`engine.step_program`: start the new rows, then the decode `while_loop`) at the
+  layout `generate` picks, its state donated; counted as `new_tokens` iterations of every row slot."""
+  s = engine_shape(plan, items, k, max_new)
+  lay, cfg = s.layout, plan.cfg
+  params = _placed_params(plan)
+  fn = engine.step_program(cfg, plan.mesh, plan.rules, lay, s.view)
+  r, rows = lay.rows, ("activation_batch", "activation_length")
+  starts = engine.Starts(
+    new=plan.array((r,), jnp.bool_, rows), keys=plan.array((r, 2), jnp.uint32, rows),
+    temperature=plan.array((r,), jnp.float32, rows), top_p=plan.array((r,), jnp.float32, rows),
+    top_k=plan.array((r,), jnp.int32, rows), max_new=plan.array((r,), jnp.int32, rows),
+    stop_ids=plan.array((r, lay.num_stop), jnp.int32, rows))
+  args = (_engine_state(plan, lay), params, starts, plan.replicated((), jnp.int32), plan.replicated((), jnp.bool_))
+  flops = lay.new_tokens * cost.decode_flops(cfg, r, s.view, lay.new_tokens)
+  must = cost.decode_must_bytes(cfg, r, lay.prefixes, s.view, lay.new_tokens, params, plan.mesh)
+  # Each iteration reads what a decode step must; once per call the layers are sliced apart (read and written).
+  moved = lay.new_tokens * must + 2 * cost.per_chip_bytes(params["layers"])
+  return Program(f"{name}_step", fn, args, f"{_engine_words(s)}, {lay.new_tokens} iterations", flops, flops,
+                 moved, r * lay.new_tokens, calls=s.steps * rounds, kind="step", rows=r,
+                 length=lay.new_tokens, cfg=cfg, param_args=params, resident=_sampler_resident(plan, params, resident))
+
+
+@functools.lru_cache(maxsize=16)
+def engine_decode_program(cfg, mesh, rules):
+  """jit(step)(params, layer_params, tok [R], pos [R], cache) -> (logits [R, 1, V], cache): the model call of the
+  engine's loop body (`engine.step_program`: `decode_step` over the rows' rings and the prefix view, with key
+  positions) as its own program. The body's other work is per row (sampling, a token and log-prob written), so this
+  is what an iteration moves and computes. The cache is donated: the loop updates it in place."""
+  rules = rules if mesh is not None else ()
+
+  def one(params, layer_params, tok, pos, cache):
+    ones = jnp.ones((tok.shape[0], 1), bool)
+    return model_decode_step(cfg, params, layer_params, tok[:, None], pos[:, None], ones, cache, mesh, rules)
+
+  return jax.jit(one, donate_argnums=(4,))
 
 
 def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int,
                 resident: Callable[[Plan], dict] | None = None) -> Program:
-  """One step of that sampler's decode loop, alone: what each generated token costs in bytes and FLOPs."""
-  s = call_shape(plan, items, k, max_new)
-  cfg = plan.cfg
-  # The loop reads the params as `sampling_params` leaves them: compute dtype, whole on every data / fsdp shard.
-  abstract = jax.eval_shape(functools.partial(weights.for_compute, cfg), plan.params())
-  params = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract,
-                        sampling_shardings(cfg, plan.mesh, plan.rules))
+  """One iteration of that engine's decode loop, alone: every row slot one token over its ring and its prefix
+  slot's view, with the engine's cache (`LayerCaches` with key positions). What each token costs in bytes."""
+  s = engine_shape(plan, items, k, max_new)
+  lay, cfg = s.layout, plan.cfg
+  params = _placed_params(plan)
   top = {k_: v for k_, v in params.items() if k_ != "layers"}
 
   def one_layer(a):
@@ -336,31 +439,25 @@ def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int,
     return jax.ShapeDtypeStruct(a.shape[1:], a.dtype, sharding=NamedSharding(plan.mesh, PartitionSpec(*spec[1:])))
 
   layers = [jax.tree.map(one_layer, params["layers"]) for _ in range(cfg.num_layers)]
-  dt = jnp.dtype(cfg.cache_dtype or cfg.dtype)
-  kvh, hd = cfg.num_kv_heads, cfg.head_dim
-  cache_names = ("cache_batch", "cache_heads", None, None)
-  cache = LayerCaches(
-    k=tuple(plan.array((s.rows, kvh, hd, max_new), dt, cache_names) for _ in range(cfg.num_layers)),
-    v=tuple(plan.array((s.rows, kvh, max_new, hd), dt, cache_names) for _ in range(cfg.num_layers)),
-    valid=plan.array((s.rows, max_new), jnp.bool_, ("cache_batch",)),
-    index=plan.replicated((), jnp.int32),
-    prefix_k=tuple(plan.array((s.prompts, kvh, hd, s.prompt_len), dt, cache_names) for _ in range(cfg.num_layers)),
-    prefix_v=tuple(plan.array((s.prompts, kvh, s.prompt_len, hd), dt, cache_names) for _ in range(cfg.num_layers)),
-    prefix_valid=plan.array((s.prompts, s.prompt_len), jnp.bool_, ("cache_batch",)),
-  )
+  state = _engine_state(plan, lay)
+
+  def view(a, axis):  # the step's prefix view: the first `view` slots of a prefix slot
+    shape = list(a.shape)
+    shape[axis] = s.view
+    return jax.ShapeDtypeStruct(tuple(shape), a.dtype, sharding=a.sharding)
+
+  c = state.cache
+  cache = dataclasses.replace(
+    c, prefix_k=tuple(view(a, -1) for a in c.prefix_k), prefix_v=tuple(view(a, -2) for a in c.prefix_v),
+    prefix_valid=view(c.prefix_valid, -1), prefix_positions=view(c.prefix_positions, -1))
   rows = ("activation_batch",)
-  args = (top, layers, plan.array((s.rows,), jnp.int32, rows), plan.array((s.rows,), jnp.int32, rows), cache)
-  fn = decode_program(cfg, plan.mesh, plan.rules)
-  flops = cost.decode_flops(cfg, s)
-  must = cost.decode_must_bytes(cfg, s, params, plan.mesh)
-  # The loop reads a copy of the leaves whose dtype or sharding `sampling_params` changes; the originals stay.
-  resident = resident(plan) if resident else {}
-  originals = [a for a, c in zip(jax.tree.leaves(plan.params()), jax.tree.leaves(params), strict=True)
-               if a.dtype != c.dtype or a.sharding != c.sharding]
-  if originals and "params" not in resident:
-    resident["params (as stored)"] = originals
-  return Program(name, fn, args, f"{s.rows} rows, {s.prompt_len} prefix + {max_new} own slots", flops, flops, must,
-                 s.rows, must_bytes=must, kind="decode", rows=s.rows, length=max_new, cfg=cfg, resident=resident)
+  args = (top, layers, plan.array((lay.rows,), jnp.int32, rows), plan.array((lay.rows,), jnp.int32, rows), cache)
+  fn = engine_decode_program(cfg, plan.mesh, plan.rules)
+  flops = cost.decode_flops(cfg, lay.rows, s.view, lay.new_tokens)
+  must = cost.decode_must_bytes(cfg, lay.rows, lay.prefixes, s.view, lay.new_tokens, params, plan.mesh)
+  return Program(name, fn, args, _engine_words(s), flops, flops, must, lay.rows, must_bytes=must, kind="decode",
+                 rows=lay.rows, length=lay.new_tokens, cfg=cfg,
+                 resident=_sampler_resident(plan, params, resident))
 
 
 # --------------------------------------------------------------------------------------------------- the preset
@@ -368,25 +465,31 @@ def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int,
 
 def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], Program]]:
   """Builders (called lazily: building a 27B program's arguments is cheap, compiling it is not) for every program
-  the config's stages run, in stage order."""
+  the config's stages run, in stage order. Each sampling use runs the continuous engine: its insert and step
+  programs, and (`decode_steps`) one iteration of its decode loop alone for the bytes a token moves."""
   c, out = plan.config, []
   stages = tuple(c.stages)
 
   def add(fn, *args, on: Plan = plan, **kw):
     out.append(lambda: fn(on, *args, **kw))
 
+  def sampling(name, decode_name, *shape, on: Plan = plan, resident=None, rounds: int = 1):
+    add(sampler_insert, name, *shape, on=on, resident=resident, rounds=rounds)
+    add(sampler_step, name, *shape, on=on, resident=resident, rounds=rounds)
+    if decode_steps:
+      add(decode_step, decode_name, *shape, on=on, resident=resident)
+
   if "rft" in stages:
     if not str(c.rft.sampler):  # the trained model samples its own trajectories
-      add(sampler, "rft/sample", int(c.rft.batch_items), int(c.rft.num_samples), int(c.rft.max_new_tokens))
+      sampling("rft/sample", "rft/decode_step", int(c.rft.batch_items), int(c.rft.num_samples),
+               int(c.rft.max_new_tokens))
     add(sft_step)
   if "grpo" in stages:
     g = c.grpo
     per_call = grpo_stage.items_per_call(g)
-    shape = (per_call, int(g.group_size), int(g.max_new_tokens))
     beside = functools.partial(_grpo_resident, parts=("moments", "reference"))
-    add(sampler, "grpo/rollouts", *shape, resident=beside, rounds=-(-int(g.prompts_per_step) // per_call))
-    if decode_steps:
-      add(decode_step, "grpo/decode_step", *shape, resident=beside)
+    sampling("grpo/rollouts", "grpo/decode_step", per_call, int(g.group_size), int(g.max_new_tokens),
+             resident=beside, rounds=-(-int(g.prompts_per_step) // per_call))
     if GrpoConfig.from_config(g).has_kl:
       add(grpo_reference)
     add(grpo_step)
@@ -395,16 +498,14 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
     if int(m.samples_per_item) > 0:
       # A trained policy's params are restored beside the base weights the meta RM starts from.
       beside = (lambda p: {"base params": p.params()}) if str(m.policy) != "base" else None
-      add(sampler, "metarm/sample", int(m.batch_items), int(m.samples_per_item), int(m.max_new_tokens),
-          resident=beside)
+      sampling("metarm/sample", "metarm/decode_step", int(m.batch_items), int(m.samples_per_item),
+               int(m.max_new_tokens), resident=beside)
     add(metarm_states if str(m.method) == "probe" else metarm_step)
   if "evaluate" in stages:
     e = c.eval
     ev = dataclasses.replace(plan, cfg=plan.cfg.replace(param_dtype=plan.cfg.dtype))  # loaded in compute dtype
-    shape = (int(e.batch_items), int(e.k), int(e.max_new_tokens))
-    add(sampler, "eval/judge", *shape, on=ev, resident=_eval_resident)
-    if decode_steps:
-      add(decode_step, "eval/decode_step", *shape, on=ev, resident=_eval_resident)
+    sampling("eval/judge", "eval/decode_step", int(e.batch_items), int(e.k), int(e.max_new_tokens), on=ev,
+             resident=_eval_resident)
     if str(e.meta_model):
       add(meta_scores, on=ev)
   return out

@@ -247,7 +247,7 @@ def step_program(cfg, mesh, rules, layout: Layout, view: int | None = None):
       stopped=jnp.where(new, False, state.stopped), live=state.live & ~new,
       cache=dataclasses.replace(state.cache, valid=state.cache.valid & ~new[:, None]),
     )
-    tok, logp = draw(st, jnp.repeat(st.last_logits, m, axis=0))
+    tok, logp = draw(st, st.last_logits[rows // m])  # each row its prefix slot's logits
     st, ended = record(st, new, tok, logp)
     layer_params = split_layer_params(params)
     prompt_len = jnp.repeat(st.prompt_len, m)

@@ -93,32 +93,62 @@ def test_sft_step_shards_params_and_moments_by_the_rules_and_memory_adds_up(plan
 
 
 def test_grpo_and_sampler_programs_compile(plan):
+  """GRPO's rollouts run on the continuous engine: its insert and step programs at the layout `generate` picks,
+  and one iteration of its decode loop alone."""
+  from grm_jax.sampling import engine  # noqa: PLC0415
+  from grm_jax.sampling.generate import MAX_ROWS  # noqa: PLC0415
+
   results = {}
   for build in (programs.grpo_step, programs.grpo_reference):
     p = build(plan)
     results[p.name] = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4, xla_flops=False)
-  rollouts = {b().name: b() for b in programs.stage_programs(plan)}["grpo/rollouts"]
-  p = programs.sampler(plan, "grpo/rollouts", 2, 4, 16, resident=lambda _: rollouts.resident)
-  results[p.name] = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4)
-  d = programs.decode_step(plan, "grpo/decode_step", 2, 4, 16)
-  results[d.name] = aot_compile.compile_program(d, hardware.TPU_CHIPS["v5p"], 95 << 30, 4)
+  builds = {b().name: b for b in programs.stage_programs(plan)}
+  assert {"grpo/rollouts_insert", "grpo/rollouts_step", "grpo/decode_step"} <= set(builds)
+  assert not {"grpo/rollouts", "eval/judge"} & set(builds)  # the static sampler is no stage's program any more
+  beside = builds["grpo/rollouts_step"]().resident
+  shape = (2, 4, 16)  # 2 items x 4 samples: 2 distinct prompts per pair of responses, 2 samples each
+  s = programs.engine_shape(plan, *shape)
+  # The layout `generate` would pick: rows per prefix = the samples per prompt, a prefix slot per prompt.
+  assert s.layout == engine.choose_layout([2] * 4, 200, 16, programs.NUM_STOP_IDS, MAX_ROWS, 2)
+  assert (s.layout.rows, s.layout.per_prefix, s.layout.prefix_len, s.batch) == (8, 2, 256, 4)
+  insert = programs.sampler_insert(plan, "grpo/rollouts", *shape, resident=lambda _: {})
+  stage_beside = {k: v for k, v in beside.items() if k != "params (as stored)"}  # the step adds that one itself
+  step = programs.sampler_step(plan, "grpo/rollouts", *shape, resident=lambda _: dict(stage_beside))
+  d = programs.decode_step(plan, "grpo/decode_step", *shape)
+  for p in (insert, step, d):
+    results[p.name] = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4)
   assert all(r.fits and r.needed > 0 for r in results.values())
+  # The engine's state is donated to insert and step: its outputs are written over it.
+  state_bytes = cost.per_chip_bytes(step.args[0])
+  assert results["grpo/rollouts_step"].alias >= state_bytes and results["grpo/rollouts_insert"].alias >= state_bytes
+  # The decode iteration reads the engine's cache: the rows' rings with key positions, the prefix slots' view.
+  cache = d.args[-1]
+  assert cache.positions.shape == (8, 16) and cache.positions.dtype == jnp.int32
+  assert cache.prefix_positions.shape == (4, 256) and cache.prefix_k[0].shape[0] == 4
+  # What it must read: the weights as the sampler holds them, each prefix slot's view once, every row's ring.
+  placed = cost.per_chip_bytes(d.args[:2], plan.cfg.dtype)
+  kv = cost.per_chip_bytes((cache.k, cache.v, cache.prefix_k, cache.prefix_v))
+  assert d.must_bytes == pytest.approx(placed + kv, rel=1e-6)
   # The decode step is loop-free, so XLA's own FLOP and byte counts are read off it.
-  step = results["grpo/decode_step"]
-  assert step.xla_flops and step.xla_bytes and step.hbm_moved
+  r = results["grpo/decode_step"]
+  assert r.xla_flops and r.xla_bytes and r.hbm_moved
+  assert 0.9 < r.flops_ratio < 1.3, r.flops_ratio
   # HBM traffic (traffic.py) can not be below what the step must read, and XLA's count, which adds the on-chip
   # staging copies, is above it.
-  assert 1.0 <= step.bytes_ratio < step.xla_bytes_ratio
+  assert 1.0 <= r.bytes_ratio < r.xla_bytes_ratio
   # GRPO keeps its reference in the compute dtype: half of the f32 params (norm scales stay f32).
   ref = programs.grpo_reference(plan).args[0]
   assert ref["layers"]["mlp"]["up"].dtype == jnp.bfloat16 and ref["final_norm"]["scale"].dtype == jnp.float32
-  # The rollouts run beside the Adam moments (two f32 copies of the params' shards) and that reference: a fit
-  # counts them on top of the program's own bytes.
-  r, params = results["grpo/rollouts"], cost.per_chip_bytes(plan.params())
-  assert set(r.resident_parts) == {"moments", "reference"}
+  # The rollouts run beside the Adam moments (two f32 copies of the params' shards), that reference, and the f32
+  # params as stored (the engine reads its compute-dtype copy, `place`): a fit counts them on top of its own bytes.
+  params = cost.per_chip_bytes(plan.params())
+  assert set(beside) == {"moments", "reference", "params (as stored)"}
+  r = results["grpo/rollouts_step"]
+  assert set(r.resident_parts) == {"moments", "reference", "params (as stored)"}
   assert r.resident_parts["moments"] >= 2 * params and r.resident_parts["reference"] == cost.per_chip_bytes(ref)
   assert r.total == r.needed + r.resident and r.headroom == pytest.approx(1 - r.total / r.capacity)
-  squeezed = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], r.needed + r.resident // 2, 4, xla_flops=False)
+  squeezed = aot_compile.compile_program(step, hardware.TPU_CHIPS["v5p"], r.needed + r.resident // 2, 4,
+                                         xla_flops=False)
   assert not squeezed.fits  # the program alone would fit; with what stays beside it, it does not
 
 
