@@ -427,7 +427,7 @@ class Engine:
         self._state = prog(self._state, self._params, *self._put(tokens, mask, slots))
         self.stats.prefills += len(chunk)
 
-  def _starts(self) -> tuple[Starts, bool]:
+  def _starts(self) -> Starts:
     lay = self.layout
     r = lay.rows
     new = np.zeros(r, bool)
@@ -453,7 +453,7 @@ class Engine:
       self.queue.popleft()
     keys = key_data(seeds, salts, samples)
     starts = Starts(new, keys, temperature, top_p, top_k, max_new, stop_ids)
-    return starts, bool(new.any())
+    return starts
 
   def _shards(self) -> int:
     return 1 if self.mesh is None else math.prod(self.mesh.shape[a] for a in ("data", "fsdp"))
@@ -470,7 +470,7 @@ class Engine:
   def advance(self) -> list[Request]:
     """One round: place waiting requests, start idle rows, run one `step` call; returns the requests it finished."""
     self._prefill(self._assign_groups())
-    starts, _ = self._starts()
+    starts = self._starts()
     running = [row for row, x in enumerate(self.row_req) if x is not None]
     if not running:
       return []
@@ -535,15 +535,3 @@ def choose_layout(counts: Sequence[int], longest_prompt: int, max_new_tokens: in
   groups = math.lcm(groups, shards) if groups % shards else groups
   return Layout(rows=groups * per, per_prefix=per, prefix_len=length_bucket(longest_prompt),
                 new_tokens=max_new_tokens, num_stop=max(1, num_stop))
-
-
-Samples = tuple[list[list[int]], list[list[float]], list[bool]]
-
-
-def run_requests(model, requests: Sequence[Request], layout: Layout, params=None) -> Any:
-  """Run `requests` to completion on a fresh engine; returns its `Stats`."""
-  engine = Engine(model, layout, params)
-  for req in requests:
-    engine.submit(req)
-  engine.run()
-  return engine.stats
