@@ -35,4 +35,4 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check grm_jax tests
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --require-benchmarks

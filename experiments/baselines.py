@@ -30,7 +30,7 @@ import ml_collections
 from grm_jax import configs
 
 PRESETS = ("default", "quick", "smoke")
-VARIANT_STAGES = ("rft", "grpo", "evaluate")
+VARIANT_STAGES = ("rft", "grpo", "eval")
 # A variant judges with its own template and nothing else changes; the meta RM and the before-training baseline are
 # the SPCT run's, so its evaluation skips them.
 VARIANTS = {

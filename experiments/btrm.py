@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"experiments/btrm.py: unknown preset {preset!r}; choose one of {PRESETS}")
   c = configs.base(("btrm",))
   c.btrm = configs.btrm()
-  c.eval = configs.evaluation()
+  c.eval = configs.eval()
   c.data.train, c.data.test = SYNTHETIC, SYNTHETIC
   c.eval.datasets = SYNTHETIC
   c.btrm.batch_size, c.btrm.max_len = 4, 512

@@ -4,7 +4,7 @@
   python -m grm_jax.main --config=experiments/eval.py:smoke --workdir=/tmp/eval_smoke
   python -m grm_jax.main --config=experiments/eval.py --workdir=DIR \
       --config.model.name=/path/to/hf_dir --config.eval.datasets=rewardbench,rm-bench \
-      --config.eval.limit=200 --config.eval.k=8 --config.eval.temperature=0.5
+      --config.eval.limit=200 --config.eval.sampling.k=8 --config.eval.sampling.temperature=0.5
 
 Presets (the part after ':'):
   default  the embedded SmolLM2-135M-Instruct on 32 RewardBench items, k=4 (CPU, minutes)
@@ -27,15 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/eval.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = ml_collections.ConfigDict()
-  c.stages = ("evaluate",)
-  c.seed = 0
-  c.benchmark_root = configs.BENCHMARK_ROOT
-
-  c.model = configs.model()
-  c.mesh = configs.mesh()
-  c.grm = configs.grm()
-  c.eval = configs.evaluation()
+  c = configs.base(("eval",))
+  c.eval = configs.eval()
 
   if preset == "smoke":
     configs.smoke(c)
@@ -43,7 +36,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"
     c.eval.datasets = "rewardbench,rmb,rm-bench,realmistake"
     c.eval.limit = 0
-    c.eval.k = 32
-    c.eval.max_new_tokens = 1024
-    c.eval.batch_items = 64
+    c.eval.sampling.k, c.eval.sampling.max_new_tokens, c.eval.sampling.batch_items = 32, 1024, 64
   return c

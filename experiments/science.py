@@ -29,8 +29,8 @@ from grm_jax import configs
 PRESETS = ("default", "smoke")
 SEEDS = (0, 1, 2)
 K = 8  # samples per item at evaluation: the Voting@k curve at 1, 2, 4, 8
-GRM_STAGES = ("rft", "grpo", "metarm", "evaluate", "btrm")
-ABLATION_STAGES = ("rft", "grpo", "evaluate")
+GRM_STAGES = ("rft", "grpo", "metarm", "eval", "btrm")
+ABLATION_STAGES = ("rft", "grpo", "eval")
 ABLATION = "grm.template=compact_no_principles;eval.meta_model=;eval.baseline="
 
 
@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"experiments/science.py: unknown preset {preset!r}; choose one of {PRESETS}")
   c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
     "smoke" if preset == "smoke" else "default")
-  c.eval.k = K
+  c.eval.sampling.k = K
   c.eval.baseline = "base,rft"
   c.btrm = configs.btrm()
   c.btrm.batch_size, c.btrm.max_len = 4, 512
@@ -54,5 +54,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    for suffix, stages in (("", GRM_STAGES), ("_np", ABLATION_STAGES)) for stage in stages) + ("claims",)
   if preset == "smoke":
     configs.smoke(c)
-    c.eval.k = 4  # still 1, 2, 4 on the curve
+    c.eval.sampling.k = 4  # still 1, 2, 4 on the curve
   return c

@@ -30,7 +30,7 @@ Presets (the part after ':'):
                  meta RM's 2 epochs and class-balanced BCE, the hint's wording and place, the un-hinted prompt in
                  hinted SFT rows;
                - the paper's main table is greedy; this preset samples at 0.5 (rerun the evaluation with
-                 --config.eval.k=1 --config.eval.temperature=0 for greedy).
+                 --config.eval.sampling.k=1 --config.eval.sampling.temperature=0 for greedy).
 Every key can be overridden on the command line (`--config.grpo.beta=0.02`); an unknown key fails at start.
 """
 
@@ -56,7 +56,7 @@ PAPER_RECIPE = (
    "supplied as a JSONL"),
   ("RFT sampler", "DeepSeek-V2.5-0905 (a stronger pretrained GRM)", lambda c: f"`{c.rft.sampler}`",
    "grm_jax loads Llama, Qwen2 and Gemma-2 checkpoints, not DeepSeek-V2"),
-  ("RFT samples per item", "3, drop wrong ones and items right 3 of 3", lambda c: f"{c.rft.num_samples}", ""),
+  ("RFT samples per item", "3, drop wrong ones and items right 3 of 3", lambda c: f"{c.rft.sampling.k}", ""),
   ("hinted sampling", "1 per item, kept if right; HelpSteer2 hints carry the preference strength",
    lambda c: f"hinted={c.rft.hinted}, scope `{c.rft.hinted_scope}`, strength on HelpSteer2-Preference",
    "hint wording and place not published: ours"),
@@ -65,20 +65,20 @@ PAPER_RECIPE = (
   ("RFT optimisation", "lr 5e-6, batch 1,024, 900 steps", lambda c: f"lr {c.rft.optim.learning_rate:g}, batch "
    f"{c.rft.batch_size}, {c.rft.steps} steps", "AdamW, warmup, cosine schedule, 8,192-token rows: not stated, ours"),
   ("RL data", "237K items; drop those DeepSeek-V2-Lite-Chat gets right 3 of 3", lambda c: f"the RM data, filter "
-   f"`{c.grpo.filter.judge}` x {c.grpo.filter.samples}", "filter judge: a small model grm_jax loads"),
+   f"`{c.grpo.filter.judge}` x {c.grpo.filter.sampling.k}", "filter judge: a small model grm_jax loads"),
   ("GRPO", "G = 4, lr 4e-7, batch 512, 900 steps, beta 0.08", lambda c: f"G = {c.grpo.group_size}, lr "
    f"{c.grpo.optim.learning_rate:g}, {c.grpo.prompts_per_step * c.grpo.group_size} rollouts, {c.grpo.steps} steps, "
    f"beta {c.grpo.beta:g}", "batch read as rollouts; the paper does not say"),
   ("GRPO, not stated", "clip, rollout temperature, lengths, updates per batch", lambda c: f"clip {c.grpo.epsilon:g}, "
-   f"temperature {c.grpo.temperature:g}, {c.grpo.max_new_tokens} new tokens, {c.grpo.inner_updates} update", "ours"),
+   f"temperature {c.grpo.sampling.temperature:g}, {c.grpo.sampling.max_new_tokens} new tokens, {c.grpo.inner_updates} update", "ours"),
   ("meta RM", "scalar head on Gemma-2-27B, BCE, lr 1e-5, batch 512; RFT's plain samples + 3 per item of the GRM",
    lambda c: (f"a logistic probe on the {'policy' if c.metarm.init == 'policy' else 'base model'}'s frozen states, "
               "depth and L2 by item-fold CV" if c.metarm.method == "probe" else
               f"lr {c.metarm.optim.learning_rate:g}, batch {c.metarm.batch_size}, {c.metarm.epochs:g} epochs")
-   + f" on RFT's + {c.metarm.samples_per_item} per item of `{c.metarm.policy}`",
+   + f" on RFT's + {c.metarm.sampling.k} per item of `{c.metarm.policy}`",
    "steps not stated: ours"),
   ("evaluation", "RewardBench, PPE, RMB, ReaLMistake; k up to 32 at temperature 0.5, k_meta = k / 2",
-   lambda c: f"`{c.eval.datasets}`, k = {c.eval.k} at {c.eval.temperature:g}", "PPE read from benchmark_root; "
+   lambda c: f"`{c.eval.datasets}`, k = {c.eval.sampling.k} at {c.eval.sampling.temperature:g}", "PPE read from benchmark_root; "
    "greedy columns need a second run at temperature 0"),
 )
 
@@ -98,14 +98,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in PRESETS:
     raise ValueError(f"experiments/spct.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = configs.base(("rft", "grpo", "metarm", "evaluate"))
+  c = configs.base(("rft", "grpo", "metarm", "eval"))
   c.rft = configs.rft()
   c.grpo = configs.grpo()
   c.metarm = configs.metarm()
   # The Bradley–Terry scalar RM baseline (Table 2), not in the default stage list: add it with
-  # --config.stages=rft,grpo,metarm,btrm,evaluate (or run it alone) to score the same eval items with a scalar RM.
+  # --config.stages=rft,grpo,metarm,btrm,eval (or run it alone) to score the same eval items with a scalar RM.
   c.btrm = configs.btrm()
-  c.eval = configs.evaluation()
+  c.eval = configs.eval()
   c.eval.policy = "grpo"
   c.eval.datasets = SYNTHETIC  # its test split: problems disjoint from training
   c.eval.meta_model = "metarm"
@@ -131,7 +131,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rft.batch_size, c.rft.epochs, c.rft.max_len = 4, 2.0, 512
     c.rft.optim.learning_rate = 1.5e-4
     # The critic's judgements are ~45-70 tokens (a worked reference answer, a verdict and score per response).
-    c.rft.max_new_tokens = c.grpo.max_new_tokens = c.metarm.max_new_tokens = c.eval.max_new_tokens = 96
+    for group in (c.rft, c.grpo, c.metarm, c.eval):
+      group.sampling.max_new_tokens = 96
     c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 3, 2, 4
     c.grpo.micro_batches = 2  # 4 rows of ~300 tokens per pass: a 16-row pass without remat needs ~26 GB
     c.grpo.optim.learning_rate, c.grpo.optim.warmup_steps, c.grpo.beta = 5e-6, 0, 0.02
@@ -143,10 +144,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # is wrong only by believing a wrong answer, the policy as often by a verdict that contradicts its own reference:
     # the policy's states and its own samples are what separate the second kind.
     c.metarm.method, c.metarm.init = "probe", "policy"
-    c.metarm.samples_per_item, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 4, 0.5, 8, 512
+    c.metarm.sampling.k, c.metarm.epochs, c.metarm.batch_size, c.metarm.max_len = 4, 0.5, 8, 512
     c.metarm.optim.learning_rate, c.metarm.optim.warmup_steps = 5e-5, 1
     c.btrm.batch_size, c.btrm.max_len = 4, 512
-    c.eval.limit, c.eval.k, c.eval.batch_items, c.eval.baseline = 32, 4, 32, "base"
+    c.eval.limit, c.eval.sampling.k, c.eval.sampling.batch_items, c.eval.baseline = 32, 4, 32, "base"
   if preset == "smoke":
     configs.smoke(c)
   elif preset in ("gemma2_2b", "qwen2_5_1_5b"):
@@ -160,14 +161,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Sized by compiling for one device (python -m grm_jax.aot, docs/scaling.md): 2 rows of ~4,096 tokens per
     # pass, 8 items per sampler call, Adam's moments stored in bf16 and GRPO's KL reference in host memory; the f32
     # weights, moments and gradients take most of the device's memory.
-    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens, c.rft.batch_items = (
-      32, 16, 4096, 1024, 8)
+    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len = 32, 16, 4096
+    c.rft.sampling.max_new_tokens, c.rft.sampling.batch_items = 1024, 8
     c.rft.optim.learning_rate = 5e-6
-    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.micro_batches, c.grpo.max_new_tokens = 300, 16, 32, 1024
-    c.grpo.batch_items = 8
+    c.grpo.steps, c.grpo.prompts_per_step, c.grpo.micro_batches = 300, 16, 32
+    c.grpo.sampling.max_new_tokens, c.grpo.sampling.batch_items = 1024, 8
     c.grpo.optim.learning_rate = 1e-6
-    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len, c.metarm.batch_items = 32, 16, 4096, 8
-    c.eval.datasets, c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.batch_items = "rewardbench", 0, 8, 1024, 8
+    c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len, c.metarm.sampling.batch_items = 32, 16, 4096, 8
+    c.eval.datasets, c.eval.limit = "rewardbench", 0
+    c.eval.sampling.k, c.eval.sampling.max_new_tokens, c.eval.sampling.batch_items = 8, 1024, 8
     c.rft.optim.moment_dtype = c.grpo.optim.moment_dtype = c.metarm.optim.moment_dtype = "bfloat16"
     c.grpo.reference_on_host = True
   elif preset == "gemma2_27b":
@@ -187,30 +189,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # RFT: 3 plain samples and one hinted sample per item by a stronger teacher, general chat data as 85% of the SFT
     # rows (1070K of 1256K), 900 steps at batch 1,024, lr 5e-6.
     c.rft.sampler = "/data/Qwen2.5-72B-Instruct"
-    c.rft.num_samples, c.rft.hinted, c.rft.hinted_scope = 3, True, "all"
+    c.rft.sampling.k, c.rft.hinted, c.rft.hinted_scope = 3, True, "all"
     c.rft.general_data, c.rft.general_fraction = "/data/tulu-3-sft-mixture", 1070 / 1256
     # Micro-batches sized by compiling for v5p-128 (python -m grm_jax.aot, docs/scaling.md): 8 rows of 8,192 tokens
     # per data x fsdp group; at 16 rows the saved activations alone exceed a v5p chip's 95 GiB.
-    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len, c.rft.max_new_tokens, c.rft.batch_items = (
-      1024, 16, 8192, 2048, 256)
+    c.rft.batch_size, c.rft.micro_batches, c.rft.max_len = 1024, 16, 8192
+    c.rft.sampling.max_new_tokens, c.rft.sampling.batch_items = 2048, 256
     c.rft.steps = 900
     c.rft.optim.learning_rate = 5e-6
     c.rft.checkpoint.save_every = 100
     # GRPO: the RL set without the items a small judge gets right 3 times of 3, G = 4, 512 rollouts per step (the
     # paper's batch of 512, read as rollouts), 900 steps, lr 4e-7, beta 0.08.
-    c.grpo.filter.judge, c.grpo.filter.samples = "/data/Qwen2.5-7B-Instruct", 3
-    c.grpo.filter.max_new_tokens, c.grpo.filter.batch_items = 2048, 256
+    c.grpo.filter.judge, c.grpo.filter.sampling.k = "/data/Qwen2.5-7B-Instruct", 3
+    c.grpo.filter.sampling.max_new_tokens, c.grpo.filter.sampling.batch_items = 2048, 256
     c.grpo.steps, c.grpo.prompts_per_step, c.grpo.group_size = 900, 128, 4
-    c.grpo.micro_batches, c.grpo.max_new_tokens, c.grpo.beta = 16, 2048, 0.08
+    c.grpo.micro_batches, c.grpo.sampling.max_new_tokens, c.grpo.beta = 16, 2048, 0.08
     c.grpo.optim.learning_rate = 4e-7
     c.grpo.checkpoint.save_every = 50
     # Meta RM: a scalar head on the base model, BCE on RFT's plain samples plus 3 samples per item of the trained GRM,
     # lr 1e-5, batch 512.
-    c.metarm.policy, c.metarm.samples_per_item = "grpo", 3
+    c.metarm.policy, c.metarm.sampling.k = "grpo", 3
     c.metarm.batch_size, c.metarm.micro_batches, c.metarm.max_len = 512, 16, 8192
     c.metarm.optim.learning_rate = 1e-5
     # Evaluation: the paper's four benchmarks (PPE read from benchmark_root/ppe), k = 32 at temperature 0.5, MetaRM@k
     # with k_meta = k / 2.
     c.eval.datasets = "rewardbench,ppe,rmb,realmistake"
-    c.eval.limit, c.eval.k, c.eval.temperature, c.eval.max_new_tokens, c.eval.batch_items = 0, 32, 0.5, 2048, 64
+    c.eval.limit = 0
+    c.eval.sampling.k, c.eval.sampling.temperature, c.eval.sampling.max_new_tokens = 32, 0.5, 2048
+    c.eval.sampling.batch_items = 64
   return c

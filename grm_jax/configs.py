@@ -16,9 +16,10 @@ import ml_collections
 
 from grm_jax import parallel
 from grm_jax.data.registry import parse_mixture
-from grm_jax.grm.meta_rm import META_METHODS, META_POLICIES
 from grm_jax.grm.prompts import GRM_TEMPLATES
-from grm_jax.grm.trajectories import HINTED_SCOPES
+from grm_jax.judges.meta_rm import META_METHODS, META_POLICIES
+from grm_jax.judges.settings import Sampling
+from grm_jax.judges.trajectories import HINTED_SCOPES
 from grm_jax.train import tracking as tracking_lib
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
@@ -113,6 +114,21 @@ def optim(learning_rate: float) -> ml_collections.ConfigDict:
   return c
 
 
+def sampling(k: int | None, temperature: float, max_new_tokens: int = 256, batch_items: int = 16,
+             top_p: float = 1.0, top_k: int = 0) -> ml_collections.ConfigDict:
+  """How a stage samples judgements (`judges.Sampling.from_config` reads it); `k=None` for GRPO, whose k is
+  `grpo.group_size`."""
+  c = ml_collections.ConfigDict()
+  if k is not None:
+    c.k = k  # judgements per item, each with its own shuffle of the responses
+  c.temperature = temperature  # 0 = greedy
+  c.top_p = top_p
+  c.top_k = top_k  # 0 = off
+  c.max_new_tokens = max_new_tokens
+  c.batch_items = batch_items  # items per sampler call (bounds the prompts held at once); 0 = all at once
+  return c
+
+
 def checkpoint() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.save_every = 10  # steps
@@ -126,14 +142,10 @@ def rft() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.sampler = ""  # who samples: "" the trained model, "synthetic-critic" (built-in data), or a models.load spec
   c.critic_noise = 0.3  # synthetic-critic: chance a sample believes a wrong answer (gives RFT something to reject)
-  c.num_samples = 3  # N_RFT
+  c.sampling = sampling(k=3, temperature=1.0)  # k = N_RFT
   c.hinted = True  # also draw one hinted sample per item
   c.hinted_scope = "all"  # "all" items with n >= 2 (our reading of the paper) or "not_too_easy" (ours; stages/rft.py)
   c.min_accepted = 1  # fewer accepted trajectories stop the stage with an error (0: go on with the base params)
-  c.temperature = 1.0
-  c.top_p = 1.0
-  c.max_new_tokens = 256
-  c.batch_items = 16  # items per sampler call
   # General chat SFT data mixed into RFT (the paper: 1070K of its 1256K RFT set; without it Overall drops 5.5):
   # a .jsonl / .json / .parquet file or an HF-layout folder of them, rows {"messages": [...]} (or "conversations").
   c.general_data = ""
@@ -158,10 +170,9 @@ def grpo() -> ml_collections.ConfigDict:
   c.init = "rft"  # start from the RFT stage's params ("rft") or the base model ("base")
   c.steps = 900
   c.prompts_per_step = 4  # items per step; rollouts per step = prompts_per_step * group_size
-  c.group_size = 4  # G
-  c.temperature = 1.0
-  c.top_p = 1.0
-  c.max_new_tokens = 256
+  c.group_size = 4  # G: the rollouts per item (the sampling's k)
+  # batch_items 0: all prompts_per_step items in one sampler call (bounds the rollouts' device memory otherwise)
+  c.sampling = sampling(k=None, temperature=1.0, batch_items=0)
   c.epsilon = 0.2
   c.epsilon_high = 0.0  # 0 = symmetric clip (DAPO uses 0.28)
   c.beta = 0.08  # KL weight (paper: 0.08 for 27B)
@@ -173,7 +184,6 @@ def grpo() -> ml_collections.ConfigDict:
   c.adv_eps = 1e-6
   c.inner_updates = 1  # mu: optimizer steps per batch of rollouts (old log-probs fixed)
   c.micro_batches = 1
-  c.batch_items = 0  # items per sampler call (bounds the rollouts' device memory); 0 = all prompts_per_step at once
   c.eval_every = 0  # every N steps judge eval_items held-out items (data.test) greedily: "heldout/..." metrics
   c.eval_items = 16
   c.optim = optim(4e-7)
@@ -186,10 +196,7 @@ def rl_filter() -> ml_collections.ConfigDict:
   """GRPO's RL-data filter (paper App. C.1): drop the items a small judge gets right in all its samples."""
   c = ml_collections.ConfigDict()
   c.judge = ""  # '' = keep every item; a models.load spec (the paper: DeepSeek-V2-Lite-Chat) or "synthetic-critic"
-  c.samples = 3  # the paper: 3
-  c.temperature = 1.0  # not stated in the paper (ours)
-  c.max_new_tokens = 256
-  c.batch_items = 16  # items per sampler call
+  c.sampling = sampling(k=3, temperature=1.0)  # the paper: 3 samples; the temperature is not stated (ours)
   c.critic_noise = 0.3  # synthetic-critic only: chance a sample believes a wrong answer
   return c
 
@@ -205,10 +212,7 @@ def metarm() -> ml_collections.ConfigDict:
   c.probe_layers = ""  # "probe": depths to try ('' = every layer; e.g. "8,12,16")
   c.probe_l2 = (10.0, 1.0, 0.1, 0.01)  # "probe": L2 strengths to try on standardised states, strong first
   c.probe_folds = 5  # "probe": cross-validation folds, by item
-  c.samples_per_item = 3  # judgements sampled from the policy per training item
-  c.temperature = 1.0
-  c.max_new_tokens = 256
-  c.batch_items = 16  # items per sampler call
+  c.sampling = sampling(k=3, temperature=1.0)  # k: judgements sampled from the policy per training item (0 = none)
   c.heldout_fraction = 0.2  # items held out for the AUC
   # Ours (not in the paper): weight BCE rows so both labels count equally (weak-policy data is mostly wrong).
   c.class_balance = True
@@ -308,11 +312,13 @@ def variant_config(config: ml_collections.ConfigDict, name: str) -> ml_collectio
   return overridden(config, config.variants[name], f"variants.{name}")
 
 
-def overridden(config: ml_collections.ConfigDict, overrides: str, key: str) -> ml_collections.ConfigDict:
-  """A copy of `config` with `overrides` ("dotted.key=value;...") applied, each value cast to the type of the one it
-  replaces; an unknown key or a bad value is an error naming `key`."""
+def overridden(config: ml_collections.ConfigDict, overrides: str, key: str,
+               prefix: str = "") -> ml_collections.ConfigDict:
+  """A copy of `config` with `overrides` ("dotted.key=value;...", each under `prefix.` when given) applied, each value
+  cast to the type of the one it replaces; an unknown key or a bad value is an error naming `key`."""
   out = ml_collections.ConfigDict(config.to_dict())
   for dotted, text in parse_overrides(overrides, key):
+    dotted = f"{prefix}.{dotted}" if prefix else dotted
     node, parts = out, dotted.split(".")
     for part in parts[:-1]:
       if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
@@ -350,76 +356,72 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if "data" in config:
     for key in ("train", "test"):
       parse_mixture(config.data[key], f"data.{key}")  # a typo in a data spec fails now, not after the model loads
-  for stage, key in (("rft", "batch_size"), ("metarm", "batch_size"), ("btrm", "batch_size")):
-    if stage not in config or stage not in tuple(config.stages):
-      continue
-    group = config[stage]
-    FitConfig.from_config(group, stage)  # the training settings, typed and checked where `train.fit` reads them
-    OptimConfig.from_config(group.optim, f"{stage}.optim")
-    if group[key] % group.micro_batches:
-      raise ValueError(f"config {stage}.{key}={group[key]} is not divisible by {stage}.micro_batches="
-                       f"{group.micro_batches}")
-    if rows and (group[key] // group.micro_batches) % rows:
-      raise ValueError(f"config {stage}.{key}={group[key]} / micro_batches={group.micro_batches} rows per "
-                       f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
-  for stage, group, counts in SAMPLING_CHECKS:
-    if group in config and stage in tuple(config.stages):
-      _check_sampling(config[group], group, counts)
-  if "rft" in config and "rft" in tuple(config.stages):
-    r = config.rft
-    if r.hinted_scope not in HINTED_SCOPES:
-      raise ValueError(f"config rft.hinted_scope={r.hinted_scope!r}: choose one of {HINTED_SCOPES}")
-    if not 0 <= r.general_fraction < 1:
-      raise ValueError(f"config rft.general_fraction={r.general_fraction}: a share of the SFT rows, in [0, 1)")
-    if r.general_fraction > 0 and not r.general_data:
-      raise ValueError(f"config rft.general_fraction={r.general_fraction} needs rft.general_data (a chat data file or "
-                       "folder)")
-  if "metarm" in config and "metarm" in tuple(config.stages):
-    _check_metarm(config.metarm)
   if "logging" in config and config.logging.wandb:
     _check_wandb(config.logging)
-  if "btrm" in config and "btrm" in tuple(config.stages):
-    if "eval" not in config:
-      raise ValueError("config.stages runs btrm without a config.eval group: the baseline is scored on the eval items "
-                       "(configs.evaluation())")
-    if config.btrm.max_len < 16:
-      raise ValueError(f"config btrm.max_len={config.btrm.max_len}: too short for a chat-templated response")
-  if "grpo" in config and "grpo" in tuple(config.stages):
-    g = config.grpo
-    GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them
-    OptimConfig.from_config(g.optim, "grpo.optim")
-    rollouts = g.prompts_per_step * g.group_size
-    if g.group_size < 2:
-      raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")
-    if g.batch_items < 0:
-      raise ValueError(f"config grpo.batch_items={g.batch_items}: items per sampler call must be >= 1 (0 = all "
-                       "prompts_per_step at once)")
-    if rollouts % g.micro_batches:
-      raise ValueError(f"config grpo.micro_batches={g.micro_batches} does not divide the {rollouts} rollouts per "
-                       f"step (grpo.prompts_per_step x grpo.group_size)")
-    if rows and (rollouts // g.micro_batches) % rows:
-      raise ValueError(f"config grpo.prompts_per_step x grpo.group_size = {rollouts} rollouts / micro_batches="
-                       f"{g.micro_batches} do not split over the mesh's data x fsdp = {rows} devices")
+  stages = tuple(config.stages)
+  for stage, check in STAGE_CHECKS.items():
+    if stage in config and stage in stages:
+      check(config, rows)
 
 
-# (stage, config group, {key: smallest allowed value}) of every sampling stage; temperature, top_p and max_new_tokens
-# are checked in each.
-SAMPLING_CHECKS = (
-  ("rft", "rft", {"num_samples": 1, "batch_items": 1, "eval_every": 0, "eval_items": 1}),
-  ("grpo", "grpo", {"eval_every": 0, "eval_items": 1}),
-  ("metarm", "metarm", {"samples_per_item": 0, "batch_items": 1}),
-  ("evaluate", "eval", {"k": 1, "limit": 0, "batch_items": 1, "num_subsets": 1, "bootstrap_resamples": 0}),
-)
+def _check_fit(config: ml_collections.ConfigDict, stage: str, rows: int) -> None:
+  """A supervised stage's training settings (RFT's SFT, the meta RM, the BT RM)."""
+  group = config[stage]
+  FitConfig.from_config(group, stage)  # the training settings, typed and checked where `train.fit` reads them
+  OptimConfig.from_config(group.optim, f"{stage}.optim")
+  if group.batch_size % group.micro_batches:
+    raise ValueError(f"config {stage}.batch_size={group.batch_size} is not divisible by {stage}.micro_batches="
+                     f"{group.micro_batches}")
+  if rows and (group.batch_size // group.micro_batches) % rows:
+    raise ValueError(f"config {stage}.batch_size={group.batch_size} / micro_batches={group.micro_batches} rows per "
+                     f"micro-batch do not split over the mesh's data x fsdp = {rows} devices")
 
 
-def _check_wandb(group: ml_collections.ConfigDict) -> None:
-  if group.wandb_mode not in tracking_lib.MODES:
-    raise ValueError(f"config logging.wandb_mode={group.wandb_mode!r}: choose one of {tracking_lib.MODES}")
-  if importlib.util.find_spec("wandb") is None:
-    raise ValueError("config logging.wandb=True needs the wandb package: pip install wandb (or logging.wandb=False)")
+def _check_at_least(group: ml_collections.ConfigDict, name: str, counts: dict[str, int]) -> None:
+  for key, least in counts.items():
+    if group[key] < least:
+      raise ValueError(f"config {name}.{key}={group[key]}: must be >= {least}")
 
 
-def _check_metarm(m: ml_collections.ConfigDict) -> None:
+def _check_rft(config: ml_collections.ConfigDict, rows: int) -> None:
+  r = config.rft
+  _check_fit(config, "rft", rows)
+  Sampling.from_config(config, "rft.sampling", "rft")
+  _check_at_least(r, "rft", {"eval_every": 0, "eval_items": 1})
+  if r.hinted_scope not in HINTED_SCOPES:
+    raise ValueError(f"config rft.hinted_scope={r.hinted_scope!r}: choose one of {HINTED_SCOPES}")
+  if not 0 <= r.general_fraction < 1:
+    raise ValueError(f"config rft.general_fraction={r.general_fraction}: a share of the SFT rows, in [0, 1)")
+  if r.general_fraction > 0 and not r.general_data:
+    raise ValueError(f"config rft.general_fraction={r.general_fraction} needs rft.general_data (a chat data file or "
+                     "folder)")
+
+
+def _check_grpo(config: ml_collections.ConfigDict, rows: int) -> None:
+  g = config.grpo
+  GrpoConfig.from_config(g)  # the update's own settings, typed and checked where the stage reads them
+  OptimConfig.from_config(g.optim, "grpo.optim")
+  if g.group_size < 2:
+    raise ValueError(f"config grpo.group_size={g.group_size}: group advantages need at least 2 rollouts")
+  Sampling.from_config(config, "grpo.sampling", "grpo_rollouts", 0, k=int(g.group_size))
+  if g.filter.judge:
+    Sampling.from_config(config, "grpo.filter.sampling", "rl_filter")
+  _check_at_least(g, "grpo", {"eval_every": 0, "eval_items": 1})
+  rollouts = g.prompts_per_step * g.group_size
+  if rollouts % g.micro_batches:
+    raise ValueError(f"config grpo.micro_batches={g.micro_batches} does not divide the {rollouts} rollouts per "
+                     f"step (grpo.prompts_per_step x grpo.group_size)")
+  if rows and (rollouts // g.micro_batches) % rows:
+    raise ValueError(f"config grpo.prompts_per_step x grpo.group_size = {rollouts} rollouts / micro_batches="
+                     f"{g.micro_batches} do not split over the mesh's data x fsdp = {rows} devices")
+
+
+def _check_metarm(config: ml_collections.ConfigDict, rows: int) -> None:
+  m = config.metarm
+  _check_fit(config, "metarm", rows)
+  if m.sampling.k < 0:
+    raise ValueError(f"config metarm.sampling.k={m.sampling.k}: policy samples per item, >= 0 (0 = RFT's only)")
+  Sampling.from_config(config, "metarm.sampling", "metarm_policy", k=max(int(m.sampling.k), 1))
   if m.policy not in META_POLICIES:
     raise ValueError(f"config metarm.policy={m.policy!r}: choose one of {META_POLICIES}")
   if m.method not in META_METHODS:
@@ -432,17 +434,31 @@ def _check_metarm(m: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config metarm.probe_folds={m.probe_folds}: cross-validation needs >= 2 folds")
 
 
-def _check_sampling(group: ml_collections.ConfigDict, name: str, counts: dict[str, int]) -> None:
-  """Sampling settings a stage would otherwise reject minutes in, after the model loaded."""
-  if "temperature" in group and not group.temperature >= 0:
-    raise ValueError(f"config {name}.temperature={group.temperature}: must be >= 0 (0 = greedy)")
-  if "top_p" in group and not 0 < group.top_p <= 1:
-    raise ValueError(f"config {name}.top_p={group.top_p}: must be in (0, 1]")
-  if "max_new_tokens" in group and group.max_new_tokens < 1:
-    raise ValueError(f"config {name}.max_new_tokens={group.max_new_tokens}: must be >= 1")
-  for key, least in counts.items():
-    if group[key] < least:
-      raise ValueError(f"config {name}.{key}={group[key]}: must be >= {least}")
+def _check_btrm(config: ml_collections.ConfigDict, rows: int) -> None:
+  _check_fit(config, "btrm", rows)
+  if "eval" not in config:
+    raise ValueError("config.stages runs btrm without a config.eval group: the baseline is scored on the eval items "
+                     "(configs.eval())")
+  if config.btrm.max_len < 16:
+    raise ValueError(f"config btrm.max_len={config.btrm.max_len}: too short for a chat-templated response")
+
+
+def _check_eval(config: ml_collections.ConfigDict, rows: int) -> None:
+  del rows  # judging splits its rows itself
+  Sampling.from_config(config, "eval.sampling", "eval", single_template="default")
+  _check_at_least(config.eval, "eval", {"limit": 0, "num_subsets": 1, "bootstrap_resamples": 0})
+
+
+# stage -> the checks of its config group, run when the stage is listed.
+STAGE_CHECKS = {"rft": _check_rft, "grpo": _check_grpo, "metarm": _check_metarm, "btrm": _check_btrm,
+                "eval": _check_eval}
+
+
+def _check_wandb(group: ml_collections.ConfigDict) -> None:
+  if group.wandb_mode not in tracking_lib.MODES:
+    raise ValueError(f"config logging.wandb_mode={group.wandb_mode!r}: choose one of {tracking_lib.MODES}")
+  if importlib.util.find_spec("wandb") is None:
+    raise ValueError("config logging.wandb=True needs the wandb package: pip install wandb (or logging.wandb=False)")
 
 
 def _batch_shards(config, num_devices: int) -> int:
@@ -458,44 +474,38 @@ def _batch_shards(config, num_devices: int) -> int:
   return shape["data"] * shape["fsdp"]
 
 
+# What `smoke` sets in each group a config has: a tiny model, a few items, one or two steps, 16-token judgements.
+SMOKE = {
+  "model": "name=tiny:llama",
+  "data": "train_limit=4;test_limit=4",
+  "rft": "sampling.k=2;sampling.batch_items=4;sampling.max_new_tokens=16;min_accepted=0;steps=0;batch_size=2;"
+         "epochs=1;max_len=1024;micro_batches=1;checkpoint.save_every=1",
+  "grpo": "steps=2;prompts_per_step=2;group_size=2;sampling.max_new_tokens=16;micro_batches=1;"
+          "checkpoint.save_every=1;filter.sampling.k=2;filter.sampling.max_new_tokens=16;filter.sampling.batch_items=4",
+  "metarm": "sampling.k=1;sampling.max_new_tokens=16;steps=0;batch_size=2;epochs=1;max_len=1024;micro_batches=1;"
+            "checkpoint.save_every=1",
+  "btrm": "steps=0;batch_size=2;epochs=1;max_len=1024;micro_batches=1;checkpoint.save_every=1",
+  # 2 items: a bootstrap interval is coarse anyway, and every smoke run pays for it
+  "eval": "limit=2;sampling.k=2;sampling.max_new_tokens=16;num_subsets=2;bootstrap_resamples=100",
+  "claims": "resamples=100",
+}
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrink any experiment config to seconds: tiny random model with the real tokenizer, a few items, 1-2 steps.
-  The preset test runs every experiment file this way so no preset rots."""
-  c.model.name = "tiny:llama"
-  if "data" in c:
-    c.data.train_limit, c.data.test_limit = 4, 4
-  for stage in ("rft", "grpo", "metarm", "btrm"):
-    if stage not in c:
-      continue
-    s = c[stage]
-    if stage != "btrm":  # the only stage that samples nothing
-      s.max_new_tokens = 16
-    s.micro_batches = 1
-    s.checkpoint.save_every = 1
-    if "batch_size" in s:
-      s.batch_size, s.epochs, s.max_len = 2, 1, 1024
-    if "steps" in s and stage != "grpo":
-      s.steps = 0  # the epochs above decide
-    if stage == "rft":
-      s.num_samples, s.batch_items, s.min_accepted = 2, 4, 0
-      if s.sampler not in ("", "synthetic-critic"):
-        s.sampler = "tiny:qwen2"  # still a teacher other than the trained model
-    if stage == "grpo":
-      s.steps, s.prompts_per_step, s.group_size = 2, 2, 2
-      if s.filter.judge and s.filter.judge != "synthetic-critic":
-        s.filter.judge = "tiny:llama"
-      s.filter.samples, s.filter.max_new_tokens, s.filter.batch_items = 2, 16, 4
-    if stage == "metarm":
-      s.samples_per_item = 1
-  if "eval" in c:
-    c.eval.limit, c.eval.k, c.eval.max_new_tokens, c.eval.num_subsets = 2, 2, 16, 2
-    c.eval.bootstrap_resamples = 100  # 2 items: the interval is coarse anyway, and every smoke run pays for it
-  if "claims" in c:
-    c.claims.resamples = 100
+  """Shrink any experiment config to seconds (`SMOKE`, for the groups it has). Another checkpoint named as RFT's
+  teacher or the RL filter's judge becomes another tiny model, so the run still loads a second model. The preset
+  test runs every experiment file this way so no preset rots."""
+  for group, overrides in SMOKE.items():
+    if group in c:
+      c[group] = overridden(c, overrides, f"configs.SMOKE[{group!r}]", prefix=group)[group]
+  if "rft" in c and c.rft.sampler not in ("", "synthetic-critic"):
+    c.rft.sampler = "tiny:qwen2"
+  if "grpo" in c and c.grpo.filter.judge not in ("", "synthetic-critic"):
+    c.grpo.filter.judge = "tiny:llama"
   return c
 
 
-def evaluation() -> ml_collections.ConfigDict:
+def eval() -> ml_collections.ConfigDict:  # the eval group, the eval stage, grm_jax.eval: one name
   """Judging benchmarks with k samples per item: Voting@k and MetaRM@k curves (paper §4, §5.1)."""
   c = ml_collections.ConfigDict()
   c.policy = "base"  # whose params judge: "base" (config.model), or a stage of this workdir: "rft", "grpo"
@@ -503,11 +513,8 @@ def evaluation() -> ml_collections.ConfigDict:
   c.datasets = "rewardbench"  # comma-separated grm_jax.data registry names
   c.limit = 32  # items per dataset (0 = all)
   c.subsample = "random"  # which `limit` items: "random" (seeded, across subsets) or "first"
-  c.k = 4  # samples per item (k_max of the scaling curves)
-  c.temperature = 0.5  # the paper's sampling temperature for voting
-  c.top_p = 1.0
-  c.max_new_tokens = 256
-  c.batch_items = 8  # items judged per sampler call (memory bound)
+  # k: samples per item (k_max of the scaling curves); 0.5: the paper's sampling temperature for voting
+  c.sampling = sampling(k=4, temperature=0.5, batch_items=8)
   c.num_subsets = 8  # random k-subsets averaged per point of the scaling curve
   # 95% percentile bootstrap over items of each column's tie-expected official metric and of each scaling point
   # (eval.metrics.bootstrap_official); 0 = no intervals. 1000 resamples put the 2.5% / 97.5% quantiles within

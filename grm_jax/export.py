@@ -168,10 +168,10 @@ def model_card(config: Any, recipe: Recipe, stage: str, path: str = "PATH") -> s
   template = _get(config, "grm.template")
   if template is not None:
     lines.append(f"- GRM template: `{template}`")
-  rft = _settings(config, "rft", ("steps", "epochs", "num_samples", "hinted", "batch_size", "max_len"))
+  rft = _settings(config, "rft", ("steps", "epochs", "sampling.k", "hinted", "batch_size", "max_len"))
   if rft and "rft" in ran:
     lines.append(f"- RFT (rejective fine-tuning): {rft}")
-  grpo = _settings(config, "grpo", ("init", "steps", "prompts_per_step", "group_size", "beta", "temperature"))
+  grpo = _settings(config, "grpo", ("init", "steps", "prompts_per_step", "group_size", "beta", "sampling.temperature"))
   if grpo and "grpo" in ran:
     lines.append(f"- GRPO (rule-based online RL): {grpo}")
   for key, what in (("train", "Training data"), ("test", "Held-out data")):

@@ -22,7 +22,7 @@ from grm_jax import configs, files, parallel
 from grm_jax.train import tracking
 from grm_jax.train.errors import Preempted, StageStopped
 
-STAGES = ("rft", "grpo", "metarm", "btrm", "evaluate", "compare", "claims")
+STAGES = ("rft", "grpo", "metarm", "btrm", "eval", "compare", "claims")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")

@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 
 from grm_jax import configs, files, models
-from grm_jax.grm.meta_rm import load_meta_rm, meta_max_len
+from grm_jax.judges.meta_rm import load_meta_rm, meta_max_len
 from grm_jax.reward.recipe import MetaRecipe, Recipe, chat_frame, recipe_from_config
 from grm_jax.train.checkpoint import restore_params
 

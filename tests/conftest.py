@@ -1,6 +1,8 @@
-"""Test setup: 8 fake CPU devices (sharding tests) and float32 everywhere."""
+"""Test setup: 8 fake CPU devices (sharding tests), float32 everywhere, and the benchmark files' one gate
+(`benchmark_root`, `--require-benchmarks`)."""
 
 import os
+from pathlib import Path
 
 # Must be set before JAX initialises its backends; the single-device tests simply use device 0.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -18,3 +20,36 @@ def smollm2():
   from grm_jax import models
 
   return models.load("builtin:smollm2-135m-instruct")
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+    "--require-benchmarks", action="store_true", default=False,
+    help="fail, instead of skip, every test that reads the benchmark files when the benchmark root (config "
+    "benchmark_root's default, ../shared/benchmarks beside the repository) or a benchmark's folder in it is missing "
+    "(CI, which has them, runs with it)")
+
+
+@pytest.fixture(scope="session")
+def benchmark_root(request):
+  """`benchmark_root(*names)` -> the default benchmark root (`grm_jax.data.DEFAULT_ROOT`, ../shared/benchmarks beside
+  the repository), once it and the named benchmarks' folders are known to be there.
+
+  The one place a test learns whether the benchmark files are present: a missing folder skips the calling test with
+  the missing path as the reason (pytest -ra lists it), or fails it under --require-benchmarks. Nothing here reads a
+  file: an error reading benchmark files that are there is the test's failure, never a skip."""
+  require = request.config.getoption("--require-benchmarks")
+
+  def get(*names: str) -> Path:
+    from grm_jax.data import registry  # noqa: PLC0415 (after the environment above is set)
+
+    root = Path(registry.DEFAULT_ROOT)
+    missing = [root] if not root.is_dir() else [root / n for n in names if not (root / n).is_dir()]
+    if missing:
+      why = f"benchmark folder missing: {', '.join(map(str, missing))}"
+      if require:
+        pytest.fail(f"{why} (--require-benchmarks: the benchmark files must be there)", pytrace=False)
+      pytest.skip(f"{why} (pytest --require-benchmarks makes this a failure)")
+    return root
+
+  return get

@@ -12,7 +12,8 @@ import os
 import pytest
 
 from grm_jax import configs, main
-from grm_jax.stages import common, evaluate
+from grm_jax.stages import common
+from grm_jax.stages import eval as eval_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ("spct", "rft", "grpo", "metarm", "btrm", "eval", "baselines", "science")
@@ -36,7 +37,7 @@ def test_preset_builds_and_names_its_stages(name, preset):
   for variant, stage in map(configs.split_stage, config.stages):
     if variant is not None:
       assert variant in config.variants, f"experiments/{name}.py:{preset} runs {variant}/{stage} without the variant"
-    group = "eval" if stage == "evaluate" else stage
+    group = stage
     assert group in config, f"experiments/{name}.py:{preset} runs {stage} without a config.{group} group"
 
 
@@ -64,12 +65,12 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
   # One device (the smoke batches are 2-4 rows; the 8 fake devices are for the sharding tests).
   monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))
   monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: 1)
-  monkeypatch.setattr(evaluate, "load_model", lambda c: common.load_base(c))
+  monkeypatch.setattr(eval_stage, "load_model", lambda c: common.load_base(c))
   results = main.run(config, str(tmp_path))
   assert list(results) == list(config.stages)
   for variant, stage in map(configs.split_stage, config.stages):
     folder = tmp_path / variant if variant else tmp_path
-    if stage == "evaluate":
+    if stage == "eval":
       assert os.path.exists(folder / "eval" / "report.md")
     else:
       assert os.path.exists(folder / stage / "done.json"), (variant, stage)

@@ -119,9 +119,9 @@ def test_meta_rm_loads_as_a_sequence_classifier_with_our_scores(tmp_path, layers
 
 # A run's config as the pipeline writes it, with non-default judging settings the recipe must carry over.
 _RUN = {"stages": ["rft", "grpo", "metarm", "eval"], "grm": {"template": "compact"},
-        "eval": {"k": 3, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64},
+        "eval": {"sampling": {"k": 3, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64}},
         "data": {"train": "synthetic", "train_limit": 32, "test": "synthetic", "test_limit": 8},
-        "rft": {"steps": 5, "num_samples": 3, "optim": {"learning_rate": 5e-6}},
+        "rft": {"steps": 5, "sampling": {"k": 3}, "optim": {"learning_rate": 5e-6}},
         "grpo": {"steps": 7, "group_size": 4, "beta": 0.08, "optim": {"learning_rate": 4e-7}}}
 
 
@@ -204,7 +204,7 @@ def test_save_pretrained_casts_and_checks_its_dtype(tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
   work = _run_dir(tmp_path)
   _trained_meta_rm(work)
-  for flags, message in ((["--stage=grpo"], "has not finished"), (["--stage=evaluate"], "export a policy stage"),
+  for flags, message in ((["--stage=grpo"], "has not finished"), (["--stage=eval"], "export a policy stage"),
                          (["--stage=metarm", "--dtype=fp8"], "--dtype=fp8: choose one of float32, bfloat16")):
     done = subprocess.run([sys.executable, "-m", "grm_jax.export", f"--workdir={work}", *flags,
                            f"--out={tmp_path / 'x'}"], capture_output=True, text=True, timeout=120)

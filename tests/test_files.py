@@ -71,7 +71,7 @@ def test_a_workdir_that_is_a_file_is_refused_with_its_name(tmp_path):
 
 
 def test_evaluation_with_workdir_and_data_on_gs(bucket, tmp_path):
-  """The evaluate stage reads its items from gs:// and writes config, timings, report, plots, judgements and results
+  """The eval stage reads its items from gs:// and writes config, timings, report, plots, judgements and results
   there; a rerun finds the results and reuses them."""
   local = tmp_path / "items.jsonl"
   items = [PreferenceExample(context=({"role": "user", "content": f"Say {w}."},), responses=(w, w.upper()),
@@ -82,9 +82,9 @@ def test_evaluation_with_workdir_and_data_on_gs(bucket, tmp_path):
   config = eval_experiment.get_config("smoke")
   config.model.name = "tiny:llama"
   config.eval.datasets = f"jsonl:{bucket}/data/items.jsonl"
-  config.eval.limit, config.eval.max_new_tokens = 3, 8
+  config.eval.limit, config.eval.sampling.max_new_tokens = 3, 8
   workdir = f"{bucket}/runs/eval"
-  result = main.run(config, workdir)["evaluate"]
+  result = main.run(config, workdir)["eval"]
   name = config.eval.datasets
   assert result["datasets"][name]["num_items"] == 3
 
@@ -96,6 +96,6 @@ def test_evaluation_with_workdir_and_data_on_gs(bucket, tmp_path):
   assert files.path(f"{workdir}/eval/scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert len(files.read_jsonl(f"{workdir}/eval/judgements.jsonl")) == 3
 
-  again = main.run(config, workdir)["evaluate"]
+  again = main.run(config, workdir)["eval"]
   assert again["seconds"] == stored["seconds"]  # reused, not evaluated again
-  assert [r["stage"] for r in files.read_jsonl(f"{workdir}/timings.jsonl")] == ["evaluate", "evaluate"]
+  assert [r["stage"] for r in files.read_jsonl(f"{workdir}/timings.jsonl")] == ["eval", "eval"]

@@ -17,9 +17,9 @@ EVAL = os.path.join(ROOT, "experiments", "eval.py")
 
 
 def test_unknown_override_key_names_the_key_and_siblings():
-  argv = ["prog", f"--config={EVAL}:smoke", "--workdir=/tmp/x", "--config.eval.kk=3"]
+  argv = ["prog", f"--config={EVAL}:smoke", "--workdir=/tmp/x", "--config.eval.sampling.kk=3"]
   msg = main._explain(argv, AttributeError("'kk'"))
-  assert "unknown config key 'eval.kk'" in msg and "'k'" in msg and "max_new_tokens" in msg
+  assert "unknown config key 'eval.sampling.kk'" in msg and "'k'" in msg and "max_new_tokens" in msg
 
 
 def test_unknown_top_level_key():
@@ -34,7 +34,7 @@ def test_unknown_preset_and_missing_file():
 
 def test_unknown_stage_fails_before_any_work(tmp_path):
   config = main._load_config_file(f"{EVAL}:smoke")
-  config.stages = ("evaluate", "train_everything")
+  config.stages = ("eval", "train_everything")
   with pytest.raises(ValueError, match="config.stages: unknown stage 'train_everything'"):
     main.run(config, str(tmp_path))
   assert not os.listdir(tmp_path)
@@ -48,12 +48,12 @@ def test_config_is_locked_for_stages(tmp_path, monkeypatch):
     def run(config, workdir):
       with pytest.raises(AttributeError):
         config.eval.invented_key = 1
-      seen["k"] = config.eval.k
+      seen["k"] = config.eval.sampling.k
       return {"ok": True}
 
   monkeypatch.setattr(main.importlib, "import_module", lambda name: Stage)
   config = main._load_config_file(f"{EVAL}:smoke")
-  assert main.run(config, str(tmp_path)) == {"evaluate": {"ok": True}}
+  assert main.run(config, str(tmp_path)) == {"eval": {"ok": True}}
   assert seen["k"] == 2
   assert os.path.exists(tmp_path / "config.json")
 
@@ -107,9 +107,9 @@ def test_a_diverging_stage_stops_with_an_error_and_writes_no_params(tmp_path):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-  ("--config.eval.k=0", "config eval.k=0: must be >= 1"),
-  ("--config.eval.temperature=-0.5", "config eval.temperature=-0.5: must be >= 0"),
-  ("--config.eval.top_p=0", "config eval.top_p=0.0: must be in (0, 1]"),
+  ("--config.eval.sampling.k=0", "config eval.sampling.k=0: samples per item must be >= 1"),
+  ("--config.eval.sampling.temperature=-0.5", "config eval.sampling.temperature=-0.5: must be >= 0"),
+  ("--config.eval.sampling.top_p=0", "config eval.sampling.top_p=0.0: must be in (0, 1]"),
 ])
 def test_a_bad_value_is_one_line_and_exit_2_before_any_model_loads(tmp_path, override, message):
   """User errors: one line naming the key, exit code 2, no traceback, nothing written (the model never loads)."""
@@ -132,9 +132,9 @@ def test_comma_separated_stages_on_the_command_line(tmp_path, monkeypatch):
 
   monkeypatch.setattr(main.importlib, "import_module", lambda name: Stage)
   config = main._load_config_file(f"{EVAL}:smoke")
-  config.stages = ("evaluate,evaluate",)
-  assert list(main.run(config, str(tmp_path))) == ["evaluate"]  # one result per name, run twice
-  assert seen == [("evaluate", "evaluate")] * 2
+  config.stages = ("eval,eval",)
+  assert list(main.run(config, str(tmp_path))) == ["eval"]  # one result per name, run twice
+  assert seen == [("eval", "eval")] * 2
 
 
 def test_comma_separated_variant_stages_pass_the_checks_before_the_run():

@@ -24,7 +24,7 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice: v4-8 ..., v5e-1/4/
 _JSON = flags.DEFINE_string("json", None, "write every number to this JSON file")
 _MARKDOWN = flags.DEFINE_string("markdown", None, "write the tables of docs/scaling.md to this file")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 0, "longest judging prompt in tokens (0 = rft.max_len - "
-                                   "rft.max_new_tokens, or 2048 without an rft group)")
+                                   "rft.sampling.max_new_tokens, or 2048 without an rft group)")
 _ONLY = flags.DEFINE_list("programs", [], "compile only programs whose name starts with one of these")
 _XLA_FLOPS = flags.DEFINE_bool("xla_flops", True, "also count training FLOPs with XLA on loop-free copies")
 flags.mark_flags_as_required(["config", "topology"])
@@ -33,7 +33,7 @@ def _prompt_len(config) -> int:
   if _PROMPT_LEN.value:
     return _PROMPT_LEN.value
   if "rft" in config:
-    return int(config.rft.max_len) - int(config.rft.max_new_tokens)
+    return int(config.rft.max_len) - int(config.rft.sampling.max_new_tokens)
   return 2048
 
 

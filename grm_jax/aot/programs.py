@@ -10,7 +10,7 @@ the stage would run on that mesh. The one program built here is the engine's dec
 (`engine_decode_program`: the model call of its loop body), compiled to count what a generated token moves.
 
 Shapes the data decides at run time are taken at their bound: training rows at `max_len`, GRPO rows at the stage's
-`row_length` of `prompt_len`, sampler prompts at `prompt_len` tokens. Sampler calls mirror `grm.judge`: an item
+`row_length` of `prompt_len`, sampler prompts at `prompt_len` tokens. Sampler calls mirror `judges.judge`: an item
 with n responses and k samples has min(k, n!) distinct shuffled prompts, each sampled ceil(k / distinct) times
 (the expected largest count; an unlucky draw of permutations gives some prompts more), all of a round's prompts
 in one `generate` call, whose engine `choose_layout` sizes (at most `generate.MAX_ROWS` row slots, more only to
@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from grm_jax import parallel
+from grm_jax import judges, parallel
 from grm_jax.aot import cost
-from grm_jax.grm import meta_rm
+from grm_jax.judges import meta_rm
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import decode_step as model_decode_step
@@ -154,7 +154,7 @@ def _grpo_shapes(plan: Plan) -> tuple[int, int, int]:
   g = plan.config.grpo
   rows = int(g.prompts_per_step) * int(g.group_size)
   m = int(g.micro_batches)
-  return m, rows // m, grpo_stage.row_length(plan.prompt_len, int(g.max_new_tokens))
+  return m, rows // m, grpo_stage.row_length(plan.prompt_len, int(g.sampling.max_new_tokens))
 
 
 def _grpo_resident(plan: Plan, parts: tuple[str, ...]) -> dict[str, Any]:
@@ -479,32 +479,37 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
     if decode_steps:
       add(decode_step, decode_name, *shape, on=on, resident=resident)
 
+  # Items a sampling stage judges in all: its calls hold `batch_items` of them, or all at once when that is 0.
+  train_items = int(c.data.train_limit) if "data" in c and int(c.data.train_limit) else 1
   if "rft" in stages:
     if not str(c.rft.sampler):  # the trained model samples its own trajectories
-      sampling("rft/sample", "rft/decode_step", int(c.rft.batch_items), int(c.rft.num_samples),
-               int(c.rft.max_new_tokens))
+      s = judges.Sampling.from_config(c, "rft.sampling", "rft")
+      sampling("rft/sample", "rft/decode_step", s.items_per_call(train_items), s.k, s.max_new_tokens)
     add(sft_step)
   if "grpo" in stages:
     g = c.grpo
-    per_call = grpo_stage.items_per_call(g)
+    s = grpo_stage.rollout_sampling(c, 0)
+    per_call = s.items_per_call(int(g.prompts_per_step))
     beside = functools.partial(_grpo_resident, parts=("moments", "reference"))
-    sampling("grpo/rollouts", "grpo/decode_step", per_call, int(g.group_size), int(g.max_new_tokens),
+    sampling("grpo/rollouts", "grpo/decode_step", per_call, s.k, s.max_new_tokens,
              resident=beside, rounds=-(-int(g.prompts_per_step) // per_call))
     if GrpoConfig.from_config(g).has_kl:
       add(grpo_reference)
     add(grpo_step)
   if "metarm" in stages:
     m = c.metarm
-    if int(m.samples_per_item) > 0:
+    if int(m.sampling.k) > 0:
       # A trained policy's params are restored beside the base weights the meta RM starts from.
       beside = (lambda p: {"base params": p.params()}) if str(m.policy) != "base" else None
-      sampling("metarm/sample", "metarm/decode_step", int(m.batch_items), int(m.samples_per_item),
-               int(m.max_new_tokens), resident=beside)
+      s = judges.Sampling.from_config(c, "metarm.sampling", "metarm_policy")
+      sampling("metarm/sample", "metarm/decode_step", s.items_per_call(train_items), s.k, s.max_new_tokens,
+               resident=beside)
     add(metarm_states if str(m.method) == "probe" else metarm_step)
-  if "evaluate" in stages:
+  if "eval" in stages:
     e = c.eval
     ev = dataclasses.replace(plan, cfg=plan.cfg.replace(param_dtype=plan.cfg.dtype))  # loaded in compute dtype
-    sampling("eval/judge", "eval/decode_step", int(e.batch_items), int(e.k), int(e.max_new_tokens), on=ev,
+    s = judges.Sampling.from_config(c, "eval.sampling", "eval", single_template="default")
+    sampling("eval/judge", "eval/decode_step", s.items_per_call(int(e.limit) or 1), s.k, s.max_new_tokens, on=ev,
              resident=_eval_resident)
     if str(e.meta_model):
       add(meta_scores, on=ev)

@@ -7,7 +7,7 @@ Every value returned is a float: metrics are fractions in [0, 1] (not percentage
 "n", "n_*" and "n/*".
 
 "Is the chosen response the best?" decisions follow the paper's evaluation (§5.1): argmax of the scores
-with ties broken uniformly at random (`grm.choose_best` with `key`), then the pick must be the unique
+with ties broken uniformly at random (`judges.choose_best` with `key`), then the pick must be the unique
 ground-truth best (`grm.pick_correct`). A tied pair is thus right half the time in expectation, not always
 wrong (the training rule, `grm.is_correct`, counts ties wrong). `ties="expected"` (`score_benchmark`) replaces the
 draw by its exact expectation: an item whose top voted score is shared by m responses counts 1/m if the unique true
@@ -72,7 +72,7 @@ from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, REWARDBENCH_UNSECTIONE
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import stats
 from grm_jax.grm import rules
-from grm_jax.grm.choice import choose_best
+from grm_jax.judges.choice import choose_best
 
 Metrics = dict[str, float]
 

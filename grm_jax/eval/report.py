@@ -1,6 +1,6 @@
 """The evaluation report: what a person reads (Markdown, PNG plots) and what a program reads (JSON, JSONL).
 
-`write_report(out_dir, results, judged)` writes, from the results dict built by `grm_jax.stages.evaluate`:
+`write_report(out_dir, results, judged)` writes, from the results dict built by `grm_jax.stages.eval`:
 
 - `results.json`: every number (config, per-dataset official metrics at k=1 / Voting@k_max / MetaRM@k_max, and with a
   judge template TokenProb@k_max under `metrics["token_prob"]` with its counts under "token_prob"; the
@@ -39,7 +39,7 @@ import numpy as np
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import paper
-from grm_jax.grm.model_judge import Judgements
+from grm_jax.judges.model_judge import Judgements
 
 WITHHELD_SOURCES = ("realmistake",)
 """Sources whose texts never go to disk in plain text (the benchmark is distributed encrypted)."""
@@ -202,16 +202,43 @@ def _metric_is_fraction(name: str) -> bool:
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
-  """The report a person reads, from the results dict (`results.json` content)."""
-  cfg = results.get("config", {})
-  ev = cfg.get("eval", {})
-  lines = [
+  """The report a person reads, from the results dict (`results.json` content).
+
+  Keys that `stages.eval` always writes are indexed directly. `.get` marks what may be missing: the run's
+  settings and facts (config entries, devices, seconds, policy, baselines, paper, skipped data sets) that a results
+  dict built by hand, as the tests build it, may leave out, and the parts that exist only with a meta RM, a judge
+  template or bootstrap intervals.
+  """
+  datasets = results["datasets"]
+  lines = _header(results)
+  lines += _judge_template_note(results)
+  for name, why in (results.get("skipped_datasets") or {}).items():
+    lines += [f"**Skipped** `{name}`: {why}.", ""]
+  for base in _baselines(results):
+    lines += _before_after(base, results)
+  lines += paper.render(results.get("paper"))
+  lines += ["## Official metrics", ""]
+  for name, d in datasets.items():
+    lines += _dataset_metrics(name, d)
+  lines += _scaling_section(datasets)
+  lines += _throughput_section(results)
+  lines += _position_bias_section(datasets)
+  return "\n".join(lines)
+
+
+def _header(results: Mapping[str, Any]) -> list[str]:
+  """The run at a glance (model, data sets, sampling settings, meta RM, devices) and how to read the metrics."""
+  cfg = results["config"]
+  ev = cfg.get("eval", {})  # config entries are shown as None where a hand-built results dict leaves them out
+  resamples = ev.get("bootstrap_resamples", "–")
+  sampling = ev.get("sampling", ev)  # results written before the `eval.sampling` group kept these keys in `eval`
+  return [
     "# GRM evaluation report",
     "",
-    f"- **Model**: `{results.get('model', '?')}` (dtype {cfg.get('model', {}).get('dtype', '?')})",
-    f"- **Datasets**: {', '.join(results.get('datasets', {})) or '–'}",
-    f"- **Sampling**: k = {ev.get('k')} samples per item, temperature {ev.get('temperature')}, "
-    f"top_p {ev.get('top_p')}, max_new_tokens {ev.get('max_new_tokens')}, seed {cfg.get('seed')}",
+    f"- **Model**: `{results['model']}` (dtype {cfg.get('model', {}).get('dtype', '?')})",
+    f"- **Datasets**: {', '.join(results['datasets']) or '–'}",
+    f"- **Sampling**: k = {sampling.get('k')} samples per item, temperature {sampling.get('temperature')}, "
+    f"top_p {sampling.get('top_p')}, max_new_tokens {sampling.get('max_new_tokens')}, seed {cfg.get('seed')}",
     f"- **Items per dataset**: {ev.get('limit') or 'all'}; scaling points average {ev.get('num_subsets')} random "
     "k-subsets of the one pool of k_max samples",
     f"- **Meta RM**: {ev.get('meta_model') or 'none (voting only)'}",
@@ -221,114 +248,173 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     "*Voting@k* sums the valid scores of all k samples (paper §4, Eq. 14); *MetaRM@k* sums only the top ⌈k/2⌉ by "
     "meta reward. Argmax ties are broken at random.",
     "",
-    (INTERVAL_NOTE.format(resamples=ev.get("bootstrap_resamples", "–")) if ev.get("bootstrap_resamples") != 0
+    (INTERVAL_NOTE.format(resamples=resamples) if resamples != 0
      else "No intervals: `eval.bootstrap_resamples` = 0."),
     "",
   ]
-  template = cfg.get("grm", {}).get("template")
-  if any("token_prob" in d.get("metrics", {}) for d in results.get("datasets", {}).values()):
-    lines += [
-      f"Judge template `{template}` (the paper's LLM-as-a-Judge baseline): each sample names the best response, so "
-      "*Voting@k* is the majority vote over the chosen index (paper Eq. 13), and *TokenProb@k* weights each vote by "
-      "the model's probability (temperature 1) of the index token it wrote in its final `\\boxed{}` (paper Tables "
-      "3/6, \"w/ TokenProb\"). Items with one response have no best-of question for the judge and are left out.",
-      "",
-    ]
-  for name, why in (results.get("skipped_datasets") or {}).items():
-    lines += [f"**Skipped** `{name}`: {why}.", ""]
-  datasets = results.get("datasets", {})
-  for base in results.get("baselines") or [b for b in [results.get("baseline")] if b]:
-    lines += [
-      f"## Before vs after: `{base.get('policy')}` params vs `{results.get('policy')}` params",
-      "",
-      "| dataset | metric | k=1 before | k=1 after | Voting@k before | Voting@k after | parse failures before | "
-      "after |",
-      "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, b in base.get("datasets", {}).items():
-      d = datasets.get(name, {})
-      metric = b.get("official_metric")
-      before = b.get("metrics") or {}
-      after = d.get("metrics", {})
 
-      def ci(m: Mapping[str, Any], col: str, metric: str = metric) -> Any:
-        return (m.get(col) or {}).get(f"{metric}_ci95")
 
-      after_k1 = (after.get("k1") or {}).get(metric)
-      after_vote = (after.get("voting") or {}).get(metric)
-      after_pf = d.get("parse_failures", {}).get("rate")
-      lines.append(
-        f"| {name} | {metric} | {_ci(b.get('k1'), ci(before, 'k1'))} | {_ci(after_k1, ci(after, 'k1'))} | "
-        f"{_ci(b.get('voting'), ci(before, 'voting'))} | {_ci(after_vote, ci(after, 'voting'))} | "
-        f"{_fmt(b.get('parse_failure_rate'))} | {_fmt(after_pf)} |"
-      )
-    lines.append("")
-  lines += paper.render(results.get("paper"))
-  lines += [
-    "## Official metrics",
+def _judge_template_note(results: Mapping[str, Any]) -> list[str]:
+  """How to read Voting@k and TokenProb@k when some data set was judged with a judge template (which writes
+  "token_prob" into its metrics); nothing otherwise."""
+  if not any("token_prob" in d["metrics"] for d in results["datasets"].values()):
+    return []
+  template = results["config"].get("grm", {}).get("template")
+  return [
+    f"Judge template `{template}` (the paper's LLM-as-a-Judge baseline): each sample names the best response, so "
+    "*Voting@k* is the majority vote over the chosen index (paper Eq. 13), and *TokenProb@k* weights each vote by "
+    "the model's probability (temperature 1) of the index token it wrote in its final `\\boxed{}` (paper Tables "
+    "3/6, \"w/ TokenProb\"). Items with one response have no best-of question for the judge and are left out.",
     "",
   ]
-  for name, d in datasets.items():
-    k_max = d.get("k")
-    cols = [("k=1", d["metrics"].get("k1")), (f"Voting@{k_max}", d["metrics"].get("voting"))]
-    if d["metrics"].get("token_prob"):
-      cols.append((f"TokenProb@{k_max}", d["metrics"]["token_prob"]))
-    if d["metrics"].get("meta"):
-      cols.append((f"MetaRM@{k_max}", d["metrics"]["meta"]))
-    lines += [
-      f"### {name}  (benchmark `{d.get('benchmark')}`, official metric `{d.get('official_metric')}`, "
-      f"{d.get('num_items')} items)",
-      "",
-    ]
-    lines.append("| metric | " + " | ".join(c for c, _ in cols) + " |")
-    lines.append("|---|" + "---|" * len(cols))
-    official = d.get("official_metric")
-    # The official metric's tie-expected value and interval are shown with it, not as rows of their own.
-    derived = (f"{official}_expected", f"{official}_ci95")
-    keys = [m for m in (cols[1][1] or cols[0][1] or {}) if m not in derived]
-    keys.sort(key=lambda m: (m != official, not _metric_is_fraction(m), m))
-    for m in keys:
-      frac = _metric_is_fraction(m)
-      if m == official:
-        cells = [_ci((c or {}).get(m), (c or {}).get(derived[1])) for _, c in cols]
-      else:
-        cells = [_fmt((c or {}).get(m), pct=frac) for _, c in cols]
-      label = f"**{m}**" if m == official else m
-      lines.append(f"| {label} | " + " | ".join(cells) + " |")
-      if m == official and any(derived[0] in (c or {}) for _, c in cols):
-        lines.append(f"| {m}, tie-expected | " + " | ".join(_fmt((c or {}).get(derived[0])) for _, c in cols) + " |")
-    tp = d.get("token_prob")
-    if tp:
-      skipped = d.get("judge_skipped_single") or 0
-      lines.append(
-        f"TokenProb: the index token was found in {tp.get('located')} of {tp.get('valid')} valid samples (mean "
-        f"probability {_fmt(tp.get('mean_prob'), pct=False)}; a sample whose token is not found votes 0)"
-        + (f"; {skipped} single-response items left out." if skipped else ".")
-      )
-      lines.append("")
-    mi = d.get("meta_rm")
-    if mi:
-      checked = mi.get("checked", mi.get("scored"))
-      excluded = (f" ({mi['single_excluded']} single-response items, {mi.get('single_excluded_samples')} samples, "
-                  "left out: a 1-10 score is not a 0/1 label)" if mi.get("single_excluded") else "")
-      lines.append(
-        f"Meta RM on this data set: keeps the top k_meta = {mi.get('k_meta')} of {k_max} samples; on the "
-        f"{checked} valid samples with a checkable label{excluded} its logit separates right from wrong judgements "
-        f"(Eq. 10) with ROC-AUC {_fmt(mi.get('auc'))}"
-        + (f" ± {_fmt(mi.get('auc_se'))} (standard error, Hanley & McNeil 1982)" if mi.get("auc_se") is not None
-           else "")
-        + f" and accuracy {_fmt(mi.get('accuracy'))} "
-        f"({mi.get('positives', '–')} right)."
-      )
-      by = mi.get("by_k_meta")
-      if by:
-        lines.append("")
-        lines.append(f"MetaRM@{k_max} by k_meta (tie-expected {official}; k_meta = {k_max} is Voting@{k_max}, the "
-                     "paper's Table 7 ablation): " + ", ".join(f"{m}: {_fmt(v)}" for m, v in by.items()) + ".")
-      lines.append("")
-    lines.append("")
 
-  lines += [
+
+def _baselines(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+  """The before / after comparisons: "baselines", or the lone "baseline" of results that predate that list."""
+  return results.get("baselines") or [b for b in [results.get("baseline")] if b]
+
+
+def _official_interval(column: Mapping[str, Any], metric: str) -> Any:
+  """The official metric's 95% interval in one column's metrics; absent when `eval.bootstrap_resamples` = 0."""
+  return column.get(f"{metric}_ci95")
+
+
+def _before_after(base: Mapping[str, Any], results: Mapping[str, Any]) -> list[str]:
+  """One baseline's table: k=1, Voting@k and parse failures of its params beside the judged policy's."""
+  lines = [
+    f"## Before vs after: `{base['policy']}` params vs `{results['policy']}` params",
+    "",
+    "| dataset | metric | k=1 before | k=1 after | Voting@k before | Voting@k after | parse failures before | "
+    "after |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ]
+  for name, before in base["datasets"].items():
+    after = results["datasets"][name]
+    metric = before["official_metric"]
+    was, now = before["metrics"], after["metrics"]
+    lines.append(
+      f"| {name} | {metric} | {_ci(before['k1'], _official_interval(was['k1'], metric))} | "
+      f"{_ci(now['k1'][metric], _official_interval(now['k1'], metric))} | "
+      f"{_ci(before['voting'], _official_interval(was['voting'], metric))} | "
+      f"{_ci(now['voting'][metric], _official_interval(now['voting'], metric))} | "
+      f"{_fmt(before['parse_failure_rate'])} | {_fmt(after['parse_failures']['rate'])} |"
+    )
+  lines.append("")
+  return lines
+
+
+def _metric_columns(d: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+  """(header, metrics) of a data set's columns: k=1, Voting@k_max and, where present, TokenProb@k_max (judge
+  templates only) and MetaRM@k_max ("meta" is None without a meta RM)."""
+  k_max, metrics = d["k"], d["metrics"]
+  cols = [("k=1", metrics["k1"]), (f"Voting@{k_max}", metrics["voting"])]
+  if metrics.get("token_prob"):
+    cols.append((f"TokenProb@{k_max}", metrics["token_prob"]))
+  if metrics["meta"]:
+    cols.append((f"MetaRM@{k_max}", metrics["meta"]))
+  return cols
+
+
+def _metric_rows(cols: Sequence[tuple[str, Mapping[str, Any]]], official: str) -> list[str]:
+  """One row per metric, the official one first (in bold, as "value (lo–hi)", then its tie-expected row), then the
+  fractions and the counts, each group by name."""
+  # The official metric's tie-expected value and interval are shown with it, not as rows of their own.
+  expected, interval = f"{official}_expected", f"{official}_ci95"
+  keys = [m for m in (cols[1][1] or cols[0][1]) if m not in (expected, interval)]
+  keys.sort(key=lambda m: (m != official, not _metric_is_fraction(m), m))
+  lines = []
+  for m in keys:
+    # Cells use .get: the interval and tie-expected value are optional, and a column missing a metric shows "–".
+    if m == official:
+      cells = [_ci(c.get(m), c.get(interval)) for _, c in cols]
+    else:
+      cells = [_fmt(c.get(m), pct=_metric_is_fraction(m)) for _, c in cols]
+    label = f"**{m}**" if m == official else m
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if m == official and any(expected in c for _, c in cols):
+      lines.append(f"| {m}, tie-expected | " + " | ".join(_fmt(c.get(expected)) for _, c in cols) + " |")
+  return lines
+
+
+def _token_prob_note(d: Mapping[str, Any]) -> list[str]:
+  """How many samples' index token TokenProb found; only data sets judged with a judge template have "token_prob"."""
+  tp = d.get("token_prob")
+  if not tp:
+    return []
+  skipped = d["judge_skipped_single"]
+  return [
+    f"TokenProb: the index token was found in {tp['located']} of {tp['valid']} valid samples (mean "
+    f"probability {_fmt(tp['mean_prob'], pct=False)}; a sample whose token is not found votes 0)"
+    + (f"; {skipped} single-response items left out." if skipped else "."),
+    "",
+  ]
+
+
+def _meta_rm_sentence(mi: Mapping[str, Any], k_max: int) -> str:
+  """What the meta RM keeps and how well its logit separates right from wrong judgements. The numbers that need
+  labels ("checked", "auc", "accuracy", "positives", "single_excluded", `eval.meta_stats`) exist only when every item
+  has rewards, so they are read with .get."""
+  checked = mi.get("checked", mi.get("scored"))
+  excluded = (f" ({mi['single_excluded']} single-response items, {mi['single_excluded_samples']} samples, "
+              "left out: a 1-10 score is not a 0/1 label)" if mi.get("single_excluded") else "")
+  auc_se = mi.get("auc_se")
+  return (
+    f"Meta RM on this data set: keeps the top k_meta = {mi['k_meta']} of {k_max} samples; on the "
+    f"{checked} valid samples with a checkable label{excluded} its logit separates right from wrong judgements "
+    f"(Eq. 10) with ROC-AUC {_fmt(mi.get('auc'))}"
+    + (f" ± {_fmt(auc_se)} (standard error, Hanley & McNeil 1982)" if auc_se is not None else "")
+    + f" and accuracy {_fmt(mi.get('accuracy'))} "
+    f"({mi.get('positives', '–')} right)."
+  )
+
+
+def _meta_rm_note(d: Mapping[str, Any]) -> list[str]:
+  """The meta RM's sentence and its k_meta ablation; nothing without a meta RM ("meta_rm" None, or left out of a
+  hand-built results dict)."""
+  mi = d.get("meta_rm")
+  if not mi:
+    return []
+  k_max, official = d["k"], d["official_metric"]
+  lines = [_meta_rm_sentence(mi, k_max)]
+  by = mi.get("by_k_meta")  # written by `stages.eval`; hand-built results may leave it out
+  if by:
+    lines.append("")
+    lines.append(f"MetaRM@{k_max} by k_meta (tie-expected {official}; k_meta = {k_max} is Voting@{k_max}, the "
+                 "paper's Table 7 ablation): " + ", ".join(f"{m}: {_fmt(v)}" for m, v in by.items()) + ".")
+  lines.append("")
+  return lines
+
+
+def _dataset_metrics(name: str, d: Mapping[str, Any]) -> list[str]:
+  """One data set's subsection of "Official metrics": its table of columns, then the TokenProb and meta RM notes."""
+  cols = _metric_columns(d)
+  official = d["official_metric"]
+  lines = [
+    f"### {name}  (benchmark `{d['benchmark']}`, official metric `{official}`, {d['num_items']} items)",
+    "",
+    "| metric | " + " | ".join(c for c, _ in cols) + " |",
+    "|---|" + "---|" * len(cols),
+  ]
+  lines += _metric_rows(cols, official)
+  lines += _token_prob_note(d)
+  lines += _meta_rm_note(d)
+  lines.append("")
+  return lines
+
+
+def _scaling_row(name: str, row: Mapping[str, Any], columns: Sequence[str]) -> str:
+  """One scaling point. Read with .get: "meta*" exists only with a meta RM (the table has the MetaRM columns when
+  any data set has them) and "*_expected" / "*_ci95" only in rows with bootstrap bands."""
+  cells = [name, str(row["k"])]
+  for col in columns:
+    cells += [_fmt(row.get(col)), _fmt(row.get(f"{col}_std")), _fmt(row.get(f"{col}_expected")),
+              _range(row.get(f"{col}_ci95")) or "–"]
+  return "| " + " | ".join(cells) + " |"
+
+
+def _scaling_section(datasets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """"Inference-time scaling": Voting@k (and MetaRM@k) at each k of every data set, and the plot."""
+  lines = [
     "## Inference-time scaling",
     "",
     "Each point is the mean over random k-subsets of the pool; *± std* is the spread over those subsets (which "
@@ -337,20 +423,21 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     "set: the uncertainty that another draw of items would show, which more subsets do not shrink.",
     "",
   ]
-  has_meta = any("meta" in row for d in datasets.values() for row in d.get("scaling", []))
+  has_meta = any("meta" in row for d in datasets.values() for row in d["scaling"])
+  columns = ("voting", "meta") if has_meta else ("voting",)
   part = " {0} | ± std | tie-exp. | 95% CI |"
   header = "| dataset | k |" + part.format("Voting@k") + (part.format("MetaRM@k") if has_meta else "")
-  lines += [header, "|---|---|" + "---|---|---|---|" * (2 if has_meta else 1)]
+  lines += [header, "|---|---|" + "---|---|---|---|" * len(columns)]
   for name, d in datasets.items():
-    for row in d.get("scaling", []):
-      cells = [name, str(row["k"])]
-      for col in ("voting", "meta") if has_meta else ("voting",):
-        cells += [_fmt(row.get(col)), _fmt(row.get(f"{col}_std")), _fmt(row.get(f"{col}_expected")),
-                  _range(row.get(f"{col}_ci95")) or "–"]
-      lines.append("| " + " | ".join(cells) + " |")
+    lines += [_scaling_row(name, row, columns) for row in d["scaling"]]
   lines += ["", "![scaling](scaling.png)", ""]
+  return lines
 
-  lines += [
+
+def _throughput_section(results: Mapping[str, Any]) -> list[str]:
+  """"Parse failures and throughput": one row per data set, and the totals row when there are several."""
+  datasets = results["datasets"]
+  lines = [
     "## Parse failures and throughput",
     "",
     "Throughput counts sampler wall time only (compilation on a first call included); a sample that cannot be "
@@ -366,11 +453,15 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     pf, tp = d["parse_failures"], d["throughput"]
     lines.append(
       f"| {name} | {pf['samples']} | {pf['invalid']} | {_fmt(pf['rate'])} | {_fmt(tp['items_per_s'], pct=False)} | "
-      f"{_fmt(tp['tokens_per_s'], pct=False)} | {_fmt(tp.get('stopped_rate'))} | "
+      f"{_fmt(tp['tokens_per_s'], pct=False)} | {_fmt(tp['stopped_rate'])} | "
       f"{_fmt(tp['sampler_seconds'], pct=False)} |"
     )
+  return lines
 
-  lines += [
+
+def _position_bias_section(datasets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """"Position bias": per data set and number of responses n, where the top-scored response was shown."""
+  lines = [
     "",
     "## Position bias",
     "",
@@ -384,11 +475,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     "|---|---|---|---|---|---|",
   ]
   for name, d in datasets.items():
-    for pb in d.get("position_bias", {}).values():
+    for pb in d["position_bias"].values():
       rates = ", ".join(_fmt(r) for r in pb["rates"])
       lines.append(f"| {name} | {pb['n']} | {pb['decisive']} | {pb['ties']} | {rates} | {_fmt(pb['expected'])} |")
   lines += ["", "![position bias](position_bias.png)", ""]
-  return "\n".join(lines)
+  return lines
 
 
 def _figure(**kw):

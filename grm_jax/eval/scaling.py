@@ -9,7 +9,7 @@ there comes only from the tie-break.
 
 The standard deviation over subsets is Monte-Carlo noise of the estimate (which samples, which tie-break), not the
 uncertainty of the number: mean ± 1.96·std/sqrt(subsets) shrinks to nothing with more subsets while the items stay
-a few dozen. The 95% band a caller gets from `band` (the evaluate stage: `eval.metrics.bootstrap_official`, a
+a few dozen. The 95% band a caller gets from `band` (the eval stage: `eval.metrics.bootstrap_official`, a
 percentile bootstrap over items of the point, every subset scored on each resample of the items) describes the
 variation that matters when comparing judges or k: another draw of items.
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax.grm import rules, voting
-from grm_jax.grm.choice import choose_best
+from grm_jax.judges.choice import choose_best
 
 Metric = Callable[[np.ndarray, jax.Array], float]
 """metric(votes [B, n] float, key) -> float, e.g. `lambda v, key: score_benchmark(name, examples, v, key)[m]`."""

@@ -1,17 +1,13 @@
-"""The paper's reward math, with no model state: prompts, score parsing, the correctness rule, voting.
+"""The paper's reward math, with no model state and no jax: prompts, score parsing, the correctness rule, voting.
 
 Text work (prompts, parsing) is plain Python on the host; the rule and voting are array functions that run
-on numpy or under `jax.jit`. Data flow: `grm_prompt` -> model samples -> `parse_judgement` -> `unpermute` ->
-`is_correct` / `rl_reward` (training) or `vote` -> `choose_best` (inference).
-`judge` runs the sampling side end to end (examples -> shuffled prompts -> model -> score arrays).
+on numpy or under `jax.jit` (`arrays.array_module` picks by the caller's arrays). Data flow: `grm_prompt` -> model
+samples -> `parse_judgement` -> `unpermute` -> `is_correct` / `rl_reward` (training) or `vote` (inference).
+Running a model on these rules (`judge`, the meta RM, TokenProb) lives in `grm_jax.judges`.
 
-Importing this package, `prompts`, `parse`, `rules` or `voting` does not import jax: the judge (which runs the
-model) loads on first use of `judge` or `Judgements`, and `choose_best` (its random tie-break takes a jax key) on
-its first use, so `grm_jax.reward` shares these rules inside a process that has no jax.
+Nothing in this package imports jax, flax or the model stack (`.importlinter` checks it), so `grm_jax.reward`
+shares these rules inside a PyTorch RL job that has no jax.
 """
-
-import importlib
-from typing import Any
 
 from grm_jax.grm.parse import (
   Judgement,
@@ -64,15 +60,12 @@ __all__ = [
   "SINGLE_TEMPLATE",
   "GrmPrompt",
   "Judgement",
-  "Judgements",
-  "choose_best",
   "default_k_meta",
   "find_score_block",
   "grm_prompt",
   "has_unique_best",
   "hint_suffix",
   "is_correct",
-  "judge",
   "judge_texts_to_arrays",
   "judgement_correct",
   "meta_keep",
@@ -94,14 +87,3 @@ __all__ = [
   "vote",
   "voted_correct",
 ]
-
-# `judge` lives in `model_judge`, not a module named `judge`: importing a submodule binds its name on the package,
-# which would shadow a lazily loaded function of the same name.
-_LAZY = {"Judgements": "grm_jax.grm.model_judge", "judge": "grm_jax.grm.model_judge",
-         "choose_best": "grm_jax.grm.choice"}
-
-
-def __getattr__(name: str) -> Any:
-  if name in _LAZY:
-    return getattr(importlib.import_module(_LAZY[name]), name)
-  raise AttributeError(f"module 'grm_jax.grm' has no attribute {name!r}")

@@ -92,6 +92,68 @@ def _softcap(x, cap):
   return x if cap is None else jnp.tanh(x / cap) * cap
 
 
+def _allowed(rel, ok, window):
+  """Causal + window + real keys -> bool [B, T, S]; `rel` [T, S] (slot distances) or [B, T, S] (positions)."""
+  near = (rel >= 0) & (rel < window)
+  return (near if near.ndim == 3 else near[None]) & ok[:, None, :]
+
+
+# Batched dots in [batch, KVH, rows, Dh] layout (batch dims leading, contraction on the operands' natural axes),
+# which XLA:CPU runs ~4x faster than the equivalent einsum. Both dots contract the rows operand's last axis with the
+# other operand's axis 2 (k is stored [.., Dh, S], v [.., S, Dh]), batched over (batch, KVH).
+_DIMS = (((3,), (2,)), ((0, 1), (0, 1)))
+_LOW = jnp.finfo(jnp.float32).min
+
+
+def _masked(cfg: ModelConfig, s, ok):
+  return jnp.where(ok[:, None, None], _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap), _LOW)
+
+
+def _chunked_attention(cfg: ModelConfig, qr, keys, vals, valid, window, dt):
+  """Cache-free attention of a long prompt in causal query chunks of `cfg.prefill_chunk`: each chunk attends only to
+  keys up to its own end, so the masked upper triangle is never computed and each chunk's [rows, keys] scores stay
+  small enough to stay in cache. qr [B, KVH, G, T, Dh] -> [B, T, KVH, G, Dh]."""
+  b, kvh, g, t, hd = qr.shape
+  chunk, outs = cfg.prefill_chunk, []
+  for q0 in range(0, t, chunk):
+    q1 = min(t, q0 + chunk)
+    s_c = jax.lax.dot_general(qr[:, :, :, q0:q1].reshape(b, kvh, g * (q1 - q0), hd), keys[..., :q1], _DIMS,
+                              preferred_element_type=jnp.float32)
+    s_c = _softcap(s_c.reshape(b, kvh, g, q1 - q0, q1) * cfg.attn_scale, cfg.attn_logit_softcap)
+    ok = _allowed(jnp.arange(q0, q1)[:, None] - jnp.arange(q1)[None, :], valid[:, :q1], window)
+    p_c = jax.nn.softmax(jnp.where(ok[:, None, None], s_c, _LOW), axis=-1).astype(dt)
+    o_c = jax.lax.dot_general(p_c.reshape(b, kvh, g * (q1 - q0), q1), vals[:, :, :q1], _DIMS)
+    outs.append(o_c.reshape(b, kvh, g, q1 - q0, hd))
+  return jnp.concatenate(outs, axis=3).transpose(0, 3, 1, 2, 4)
+
+
+def _with_prefix(cfg: ModelConfig, qr, scores, vals, prefix, q_slots, positions, window, dt):
+  """Attention over a shared prefix and the rows' own keys: the n rows sampled from one prompt read its prefix cache
+  once, as n*G query rows of a single dot, instead of from n copies of it. One softmax over (prefix, own) keys, taken
+  in two parts with a shared max and sum rather than over their concatenation: the [rows, keys] scores are not
+  copied whole in HBM. qr [B, KVH, G, T, Dh], scores (own, masked) [B, KVH, G, T, S] -> [B, KVH, G*T, Dh]."""
+  b, kvh, g, t, hd = qr.shape
+  pk, pv, pvalid, ppos = prefix  # [P, KVH, Dh, Lp], [P, KVH, Lp, Dh], [P, Lp], None or [P, Lp]
+  p_rows, offset = pk.shape[0], pk.shape[-1]
+  n = b // p_rows
+  q_pre = qr.reshape(p_rows, n, kvh, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(p_rows, kvh, n * g * t, hd)
+  s_pre = jax.lax.dot_general(q_pre, pk.astype(dt), _DIMS, preferred_element_type=jnp.float32)
+  s_pre = s_pre.reshape(p_rows, kvh, n, g * t, offset).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g, t, offset)
+  if ppos is None:
+    pre_rel = (offset + q_slots)[:, None] - jnp.arange(offset)[None, :]
+  else:
+    pre_rel = positions[:, :, None] - jnp.repeat(ppos, n, 0)[:, None, :]
+  s_pre = _masked(cfg, s_pre, _allowed(pre_rel, jnp.repeat(pvalid, n, 0), window))
+  top = jax.lax.stop_gradient(jnp.maximum(s_pre.max(-1, keepdims=True), scores.max(-1, keepdims=True)))
+  e_pre, e_own = jnp.exp(s_pre - top), jnp.exp(scores - top)
+  denom = e_pre.sum(-1, keepdims=True) + e_own.sum(-1, keepdims=True)
+  own = (e_own / denom).astype(dt).reshape(b, kvh, g * t, -1)
+  out = jax.lax.dot_general(own, vals, _DIMS)  # [B, KVH, G*T, Dh]
+  p_pre = (e_pre / denom).astype(dt).reshape(p_rows, n, kvh, g * t, offset).transpose(0, 2, 1, 3, 4)
+  o_pre = jax.lax.dot_general(p_pre.reshape(p_rows, kvh, n * g * t, offset), pv.astype(dt), _DIMS)
+  return out + o_pre.reshape(p_rows, kvh, n, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g * t, hd)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
   mesh: Any = None
@@ -109,6 +171,48 @@ class Attention(nn.Module):
     cache, `ppos` [P,Lp] for the prefix: the continuous engine's ring of slots, where a row's slots are not in
     position order); then a query sees a valid key when 0 <= its position - the key's < window.
     """
+    cfg = self.cfg
+    dt = jnp.dtype(cfg.dtype)
+    h, kvh, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    q, k, v, wo = self._project(x, positions)
+    b, t = x.shape[:2]
+    g = h // kvh
+    k_new, v_new = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B,KVH,Dh,T], [B,KVH,T,Dh]
+    prefix = key_pos = None
+    if layer_cache is None:
+      # The tokens among themselves: causal, real tokens only, within the window.
+      keys, vals, valid, new_kv = k_new, v_new, mask, (k_new, v_new)
+      q_slots = jnp.arange(t)
+    else:
+      # Write first, then attend over the cache: the old buffer is never read after the
+      # update, so XLA updates it in place instead of copying it every step.
+      k_cache, v_cache, valid, prefix, key_pos = layer_cache  # `valid` (and `key_pos`) already mark these T tokens
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k_new.astype(k_cache.dtype), (0, 0, 0, index))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v_new.astype(v_cache.dtype), (0, 0, index, 0))
+      keys, vals, new_kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
+      q_slots = index + jnp.arange(t)
+    qr = q.reshape(b, t, kvh, g, hd).transpose(0, 2, 3, 1, 4)  # [B, KVH, G, T, Dh]
+    if layer_cache is None and cfg.prefill_chunk and t > cfg.prefill_chunk:
+      out = _chunked_attention(cfg, qr, keys, vals, valid, window, dt)
+      return jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt)), new_kv
+    scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, _DIMS, preferred_element_type=jnp.float32)
+    if key_pos is None:
+      own_rel = q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :]
+    else:
+      own_rel = positions[:, :, None] - key_pos[:, None, :]
+    scores = _masked(cfg, scores.reshape(b, kvh, g, t, -1), _allowed(own_rel, valid, window))
+    if prefix is None:
+      probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+      out = jax.lax.dot_general(probs.reshape(b, kvh, g * t, -1), vals, _DIMS)  # [B, KVH, G*T, Dh]
+    else:
+      out = _with_prefix(cfg, qr, scores, vals, prefix, q_slots, positions, window, dt)
+    out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4)
+    y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
+    return y, new_kv
+
+  def _project(self, x, positions):
+    """q, k, v [B, T, heads, Dh] (biased for Qwen2, rotated, constrained to their heads' sharding) and the output
+    kernel."""
     cfg = self.cfg
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     d, h, kvh, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -129,99 +233,7 @@ class Attention(nn.Module):
     q = _constrain(apply_rope(q, positions, cfg.rope_inv_freq()), heads, self.mesh, self.rules)
     k = _constrain(apply_rope(k, positions, cfg.rope_inv_freq()), heads, self.mesh, self.rules)
     v = _constrain(v, heads, self.mesh, self.rules)
-
-    b, t = x.shape[:2]
-    g = h // kvh
-    k_new, v_new = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B,KVH,Dh,T], [B,KVH,T,Dh]
-    offset = 0  # absolute slot of this cache's slot 0 (the prefix length when one is shared)
-    prefix = key_pos = None
-    if layer_cache is None:
-      # The tokens among themselves: causal, real tokens only, within the window.
-      keys, vals, valid, new_kv = k_new, v_new, mask, (k_new, v_new)
-      q_slots = jnp.arange(t)
-    else:
-      # Write first, then attend over the cache: the old buffer is never read after the
-      # update, so XLA updates it in place instead of copying it every step.
-      k_cache, v_cache, valid, prefix, key_pos = layer_cache  # `valid` (and `key_pos`) already mark these T tokens
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k_new.astype(k_cache.dtype), (0, 0, 0, index))
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v_new.astype(v_cache.dtype), (0, 0, index, 0))
-      keys, vals, new_kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
-      q_slots = index + jnp.arange(t)
-      if prefix is not None:
-        offset = prefix[0].shape[-1]
-
-    def allowed(rel, ok):  # causal + window + real keys -> [B, T, S]; rel [T, S] (slot distances) or [B, T, S]
-      near = (rel >= 0) & (rel < window)
-      return (near if near.ndim == 3 else near[None]) & ok[:, None, :]
-
-    # Batched dots in [batch, KVH, rows, Dh] layout (batch dims leading, contraction on the
-    # operands' natural axes), which XLA:CPU runs ~4x faster than the equivalent einsum.
-    # Both dots contract the rows operand's last axis with the other operand's axis 2 (k is
-    # stored [.., Dh, S], v [.., S, Dh]), batched over (batch, KVH).
-    dims = (((3,), (2,)), ((0, 1), (0, 1)))
-    qr = q.reshape(b, t, kvh, g, hd).transpose(0, 2, 3, 1, 4)  # [B, KVH, G, T, Dh]
-    chunk = cfg.prefill_chunk
-    if layer_cache is None and chunk and t > chunk:
-      # Long prompts: query chunks attend only to keys up to their own end. Skips the masked
-      # upper triangle and keeps each chunk's [rows, keys] scores small enough to stay in cache.
-      outs = []
-      for q0 in range(0, t, chunk):
-        q1 = min(t, q0 + chunk)
-        s_c = jax.lax.dot_general(
-          qr[:, :, :, q0:q1].reshape(b, kvh, g * (q1 - q0), hd),
-          keys[..., :q1],
-          dims,
-          preferred_element_type=jnp.float32,
-        )
-        s_c = _softcap(s_c.reshape(b, kvh, g, q1 - q0, q1) * cfg.attn_scale, cfg.attn_logit_softcap)
-        ok = allowed(jnp.arange(q0, q1)[:, None] - jnp.arange(q1)[None, :], valid[:, :q1])
-        p_c = jax.nn.softmax(jnp.where(ok[:, None, None], s_c, jnp.finfo(jnp.float32).min), axis=-1).astype(dt)
-        o_c = jax.lax.dot_general(p_c.reshape(b, kvh, g * (q1 - q0), q1), vals[:, :, :q1], dims)
-        outs.append(o_c.reshape(b, kvh, g, q1 - q0, hd))
-      out = jnp.concatenate(outs, axis=3).transpose(0, 3, 1, 2, 4)
-      y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
-      return y, new_kv
-    low = jnp.finfo(jnp.float32).min
-
-    def masked(s, ok):
-      return jnp.where(ok[:, None, None], _softcap(s * cfg.attn_scale, cfg.attn_logit_softcap), low)
-
-    scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, dims, preferred_element_type=jnp.float32)
-    if key_pos is None:
-      own_rel = q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :]
-    else:
-      own_rel = positions[:, :, None] - key_pos[:, None, :]
-    scores = masked(scores.reshape(b, kvh, g, t, -1), allowed(own_rel, valid))
-    if prefix is None:
-      probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-      out = jax.lax.dot_general(probs.reshape(b, kvh, g * t, -1), vals, dims)  # [B, KVH, G*T, Dh]
-    else:
-      # Shared prefix: the n rows sampled from one prompt read its prefix cache once, as n*G query rows of a single
-      # dot, instead of from n copies of it. One softmax over (prefix, own) keys, taken in two parts with a shared
-      # max and sum rather than over their concatenation: the [rows, keys] scores are not copied whole in HBM.
-      pk, pv, pvalid, ppos = prefix  # [P, KVH, Dh, Lp], [P, KVH, Lp, Dh], [P, Lp], None or [P, Lp]
-      p_rows = pk.shape[0]
-      n = b // p_rows
-      q_pre = qr.reshape(p_rows, n, kvh, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(p_rows, kvh, n * g * t, hd)
-      s_pre = jax.lax.dot_general(q_pre, pk.astype(dt), dims, preferred_element_type=jnp.float32)
-      s_pre = s_pre.reshape(p_rows, kvh, n, g * t, offset).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g, t, offset)
-      if ppos is None:
-        pre_rel = (offset + q_slots)[:, None] - jnp.arange(offset)[None, :]
-      else:
-        pre_rel = positions[:, :, None] - jnp.repeat(ppos, n, 0)[:, None, :]
-      pre_ok = allowed(pre_rel, jnp.repeat(pvalid, n, 0))
-      s_pre = masked(s_pre, pre_ok)
-      top = jax.lax.stop_gradient(jnp.maximum(s_pre.max(-1, keepdims=True), scores.max(-1, keepdims=True)))
-      e_pre, e_own = jnp.exp(s_pre - top), jnp.exp(scores - top)
-      denom = e_pre.sum(-1, keepdims=True) + e_own.sum(-1, keepdims=True)
-      own = (e_own / denom).astype(dt).reshape(b, kvh, g * t, -1)
-      out = jax.lax.dot_general(own, vals, dims)  # [B, KVH, G*T, Dh]
-      p_pre = (e_pre / denom).astype(dt).reshape(p_rows, n, kvh, g * t, offset).transpose(0, 2, 1, 3, 4)
-      o_pre = jax.lax.dot_general(p_pre.reshape(p_rows, kvh, n * g * t, offset), pv.astype(dt), dims)
-      out = out + o_pre.reshape(p_rows, kvh, n, g * t, hd).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g * t, hd)
-    out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4)
-    y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
-    return y, new_kv
+    return q, k, v, wo
 
 
 class MLP(nn.Module):

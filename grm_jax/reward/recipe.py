@@ -187,6 +187,7 @@ def recipe_from_config(config: Mapping[str, Any], tokenizer: Any = None, meta: M
   evaluation's sampling settings (k, temperature, top-p, max new tokens: how the run itself voted), the meta RM's
   k_meta when the run has one, and the chat frame of `tokenizer`."""
   ev = config.get("eval", {})
+  ev = ev.get("sampling", ev)  # runs written before the `eval.sampling` group kept these keys in `eval` itself
   grm_group = config.get("grm", {})
   template = str(grm_group.get("template", "default"))
   lo_hi = prompts.SCORE_RANGES[template]

@@ -242,13 +242,13 @@ class Server:
   # -------------------------------------------------------------- meta RM
 
   def _meta_ids(self, messages: list[dict[str, str]]) -> list[int] | None:
-    from grm_jax.grm.meta_rm import meta_ids  # noqa: PLC0415
+    from grm_jax.judges.meta_rm import meta_ids  # noqa: PLC0415
 
     return meta_ids(self.meta.model, messages, self.meta.max_len)
 
   async def meta_logits(self, seqs: list[list[int] | None]) -> list[float]:
     """The meta RM's logits (-inf for a judgement too long to score, as evaluation ranks it)."""
-    from grm_jax.grm.meta_rm import sequence_logits  # noqa: PLC0415
+    from grm_jax.judges.meta_rm import sequence_logits  # noqa: PLC0415
 
     real = [s for s in seqs if s is not None]
     async with self._meta_lock:  # one forward at a time: they compete for the same cores / device
@@ -328,35 +328,48 @@ def _seed(body: _Sampling) -> int:
   return int(body.seed) % 2**32 if body.seed is not None else secrets.randbits(32)
 
 
-def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) -> fastapi.FastAPI:
-  """The FastAPI app of `server` (module docstring). `on_shutdown` runs after the engine has stopped (a pod's
-  process 0 leaves JAX's distributed runtime there, before uvicorn re-raises the SIGTERM that ends it)."""
+def _lifespan(server: Server, on_shutdown: Callable[[], None] | None):
+  """The app's lifespan: nothing at start; at shutdown, after uvicorn has stopped taking connections and answered
+  every admitted request, stop the engine, then run `on_shutdown`."""
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
     yield
-    # Uvicorn has stopped taking connections and answered every admitted request; finish the engine.
     server.draining = True
     await asyncio.to_thread(server.engine.close)
     if on_shutdown is not None:
       await asyncio.to_thread(on_shutdown)
 
-  app = fastapi.FastAPI(title="grm_jax", lifespan=lifespan)
+  return lifespan
 
-  @app.exception_handler(ServeError)
-  async def serve_error(request, exc: ServeError):
-    return _error(exc.status, exc.message, exc.headers)
 
-  @app.exception_handler(fastapi.exceptions.RequestValidationError)
-  async def bad_request(request, exc):
-    kind = request.headers.get("content-type", "")
-    if request.method == "POST" and "json" not in kind:
-      return _error(400, f"send the body as JSON with Content-Type: application/json (got {kind or 'none'!r})")
-    return _error(400, _validation_message(exc))
+# ----------------------------------------------------------------------------------------------- error handling
 
-  @app.exception_handler(fastapi.HTTPException)
-  async def http_error(request, exc):
-    return _error(exc.status_code, str(exc.detail))
+
+async def _serve_error(request: fastapi.Request, exc: ServeError) -> fr.JSONResponse:
+  return _error(exc.status, exc.message, exc.headers)
+
+
+async def _bad_request(request: fastapi.Request, exc: fastapi.exceptions.RequestValidationError) -> fr.JSONResponse:
+  kind = request.headers.get("content-type", "")
+  if request.method == "POST" and "json" not in kind:
+    return _error(400, f"send the body as JSON with Content-Type: application/json (got {kind or 'none'!r})")
+  return _error(400, _validation_message(exc))
+
+
+async def _http_error(request: fastapi.Request, exc: fastapi.HTTPException) -> fr.JSONResponse:
+  return _error(exc.status_code, str(exc.detail))
+
+
+def _add_error_handlers(app: fastapi.FastAPI) -> None:
+  """Every error answers an OpenAI style error object (`_error`)."""
+  app.add_exception_handler(ServeError, _serve_error)
+  app.add_exception_handler(fastapi.exceptions.RequestValidationError, _bad_request)
+  app.add_exception_handler(fastapi.HTTPException, _http_error)
+
+
+def _add_request_metrics(app: fastapi.FastAPI, server: Server) -> None:
+  """Counts every request by path and status, and its latency (not those of /metrics itself)."""
 
   @app.middleware("http")
   async def count(request: fastapi.Request, call_next):
@@ -368,14 +381,27 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
       server.metrics.latency.labels(path).observe(time.perf_counter() - t0)
     return response
 
-  async def guarded(coro):
-    try:
-      async with server.admit():
-        return await asyncio.wait_for(coro, server.request_timeout)
-    except TimeoutError:
-      raise ServeError(504, f"the request took longer than request_timeout={server.request_timeout:g} s") from None
-    finally:
-      coro.close()  # a refused request's work never starts (closing a finished coroutine does nothing)
+
+# ----------------------------------------------------------------------------------------------- admission
+
+
+async def _guarded(server: Server, coro):
+  """Awaits `coro` once the server admits the request (503 when full or shutting down), within `request_timeout`
+  (504). `coro` is created by the caller but its work starts only here: a refused request's never starts."""
+  try:
+    async with server.admit():
+      return await asyncio.wait_for(coro, server.request_timeout)
+  except TimeoutError:
+    raise ServeError(504, f"the request took longer than request_timeout={server.request_timeout:g} s") from None
+  finally:
+    coro.close()  # a refused request's work never starts (closing a finished coroutine does nothing)
+
+
+# ----------------------------------------------------------------------------------------------- routes
+
+
+def _add_info_routes(app: fastapi.FastAPI, server: Server) -> None:
+  """GET /health, /recipe, /v1/models and /metrics."""
 
   @app.get("/health")
   async def health():
@@ -398,113 +424,166 @@ def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) ->
     server.metrics.queue.set(server.engine.waiting)
     return fr.Response(prom.generate_latest(server.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
 
-  def check_sampling(body: _Sampling) -> None:
-    if body.stream:
-      raise ServeError(400, "stream: streaming is not supported; send stream=false")
 
-  async def run_completions(prompt_ids: list[list[int]], body: _Sampling, max_new: int, logprobs: bool):
-    settings, stops = _settings(body), _stop_strings(body.stop)
-    seed = _seed(body)
-    outs = await asyncio.gather(*(server.sample(ids, body.n, max_new, settings, (seed + p) % 2**32)
-                                  for p, ids in enumerate(prompt_ids)))
-    choices, completion_tokens = [], 0
-    for p, out in enumerate(outs):
-      for j in range(body.n):
-        text, hit = _cut(server.decode(out.tokens[j]), stops)
-        completion_tokens += len(out.tokens[j])
-        reason = "stop" if hit or out.stopped[j] else "length"
-        choice = {"index": p * body.n + j, "text": text, "finish_reason": reason, "tokens": out.tokens[j],
-                  "logprobs": None}
-        if logprobs:
-          choice["logprobs"] = {"tokens": [server.decode([t]) for t in out.tokens[j]],
-                                "token_logprobs": out.logprobs[j], "token_ids": out.tokens[j]}
-        choices.append(choice)
-    usage = {"prompt_tokens": sum(len(i) for i in prompt_ids), "completion_tokens": completion_tokens}
-    usage["total_tokens"] = usage["prompt_tokens"] + completion_tokens
-    return choices, usage
+def _check_sampling(body: _Sampling) -> None:
+  if body.stream:
+    raise ServeError(400, "stream: streaming is not supported; send stream=false")
+
+
+def _completion_choice(server: Server, out: Any, j: int, index: int, stops: list[str],
+                       with_logprobs: bool) -> dict[str, Any]:
+  """Sample j of an engine result `out` as an OpenAI completion choice: the decoded text cut at the first stop
+  string, and its finish reason."""
+  text, hit = _cut(server.decode(out.tokens[j]), stops)
+  reason = "stop" if hit or out.stopped[j] else "length"
+  choice = {"index": index, "text": text, "finish_reason": reason, "tokens": out.tokens[j], "logprobs": None}
+  if with_logprobs:
+    choice["logprobs"] = {"tokens": [server.decode([t]) for t in out.tokens[j]],
+                          "token_logprobs": out.logprobs[j], "token_ids": out.tokens[j]}
+  return choice
+
+
+async def _run_completions(server: Server, prompt_ids: list[list[int]], body: _Sampling, max_new: int,
+                           logprobs: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+  """body.n samples of each prompt (prompt p seeded seed + p): (choices, usage) of an OpenAI completion."""
+  settings, stops = _settings(body), _stop_strings(body.stop)
+  seed = _seed(body)
+  outs = await asyncio.gather(*(server.sample(ids, body.n, max_new, settings, (seed + p) % 2**32)
+                                for p, ids in enumerate(prompt_ids)))
+  choices, completion_tokens = [], 0
+  for p, out in enumerate(outs):
+    for j in range(body.n):
+      completion_tokens += len(out.tokens[j])
+      choices.append(_completion_choice(server, out, j, p * body.n + j, stops, logprobs))
+  usage = {"prompt_tokens": sum(len(i) for i in prompt_ids), "completion_tokens": completion_tokens}
+  usage["total_tokens"] = usage["prompt_tokens"] + completion_tokens
+  return choices, usage
+
+
+def _completion_prompt_ids(server: Server, body: CompletionBody, max_new: int) -> list[list[int]]:
+  """The token ids of each prompt of a /v1/completions body (text, token ids, or a list of either), checked."""
+  p = body.prompt
+  if isinstance(p, str):
+    p = [p]
+  if not p:
+    raise ServeError(400, "prompt: must not be empty")
+  if isinstance(p[0], int):
+    p = [p]
+  ids = [server.encode_text(x, body.add_special_tokens) if isinstance(x, str) else list(x) for x in p]
+  for i, x in enumerate(ids):
+    server.check_ids(x, max_new, f"prompt[{i}]" if len(ids) > 1 else "prompt")
+  return ids
+
+
+def _add_completion_routes(app: fastapi.FastAPI, server: Server) -> None:
+  """POST /v1/completions and /v1/chat/completions."""
 
   @app.post("/v1/completions")
   async def completions(body: CompletionBody):
     max_new = int(body.max_tokens or 16)
-    check_sampling(body)
-    p = body.prompt
-    if isinstance(p, str):
-      p = [p]
-    if not p:
-      raise ServeError(400, "prompt: must not be empty")
-    if isinstance(p[0], int):
-      p = [p]
-    ids = [server.encode_text(x, body.add_special_tokens) if isinstance(x, str) else list(x) for x in p]
-    for i, x in enumerate(ids):
-      server.check_ids(x, max_new, f"prompt[{i}]" if len(ids) > 1 else "prompt")
-    choices, usage = await guarded(run_completions(ids, body, max_new, body.logprobs is not None))
+    _check_sampling(body)
+    ids = _completion_prompt_ids(server, body, max_new)
+    choices, usage = await _guarded(server, _run_completions(server, ids, body, max_new, body.logprobs is not None))
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": server.name, "choices": choices, "usage": usage}
 
   @app.post("/v1/chat/completions")
   async def chat_completions(body: ChatBody):
     max_new = int(body.max_completion_tokens or body.max_tokens or 256)
-    check_sampling(body)
+    _check_sampling(body)
     if body.messages[-1].role == "assistant":
       raise ServeError(400, "messages: the last message must not be the assistant's (nothing to answer)")
     ids = server.model.encode_chat([m.model_dump(include={"role", "content"}) for m in body.messages])
     server.check_ids(ids, max_new, "messages")
-    choices, usage = await guarded(run_completions([ids], body, max_new, body.logprobs))
+    choices, usage = await _guarded(server, _run_completions(server, [ids], body, max_new, body.logprobs))
     out = [{"index": c["index"], "message": {"role": "assistant", "content": c["text"]},
             "finish_reason": c["finish_reason"], "logprobs": c["logprobs"]} for c in choices]
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": server.name, "choices": out, "usage": usage}
 
+
+def _openrlhf_answers(server: Server, body: OpenRLHFBody) -> tuple[list[str], list[str]]:
+  """(prompts, answers) of an OpenRLHF /get_reward body: each query = prompt + response, the prompt cut off."""
+  prompts_ = body.prompts if body.prompts is not None else [""] * len(body.query)
+  if len(prompts_) != len(body.query):
+    raise ServeError(400, f"prompts: {len(prompts_)} prompts for {len(body.query)} queries")
+  # OpenRLHF decodes query = prompt + response with special tokens: drop the ones that end the response.
+  specials = [t for t in server.model.tokenizer.all_special_tokens if t]
+  answers = [_strip_end(q[len(p):] if p and q.startswith(p) else q, specials)
+             for q, p in zip(body.query, prompts_, strict=True)]
+  return prompts_, answers
+
+
+async def _judge_prompt_groups(server: Server, prompts_: list[str], answers: list[str],
+                               groups: dict[str, list[int]]) -> list[judging.RewardResult]:
+  """One group judgement per distinct prompt, of the answers given with it (indices `groups[prompt]`)."""
+
+  async def one(idx: list[int]):
+    query = prompts_[idx[0]] or "(no prompt given)"
+    return await server.rewards(query, [answers[i] for i in idx], k=None, mode="group", meta=None, k_meta=None,
+                                seed=0, shuffle=True, with_judgements=False, chunked=True)
+
+  return await asyncio.gather(*(one(idx) for idx in groups.values()))
+
+
+async def _openrlhf_rewards(server: Server, body: OpenRLHFBody) -> dict[str, Any]:
+  """OpenRLHF's remote reward model: the answers to one prompt are judged together, every reward in query order."""
+  prompts_, answers = _openrlhf_answers(server, body)
+  groups: dict[str, list[int]] = {}
+  for i, p in enumerate(prompts_):
+    groups.setdefault(p, []).append(i)
+  # A coroutine, not a gathered future: a refused request must not have started any work.
+  results = await _guarded(server, _judge_prompt_groups(server, prompts_, answers, groups))
+  rewards = [0.0] * len(body.query)
+  for idx, res in zip(groups.values(), results, strict=True):
+    for i, r in zip(idx, res.rewards, strict=True):
+      rewards[i] = r
+  return {"rewards": rewards, "scores": rewards, "extra_logs": {"grm_reward": rewards}}
+
+
+async def _classify(server: Server, body: ClassifyBody) -> dict[str, Any]:
+  """The meta RM's logit of each text, in vLLM's classify format."""
+  if server.meta is None:
+    raise ServeError(400, "this server has no meta RM (serve a run whose metarm stage finished)")
+  texts = [body.input] if isinstance(body.input, str) else list(body.input)
+  if not texts:
+    raise ServeError(400, "input: must not be empty")
+  tok = server.meta.model.tokenizer
+  seqs = [[int(t) for t in tok(x, add_special_tokens=body.add_special_tokens)["input_ids"]][-server.meta.max_len:]
+          for x in texts]
+  logits = await _guarded(server, server.meta_logits(seqs))
+  data = [{"index": i, "label": "LABEL_0", "num_classes": 1, "logit": x,
+           "probs": [_sigmoid(x) if body.use_activation else x]} for i, x in enumerate(logits)]
+  return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+          "model": body.model or "meta-rm", "data": data}
+
+
+def _add_reward_routes(app: fastapi.FastAPI, server: Server) -> None:
+  """POST /v1/rewards, /get_reward (OpenRLHF) and /classify (the meta RM)."""
+
   @app.post("/v1/rewards")
   async def rewards(body: RewardBody):
-    result = await guarded(server.rewards(body.prompt, body.responses, k=body.k, mode=body.mode, meta=body.meta,
-                                          k_meta=body.k_meta, seed=body.seed, shuffle=body.shuffle,
-                                          with_judgements=body.return_judgements))
+    result = await _guarded(server, server.rewards(body.prompt, body.responses, k=body.k, mode=body.mode,
+                                                   meta=body.meta, k_meta=body.k_meta, seed=body.seed,
+                                                   shuffle=body.shuffle, with_judgements=body.return_judgements))
     return result.to_dict()
 
   @app.post("/get_reward")
   async def get_reward(body: OpenRLHFBody):
-    prompts_ = body.prompts if body.prompts is not None else [""] * len(body.query)
-    if len(prompts_) != len(body.query):
-      raise ServeError(400, f"prompts: {len(prompts_)} prompts for {len(body.query)} queries")
-    # OpenRLHF decodes query = prompt + response with special tokens: drop the ones that end the response.
-    specials = [t for t in server.model.tokenizer.all_special_tokens if t]
-    answers = [_strip_end(q[len(p):] if p and q.startswith(p) else q, specials)
-               for q, p in zip(body.query, prompts_, strict=True)]
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts_):
-      groups.setdefault(p, []).append(i)
-
-    async def one(idx: list[int]):
-      query = prompts_[idx[0]] or "(no prompt given)"
-      return await server.rewards(query, [answers[i] for i in idx], k=None, mode="group", meta=None, k_meta=None,
-                                  seed=0, shuffle=True, with_judgements=False, chunked=True)
-
-    async def every_group():
-      return await asyncio.gather(*(one(idx) for idx in groups.values()))
-
-    # A coroutine, not a gathered future: a refused request must not have started any work.
-    results = await guarded(every_group())
-    rewards = [0.0] * len(body.query)
-    for idx, res in zip(groups.values(), results, strict=True):
-      for i, r in zip(idx, res.rewards, strict=True):
-        rewards[i] = r
-    return {"rewards": rewards, "scores": rewards, "extra_logs": {"grm_reward": rewards}}
+    return await _openrlhf_rewards(server, body)
 
   @app.post("/classify")
   async def classify(body: ClassifyBody):
-    if server.meta is None:
-      raise ServeError(400, "this server has no meta RM (serve a run whose metarm stage finished)")
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    if not texts:
-      raise ServeError(400, "input: must not be empty")
-    tok = server.meta.model.tokenizer
-    seqs = [[int(t) for t in tok(x, add_special_tokens=body.add_special_tokens)["input_ids"]][-server.meta.max_len:]
-            for x in texts]
-    logits = await guarded(server.meta_logits(seqs))
-    data = [{"index": i, "label": "LABEL_0", "num_classes": 1, "logit": x,
-             "probs": [_sigmoid(x) if body.use_activation else x]} for i, x in enumerate(logits)]
-    return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-            "model": body.model or "meta-rm", "data": data}
+    return await _classify(server, body)
 
+
+def create_app(server: Server, on_shutdown: Callable[[], None] | None = None) -> fastapi.FastAPI:
+  """The FastAPI app of `server` (module docstring). `on_shutdown` runs after the engine has stopped (a pod's
+  process 0 leaves JAX's distributed runtime there, before uvicorn re-raises the SIGTERM that ends it)."""
+  app = fastapi.FastAPI(title="grm_jax", lifespan=_lifespan(server, on_shutdown))
+  _add_error_handlers(app)
+  _add_request_metrics(app, server)
+  _add_info_routes(app, server)
+  _add_completion_routes(app, server)
+  _add_reward_routes(app, server)
   return app

@@ -16,18 +16,18 @@ same data and scored on the same evaluation items as the GRM, so the two can sta
    rewards (`losses.bradley_terry_loss`, mean over the pairs of a step). A batch row is an item: its responses
    [n_max, T], padded with empty rows to the longest list of the run (one compiled step). `epochs` or `steps`,
    `batch_size` items per step, lr, schedule: the paper states none for its BTRM, ours.
-4. Evaluation by the evaluate stage's harness: the items of `common.eval_items` (the data sets of
+4. Evaluation by the eval stage's harness: the items of `common.eval_items` (the data sets of
    `config.eval.datasets`, `eval.limit` of each chosen by `eval.subsample` and the seed: the GRM's held-out items),
    each response's scalar as its vote, the benchmark's official metrics by `eval.score_benchmark` with the evaluate
    stage's tie-break key, with the official metric's tie-expected value and 95% bootstrap interval over items
-   (`eval.metrics.official_with_interval`, the evaluate stage's seed and `eval.bootstrap_resamples`). A higher
+   (`eval.metrics.official_with_interval`, the eval stage's seed and `eval.bootstrap_resamples`). A higher
    scalar means a better response, the orientation of the GRM's scores, so
    ReaLMistake's single responses (error score = -vote) are scored as they are.
 
 Writes `btrm/final/` (params: `{"decoder", "head"}`), `btrm/model.json` (the base model spec), `btrm/metrics.jsonl`
 (per step: loss, pair accuracy, pairs), `btrm/metrics.json` (counts, held-out pairs before / after) and
 `btrm/results.json`: `{"policy": "btrm", "datasets": {name: {"benchmark", "official_metric", "k": 1, "k1",
-"metrics": {"k1": {...}}, ...}}, "paper": ...}`, each data set's entry in the keys of the evaluate stage's
+"metrics": {"k1": {...}}, ...}}, "paper": ...}`, each data set's entry in the keys of the eval stage's
 results.json, so a report can set it beside the GRM.
 """
 
@@ -46,7 +46,7 @@ from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper
-from grm_jax.grm.meta_rm import sequence_logits
+from grm_jax.judges.meta_rm import sequence_logits
 from grm_jax.models.scalar_head import init_meta_params, meta_scores
 from grm_jax.stages import common
 from grm_jax.train import losses
@@ -174,7 +174,7 @@ def train(model, params, seqs, examples: Sequence[PreferenceExample], group, out
 def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], config, batch_size: int, mesh,
                    rules) -> dict[str, dict[str, Any]]:
   """Each data set's official metrics with each response's scalar as its vote (k = 1: one score per response)."""
-  key = jax.random.PRNGKey(int(config.seed))  # the evaluate stage's tie-break key
+  key = jax.random.PRNGKey(int(config.seed))  # the eval stage's tie-break key
   max_len = int(config.btrm.max_len)
   out = {}
   for name, examples in datasets.items():
@@ -183,13 +183,13 @@ def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], 
     bench = metrics_lib.benchmark_of(name)
     values = metrics_lib.score_benchmark(bench, examples, votes, key)
     official = metrics_lib.official_metric(bench, values)
-    # The evaluate stage's tie-expected value and bootstrap interval (same seed: the GRM's columns' resampled items).
+    # The eval stage's tie-expected value and bootstrap interval (same seed: the GRM's columns' resampled items).
     values.update(metrics_lib.official_with_interval(bench, examples, votes, official, int(config.seed),
                                                      int(config.eval.bootstrap_resamples)))
     out[name] = {"benchmark": bench, "official_metric": official, "num_items": len(examples), "k": 1,
                  "skipped_rows": int(getattr(examples, "skipped", 0) or 0), "truncated": cut,
                  "k1": values[official], "metrics": {"k1": values},
-                 # per item, as the evaluate stage keeps them (`eval.claims` pairs the two on the same items)
+                 # per item, as the eval stage keeps them (`eval.claims` pairs the two on the same items)
                  "outcomes": {"ids": [f"{ex.source}/{ex.id}" for ex in examples],
                               "k1": metrics_lib.item_outcomes(examples, [votes])}}
     logging.info("btrm: %s: %s %.4f (%d items)", name, official, values[official], len(examples))
@@ -240,7 +240,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
     "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None})
 
   per_dataset = evaluate_items(model, params, datasets, config, batch, mesh, rules)
-  # The item selection (seed, eval settings) as the evaluate stage records it, so a comparison can check the items.
+  # The item selection (seed, eval settings) as the eval stage records it, so a comparison can check the items.
   selection = {"seed": int(config.seed), "eval": config.eval.to_dict()}
   results = {"model": name, "policy": "btrm", "config": selection, "datasets": per_dataset,
              "paper": paper.comparison(per_dataset, None, "btrm"), "heldout": {"before": before, "after": after},

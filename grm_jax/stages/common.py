@@ -18,6 +18,7 @@ Workdir layout (one folder per stage, written only by that stage):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -29,10 +30,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm, models, parallel
+from grm_jax import files, judges, models, parallel, seeds
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset, load_mixture
-from grm_jax.grm import synthetic_critic, trajectories
+from grm_jax.judges import synthetic_critic, trajectories
 
 
 def make_mesh(config) -> tuple[Any, tuple]:
@@ -55,19 +56,17 @@ def load_base(config, mesh=None, rules=parallel.DEFAULT_RULES, name: str | None 
 
 
 def judge_with(config, spec: str, model, mesh=None, rules=(), critic_noise: float = 0.0):
-  """(judge function, model to pass it) for a sampler named `spec`: the model being trained (""), the rule-based
-  critic of the built-in synthetic data ("synthetic-critic", wrong with chance `critic_noise`), or another checkpoint
-  (a `models.load` spec, e.g. RFT's teacher or the RL-data filter's small judge) loaded with `config.model`'s dtypes.
-  The judge is `grm.judge`'s signature, looked up when called so tests can script it."""
-  if not spec:
-    return (lambda *a, **k: grm.judge(*a, **k)), model
+  """(judge, model to pass it) for a sampler named `spec`: the model being trained (""), the rule-based critic of the
+  built-in synthetic data ("synthetic-critic", wrong with chance `critic_noise`; it needs no model), or another
+  checkpoint (a `models.load` spec, e.g. RFT's teacher or the RL-data filter's small judge) loaded with
+  `config.model`'s dtypes. The judge takes `judges.judge`'s arguments: (model, examples, sampling, hint=...)."""
   if spec == "synthetic-critic":
+    return functools.partial(_critic, noise=critic_noise), None
+  return judges.judge, (model if not spec else load_base(config, mesh, rules, name=spec))
 
-    def critic(_, examples, *, k=1, seed=0, hint=False, template="default", **unused):
-      return synthetic_critic.critic_judge(examples, k=k, seed=seed, hint=hint, noise=critic_noise, template=template)
 
-    return critic, None
-  return (lambda *a, **k: grm.judge(*a, **k)), load_base(config, mesh, rules, name=spec)
+def _critic(_, examples, sampling: judges.Sampling, *, hint: bool = False, noise: float):
+  return synthetic_critic.critic_judge(examples, sampling, hint=hint, noise=noise)
 
 
 def grm_template(config) -> str:
@@ -104,7 +103,7 @@ def training_items(config, split: str = "train"):
                       synthetic_split=split, key=f"data.{key}")
 
 
-def heldout_probe(config, group_name: str, model: models.Model) -> Callable[[Any, int], dict[str, float]] | None:
+def heldout_check(config, group_name: str, model: models.Model) -> Callable[[Any, int], dict[str, float]] | None:
   """Held-out evaluation during training: every `<group>.eval_every` optimizer steps (0 = never), the updated params
   judge the first `<group>.eval_items` items of `data.test` once, greedily, with the run's template; their accuracy
   (Eq. 10, as RFT and GRPO score) and parse rate go into that step's metrics as "heldout/accuracy" and
@@ -116,17 +115,17 @@ def heldout_probe(config, group_name: str, model: models.Model) -> Callable[[Any
   items = training_items(config, "test")[: int(group.eval_items)]
   if not items:
     raise ValueError(f"config {group_name}.eval_every={every} needs held-out items: data.test is empty")
-  template = grm_template(config)
+  sampling = judges.Sampling.from_config(config, f"{group_name}.sampling", "eval",
+                                         k=1).greedy().replace(batch_items=0)
 
-  def probe(params, step: int) -> dict[str, float]:
+  def check(params, step: int) -> dict[str, float]:
     if (step + 1) % every:
       return {}
-    j = grm.judge(with_params(model, params), items, k=1, temperature=0.0, max_new_tokens=int(group.max_new_tokens),
-                  seed=int(config.seed), batch_items=len(items), progress=False, template=template)
+    j = judges.judge(with_params(model, params), items, sampling, progress=False)
     right = np.asarray(trajectories.correctness(j, items), bool)
     return {"heldout/accuracy": float(right.mean()), "heldout/parse_rate": float(np.asarray(j.valid).mean())}
 
-  return probe
+  return check
 
 
 def datasets_of(config: Any) -> list[str]:
@@ -161,13 +160,14 @@ def select_items(name: str, config, limit: int | None) -> list[PreferenceExample
   examples = list(load_dataset(name, root=config.benchmark_root, **split))
   if len(examples) <= limit:
     return examples
-  keep = np.sort(np.random.default_rng(int(config.seed)).choice(len(examples), size=limit, replace=False))
+  rng = np.random.default_rng(seeds.seed_for(int(config.seed), "eval"))
+  keep = np.sort(rng.choice(len(examples), size=limit, replace=False))
   return [examples[i] for i in keep]
 
 
 def eval_items(config) -> dict[str, list[PreferenceExample]]:
   """The evaluation items of every data set of `config.eval.datasets`: `eval.limit` of each by `select_items`. The
-  evaluate stage (the GRM) and the btrm stage (the scalar baseline) both read them here, so both score the same
+  eval stage (the GRM) and the btrm stage (the scalar baseline) both read them here, so both score the same
   held-out items."""
   limit = int(config.eval.limit) or None
   out: dict[str, list[PreferenceExample]] = {}

@@ -12,7 +12,7 @@ the steps it redoes), `grpo/done.json`.
 
 RL-data filter (paper App. C.1: the RL set drops items that DeepSeek-V2-Lite-Chat gets right in all 3 samples): with
 `grpo.filter.judge` set (a `models.load` spec, or "synthetic-critic" on the built-in data), that judge samples each
-training item `filter.samples` times before training and every item it gets right every time is dropped: a group of
+training item `filter.sampling.k` times before training and every item it gets right every time is dropped: a group of
 all-right rollouts has zero advantage and teaches nothing. The judge is loaded, used and let go before the policy
 loads. Per-item counts go to `grpo/filter.jsonl`, the totals (overall and by source) to `grpo/filter.json` (reused by
 a rerun with the same settings) and to the stage's done.json.
@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from grm_jax import grm
+from grm_jax import judges
 from grm_jax.files import append_jsonl, exists, read_jsonl, write_jsonl
-from grm_jax.grm import rules, trajectories
+from grm_jax.grm import rules
+from grm_jax.judges import trajectories
 from grm_jax.stages import common
 from grm_jax.train.batching import bucket_length
 from grm_jax.train.checkpoint import restore_params, save_params
@@ -56,13 +57,10 @@ def row_length(longest_prompt: int, max_new_tokens: int) -> int:
   return bucket_length(longest_prompt + 16 + max_new_tokens + 1)
 
 
-def items_per_call(g) -> int:
-  """Items per rollout sampler call: `grpo.batch_items`, 0 meaning the whole step's `prompts_per_step` at once."""
-  return int(g.batch_items) or int(g.prompts_per_step)
-
-
-def step_seed(seed: int, step: int) -> int:
-  return int(np.random.default_rng([seed, step, 7]).integers(2**31 - 1))
+def rollout_sampling(config, step: int) -> judges.Sampling:
+  """The G rollouts per item of GRPO step `step` (`grpo.sampling`, k = `grpo.group_size`), seeded by the step so a
+  resumed run draws what the uninterrupted one drew."""
+  return judges.Sampling.from_config(config, "grpo.sampling", "grpo_rollouts", step, k=int(config.grpo.group_size))
 
 
 STAGE_KEYS = ("seed", "model", "grm", "data", "grpo")
@@ -80,9 +78,7 @@ def filter_items(config, items, out: str, mesh=None, rules_=()) -> tuple[list, d
 
   def make() -> dict[str, Any]:
     judge, model = common.judge_with(config, str(f.judge), None, mesh, rules_, float(f.critic_noise))
-    j = judge(model, items, k=int(f.samples), seed=int(config.seed) + 11, temperature=float(f.temperature),
-              top_p=1.0, max_new_tokens=int(f.max_new_tokens), batch_items=int(f.batch_items),
-              template=common.grm_template(config))
+    j = judge(model, items, judges.Sampling.from_config(config, "grpo.filter.sampling", "rl_filter"))
     del model
     right = trajectories.correctness(j, items).sum(axis=1)
     rows = [{"id": ex.id, "source": ex.source, "n": ex.n, "right": int(r), "samples": j.k,
@@ -97,8 +93,8 @@ def filter_items(config, items, out: str, mesh=None, rules_=()) -> tuple[list, d
   if not kept:
     raise NothingToLearn(
       f"grpo: the RL-data filter (grpo.filter.judge={str(f.judge)!r}) got all {len(items)} training items right in "
-      f"all {int(f.samples)} samples, so none is left to learn from (details: {os.path.join(out, 'filter.jsonl')}). "
-      "Use a weaker filter judge, more samples (grpo.filter.samples), harder data, or grpo.filter.judge='' to keep "
+      f"all {int(f.sampling.k)} samples, so none is left to learn from (details: {os.path.join(out, 'filter.jsonl')}). "
+      "Use a weaker filter judge, more samples (grpo.filter.sampling.k), harder data, or grpo.filter.judge='' to keep "
       "every item.")
   logging.info("grpo: RL-data filter kept %d of %d items (%s)", len(kept), len(items), summary["total"])
   return kept, {k: v for k, v in summary.items() if k != "fingerprint"}
@@ -136,70 +132,84 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   start = initial_params(config, workdir, model)
   gc = GrpoConfig.from_config(g)
   ref = reference_params(model.config, start, gc)
-  steps = int(g.steps)
-  optimizer, schedule = make_optimizer(g.optim, steps)
+  optimizer, schedule = make_optimizer(g.optim, int(g.steps))
   # The state takes over the start params' buffers and the base weights are let go (each step's sampler reads the
   # state's params): the policy's weights are on the device once (grm_jax.aot counts what stays resident).
   state = init_state(start, optimizer, donate=True)
   model = common.with_params(model, None)
   del start
-  updater = GrpoUpdater(model.config, gc, optimizer, schedule, mesh, rules_)
-  P, G = int(g.prompts_per_step), int(g.group_size)
-  # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
-  # a few tokens at most, hence the slack) plus the longest judgement, in 64-token buckets.
-  longest_prompt = max(len(trajectories.training_prompt_ids(model, ex, tuple(range(ex.n)), "single" if ex.n == 1 else
-                                                      common.grm_template(config))) for ex in items)
-  length = row_length(longest_prompt, int(g.max_new_tokens))
-
-  probe = common.heldout_probe(config, "grpo", model)
-  rollouts_path = os.path.join(out, "rollouts.jsonl")
-  resumed = {"first": True}
-
-  def log_rollouts(step, batch, j, reward) -> None:
-    if resumed.pop("first", False) and exists(rollouts_path):  # a resumed run redoes the steps from `step` on
-      write_jsonl(rollouts_path, [r for r in read_jsonl(rollouts_path) if r["step"] <= step])
-    append_jsonl(rollouts_path, [
-      {"step": int(step) + 1, "item": f"{ex.source}/{ex.id}", "sample": s,
-       "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s], "valid": bool(j.valid[b, s]),
-       "scores": [float(x) for x in j.scores[b, s, : ex.n]] if j.valid[b, s] else None, "reward": float(reward[b, s])}
-      for b, ex in enumerate(batch) for s in range(G)])
-
-  def step_fn(state, step):
-    batch = [items[i] for i in batch_indices(len(items), P, step, int(config.seed))]
-    policy = common.with_params(model, state.params)
-    j = grm.judge(policy, batch, k=G, temperature=float(g.temperature), top_p=float(g.top_p),
-                  max_new_tokens=int(g.max_new_tokens), seed=step_seed(int(config.seed), step),
-                  batch_items=items_per_call(g),
-                  progress=False, template=common.grm_template(config))
-    gt = np.zeros((P, j.scores.shape[-1]))
-    for i, ex in enumerate(batch):
-      gt[i, : ex.n] = ex.rewards
-    reward = np.asarray(rules.rl_reward(j.scores, j.valid, gt[:, None], j.response_mask[:, None]))
-    log_rollouts(step, batch, j, reward)
-    prompts = [j.prompt_ids[b][s] for b in range(P) for s in range(G)]
-    completions = [trajectories.completion_ids(model, j.tokens[b][s], bool(j.stopped[b, s])) for b in range(P)
-                   for s in range(G)]
-    sampler_logp = [j.logprobs[b][s] for b in range(P) for s in range(G)]
-    max_len = max(len(p) for p in prompts) + int(g.max_new_tokens) + 1
-    state, metrics = updater.update(state, ref, prompts, completions, sampler_logp, reward, pad_id=model.pad_id,
-                                    max_len=max_len, length=length)
-    metrics["parse_rate"] = float(j.valid.mean())
-    metrics["sampler_seconds"] = j.sampler_seconds
-    if probe is not None:
-      metrics.update(probe(state.params, step))
-    return state, metrics
-
-  state, _ = run_loop(name="grpo", state=state, step_fn=step_fn, num_steps=steps, out_dir=out,
+  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule, mesh, rules_), ref,
+                  RolloutLog(os.path.join(out, "rollouts.jsonl")))
+  state, _ = run_loop(name="grpo", state=state, step_fn=step, num_steps=int(g.steps), out_dir=out,
                       save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress,
                       max_nonfinite=int(g.optim.max_nonfinite_steps))
   save_params(os.path.join(out, "final"), state.params)
-  history = read_jsonl(os.path.join(out, "metrics.jsonl"))
+  return {**_summary(read_jsonl(os.path.join(out, "metrics.jsonl")), int(g.steps)), "items": len(items),
+          **({"filter": filtered} if filtered is not None else {})}
+
+
+def _summary(history: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+  """The mean reward over the first and the last few steps, and the sampler / trainer log-prob gap at step 0."""
   k = max(1, min(5, len(history) // 2))
   return {
     "steps": steps,
     "reward_mean_first": float(np.mean([h["reward_mean"] for h in history[:k]])),
     "reward_mean_last": float(np.mean([h["reward_mean"] for h in history[-k:]])),
     "logp_diff_step0": history[0]["logp_diff_sampler_trainer"] if history else None,
-    "items": len(items),
-    **({"filter": filtered} if filtered is not None else {}),
   }
+
+
+class RolloutLog:
+  """`grpo/rollouts.jsonl`: every rollout of every step. The first write of a resumed run first drops the lines of
+  the steps it redoes, so each step appears once."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.started = False
+
+  def write(self, step: int, batch, j: judges.Judgements, reward: np.ndarray) -> None:
+    if not self.started and exists(self.path):
+      write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["step"] <= step])
+    self.started = True
+    append_jsonl(self.path, [
+      {"step": int(step) + 1, "item": f"{ex.source}/{ex.id}", "sample": s,
+       "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s], "valid": bool(j.valid[b, s]),
+       "scores": [float(x) for x in j.scores[b, s, : ex.n]] if j.valid[b, s] else None, "reward": float(reward[b, s])}
+      for b, ex in enumerate(batch) for s in range(j.k)])
+
+
+class GrpoStep:
+  """One GRPO step as `run_loop` calls it, (state, step) -> (state, metrics): the step's items, G rollouts of each
+  from the live params, Eq. 11 rewards, the update, and the held-out check on its schedule."""
+
+  def __init__(self, config, items, model, updater: GrpoUpdater, ref, log: RolloutLog):
+    self.config, self.items, self.model, self.updater, self.ref, self.log = config, items, model, updater, ref, log
+    self.heldout = common.heldout_check(config, "grpo", model)
+    sampling = rollout_sampling(config, 0)
+    # One row length for every step: the longest training prompt (in the original response order; a shuffle moves
+    # a few tokens at most, hence the slack) plus the longest judgement, in 64-token buckets.
+    longest_prompt = max(len(trajectories.training_prompt_ids(
+      model, ex, tuple(range(ex.n)), sampling.single_template if ex.n == 1 else sampling.template)) for ex in items)
+    self.length = row_length(longest_prompt, sampling.max_new_tokens)
+
+  def __call__(self, state, step: int):
+    config, P = self.config, int(self.config.grpo.prompts_per_step)
+    batch = [self.items[i] for i in batch_indices(len(self.items), P, step, int(config.seed))]
+    sampling = rollout_sampling(config, step)
+    j = judges.judge(common.with_params(self.model, state.params), batch, sampling, progress=False)
+    gt = np.zeros((P, j.scores.shape[-1]))
+    for i, ex in enumerate(batch):
+      gt[i, : ex.n] = ex.rewards
+    reward = np.asarray(rules.rl_reward(j.scores, j.valid, gt[:, None], j.response_mask[:, None]))
+    self.log.write(step, batch, j, reward)
+    rows = [(b, s) for b in range(P) for s in range(j.k)]
+    prompts = [j.prompt_ids[b][s] for b, s in rows]
+    completions = [trajectories.completion_ids(self.model, j.tokens[b][s], bool(j.stopped[b, s])) for b, s in rows]
+    state, metrics = self.updater.update(
+      state, self.ref, prompts, completions, [j.logprobs[b][s] for b, s in rows], reward, pad_id=self.model.pad_id,
+      max_len=max(len(p) for p in prompts) + sampling.max_new_tokens + 1, length=self.length)
+    metrics["parse_rate"] = float(j.valid.mean())
+    metrics["sampler_seconds"] = j.sampler_seconds
+    if self.heldout is not None:
+      metrics.update(self.heldout(state.params, step))
+    return state, metrics

@@ -3,7 +3,7 @@
 `run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed` and `config.metarm`:
 
 1. Data. Every line of `rft/judgements.jsonl` (the RFT stage's un-hinted samples, right and wrong) if present, plus
-   `samples_per_item` judgements per training item sampled from `policy` ("grpo": `grpo/final`, "rft": `rft/final`,
+   `sampling.k` judgements per training item sampled from `policy` ("grpo": `grpo/final`, "rft": `rft/final`,
    "base": the base model). Each is labelled by Eq. 10 (`trajectories.correctness`, the rule RFT and GRPO use). Written
    to `metarm/samples.jsonl` with the sampling fingerprint in `metarm/samples.json`; a rerun with the same sampling
    settings reuses them.
@@ -42,12 +42,12 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm, models
+from grm_jax import files, judges, models
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
 from grm_jax.eval.stats import auc_standard_error
-from grm_jax.grm import trajectories
-from grm_jax.grm.meta_rm import meta_sequence, sequence_depth_states, sequence_logits
+from grm_jax.judges import trajectories
+from grm_jax.judges.meta_rm import meta_sequence, sequence_depth_states, sequence_logits
 from grm_jax.models.scalar_head import init_meta_params, meta_scores, truncate
 from grm_jax.stages import common
 from grm_jax.train import losses
@@ -57,7 +57,8 @@ from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.probe import fit_logistic
 
 POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}  # keys: grm.meta_rm.META_POLICIES (checked by configs)
-SAMPLING_KEYS = ("policy", "samples_per_item", "temperature", "max_new_tokens")
+# What decides the policy's samples (`metarm.sampling` whole: batch_items too, each sampler call draws its own seed).
+SAMPLING_KEYS = ("policy", "sampling")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def _sampling_fingerprint(config, workdir: str) -> dict[str, Any]:
     "seed": int(config.seed),
     "model": config.model.name,
     "data": config.data.to_dict(),
-    **{k: config.metarm[k] for k in SAMPLING_KEYS},
+    **{k: config.metarm[k].to_dict() if k == "sampling" else config.metarm[k] for k in SAMPLING_KEYS},
     "upstream": common.upstream_fingerprints(workdir, _upstream(config)),
     "rft_judgements": files.exists(os.path.join(workdir, "rft", "judgements.jsonl")),
   }
@@ -232,14 +233,12 @@ def policy_model(config, base: models.Model, workdir: str) -> models.Model:
 
 
 def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExample], workdir: str) -> list[dict]:
-  """`samples_per_item` judgements per item from the configured policy, labelled by Eq. 10."""
+  """`metarm.sampling.k` judgements per item from the configured policy, labelled by Eq. 10."""
   mc = config.metarm
-  if int(mc.samples_per_item) <= 0 or not examples:
+  if int(mc.sampling.k) <= 0 or not examples:
     return []
   policy = policy_model(config, base, workdir)
-  j = grm.judge(policy, examples, k=int(mc.samples_per_item), seed=int(config.seed) + 2,
-                temperature=float(mc.temperature), max_new_tokens=int(mc.max_new_tokens),
-                batch_items=int(mc.batch_items), template=common.grm_template(config))
+  j = judges.judge(policy, examples, judges.Sampling.from_config(config, "metarm.sampling", "metarm_policy"))
   correct = trajectories.correctness(j, examples)
   rows = []
   for b, ex in enumerate(examples):
@@ -317,7 +316,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   logging.info("metarm: %s", json.dumps(counts))
   if not len(tr):
     raise ValueError(f"metarm: no training rows (of {len(rows)} samples, {skipped} too long for metarm.max_len="
-                     f"{max_len}, {len(ho)} held out); run the rft stage or set metarm.samples_per_item > 0")
+                     f"{max_len}, {len(ho)} held out); run the rft stage or set metarm.sampling.k > 0")
 
   batch = int(mc.batch_size)
   ho_seqs = [seqs[i] for i in ho]

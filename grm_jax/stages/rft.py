@@ -4,7 +4,7 @@
 
 1. Sampling, by `rft.sampler`: the model being trained, another checkpoint (the paper's teacher: a strong pretrained
    GRM, DeepSeek-V2.5, samples the RFT set) or the rule-based critic of the built-in data. Every training item is
-   judged `num_samples` (N_RFT = 3) times without a hint, each sample with its own response order (`grm.judge`). A
+   judged `sampling.k` (N_RFT = 3) times without a hint, each sample with its own response order (`judges.judge`). A
    sample is right under Eq. 10 (`rules.is_correct`); wrong ones are rejected, and an item whose N samples are all
    right is dropped as too easy. With `hinted`, items with n >= 2 (`hinted_scope`: all of them, our reading of the
    paper, or only those not too easy) are sampled once more with "The best response is: Response j" appended, kept if
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from grm_jax import files
+from grm_jax import files, judges, seeds
 from grm_jax.data.benchmarks import to_turns
 from grm_jax.data.example import DataError
 from grm_jax.data.io import BadRow, iter_rows, list_files
-from grm_jax.grm import trajectories
+from grm_jax.judges import trajectories
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import bucket_length, pack
@@ -43,8 +43,9 @@ from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.logprobs import token_logprobs
 
-SAMPLING_KEYS = ("sampler", "critic_noise", "num_samples", "hinted", "hinted_scope", "temperature", "top_p",
-                 "max_new_tokens")
+# What decides the sampled trajectories besides `rft.sampling` (whose batch_items too: each sampler call draws its own
+# seed).
+SAMPLING_KEYS = ("sampler", "critic_noise", "hinted", "hinted_scope", "sampling")
 
 
 def _sampling_fingerprint(config) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def _sampling_fingerprint(config) -> dict[str, Any]:
     "model": config.model.name,
     "data": config.data.to_dict(),
     "template": common.grm_template(config),
-    **{k: config.rft[k] for k in SAMPLING_KEYS},
+    **{k: config.rft[k].to_dict() if k == "sampling" else config.rft[k] for k in SAMPLING_KEYS},
   }
 
 
@@ -73,9 +74,8 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
   stage stores in stats.json, the marker of this step)."""
   rc = config.rft
   judge, sampler_model = common.judge_with(config, str(rc.sampler), model, mesh, rules, float(rc.critic_noise))
-  kw = dict(temperature=float(rc.temperature), top_p=float(rc.top_p), max_new_tokens=int(rc.max_new_tokens),
-            batch_items=int(rc.batch_items), template=common.grm_template(config))
-  j = judge(sampler_model, examples, k=int(rc.num_samples), seed=int(config.seed), **kw)
+  sampling = judges.Sampling.from_config(config, "rft.sampling", "rft")
+  j = judge(sampler_model, examples, sampling)
   correct = trajectories.correctness(j, examples)
   too_easy = correct.all(axis=1)
   judgements, accepted = [], []
@@ -97,7 +97,8 @@ def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[s
   hinted_ok = np.zeros(len(examples), bool)
   if hinted_idx:
     sub = [examples[b] for b in hinted_idx]
-    h = judge(sampler_model, sub, k=1, seed=int(config.seed) + 1, hint=True, **kw)
+    hinted = sampling.replace(k=1, seed=seeds.seed_for(int(config.seed), "rft_hinted"))
+    h = judge(sampler_model, sub, hinted, hint=True)
     h_correct = trajectories.correctness(h, sub)[:, 0]
     for i, b in enumerate(hinted_idx):
       if not h_correct[i]:
@@ -191,7 +192,7 @@ def mix_general(sequences: list, general: list, fraction: float, seed: int) -> l
   if not sequences or fraction <= 0 or not general:
     return list(sequences)
   want = int(round(len(sequences) * fraction / (1 - fraction)))
-  rng = np.random.default_rng([seed, 17])
+  rng = seeds.rng(seed, "rft_general_mix")
   return list(sequences) + [general[i] for i in rng.choice(len(general), size=min(want, len(general)), replace=False)]
 
 
@@ -211,7 +212,7 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
         on_step=None):
   """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history).
   `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device).
-  `on_step`: the held-out probe (`common.heldout_probe`)."""
+  `on_step`: the held-out check (`common.heldout_check`)."""
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
   length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 
@@ -236,8 +237,8 @@ def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str) -
     f"of {t['items']} items: {t['valid_samples']} parsed ({100 * t['parse_rate']:.1f}%), {t['correct_samples']} "
     f"right, {t['too_easy_items']} items too easy; hinted {t['hinted_accepted']} of {t['hinted_samples']} right "
     f"(details: {os.path.join(out, 'stats.json')}, {os.path.join(out, 'judgements.jsonl')}). Sample with a model "
-    "that writes parseable judgements (rft.sampler), give it more tokens (rft.max_new_tokens), items "
-    "(data.train_limit) or samples (rft.num_samples), or set rft.min_accepted=0 to go on with the base params.")
+    "that writes parseable judgements (rft.sampler), give it more tokens (rft.sampling.max_new_tokens), items "
+    "(data.train_limit) or samples (rft.sampling.k), or set rft.min_accepted=0 to go on with the base params.")
 
 
 STAGE_KEYS = ("seed", "model", "grm", "data", "rft")
@@ -265,7 +266,7 @@ def _run(config, out: str) -> dict[str, Any]:
   params = model.params
   if sequences:
     params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules, donate=True,
-                    on_step=common.heldout_probe(config, "rft", model))
+                    on_step=common.heldout_check(config, "rft", model))
     history = files.read_jsonl(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")

@@ -71,10 +71,18 @@ class GrpoConfig:
 
   @classmethod
   def from_config(cls, g: Mapping[str, Any]) -> GrpoConfig:
-    """From the `grpo` config group (or any mapping with its keys); a bad value fails here, naming the key."""
-    out = settings.read(cls, g, "grpo")
-    settings.check("grpo", (
+    """From the `grpo` config group (or any mapping with its keys); a bad value fails here, naming the key. The
+    rollouts' temperature and length come from its `sampling` subgroup (the same the sampler reads)."""
+    if "sampling" not in g:
+      raise ValueError("config grpo: missing key(s) ['sampling']")
+    rollouts = g["sampling"]
+    out = settings.read(cls, g, "grpo", temperature=float(rollouts["temperature"]),
+                        max_new_tokens=int(rollouts["max_new_tokens"]))
+    settings.check("grpo.sampling", (
       (out.temperature > 0, "temperature", out.temperature, "GRPO needs sampled rollouts (temperature > 0)"),
+      (out.max_new_tokens >= 1, "max_new_tokens", out.max_new_tokens, "at least 1"),
+    ))
+    settings.check("grpo", (
       (out.epsilon > 0, "epsilon", out.epsilon, "the clip range must be > 0"),
       (out.epsilon_high >= 0, "epsilon_high", out.epsilon_high, "must be >= 0 (0 = symmetric clip)"),
       (out.beta >= 0, "beta", out.beta, "the KL weight must be >= 0"),
@@ -84,7 +92,6 @@ class GrpoConfig:
       (out.adv_ddof in (0, 1), "adv_ddof", out.adv_ddof, "0 (population std) or 1 (sample std)"),
       (out.inner_updates >= 1, "inner_updates", out.inner_updates, "at least one optimizer step per batch"),
       (out.micro_batches >= 1, "micro_batches", out.micro_batches, "at least 1"),
-      (out.max_new_tokens >= 1, "max_new_tokens", out.max_new_tokens, "at least 1"),
     ))
     return out
 

@@ -1,4 +1,7 @@
-"""Shared fixtures for the data tests: the benchmark root and each benchmark read once per session."""
+"""Shared fixtures for the data tests: the benchmark root and each benchmark read once per session.
+
+Whether the files are there is asked of tests/conftest.py's `benchmark_root` only: a missing folder skips with its
+path as the reason (a failure under --require-benchmarks); a reader's error is a failure."""
 
 from pathlib import Path
 
@@ -6,35 +9,30 @@ import pytest
 
 from grm_jax import data
 
-ROOT = Path(data.DEFAULT_ROOT)
-
-
-def _root() -> Path:
-  if not ROOT.is_dir():
-    pytest.skip(f"benchmark folder {ROOT} is not present on this machine")
-  return ROOT
+BENCHMARKS = ("rewardbench", "rmb", "rm-bench", "realmistake")
 
 
 @pytest.fixture(scope="session")
-def bench_root() -> Path:
-  return _root()
+def bench_root(benchmark_root) -> Path:
+  """The root, with every benchmark folder the data tests read in it."""
+  return benchmark_root(*BENCHMARKS)
 
 
 @pytest.fixture(scope="session")
-def rewardbench(bench_root: Path) -> data.Examples:
-  return data.read_rewardbench(bench_root / "rewardbench")
+def rewardbench(benchmark_root) -> data.Examples:
+  return data.read_rewardbench(benchmark_root("rewardbench") / "rewardbench")
 
 
 @pytest.fixture(scope="session")
-def rmb(bench_root: Path) -> data.Examples:
-  return data.read_rmb(bench_root / "rmb")
+def rmb(benchmark_root) -> data.Examples:
+  return data.read_rmb(benchmark_root("rmb") / "rmb")
 
 
 @pytest.fixture(scope="session")
-def rm_bench(bench_root: Path) -> data.Examples:
-  return data.read_rm_bench(bench_root / "rm-bench")
+def rm_bench(benchmark_root) -> data.Examples:
+  return data.read_rm_bench(benchmark_root("rm-bench") / "rm-bench")
 
 
 @pytest.fixture(scope="session")
-def realmistake(bench_root: Path) -> data.Examples:
-  return data.read_realmistake(bench_root / "realmistake")
+def realmistake(benchmark_root) -> data.Examples:
+  return data.read_realmistake(benchmark_root("realmistake") / "realmistake")

@@ -64,13 +64,13 @@ def test_system_specs():
 def test_variant_config_overrides_by_type_and_names_bad_keys():
   config = configs.base(("rft",))
   config.rft = configs.rft()
-  config.variants = {"v": "grm.template=compact;rft.num_samples=5;rft.temperature=0.7;rft.hinted=false;"
+  config.variants = {"v": "grm.template=compact;rft.sampling.k=5;rft.sampling.temperature=0.7;rft.hinted=false;"
                           "rft.general_data="}
   v = configs.variant_config(config, "v")
-  assert (v.grm.template, v.rft.num_samples, v.rft.temperature, v.rft.hinted) == ("compact", 5, 0.7, False)
-  assert config.grm.template == "default" and config.rft.num_samples == 3  # the base config is untouched
+  assert (v.grm.template, v.rft.sampling.k, v.rft.sampling.temperature, v.rft.hinted) == ("compact", 5, 0.7, False)
+  assert config.grm.template == "default" and config.rft.sampling.k == 3  # the base config is untouched
   assert configs.split_stage("v/rft") == ("v", "rft") and configs.split_stage("rft") == (None, "rft")
-  for text, why in (("rft.nope=1", "unknown key 'rft.nope'"), ("rft.num_samples=x", "'x' is not a int"),
+  for text, why in (("rft.nope=1", "unknown key 'rft.nope'"), ("rft.sampling.k=x", "'x' is not a int"),
                     ("rft=1", "unknown key 'rft'"), ("grm.template", "not 'dotted.key=value'")):
     config.variants.v = text
     with pytest.raises(ValueError, match=why):

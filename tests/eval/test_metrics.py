@@ -1,6 +1,7 @@
 """Benchmark metrics and scaling curves, proven without a model.
 
-On the real benchmark files (skipped when the default benchmark root is absent): an oracle judge scores 1.0
+On the real benchmark files (a benchmark whose folder is absent is skipped, with the reason, by tests/conftest.py's
+`benchmark_root`; a failure under --require-benchmarks; a reader's error always a failure): an oracle judge scores 1.0
 everywhere, a reversed oracle 0.0, and a random judge lands within 4 standard errors of its exact chance value. The
 standard error is derived from how much each independent unit (example, or RM-Bench prompt) weighs in the metric: the
 metric is sum_u w_u X_u with independent X_u in [0, 1], so Var <= sum_u w_u^2 Var(X_u), Var(X_u) = p(1-p) for a
@@ -14,33 +15,43 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from grm_jax import grm
-from grm_jax.data import PreferenceExample, load_dataset, registry, rm_bench_pairs
+from grm_jax.data import PreferenceExample, load_dataset, rm_bench_pairs
 from grm_jax.data.benchmarks import REWARDBENCH_SECTIONS, REWARDBENCH_UNSECTIONED
 from grm_jax.eval import default_ks, roc_auc, scaling_curve, score_benchmark, subset_mask, subset_votes
 
-ROOT = Path(registry.DEFAULT_ROOT)
 BENCHMARKS = ("rewardbench", "rmb", "rm-bench", "realmistake")
 KEY = jax.random.PRNGKey(0)
 
 
 @pytest.fixture(scope="module")
-def real():
-  if not ROOT.is_dir():
-    pytest.skip(f"{ROOT} is absent")
-  data = {}
-  for name in BENCHMARKS:
-    try:
-      data[name] = load_dataset(name, root=ROOT)
-    except (FileNotFoundError, ValueError) as e:  # a partial checkout
-      pytest.skip(f"{name}: {e}")
-  return data
+def read_benchmark(benchmark_root):
+  """`read_benchmark(name)` -> the benchmark's examples, read once. A missing benchmark folder skips the test (fails
+  under --require-benchmarks); an error of the reader is not caught: it fails the test."""
+  read = {}
+
+  def get(name):
+    if name not in read:
+      read[name] = load_dataset(name, root=benchmark_root(name))
+    return read[name]
+
+  return get
+
+
+@pytest.fixture(scope="module", params=BENCHMARKS)
+def real(request, read_benchmark):
+  """(name, examples) of each real benchmark (read in the fixture: a skip names the test it skips)."""
+  return request.param, read_benchmark(request.param)
+
+
+@pytest.fixture(scope="module")
+def rm_bench(read_benchmark):
+  return read_benchmark("rm-bench")
 
 
 def _main(name: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -56,9 +67,8 @@ def _main(name: str, metrics: dict[str, float]) -> dict[str, float]:
 # Real benchmark files.
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
-def test_oracle_and_reversed_oracle(real, name):
-  examples = real[name]
+def test_oracle_and_reversed_oracle(real):
+  name, examples = real
   oracle = score_benchmark(name, examples, [np.array(ex.rewards) for ex in examples], KEY)
   reverse = score_benchmark(name, examples, [-np.array(ex.rewards) for ex in examples], KEY)
   main_o, main_r = _main(name, oracle), _main(name, reverse)
@@ -75,8 +85,8 @@ def test_oracle_and_reversed_oracle(real, name):
     assert oracle["n"] == 900
 
 
-def test_rm_bench_pair_examples_match_parents(real):
-  parents = real["rm-bench"][:60]
+def test_rm_bench_pair_examples_match_parents(rm_bench):
+  parents = rm_bench[:60]
   rng = np.random.default_rng(3)
   votes = [rng.normal(size=6) for _ in parents]
   pairs, pair_votes = [], []
@@ -110,9 +120,8 @@ def _rmb_weights(examples):
   return np.array([0.25 / len(scenarios[ex.category]) / count[ex.source] for ex in examples])
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
-def test_random_judge_is_at_chance(real, name):
-  examples = real[name]
+def test_random_judge_is_at_chance(real):
+  name, examples = real
   rng = np.random.default_rng(7)
   votes = [rng.integers(1, 11, size=ex.n).astype(float) for ex in examples]  # integer scores: ties happen
   got = score_benchmark(name, examples, votes, jax.random.PRNGKey(11))
@@ -389,7 +398,7 @@ def test_scaling_curve_with_benchmark_metric():
 
 
 def test_scaling_curve_band_sees_each_points_subsets():
-  """`band` gets the [S, B, n] votes of each point; the evaluate stage's band is the item bootstrap of the point."""
+  """`band` gets the [S, B, n] votes of each point; the eval stage's band is the item bootstrap of the point."""
   from grm_jax.eval import bootstrap_official  # noqa: PLC0415
 
   scores, valid, rewards, _ = _pool(np.random.default_rng(5), b=24, k_max=4)

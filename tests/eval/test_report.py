@@ -7,7 +7,7 @@ import pytest
 
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import report
-from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
+from grm_jax.judges.model_judge import Judgements, judge_texts_to_arrays
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grm_jax import grm
+from grm_jax import grm, judges
 
 # Paper Table 17: three samples for two responses; samples 2 and 3 saw them in reversed order.
 TABLE17_TEXTS = [
@@ -36,7 +36,7 @@ def test_table17_voting():
   mask = np.ones((1, 2), bool)
   votes = grm.vote(scores, valid)
   np.testing.assert_array_equal(grm.voted_correct(votes, valid, TABLE17_REWARDS, mask), [True])
-  np.testing.assert_array_equal(grm.choose_best(votes, mask, jax.random.key(0)), [1])
+  np.testing.assert_array_equal(judges.choose_best(votes, mask, jax.random.key(0)), [1])
   # The first sample alone ties (8, 8): wrong under the training rule.
   assert not grm.judgement_correct([8, 8], [0.0, 1.0])
   np.testing.assert_array_equal(grm.voted_correct(scores[:, 0], valid[:, :1], TABLE17_REWARDS, mask), [False])
@@ -101,7 +101,7 @@ def test_choose_best_random_tie_break():
   votes = jnp.array([[3, 3, 1], [1, 5, 2], [4, 4, 9]])
   mask = jnp.array([[True, True, True], [True, True, True], [True, True, False]])
   keys = jax.random.split(jax.random.key(0), 400)
-  picks = np.asarray(jax.vmap(lambda k: grm.choose_best(votes, mask, k))(keys))  # [400, 3]
+  picks = np.asarray(jax.vmap(lambda k: judges.choose_best(votes, mask, k))(keys))  # [400, 3]
   assert set(picks[:, 0]) == {0, 1}
   assert 0.4 < np.mean(picks[:, 0] == 0) < 0.6
   assert set(picks[:, 1]) == {1}

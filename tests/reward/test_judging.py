@@ -139,9 +139,9 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "optax", "tor
   assert out.stdout.splitlines() == ["[2, 2]", "no jax", "[]"]
 
 
-def test_grm_judge_stays_the_function_once_its_module_is_imported():
-  """`grm.judge` loads lazily; a submodule of the same name would replace it on the package when imported."""
-  import grm_jax.grm.meta_rm  # noqa: F401 - imports the judge's module
-  from grm_jax import grm
+def test_judge_stays_the_function_once_the_judges_modules_are_imported():
+  """A submodule named like a function the package exports would replace it on the package when imported."""
+  import grm_jax.judges.meta_rm  # noqa: F401 - imports the judge's module
+  from grm_jax import judges
 
-  assert callable(grm.judge) and grm.judge.__module__ == "grm_jax.grm.model_judge"
+  assert callable(judges.judge) and judges.judge.__module__ == "grm_jax.judges.model_judge"

@@ -1,5 +1,5 @@
 """The Bradley–Terry scalar RM baseline: it learns a toy preference, and the stage end to end on tiny:llama (single
-responses dropped and counted, the eval items scored by the evaluate stage's metrics, a rerun reuses the results)."""
+responses dropped and counted, the eval items scored by the eval stage's metrics, a rerun reuses the results)."""
 
 import importlib.util
 import json
@@ -112,7 +112,7 @@ def test_stage_end_to_end_and_rerun_reuses(tmp_path):
   results = json.loads((out / "results.json").read_text())
   assert results["policy"] == "btrm"
   entry = results["datasets"]["synthetic"]
-  items = common.eval_items(config)["synthetic"]  # the evaluate stage's items
+  items = common.eval_items(config)["synthetic"]  # the eval stage's items
   assert entry["benchmark"] == "accuracy" and entry["official_metric"] == "accuracy" and entry["k"] == 1
   assert entry["num_items"] == len(items) == 4
   k1 = entry["metrics"]["k1"]

@@ -20,7 +20,7 @@ def _config(judge: str, samples: int = 3):
   config = spct.get_config("smoke")
   config.data.train_limit = 6
   config.grpo.filter.judge = judge
-  config.grpo.filter.samples = samples
+  config.grpo.filter.sampling.k = samples
   return config
 
 
@@ -28,7 +28,7 @@ def test_scripted_judge_counts_and_reuse(tmp_path, monkeypatch, tiny_model):
   """The scripted judge gets even items right in all samples and odd items right in all but the first: the even ones
   go, and the counts say so overall and by source. A rerun reuses the counts without judging again."""
   calls, loaded = [], []
-  monkeypatch.setattr(common.grm, "judge", scripted_judge(tiny_model, calls))
+  monkeypatch.setattr(common.judges, "judge", scripted_judge(tiny_model, calls))
   monkeypatch.setattr(common, "load_base", lambda config, mesh, rules, name: loaded.append(name) or tiny_model)
   config = _config("some/small-judge")
   items = common.training_items(config, "train")
@@ -45,7 +45,7 @@ def test_scripted_judge_counts_and_reuse(tmp_path, monkeypatch, tiny_model):
   assert json.load(open(tmp_path / "filter.json"))["total"] == summary["total"]
   calls.clear()
   assert grpo.filter_items(config, items, str(tmp_path))[1] == summary and not calls
-  config.grpo.filter.samples = 2  # other settings: judged again
+  config.grpo.filter.sampling.k = 2  # other settings: judged again
   grpo.filter_items(config, items, str(tmp_path))
   assert calls == [{"k": 2, "hint": False, "n_items": 6}]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from grm_jax import configs, models
-from grm_jax.grm import meta_rm
+from grm_jax.judges import meta_rm
 from grm_jax.models.scalar_head import init_meta_params
 from grm_jax.stages import metarm
 

@@ -9,7 +9,7 @@ import pytest
 from experiments import rft as rft_experiment
 from grm_jax import models
 from grm_jax.files import read_jsonl
-from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
+from grm_jax.judges.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import rft
 
 
@@ -21,7 +21,8 @@ def tiny_model():
 def scripted_judge(model, calls):
   """Even items: every sample right (too easy). Odd items: sample 0 wrong, the rest right. Hinted: always right."""
 
-  def judge(_, examples, *, k=1, seed=0, hint=False, **kwargs):
+  def judge(_, examples, sampling, *, hint=False, **kwargs):
+    k, seed = sampling.k, sampling.seed
     calls.append({"k": k, "hint": hint, "n_items": len(examples)})
     rng = np.random.default_rng(seed)
     texts, perms = [], []
@@ -60,12 +61,12 @@ def scripted_judge(model, calls):
 
 def test_rft_stage_rejects_filters_hints_and_fine_tunes(tmp_path, monkeypatch, tiny_model):
   calls = []
-  monkeypatch.setattr(rft.common.grm, "judge", scripted_judge(tiny_model, calls))
+  monkeypatch.setattr(rft.common.judges, "judge", scripted_judge(tiny_model, calls))
   monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
   monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))  # one device, like tiny_model
   config = rft_experiment.get_config("smoke")
   config.data.train_limit = 6
-  config.rft.num_samples = 3
+  config.rft.sampling.k = 3
   config.rft.epochs = 4
   config.rft.optim.learning_rate = 3e-3
   config.rft.optim.warmup_steps = 0
@@ -109,12 +110,12 @@ def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
   calls = []
   inner = scripted_judge(tiny_model, calls)
 
-  def always_wrong(model, examples, *, k=1, seed=0, hint=False, **kwargs):
-    j = inner(model, examples, k=k, seed=seed, hint=hint, **kwargs)
+  def always_wrong(model, examples, sampling, *, hint=False, **kwargs):
+    j = inner(model, examples, sampling, hint=hint, **kwargs)
     j.valid[:] = False  # no parseable judgement: all wrong
     return j
 
-  monkeypatch.setattr(rft.common.grm, "judge", always_wrong)
+  monkeypatch.setattr(rft.common.judges, "judge", always_wrong)
   monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
   monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
   config = rft_experiment.get_config("smoke")
@@ -140,13 +141,13 @@ def test_teacher_samples_student_learns_with_general_data_and_fixed_steps(tmp_pa
   calls, seen = [], []
   inner = scripted_judge(teacher, calls)
 
-  def judge(model, examples, **kwargs):
+  def judge(model, examples, sampling, **kwargs):
     seen.append(model)
-    j = inner(model, examples, **kwargs)
+    j = inner(model, examples, sampling, **kwargs)
     j.tokens = [[[7, 7, 7] for _ in row] for row in j.tokens]  # the teacher's own ids: never trained on
     return j
 
-  monkeypatch.setattr(rft.common.grm, "judge", judge)
+  monkeypatch.setattr(rft.common.judges, "judge", judge)
   monkeypatch.setattr(rft.common, "load_base",
                       lambda config, mesh=None, rules=(), name=None: teacher if name == "tiny:qwen2" else tiny_model)
   monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
@@ -160,7 +161,7 @@ def test_teacher_samples_student_learns_with_general_data_and_fixed_steps(tmp_pa
                                        for r in rows[20:]]), chats / "train-00001.parquet")
   config = rft_experiment.get_config("smoke")
   config.data.train_limit = 6
-  config.rft.num_samples = 3
+  config.rft.sampling.k = 3
   config.rft.sampler = "tiny:qwen2"
   config.rft.hinted_scope = "not_too_easy"
   config.rft.general_data, config.rft.general_fraction = str(chats), 0.75

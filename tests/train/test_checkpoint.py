@@ -113,6 +113,7 @@ _CHILD = textwrap.dedent(
   print("saved", flush=True)
   while True:  # keep saving big steps until the parent kills us mid-write
     step = (ckpt.latest_step() or 1) + 1
+    print(f"saving {step}", flush=True)
     ckpt.save(step, {"a": jnp.full((4_000_000,), float(step))}, {"step": step})
   """
 )
@@ -120,24 +121,37 @@ _CHILD = textwrap.dedent(
 
 def test_sigkill_during_save_leaves_complete_latest(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  proc = subprocess.Popen(
-    [sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
-  )
+  ckpt_dir, err_path = tmp_path / "ckpt", tmp_path / "child.stderr"
+
+  def child_failure(what):
+    """A child that crashed is a failure of the checkpointer (or of its setup), never a skip."""
+    err = err_path.read_text(errors="replace")[-3000:] if err_path.exists() else ""
+    return f"{what} (exit status {proc.poll()}); its stderr:\n{err}"
+
+  with open(err_path, "wb") as err:
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ckpt_dir)], stdout=subprocess.PIPE, stderr=err, env=env)
   try:
-    line = proc.stdout.readline()
-    if line.strip() != b"saved":
-      pytest.skip("child did not start")
+    for want in (b"saved", b"saving 2"):
+      line = proc.stdout.readline()
+      if line.strip() != want:
+        proc.wait(timeout=30)
+        pytest.fail(child_failure(f"the child printed {line!r}, not {want!r}"))
     # Let it get into the middle of a later (large) save, then kill it without warning.
     import time
 
     time.sleep(1.5)
+    if proc.poll() is not None:  # it must still be saving when killed: a crash is not the kill under test
+      pytest.fail(child_failure("the child died before it was killed"))
     proc.kill()
     proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, child_failure("the child was not ended by the SIGKILL")
+    # A child whose save raised may still be alive at the kill (tearing down jax and orbax's threads takes a while).
+    assert b"Traceback" not in err_path.read_bytes(), child_failure("the child raised before it was killed")
   finally:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  ckpt = Checkpointer(str(tmp_path), handle_sigterm=False)
+  ckpt = Checkpointer(str(ckpt_dir), handle_sigterm=False)
   step = ckpt.latest_step()
   assert step is not None
   state, meta = ckpt.restore({"a": jax.ShapeDtypeStruct((256 if step == 1 else 4_000_000,), jnp.float32)})

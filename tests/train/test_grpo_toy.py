@@ -22,9 +22,12 @@ G, PROMPTS = 4, 16
 
 
 def config(**kw):
-  g = dict(temperature=1.0, epsilon=0.2, epsilon_high=0.0, beta=0.0, kl="k3", loss_agg="seq_mean_token_mean",
-           adv_scale="group", adv_ddof=0, adv_eps=1e-6, inner_updates=1, micro_batches=2, max_new_tokens=2,
-           reference_on_host=False)
+  g = dict(sampling=dict(temperature=1.0, max_new_tokens=2), epsilon=0.2, epsilon_high=0.0, beta=0.0, kl="k3",
+           loss_agg="seq_mean_token_mean", adv_scale="group", adv_ddof=0, adv_eps=1e-6, inner_updates=1,
+           micro_batches=2, reference_on_host=False)
+  for key in ("temperature", "max_new_tokens"):
+    if key in kw:
+      g["sampling"][key] = kw.pop(key)
   g.update(kw)
   return GrpoConfig.from_config(g)
 
@@ -131,8 +134,10 @@ def test_grpo_config_is_checked_once_naming_the_key():
 
   base = configs.grpo().to_dict()
   assert GrpoConfig.from_config(base).has_kl and not GrpoConfig.from_config({**base, "beta": 0.0}).has_kl
-  for key, bad in (("kl", "k4"), ("loss_agg", "sum"), ("temperature", 0.0), ("inner_updates", 0), ("beta", -1.0)):
+  for key, bad in (("kl", "k4"), ("loss_agg", "sum"), ("inner_updates", 0), ("beta", -1.0)):
     with pytest.raises(ValueError, match=rf"config grpo\.{key}="):
       GrpoConfig.from_config({**base, key: bad})
+  with pytest.raises(ValueError, match=r"config grpo\.sampling\.temperature=0\.0"):
+    GrpoConfig.from_config({**base, "sampling": {**base["sampling"], "temperature": 0.0}})
   with pytest.raises(ValueError, match=r"missing key\(s\) \['reference_on_host'\]"):
     GrpoConfig.from_config({k: v for k, v in base.items() if k != "reference_on_host"})

@@ -1,14 +1,13 @@
 """The train step: exact gradient accumulation, chunked log-probs, sharded == single device."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grm_jax import models, parallel
+from grm_jax import models, parallel, sampling
 from grm_jax.models.config import tiny
+from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.optimizer import learning_rate_schedule, make_optimizer
@@ -128,12 +127,31 @@ def test_bad_micro_batch_split_names_the_key():
     split_micro_batches({"tokens": np.zeros((6, 4))}, 4)
 
 
-def test_dataclass_replace_shares_params():
-  """The GRPO sampler reads the trained params directly: replacing params on a Model copies nothing."""
-  model = models.from_config(tiny("llama"))
-  new = jax.tree.map(lambda x: x + 1, model.params)
-  policy = dataclasses.replace(model, params=new)
-  assert policy.params is new
+def test_sampler_reads_the_params_the_train_step_wrote():
+  """The GRPO sampler reads the trained params directly (`common.with_params(model, state.params)`, as the stage's
+  step does): after a train step the policy holds the state's own buffers (no copy), and the sampler's log-probs of
+  what it sampled are the trainer's under the updated params, not under the starting ones."""
+  cfg = tiny("llama")
+  model = models.from_config(cfg, seed=7)
+  start = jax.tree.map(np.asarray, model.params)  # host copies: the step below donates the params' buffers
+  optimizer, schedule = make_optimizer(optim(3e-2), total_steps=10)
+  step = make_train_step(sft_loss_fn(cfg), optimizer, schedule)
+  state, _ = step(init_state(model.params, optimizer),
+                  place_batch(split_micro_batches(ragged_batch(cfg, seed=8), 2), None, ()))
+  policy = common.with_params(model, state.params)
+  assert all(a is b for a, b in zip(jax.tree.leaves(policy.params), jax.tree.leaves(state.params), strict=True))
+  prompt = [3, 17, 42, 9, 100]
+  out = sampling.generate(policy, [prompt], n=1, max_new_tokens=8, temperature=1.0, seed=0, stop_token_ids=[])
+  tokens = np.asarray([prompt + out.tokens[0][0]], np.int32)
+  sampled = np.asarray(out.logprobs[0][0])
+  assert len(sampled) == 8
+  mask = np.ones_like(tokens, bool)
+  trained = np.asarray(token_logprobs(cfg, state.params, jnp.asarray(tokens), jnp.asarray(mask))[0])[0, len(prompt):]
+  before = np.asarray(token_logprobs(cfg, start, jnp.asarray(tokens), jnp.asarray(mask))[0])[0, len(prompt):]
+  print(f"sampler vs trainer (updated params): {np.abs(sampled - trained).max():.2e}; "
+        f"vs starting params: {np.abs(sampled - before).max():.2e}")
+  np.testing.assert_allclose(sampled, trained, atol=1e-5)
+  assert np.abs(sampled - before).max() > 1e-3  # the step changed the distribution the sampler must follow
 
 
 def test_warmup_never_spends_a_step_at_lr_zero():

@@ -10,9 +10,11 @@ import pytest
 
 from grm_jax import sampling
 from grm_jax.data.example import PreferenceExample
-from grm_jax.grm import rules, trajectories
-from grm_jax.grm.model_judge import Judgements, _sample_groups, judge, judge_texts_to_arrays
+from grm_jax.grm import rules
 from grm_jax.grm.prompts import CLIP_RANGES
+from grm_jax.judges import trajectories
+from grm_jax.judges.model_judge import Judgements, _sample_groups, judge, judge_texts_to_arrays
+from grm_jax.judges.settings import Sampling
 from grm_jax.sampling.generate import GenerateOutput
 
 # --------------------------------------------------------------------------- pure function
@@ -145,7 +147,8 @@ def test_fake_model_end_to_end(monkeypatch):
   calls = []
   monkeypatch.setattr(sampling, "generate", _scripted_generate(calls))
   k = 6
-  out = judge(_FakeModel(), _examples(), k=k, seed=3, max_new_tokens=32, temperature=0.7, single_template="default")
+  out = judge(_FakeModel(), _examples(),
+              Sampling(k=k, seed=3, max_new_tokens=32, temperature=0.7, single_template="default"))
   assert isinstance(out, Judgements)
   assert out.scores.shape == (3, k, 4) and out.valid.shape == (3, k) and out.response_mask.shape == (3, 4)
   assert out.valid.all() and out.num_invalid == 0 and out.parse_failure_rate == 0.0
@@ -182,10 +185,10 @@ def test_fake_model_end_to_end(monkeypatch):
 def test_fake_model_seed_batching_and_invalid(monkeypatch):
   calls = []
   monkeypatch.setattr(sampling, "generate", _scripted_generate(calls, garbage_every=3))
-  a = judge(_FakeModel(), _examples(), k=4, seed=11, batch_items=1)
+  a = judge(_FakeModel(), _examples(), Sampling(k=4, seed=11, batch_items=1))
   monkeypatch.setattr(sampling, "generate", _scripted_generate([]))
-  b = judge(_FakeModel(), _examples(), k=4, seed=11, batch_items=3)
-  c = judge(_FakeModel(), _examples(), k=4, seed=12, batch_items=3)
+  b = judge(_FakeModel(), _examples(), Sampling(k=4, seed=11, batch_items=3))
+  c = judge(_FakeModel(), _examples(), Sampling(k=4, seed=12, batch_items=3))
   # Permutations depend on the seed only, not on how items are batched.
   np.testing.assert_array_equal(a.perms, b.perms)
   assert not np.array_equal(b.perms, c.perms)
@@ -209,10 +212,10 @@ def test_judge_keeps_single_template_scores_raw_through_to_eq10(monkeypatch):
   items = [PreferenceExample("Q?", ("r TRUE=7",), rewards=(1.0,)),
            PreferenceExample("Q?", ("r TRUE=1",), rewards=(1.0,)),
            PreferenceExample("Q?", ("a TRUE=7", "b TRUE=3"), rewards=(1.0, 0.0))]
-  out = judge(_FakeModel(), items, k=2, seed=0)
+  out = judge(_FakeModel(), items, Sampling(k=2, seed=0))
   np.testing.assert_array_equal(out.scores[:, :, 0], [[7, 7], [1, 1], [7, 7]])
   np.testing.assert_array_equal(trajectories.correctness(out, items), [[False, False], [True, True], [True, True]])
-  evaluation = judge(_FakeModel(), items, k=2, seed=0, single_template="default")
+  evaluation = judge(_FakeModel(), items, Sampling(k=2, seed=0, single_template="default"))
   np.testing.assert_array_equal(trajectories.label_comparable(evaluation, items), [False, False, True])
   with pytest.raises(ValueError, match="cannot be checked against a 0/1 label"):
     trajectories.correctness(evaluation, items)
@@ -223,7 +226,7 @@ def test_judge_keeps_single_template_scores_raw_through_to_eq10(monkeypatch):
 def test_greedy_sends_each_sample_with_n1(monkeypatch):
   calls = []
   monkeypatch.setattr(sampling, "generate", _scripted_generate(calls))
-  out = judge(_FakeModel(), _examples()[:1], k=3, temperature=0.0)
+  out = judge(_FakeModel(), _examples()[:1], Sampling(k=3, temperature=0.0))
   assert [c["n"] for c in calls] == [[1, 1, 1]] and len(calls[0]["prompts"]) == 3
   assert out.valid.all()
 
@@ -233,7 +236,7 @@ def test_hint_includes_helpsteer2_preference_strength(monkeypatch):
   hs2 = PreferenceExample("Q hs2?", ("a TRUE=3", "b TRUE=8"), best=1, source="helpsteer2-preference",
                           metadata={"preference_strength": 2, "strength": 2})
   plain = _examples()[1]  # a pair without a labelled strength
-  out = judge(_FakeModel(), [hs2, plain], k=4, seed=5, hint=True)
+  out = judge(_FakeModel(), [hs2, plain], Sampling(k=4, seed=5), hint=True)
   for j in range(4):
     shown = 1 + list(out.perms[0, j, :2]).index(1)  # the hint names the best's *shown* position
     text = "".join(map(chr, out.prompt_ids[0][j]))
@@ -242,7 +245,7 @@ def test_hint_includes_helpsteer2_preference_strength(monkeypatch):
     assert re.search(r"The best response is: Response \d<assistant>$", other)
   assert {tuple(p[:2]) for p in out.perms[0]} == {(0, 1), (1, 0)}  # both orders occur, so both positions are checked
   # Without hint=True the strength is never shown.
-  out = judge(_FakeModel(), [hs2], k=2, seed=5)
+  out = judge(_FakeModel(), [hs2], Sampling(k=2, seed=5))
   assert "better than" not in "".join(map(chr, out.prompt_ids[0][0]))
 
 
@@ -254,7 +257,7 @@ def test_groups_by_multiplicity():
 
 def test_empty_batch(monkeypatch):
   monkeypatch.setattr(sampling, "generate", _scripted_generate([]))
-  out = judge(_FakeModel(), [], k=4)
+  out = judge(_FakeModel(), [], Sampling(k=4))
   assert out.scores.shape == (0, 4, 1) and out.valid.shape == (0, 4)
 
 
@@ -268,7 +271,7 @@ def test_real_model_runs(smollm2):
   t0 = time.perf_counter()
   # seed 4 repeats the shuffle within both items, so all four samples go through one generate(n=2) call:
   # one compiled program and a shared prefix (a mixed draw compiles an n=1 and an n=2 program: ~2x slower).
-  out = judge(smollm2, examples, k=2, max_new_tokens=48, temperature=0.5, seed=4)
+  out = judge(smollm2, examples, Sampling(k=2, max_new_tokens=48, temperature=0.5, seed=4))
   wall = time.perf_counter() - t0
   assert out.scores.shape == (2, 2, 2) and out.scores.dtype == np.int32
   assert out.valid.shape == (2, 2) and out.valid.dtype == bool

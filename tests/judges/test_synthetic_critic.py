@@ -7,8 +7,9 @@ import pytest
 
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.synthetic import synthetic
-from grm_jax.grm.synthetic_critic import critic_judge
-from grm_jax.grm.trajectories import correctness
+from grm_jax.judges.settings import Sampling
+from grm_jax.judges.synthetic_critic import critic_judge
+from grm_jax.judges.trajectories import correctness
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def items():
 
 
 def test_noise_free_critic_is_always_right_and_parseable(items):
-  j = critic_judge(items, k=3, seed=0, noise=0.0, template="compact")
+  j = critic_judge(items, Sampling(k=3, seed=0, template="compact"), noise=0.0)
   assert j.valid.all() and correctness(j, items).all()
   for ex, row in zip(items, j.texts, strict=True):  # each judgement opens its analysis with the worked answer
     reference = ex.metadata["worked"].replace("{}", ex.metadata["answer"])
@@ -25,19 +26,19 @@ def test_noise_free_critic_is_always_right_and_parseable(items):
 
 
 def test_a_mistaken_critic_is_always_wrong(items):
-  j = critic_judge(items, k=2, seed=1, noise=1.0)
+  j = critic_judge(items, Sampling(k=2, seed=1), noise=1.0)
   assert j.valid.all() and not correctness(j, items).any()
 
 
 def test_noise_sets_the_error_rate_and_hints_remove_it(items):
-  j = critic_judge(items, k=8, seed=2, noise=0.3)
+  j = critic_judge(items, Sampling(k=8, seed=2), noise=0.3)
   assert abs(1 - correctness(j, items).mean() - 0.3) < 0.08
-  h = critic_judge(items, k=2, seed=3, noise=0.9, hint=True)
+  h = critic_judge(items, Sampling(k=2, seed=3), noise=0.9, hint=True)
   assert correctness(h, items).all()
 
 
 def test_scores_follow_the_shuffled_order(items):
-  j = critic_judge(items, k=4, seed=4, noise=0.0)
+  j = critic_judge(items, Sampling(k=4, seed=4), noise=0.0)
   for b, ex in enumerate(items):
     if ex.n > 1:
       assert (np.argmax(j.scores[b, :, : ex.n], axis=-1) == np.argmax(ex.rewards)).all()
@@ -46,11 +47,11 @@ def test_scores_follow_the_shuffled_order(items):
 def test_items_without_synthetic_metadata_are_rejected_by_name():
   ex = PreferenceExample(context="q", responses=("a", "b"), rewards=(1.0, 0.0), source="rewardbench/x", id="7")
   with pytest.raises(ValueError, match="rewardbench/x/7"):
-    critic_judge([ex], k=1)
+    critic_judge([ex], Sampling(k=1))
 
 
 def test_each_verdict_carries_the_score_the_box_repeats(items):
-  j = critic_judge(items, k=2, seed=5, noise=0.3, template="compact")
+  j = critic_judge(items, Sampling(k=2, seed=5, template="compact"), noise=0.3)
   for ex, row in zip(items, j.texts, strict=True):
     for text in row:
       inline = re.findall(r": (right|wrong), (\d+)\.", text)

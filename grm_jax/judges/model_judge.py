@@ -9,9 +9,8 @@ the original response order (`unpermute`). The arrays it returns are what `rules
 
 Prefix sharing: a permutation can repeat (always for n = 1, often for n = 2), giving identical prompts. Those
 are grouped and sampled with `generate(n=m)`, so the prompt is prefilled once and its m samples decode
-against one prefix cache; at temperature > 0 they are still independent samples. Groups are batched by their
-multiplicity m (one `generate` call per distinct m), so at most k sampler programs are compiled per shape.
-Greedy decoding (temperature 0) sends every prompt with n = 1: `generate` collapses duplicates itself.
+against one prefix slot; at temperature > 0 they are still independent samples. Greedy decoding (temperature 0)
+sends every prompt with n = 1: `generate` collapses duplicates itself.
 
 A judgement that cannot be parsed is marked invalid (scores 0) and counted; it never raises.
 """
@@ -29,7 +28,8 @@ import tqdm
 from grm_jax import files
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.parse import judge_texts_to_arrays
-from grm_jax.grm.prompts import GRM_TEMPLATES, TEMPLATES, grm_prompt
+from grm_jax.grm.prompts import grm_prompt
+from grm_jax.judges.settings import Sampling
 
 __all__ = ["Judgements", "judge", "judge_texts_to_arrays"]
 
@@ -115,136 +115,120 @@ def _sample_groups(prompt_ids: Sequence[tuple[int, ...]], greedy: bool) -> list[
 def judge(
   model: Any,
   examples: Sequence[PreferenceExample],
+  sampling: Sampling,
   *,
-  k: int = 1,
-  temperature: float = 0.5,
-  top_p: float = 1.0,
-  top_k: int = 0,
-  max_new_tokens: int = 512,
-  seed: int = 0,
-  batch_items: int = 16,
-  progress: bool = True,
-  shuffle: bool = True,
-  single_template: str = "single",
-  stop_token_ids: Sequence[int] | None = None,
   hint: bool = False,
-  template: str = "default",
+  shuffle: bool = True,
+  progress: bool = True,
+  stop_token_ids: Sequence[int] | None = None,
 ) -> Judgements:
-  """Samples k judgements per example, each with its own shuffle of the responses (paper §4).
+  """Samples `sampling.k` judgements per example, each with its own shuffle of the responses (paper §4).
 
   Args:
     model: a `models.Model` (anything with `encode_chat`, `tokenizer.decode` and what `sampling.generate` needs).
     examples: the items; mixed n is fine (arrays are padded to the largest n).
-    k: samples per item (paper: up to 32 at temperature 0.5).
-    temperature, top_p, top_k, max_new_tokens, stop_token_ids: passed to `sampling.generate`.
-    seed: one seed for everything random: the permutations (drawn per item in order, so they do not depend on
-      `batch_items`) and the sampler keys.
-    batch_items: items per round of sampling; bounds host and device memory (B·k prompts per round).
-    progress: show a tqdm bar over items.
-    shuffle: False shows every sample the original order (for debugging positional bias).
-    single_template: template for n = 1 items: "single" (the 0/1 training template, the default) or "default"
-      (the 1-10 template, which the paper uses for single responses at evaluation, e.g. ReaLMistake).
-    template: the template of items with n >= 2 (`prompts.GRM_TEMPLATES`): "default" (the paper's), "judge" (its
-      LLM-as-a-Judge baseline: the index of the best response, read as one-hot scores), "no_principles" (its
-      "w/o Principle Generation" ablation), or the short CPU variants "compact", "compact_judge",
-      "compact_no_principles".
+    sampling: k, the sampler's settings, items per call, the seed (permutations drawn per item in order, so they do
+      not depend on `batch_items`, and the sampler keys) and the templates (`Sampling`).
     hint: append "The best response is: Response j" naming the true best's shown position, to items with
       n >= 2 (RFT's hinted sampling, paper §3.2); an item with `metadata["strength"]` (HelpSteer2-Preference)
       also gets its labelled preference strength (`prompts.hint_suffix`). `prompt_ids` then hold the hinted
       prompts.
+    shuffle: False shows every sample the original order (for debugging positional bias).
+    progress: show a tqdm bar over items.
+    stop_token_ids: passed to `sampling.generate` (default: the model's end-of-turn ids).
   """
-  from grm_jax import sampling  # noqa: PLC0415 - keeps `grm` importable without the model stack
-
-  if k < 1:
-    raise ValueError(f"k must be >= 1, got {k}")
-  if batch_items < 1:
-    raise ValueError(f"batch_items must be >= 1, got {batch_items}")
-  if single_template not in TEMPLATES:
-    raise ValueError(f"single_template must be one of {TEMPLATES}, got {single_template!r}")
   start = time.perf_counter()
-  perm_seq, sampler_seq = np.random.SeedSequence(seed).spawn(2)
-  perm_rng = np.random.default_rng(perm_seq)
-  sampler_rng = np.random.default_rng(sampler_seq)
-  greedy = temperature == 0
-
-  B = len(examples)
+  perm_seq, sampler_seq = np.random.SeedSequence(sampling.seed).spawn(2)
+  templates = [sampling.single_template if ex.n == 1 else sampling.template for ex in examples]
+  perms = _permutations(examples, sampling.k, np.random.default_rng(perm_seq) if shuffle else None)
+  prompt_ids = [[_prompt_ids(model, ex, perm, template, hint) for perm in row]
+                for ex, row, template in zip(examples, perms, templates, strict=True)]
+  drawn = _sample(model, prompt_ids, sampling, np.random.default_rng(sampler_seq), stop_token_ids, progress)
+  B, k = len(examples), sampling.k
   n_max = max((ex.n for ex in examples), default=1)
-  if template not in GRM_TEMPLATES:
-    raise ValueError(f"template must be one of {GRM_TEMPLATES} for n >= 2 items, got {template!r}")
-  templates = [single_template if ex.n == 1 else template for ex in examples]
-  perms: list[list[tuple[int, ...]]] = []
-  for ex in examples:
-    if shuffle:
-      perms.append([tuple(int(i) for i in perm_rng.permutation(ex.n)) for _ in range(k)])
-    else:
-      perms.append([tuple(range(ex.n))] * k)
-
-  texts: list[list[str]] = [[""] * k for _ in range(B)]
-  tokens: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(B)]
-  logprobs: list[list[list[float]]] = [[[] for _ in range(k)] for _ in range(B)]
-  prompt_ids: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(B)]
-  stopped = np.zeros((B, k), bool)
-  sampler_seconds = 0.0
-
-  for b, ex in enumerate(examples):
-    for j in range(k):
-      hint_best = int(np.argmax(ex.rewards)) if hint and ex.n > 1 else None  # n = 1 has no "best" to name
-      # Only HelpSteer2-Preference items carry a labelled strength; the paper's HelpSteer2 hint includes it.
-      strength = ex.metadata.get("strength") if hint_best is not None else None
-      prompt = grm_prompt(list(ex.context), ex.responses, perm=perms[b][j], template=templates[b], hint_best=hint_best,
-                          hint_strength=strength)
-      prompt_ids[b][j] = [int(t) for t in model.encode_chat(prompt.messages)]
-  # Rounds take items in order of prompt length: every round is left-padded to its longest
-  # prompt, so mixing a 900- and a 3,000-token item would triple the first one's prefill.
-  order = sorted(range(B), key=lambda b: max((len(p) for p in prompt_ids[b]), default=0))
-
-  bar = tqdm.tqdm(total=B, desc=f"judge k={k}", unit="item", disable=not progress or not files.is_writer(),
-                  leave=False)
-  for b0 in range(0, B, batch_items):
-    items = order[b0 : b0 + batch_items]
-    slots = [(b, j) for b in items for j in range(k)]
-    ids = [tuple(prompt_ids[b][j]) for b, j in slots]
-    # One sampler call per round: each distinct prompt once, with as many samples as slots
-    # show it (prefix shared), so the round runs a single compiled decode loop.
-    groups = _sample_groups(ids, greedy)
-    call_seed = int(sampler_rng.integers(2**31 - 1))
-    t0 = time.perf_counter()
-    out = sampling.generate(
-      model,
-      [list(ids[g[0]]) for g in groups],
-      n=[len(g) for g in groups],
-      max_new_tokens=max_new_tokens,
-      temperature=temperature,
-      top_p=top_p,
-      top_k=top_k,
-      seed=call_seed,
-      stop_token_ids=stop_token_ids,
-    )
-    sampler_seconds += time.perf_counter() - t0
-    for g, group in enumerate(groups):
-      for r, s in enumerate(group):
-        b, j = slots[s]
-        tokens[b][j] = list(out.tokens[g][r])
-        logprobs[b][j] = list(out.logprobs[g][r])
-        stopped[b, j] = bool(out.stopped[g][r])
-        texts[b][j] = model.tokenizer.decode(tokens[b][j], skip_special_tokens=True)
-    bar.update(len(items))
-  bar.close()
-
-  scores, valid, mask, perm_arr = judge_texts_to_arrays(texts, perms, None, n_max, k, templates)
+  scores, valid, mask, perm_arr = judge_texts_to_arrays(drawn.texts, perms, None, n_max, k, templates)
   return Judgements(
     scores=scores,
     valid=valid,
     response_mask=mask,
     perms=perm_arr,
-    texts=texts,
-    tokens=tokens,
-    logprobs=logprobs,
+    texts=drawn.texts,
+    tokens=drawn.tokens,
+    logprobs=drawn.logprobs,
     prompt_ids=prompt_ids,
     prompt_tokens=np.array([[len(p) for p in row] for row in prompt_ids], np.int32).reshape(B, k),
-    generated_tokens=np.array([[len(t) for t in row] for row in tokens], np.int32).reshape(B, k),
-    stopped=stopped,
+    generated_tokens=np.array([[len(t) for t in row] for row in drawn.tokens], np.int32).reshape(B, k),
+    stopped=drawn.stopped,
     templates=templates,
-    sampler_seconds=sampler_seconds,
+    sampler_seconds=drawn.seconds,
     total_seconds=time.perf_counter() - start,
   )
+
+
+def _permutations(examples: Sequence[PreferenceExample], k: int, rng: np.random.Generator | None,
+                  ) -> list[list[tuple[int, ...]]]:
+  """perms[b][j]: the response order sample j of item b shows, drawn per item in order (None: the original order)."""
+  if rng is None:
+    return [[tuple(range(ex.n))] * k for ex in examples]
+  return [[tuple(int(i) for i in rng.permutation(ex.n)) for _ in range(k)] for ex in examples]
+
+
+def _prompt_ids(model: Any, ex: PreferenceExample, perm: tuple[int, ...], template: str, hint: bool) -> list[int]:
+  """The chat-templated prompt of one sample; with `hint`, naming the true best's shown position (n >= 2 only: a
+  single response has no "best" to name) and, for HelpSteer2-Preference items, its labelled strength."""
+  hint_best = int(np.argmax(ex.rewards)) if hint and ex.n > 1 else None
+  strength = ex.metadata.get("strength") if hint_best is not None else None
+  prompt = grm_prompt(list(ex.context), ex.responses, perm=perm, template=template, hint_best=hint_best,
+                      hint_strength=strength)
+  return [int(t) for t in model.encode_chat(prompt.messages)]
+
+
+@dataclasses.dataclass
+class _Drawn:
+  """What the sampler returned, per item and sample."""
+
+  texts: list[list[str]]
+  tokens: list[list[list[int]]]
+  logprobs: list[list[list[float]]]
+  stopped: np.ndarray
+  seconds: float
+
+
+def _sample(model: Any, prompt_ids: list[list[list[int]]], sampling: Sampling, rng: np.random.Generator,
+            stop_token_ids: Sequence[int] | None, progress: bool) -> _Drawn:
+  """Every sample of every item, `sampling.batch_items` items per `sampling.generate` call.
+
+  Calls take items in order of prompt length: the engine buckets prompts by length, so a call mixing a 900- and a
+  3,000-token item would prefill the first at the second's bucket. Within a call each distinct prompt is sent once
+  with as many samples as slots show it (its prefix is shared).
+  """
+  from grm_jax import sampling as sampler  # noqa: PLC0415 - the sampler's jax programs load on the first judge call
+
+  B, k = len(prompt_ids), sampling.k
+  drawn = _Drawn(texts=[[""] * k for _ in range(B)], tokens=[[[] for _ in range(k)] for _ in range(B)],
+                 logprobs=[[[] for _ in range(k)] for _ in range(B)], stopped=np.zeros((B, k), bool), seconds=0.0)
+  order = sorted(range(B), key=lambda b: max((len(p) for p in prompt_ids[b]), default=0))
+  bar = tqdm.tqdm(total=B, desc=f"judge k={k}", unit="item", disable=not progress or not files.is_writer(),
+                  leave=False)
+  per_call = sampling.items_per_call(B)
+  for b0 in range(0, B, per_call):
+    items = order[b0 : b0 + per_call]
+    slots = [(b, j) for b in items for j in range(k)]
+    ids = [tuple(prompt_ids[b][j]) for b, j in slots]
+    groups = _sample_groups(ids, sampling.temperature == 0)
+    call_seed = int(rng.integers(2**31 - 1))
+    t0 = time.perf_counter()
+    out = sampler.generate(model, [list(ids[g[0]]) for g in groups], n=[len(g) for g in groups],
+                           max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                           top_p=sampling.top_p, top_k=sampling.top_k, seed=call_seed, stop_token_ids=stop_token_ids)
+    drawn.seconds += time.perf_counter() - t0
+    for g, group in enumerate(groups):
+      for r, s in enumerate(group):
+        b, j = slots[s]
+        drawn.tokens[b][j] = list(out.tokens[g][r])
+        drawn.logprobs[b][j] = list(out.logprobs[g][r])
+        drawn.stopped[b, j] = bool(out.stopped[g][r])
+        drawn.texts[b][j] = model.tokenizer.decode(drawn.tokens[b][j], skip_special_tokens=True)
+    bar.update(len(items))
+  bar.close()
+  return drawn

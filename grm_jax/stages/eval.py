@@ -5,7 +5,7 @@
 
 1. loads the examples (`common.eval_items`: `limit` items per data set, from `benchmark_root`, chosen by
    `eval.subsample` and the seed; the btrm stage scores the same items);
-2. samples k judgements per item with the responses shuffled per sample (`grm.judge`, paper §4). Single-response
+2. samples k judgements per item with the responses shuffled per sample (`judges.judge`, paper §4). Single-response
    items (ReaLMistake) use the 1-10 "default" template, as the paper does at evaluation and as the ReaLMistake
    metric assumes (low score = error);
 3. scores the benchmark's official metrics (`eval.score_benchmark`) at k=1 (the first sample alone) and at
@@ -51,15 +51,15 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm
+from grm_jax import files, grm, judges
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report, stats
 from grm_jax.eval.metrics import benchmark_of, official_metric
 from grm_jax.eval.scaling import scaling_curve
-from grm_jax.grm import token_prob, trajectories
-from grm_jax.grm.meta_rm import judgement_logits, load_meta_rm, meta_max_len
 from grm_jax.grm.prompts import JUDGE_TEMPLATES
+from grm_jax.judges import token_prob, trajectories
+from grm_jax.judges.meta_rm import judgement_logits, load_meta_rm, meta_max_len
 from grm_jax.stages import common
 from grm_jax.train.checkpoint import restore_params
 
@@ -93,12 +93,12 @@ def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tupl
     path = os.path.join(os.fspath(workdir), path)
   meta_model, params = load_meta_rm(path, mesh=model.mesh, rules=tuple(config.mesh.rules),
                                            dtype=config.model.dtype)
-  logging.info("evaluate: loaded meta RM %s", path)
+  logging.info("eval: loaded meta RM %s", path)
   return meta_model, params, meta_max_len(path)
 
 
 def evaluate_dataset(
-  name: str, examples: Sequence[PreferenceExample], j: grm.Judgements, config: Any, meta: np.ndarray | None = None,
+  name: str, examples: Sequence[PreferenceExample], j: judges.Judgements, config: Any, meta: np.ndarray | None = None,
   token_probs: tuple[np.ndarray, np.ndarray] | None = None, judge_skipped: int = 0,
 ) -> dict[str, Any]:
   """Official metrics at k=1, Voting@k_max, (with meta logits [B, k]) MetaRM@k_max and (with a judge template's
@@ -181,7 +181,7 @@ def _scored(bench: str, examples, votes: np.ndarray, key: jax.Array, config: Any
                                                          int(config.eval.bootstrap_resamples))}
 
 
-def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array, config: Any) -> tuple[tuple, tuple]:
+def _k1_and_voting(bench: str, examples, j: judges.Judgements, key: jax.Array, config: Any) -> tuple[tuple, tuple]:
   """((metrics, votes) at k=1: each item's first sample, (metrics, votes) of Voting@k over all of its samples);
   metrics as `_scored` gives them."""
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
@@ -190,12 +190,15 @@ def _k1_and_voting(bench: str, examples, j: grm.Judgements, key: jax.Array, conf
   return (_scored(bench, examples, first, key, config), first), (_scored(bench, examples, voted, key, config), voted)
 
 
-def judge(model: Any, examples: Sequence[PreferenceExample], config: Any) -> grm.Judgements:
-  """k judgements per item with the evaluation's sampling settings (the same for the policy and the baseline)."""
-  return grm.judge(model, examples, k=int(config.eval.k), temperature=float(config.eval.temperature),
-                   top_p=float(config.eval.top_p), max_new_tokens=int(config.eval.max_new_tokens),
-                   seed=int(config.seed), batch_items=int(config.eval.batch_items), single_template="default",
-                   template=common.grm_template(config))
+def eval_sampling(config: Any) -> judges.Sampling:
+  """The evaluation's sampling (`eval.sampling`; single responses with the paper's 1-10 template), the same for the
+  policy and every baseline, so they judge the same shuffles with the same keys."""
+  return judges.Sampling.from_config(config, "eval.sampling", "eval", single_template="default")
+
+
+def judge(model: Any, examples: Sequence[PreferenceExample], config: Any) -> judges.Judgements:
+  """k judgements per item with the evaluation's sampling settings."""
+  return judges.judge(model, examples, eval_sampling(config))
 
 
 def with_stage_params(model: Any, stage: str, workdir: str | os.PathLike) -> Any:
@@ -221,11 +224,11 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
                              "outcomes": {"ids": [f"{ex.source}/{ex.id}" for ex in examples],
                                           "k1": metrics_lib.item_outcomes(examples, [first]),
                                           "voting": metrics_lib.item_outcomes(examples, [voted])}}
-    logging.info("evaluate: baseline %s on %s: %s", baseline, name, out["datasets"][name])
+    logging.info("eval: baseline %s on %s: %s", baseline, name, out["datasets"][name])
   return out
 
 
-def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: grm.Judgements) -> dict[str, Any]:
+def meta_stats(meta: np.ndarray, examples: Sequence[PreferenceExample], j: judges.Judgements) -> dict[str, Any]:
   """How well the meta logits separate right from wrong valid samples (Eq. 10) on this data set: ROC-AUC and
   accuracy of logit > 0, with the counts, and the AUC's Hanley-McNeil standard error ("auc_se",
   `eval.stats.auc_standard_error`); the logits themselves go to judgements.jsonl.
@@ -305,7 +308,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
   cfg = config_dict(config)
   datasets = common.eval_items(config)
   names = list(datasets)
-  k = int(config.eval.k)
+  k = int(config.eval.sampling.k)
 
   template = common.grm_template(config)
   judging = template in JUDGE_TEMPLATES
@@ -319,7 +322,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
         skipped_datasets[name] = (f"all {judge_skipped[name]} items have one response: the {template} template "
                                   "selects the best of several")
         del datasets[name]
-        logging.warning("evaluate: %s skipped: %s", name, skipped_datasets[name])
+        logging.warning("eval: %s skipped: %s", name, skipped_datasets[name])
         continue
       datasets[name] = kept
   names = [n for n in names if n in datasets]
@@ -334,25 +337,25 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
   compare_with = baselines(config)
   if not compare_with:
     base_model = None  # the base weights are only kept for a before / after comparison
-  logging.info("evaluate: loaded %s (%s), params of %s", config.model.name, config.model.dtype, policy)
+  logging.info("eval: loaded %s (%s), params of %s", config.model.name, config.model.dtype, policy)
   meta_rm = load_meta(config, model, workdir) if config.eval.meta_model else None
   per_dataset: dict[str, dict[str, Any]] = {}
-  judged: dict[str, tuple[Sequence[PreferenceExample], grm.Judgements]] = {}
+  judged: dict[str, tuple[Sequence[PreferenceExample], judges.Judgements]] = {}
   metas: dict[str, np.ndarray] = {}
   for i, name in enumerate(names):
     examples = datasets[name]
-    logging.info("evaluate: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
+    logging.info("eval: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
     j = judge(model, examples, config)
     judged[name] = (examples, j)
     meta = (judgement_logits(meta_rm, examples, j, int(config.eval.meta_batch_size), tuple(config.mesh.rules))
             if meta_rm is not None else None)
     if meta is not None:
       metas[name] = meta
-    probs = token_prob.choice_probs(model, j, int(config.eval.batch_items)) if judging else None
+    probs = token_prob.choice_probs(model, j, eval_sampling(config).items_per_call(len(examples))) if judging else None
     per_dataset[name] = evaluate_dataset(name, examples, j, config, meta, probs, judge_skipped.get(name, 0))
     d = per_dataset[name]
     logging.info(
-      "evaluate: %s: %s k=1 %.4f, voting@%d %.4f; parse failures %.1f%%; %.2f items/s, %.1f tok/s",
+      "eval: %s: %s k=1 %.4f, voting@%d %.4f; parse failures %.1f%%; %.2f items/s, %.1f tok/s",
       name,
       d["official_metric"],
       d["metrics"]["k1"][d["official_metric"]],
@@ -379,5 +382,5 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     "seconds": time.perf_counter() - start,
   }
   paths = report.write_report(out_dir, results, judged, metas or None)
-  logging.info("evaluate: wrote %s", ", ".join(paths.values()))
+  logging.info("eval: wrote %s", ", ".join(paths.values()))
   return {"results": "results.json", "datasets": list(per_dataset), "seconds": results["seconds"]}

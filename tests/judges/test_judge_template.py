@@ -8,11 +8,13 @@ import pytest
 
 from grm_jax import grm, models
 from grm_jax.data.synthetic import synthetic
-from grm_jax.grm import choice, prompts, rules, token_prob, voting
-from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
+from grm_jax.grm import prompts, rules, voting
 from grm_jax.grm.parse import choice_span, parse_choice, parse_judgement, split_judgement
-from grm_jax.grm.synthetic_critic import critic_judge
-from grm_jax.grm.trajectories import correctness
+from grm_jax.judges import choice, token_prob
+from grm_jax.judges.model_judge import Judgements, judge_texts_to_arrays
+from grm_jax.judges.settings import Sampling
+from grm_jax.judges.synthetic_critic import critic_judge
+from grm_jax.judges.trajectories import correctness
 
 
 def _text(template, n=2):
@@ -114,7 +116,7 @@ def test_token_prob_votes_on_hand_computed_logits():
 @pytest.mark.parametrize("template", [t for t in prompts.GRM_TEMPLATES])
 def test_synthetic_critic_writes_each_templates_format(template):
   items = synthetic("train", size=24, n=(1, 2, 3))
-  j = critic_judge(items, k=2, seed=3, noise=0.0, template=template)
+  j = critic_judge(items, Sampling(k=2, seed=3, template=template), noise=0.0)
   assert j.valid.all() and correctness(j, items).all()  # noise-free: always right, in any format
   for ex, row in zip(items, j.texts, strict=True):
     for text in row:
@@ -123,7 +125,7 @@ def test_synthetic_critic_writes_each_templates_format(template):
       assert (parts.criteria is None) == (template in prompts.NO_PRINCIPLE_TEMPLATES and ex.n > 1)
       if template in prompts.JUDGE_TEMPLATES and ex.n > 1:
         assert parse_choice(text, ex.n) is not None and ", " not in parts.scores
-  noisy = critic_judge(items, k=4, seed=1, noise=0.5, template=template)
+  noisy = critic_judge(items, Sampling(k=4, seed=1, template=template), noise=0.5)
   assert noisy.valid.all() and not correctness(noisy, items).all()  # mistakes still parse, and are wrong
 
 

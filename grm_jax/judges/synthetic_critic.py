@@ -27,8 +27,9 @@ import numpy as np
 
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.synthetic import DEFAULT_WORKED
-from grm_jax.grm.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.grm.prompts import JUDGE_TEMPLATES, NO_PRINCIPLE_TEMPLATES
+from grm_jax.judges.model_judge import Judgements, judge_texts_to_arrays
+from grm_jax.judges.settings import Sampling
 
 CRITERIA = "Specific Criteria: Correctness of the final answer."
 
@@ -76,12 +77,14 @@ def critique(ex: PreferenceExample, perm: Sequence[int], believed: str | None, r
   return f"{criteria}{analysis}\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 
-def critic_judge(examples: Sequence[PreferenceExample], *, k: int = 1, seed: int = 0, hint: bool = False,
-                 noise: float = 0.3, template: str = "default", single_template: str = "single") -> Judgements:
-  """k judgements per item with the same contract as `grm.judge` (shuffled responses per sample, scores in the
-  original order); `tokens` / `prompt_ids` are empty: the RFT stage tokenizes for the model it trains.
-  A hinted sample knows the best response, so it never errs."""
-  rng = np.random.default_rng(seed)
+def critic_judge(examples: Sequence[PreferenceExample], sampling: Sampling, *, hint: bool = False,
+                 noise: float = 0.3) -> Judgements:
+  """`sampling.k` judgements per item with the same contract as `judges.judge` (shuffled responses per sample,
+  scores in the original order; of the settings only k, seed and the templates apply); `tokens` / `prompt_ids` are
+  empty: the RFT stage tokenizes for the model it trains. A hinted sample knows the best response, so it never
+  errs."""
+  k, template, single_template = sampling.k, sampling.template, sampling.single_template
+  rng = np.random.default_rng(sampling.seed)
   texts, perms, templates = [], [], []
   for ex in examples:
     answers = _answers(ex)

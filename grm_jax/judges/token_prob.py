@@ -22,9 +22,9 @@ import jax
 import numpy as np
 
 from grm_jax import parallel
-from grm_jax.grm.model_judge import Judgements
 from grm_jax.grm.parse import choice_span
 from grm_jax.grm.prompts import JUDGE_TEMPLATES
+from grm_jax.judges.model_judge import Judgements
 from grm_jax.train.batching import pad_rows
 from grm_jax.train.logprobs import token_logprobs
 
@@ -88,7 +88,7 @@ def choice_probs(model: Any, j: Judgements, batch_size: int = 8) -> tuple[np.nda
   located False.
 
   `model` must be the one that generated `j` (its params and tokenizer), `j` must hold the generated ids and prompts
-  (`grm.judge` output; the synthetic critic's judgements have none).
+  (`judges.judge` output; the synthetic critic's judgements have none).
   """
   B, k = j.valid.shape
   probs = np.zeros((B, k), np.float32)

@@ -18,8 +18,8 @@ import numpy as np
 
 from grm_jax import files, models, parallel
 from grm_jax.data.example import PreferenceExample
-from grm_jax.grm.model_judge import Judgements
 from grm_jax.grm.prompts import meta_prompt
+from grm_jax.judges.model_judge import Judgements
 from grm_jax.models.scalar_head import depth_states, init_meta_params, meta_scores, truncate
 from grm_jax.train.batching import pad_rows
 from grm_jax.train.checkpoint import restore_params
