@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
-from grm_jax.data.registry import parse_mixture
+from grm_jax.data.registry import DEFAULT_ROOT, parse_mixture
 from grm_jax.grm.prompts import GRM_TEMPLATES
 from grm_jax.judges.meta_rm import META_METHODS, META_POLICIES
 from grm_jax.judges.settings import Sampling
@@ -25,17 +25,15 @@ from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
 from grm_jax.train.optimizer import OptimConfig
 
-# The folder benchmark and training data sets are read from by name (`rewardbench/`, `helpsteer2/`, ...), for every
-# stage: `--config.benchmark_root=DIR`. Its location decides no number, so no stage fingerprints it.
-BENCHMARK_ROOT = "../shared/benchmarks"
-
 
 def base(stages: tuple[str, ...]) -> ml_collections.ConfigDict:
   """The groups every training experiment shares: stages, seed, benchmark folder, model, mesh, GRM template, data."""
   c = ml_collections.ConfigDict()
   c.stages = stages
   c.seed = 0
-  c.benchmark_root = BENCHMARK_ROOT
+  # The folder data sets are read from by name (`rewardbench/`, `helpsteer2/`, ...), for every stage; its location
+  # decides no number, so no stage fingerprints it. Default: `data.DEFAULT_ROOT`, ../shared/benchmarks beside the repo.
+  c.benchmark_root = DEFAULT_ROOT
   c.model = model()
   c.mesh = mesh()
   c.grm = grm()

@@ -9,7 +9,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from experiments import eval as eval_experiment
 from grm_jax import files, main
-from grm_jax.data import PreferenceExample, write_jsonl
+from grm_jax.data import PreferenceExample, write_examples
 
 
 class FakeGCS(MemoryFileSystem):
@@ -76,7 +76,7 @@ def test_evaluation_with_workdir_and_data_on_gs(bucket, tmp_path):
   local = tmp_path / "items.jsonl"
   items = [PreferenceExample(context=({"role": "user", "content": f"Say {w}."},), responses=(w, w.upper()),
                              rewards=(1.0, 0.0), id=f"i{i}", source="gs-test") for i, w in enumerate(("a", "b", "c"))]
-  write_jsonl(items, local)
+  write_examples(items, local)
   files.write_bytes(f"{bucket}/data/items.jsonl", local.read_bytes())
 
   config = eval_experiment.get_config("smoke")

@@ -16,11 +16,11 @@ from grm_jax.data.benchmarks import (
   rm_bench_level,
   rm_bench_pairs,
 )
-from grm_jax.data.example import DataError, Examples, PreferenceExample, write_jsonl
+from grm_jax.data.example import DataError, Examples, PreferenceExample, write_examples
 from grm_jax.data.formats import (
+  read_examples,
   read_helpsteer2,
   read_helpsteer2_preference,
-  read_jsonl,
   read_offsetbias,
   read_ppe,
   read_skywork,
@@ -50,7 +50,7 @@ __all__ = [
   "parse_mixture",
   "read_helpsteer2",
   "read_helpsteer2_preference",
-  "read_jsonl",
+  "read_examples",
   "read_math",
   "read_offsetbias",
   "read_ppe",
@@ -63,5 +63,5 @@ __all__ = [
   "rm_bench_level",
   "rm_bench_pairs",
   "synthetic",
-  "write_jsonl",
+  "write_examples",
 ]

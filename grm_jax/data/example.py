@@ -183,7 +183,7 @@ class PreferenceExample:
     return self.context[:-1]
 
   def to_dict(self) -> dict[str, Any]:
-    """The plain-JSONL form (`read_jsonl` reads it back to an equal example)."""
+    """The plain-JSONL form (`read_examples` reads it back to an equal example)."""
     return {
       "conversation": [dict(t) for t in self.context],
       "responses": list(self.responses),
@@ -264,7 +264,7 @@ class Examples(list):
     return f"Examples(n={len(self)}, skipped={self.skipped}, filtered={self.filtered}, files={len(self.files)})"
 
 
-def write_jsonl(examples: Iterable[PreferenceExample], path: str | os.PathLike) -> int:
+def write_examples(examples: Iterable[PreferenceExample], path: str | os.PathLike) -> int:
   """Writes examples in the plain JSONL form (one `to_dict()` per line); returns the count.
 
   Refuses ReaLMistake examples: its authors ask that the data never be published in plain text, and a

@@ -12,7 +12,7 @@ picked by `split`).
 - `read_ultrafeedback`: openbmb/UltraFeedback raw (n=4, fine-grained score) and binarized pairs.
 - `read_skywork`: Skywork/Skywork-Reward-Preference-80K (chosen/rejected message lists).
 - `read_offsetbias`: NCSOFT/offsetbias (`instruction`, `output_1`, `output_2`, `label` 1 or 2; n=2, preferred 1).
-- `read_jsonl`: ours, one `PreferenceExample.to_dict()` per line (any n, rewards and/or best).
+- `read_examples`: ours, one `PreferenceExample.to_dict()` per line (any n, rewards and/or best).
 """
 
 from __future__ import annotations
@@ -447,10 +447,10 @@ def _jsonl_row(row: Any, file: Path, loc: str) -> PreferenceExample:
   return ex
 
 
-def read_jsonl(
+def read_examples(
   path: PathLike, *, split: str | None = None, on_error: OnError = "raise", limit: int | None = None
 ) -> Examples:
-  """Plain preference JSONL (or a JSON array), the form `PreferenceExample.to_dict` / `write_jsonl` write.
+  """Plain preference JSONL (or a JSON array), the form `PreferenceExample.to_dict` / `write_examples` write.
 
   Per row: `conversation` (turns) or `prompt` (string or turns); `responses`; `rewards` and/or `best`;
   optional `source` (default: file name), `category`, `id` (default: "<file>:<line>"), `metadata`.

@@ -15,7 +15,7 @@ Names (the part before an optional ":"):
 | skywork                           | read_skywork                      | skywork/                       |
 | offsetbias                        | read_offsetbias                   | offsetbias/                    |
 | math / math-single                | read_math (pairs / n=1 items)     | (path required)                |
-| jsonl                             | read_jsonl                        | (path required)                |
+| jsonl                             | read_examples                     | (path required)                |
 | synthetic                         | synthetic                         | (generated)                    |
 
 `name:PATH` reads PATH instead of the default location (`rewardbench:/data/filtered.parquet`,
@@ -79,7 +79,7 @@ _READERS: dict[str, tuple[Reader, str | None, dict[str, Any], bool]] = {
   "offsetbias": (formats.read_offsetbias, "offsetbias", {}, True),
   "math": (verifiable.read_math, None, {"mode": "pairs"}, True),
   "math-single": (verifiable.read_math, None, {"mode": "single"}, True),
-  "jsonl": (formats.read_jsonl, None, {}, True),
+  "jsonl": (formats.read_examples, None, {}, True),
 }
 _ALIASES = {
   "rm_bench": "rm-bench",

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from grm_jax.data.example import DataError, PreferenceExample
-from grm_jax.data.formats import read_jsonl
+from grm_jax.data.formats import read_examples
 from grm_jax.data.registry import load_dataset
 from grm_jax.data.synthetic import DEFAULT_SIZES, synthetic
 
@@ -91,7 +91,7 @@ class GrmPreferences(tfds.core.GeneratorBasedBuilder):
       files = sorted(manual.glob("*.jsonl"))
       if not files:
         raise DataError("no <split>.jsonl files", file=str(manual))
-      return {f.name.removesuffix(".jsonl"): self._generate_examples(lambda f=f: read_jsonl(f)) for f in files}
+      return {f.name.removesuffix(".jsonl"): self._generate_examples(lambda f=f: read_examples(f)) for f in files}
     return {"test": self._generate_examples(lambda: load_dataset(name, root=manual))}
 
   def _generate_examples(self, load: Callable[[], Sequence[PreferenceExample]]) -> Iterator[tuple[int, dict]]:

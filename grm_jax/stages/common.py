@@ -185,14 +185,21 @@ LOG_ONLY_KEYS = ("eval_every", "eval_items")
 
 
 def fingerprint(config, *keys: str, upstream: dict[str, Any] | None = None) -> str:
-  """A stable digest of what decides a stage's outputs: the config groups `keys` (less `LOG_ONLY_KEYS`) and
-  `upstream` (the fingerprints of the stages whose outputs it reads), so outputs are reused only if it matches."""
-  def part(k):
-    if not hasattr(config[k], "to_dict"):
-      return config[k]
-    return {n: v for n, v in config[k].to_dict().items() if n not in LOG_ONLY_KEYS}
+  """A stable digest of what decides some outputs: the config groups or dotted keys `keys` (a group less its
+  `LOG_ONLY_KEYS`) and `upstream` (the fingerprints of the stages whose outputs they read). A stage (`run_stage`)
+  and a step inside one (`cached`) are reused only when it matches."""
+  def part(dotted):
+    node = config
+    for name in dotted.split("."):
+      if name not in node:
+        return None
+      node = node[name]
+    if not hasattr(node, "to_dict"):
+      return node
+    return {n: v for n, v in node.to_dict().items() if n not in LOG_ONLY_KEYS}
 
-  parts = {k: part(k) for k in keys if k in config}
+  parts = {k: part(k) for k in keys}
+  parts = {k: v for k, v in parts.items() if v is not None or "." in k}
   if upstream:
     parts["upstream"] = upstream
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -250,17 +257,19 @@ def _forget_other_inputs(out: str, name: str, key: str) -> None:
   files.write_json(started, {"fingerprint": key})
 
 
-def cached(marker: str, inputs: dict[str, Any], make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-  """A step inside a stage (sampling) done once per `inputs`: its summary is stored in the JSON file `marker` with
-  the inputs; with the same inputs the stored summary is returned and `make` is not called. A killed stage thus
-  keeps its samples and goes straight back to training."""
-  inputs = json.loads(files.dumps(inputs))
+def cached(marker: str, config, make: Callable[[], dict[str, Any]], *, keys: Sequence[str], workdir: str = "",
+           upstream: Sequence[str] = ()) -> dict[str, Any]:
+  """A step inside a stage (sampling) done once per inputs, fingerprinted as `run_stage` fingerprints a stage (the
+  config groups or dotted keys `keys`, the done markers of this workdir's `upstream` stages): its summary is stored
+  in the JSON file `marker` with the fingerprint; with the same fingerprint the stored summary is returned and `make`
+  is not called. A killed stage thus keeps its samples and goes straight back to training."""
+  key = fingerprint(config, *keys, upstream=upstream_fingerprints(workdir, upstream) if upstream else None)
   if files.exists(marker):
     stored = files.read_json(marker)
-    if stored.get("fingerprint") == inputs:
+    if stored.get("fingerprint") == key:
       logging.info("reusing %s", marker)
       return stored
-  summary = {**make(), "fingerprint": inputs}
+  summary = {**make(), "fingerprint": key}
   files.write_json(marker, summary)
   return json.loads(files.dumps(summary))
 

@@ -64,6 +64,9 @@ def rollout_sampling(config, step: int) -> judges.Sampling:
 
 
 STAGE_KEYS = ("seed", "model", "grm", "data", "grpo")
+# What decides the RL-data filter's verdicts (`common.cached`): its judge (loaded with the model group's dtypes), its
+# sampling and the items.
+FILTER_KEYS = ("seed", "model", "data", "grm", "grpo.filter")
 
 
 class NothingToLearn(StageStopped):
@@ -73,8 +76,6 @@ class NothingToLearn(StageStopped):
 def filter_items(config, items, out: str, mesh=None, rules_=()) -> tuple[list, dict[str, Any]]:
   """(kept items, filter summary): items the filter judge gets right in fewer than all `filter.samples` samples."""
   f = config.grpo.filter
-  inputs = {"seed": int(config.seed), "data": config.data.to_dict(), "template": common.grm_template(config),
-            "filter": f.to_dict()}
 
   def make() -> dict[str, Any]:
     judge, model = common.judge_with(config, str(f.judge), None, mesh, rules_, float(f.critic_noise))
@@ -87,7 +88,7 @@ def filter_items(config, items, out: str, mesh=None, rules_=()) -> tuple[list, d
     write_jsonl(os.path.join(out, "filter.jsonl"), rows)
     return filter_summary(rows)
 
-  summary = common.cached(os.path.join(out, "filter.json"), inputs, make)
+  summary = common.cached(os.path.join(out, "filter.json"), config, make, keys=FILTER_KEYS)
   dropped = {(r["source"], r["id"]) for r in read_jsonl(os.path.join(out, "filter.jsonl")) if r["dropped"]}
   kept = [ex for ex in items if (ex.source, ex.id) not in dropped]
   if not kept:

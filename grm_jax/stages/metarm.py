@@ -57,8 +57,8 @@ from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.probe import fit_logistic
 
 POLICY_DIRS = {"grpo": "grpo", "rft": "rft", "base": None}  # keys: grm.meta_rm.META_POLICIES (checked by configs)
-# What decides the policy's samples (`metarm.sampling` whole: batch_items too, each sampler call draws its own seed).
-SAMPLING_KEYS = ("policy", "sampling")
+# What decides the policy's samples (`common.cached`, with the done markers of the stages they read: `_upstream`).
+SAMPLING_KEYS = ("seed", "model", "data", "grm", "metarm.policy", "metarm.sampling")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,17 +213,6 @@ def _upstream(config) -> tuple[str, ...]:
   return ("rft",) + ((policy_dir,) if policy_dir and policy_dir != "rft" else ())
 
 
-def _sampling_fingerprint(config, workdir: str) -> dict[str, Any]:
-  return {
-    "seed": int(config.seed),
-    "model": config.model.name,
-    "data": config.data.to_dict(),
-    **{k: config.metarm[k].to_dict() if k == "sampling" else config.metarm[k] for k in SAMPLING_KEYS},
-    "upstream": common.upstream_fingerprints(workdir, _upstream(config)),
-    "rft_judgements": files.exists(os.path.join(workdir, "rft", "judgements.jsonl")),
-  }
-
-
 def policy_model(config, base: models.Model, workdir: str) -> models.Model:
   """The model whose judgements are sampled (`metarm.policy`): the base, or it with RFT's or GRPO's final params."""
   if not POLICY_DIRS[config.metarm.policy]:
@@ -262,7 +251,8 @@ def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
     rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
     return {"rows": files.write_jsonl(samples_path, rows)}
 
-  common.cached(os.path.join(out, "samples.json"), _sampling_fingerprint(config, workdir), make)
+  common.cached(os.path.join(out, "samples.json"), config, make, keys=SAMPLING_KEYS, workdir=workdir,
+                upstream=_upstream(config))
   return files.read_jsonl(samples_path)
 
 

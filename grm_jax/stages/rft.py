@@ -43,19 +43,9 @@ from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.logprobs import token_logprobs
 
-# What decides the sampled trajectories besides `rft.sampling` (whose batch_items too: each sampler call draws its own
-# seed).
-SAMPLING_KEYS = ("sampler", "critic_noise", "hinted", "hinted_scope", "sampling")
-
-
-def _sampling_fingerprint(config) -> dict[str, Any]:
-  return {
-    "seed": int(config.seed),
-    "model": config.model.name,
-    "data": config.data.to_dict(),
-    "template": common.grm_template(config),
-    **{k: config.rft[k].to_dict() if k == "sampling" else config.rft[k] for k in SAMPLING_KEYS},
-  }
+# What decides the sampled trajectories (`common.cached`): the sampler, its settings and the items.
+SAMPLING_KEYS = ("seed", "model", "data", "grm", "rft.sampler", "rft.critic_noise", "rft.hinted", "rft.hinted_scope",
+                 "rft.sampling")
 
 
 def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple[list[int], list[int]]:
@@ -251,8 +241,9 @@ def run(config, workdir: str) -> dict[str, Any]:
 def _run(config, out: str) -> dict[str, Any]:
   mesh, rules = common.make_mesh(config)
   model = common.load_base(config, mesh, rules)
-  stats = common.cached(os.path.join(out, "stats.json"), _sampling_fingerprint(config),
-                        lambda: sample(config, model, common.training_items(config, "train"), out, mesh, rules))
+  stats = common.cached(os.path.join(out, "stats.json"), config,
+                        lambda: sample(config, model, common.training_items(config, "train"), out, mesh, rules),
+                        keys=SAMPLING_KEYS)
   accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
   if len(accepted) < int(config.rft.min_accepted):
     raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out))

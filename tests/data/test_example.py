@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from grm_jax.data import DataError, PreferenceExample, read_jsonl, write_jsonl
+from grm_jax.data import DataError, PreferenceExample, read_examples, write_examples
 
 
 def _ex(**kw):
@@ -85,8 +85,8 @@ def test_json_round_trip_is_exact(tmp_path):
   assert exs[0].metadata["styles"] == ["a", "b"]  # normalized to JSON values at construction
   assert [PreferenceExample.from_json(e.to_json()) for e in exs] == exs
   path = tmp_path / "x.jsonl"
-  assert write_jsonl(exs, str(path)) == 2
-  assert read_jsonl(path) == exs
+  assert write_examples(exs, str(path)) == 2
+  assert read_examples(path) == exs
 
 
 def test_from_dict_rejects_unknown_keys_and_accepts_prompt():
@@ -99,5 +99,5 @@ def test_from_dict_rejects_unknown_keys_and_accepts_prompt():
 def test_write_jsonl_refuses_realmistake(tmp_path):
   ex = _ex(responses=("r",), rewards=(0,), source="realmistake/math/gpt-4")
   with pytest.raises(DataError, match="refusing to write ReaLMistake"):
-    write_jsonl([ex], str(tmp_path / "leak.jsonl"))
+    write_examples([ex], str(tmp_path / "leak.jsonl"))
   assert not (tmp_path / "leak.jsonl").exists()  # refused before anything is written

@@ -256,7 +256,7 @@ def test_plain_jsonl_forms_and_defaults(tmp_path):
     {"conversation": [{"role": "user", "content": "hi"}], "responses": ["a"], "rewards": [1], "id": 9},
     {"prompt": "x", "responses": ["a", "b"], "rewards": [0, 1], "source": "mine", "category": "c", "id": "k"},
   ]
-  out = data.read_jsonl(_jsonl(tmp_path / "set.jsonl", rows))
+  out = data.read_examples(_jsonl(tmp_path / "set.jsonl", rows))
   assert [e.best for e in out] == [0, None, 1]
   assert out[0].source == "set" and out[0].id == "set.jsonl:1"
   assert out[1].id == "9" and out[2].source == "mine"
@@ -271,15 +271,16 @@ def test_plain_jsonl_bad_lines(tmp_path):
     '{"prompt": "q", "responses": ["a", "b"], "rewards": [1]}\n'
   )
   with pytest.raises(DataError, match=r"bad\.jsonl, line 2: invalid JSON"):
-    data.read_jsonl(path)
-  out = data.read_jsonl(path, on_error="skip")
+    data.read_examples(path)
+  out = data.read_examples(path, on_error="skip")
   assert len(out) == 1 and out.skipped == 2
   assert "line 3: PreferenceExample.rewards: has 1 values but there are 2 responses" in out.errors[1]
 
 
 def test_on_error_is_checked(tmp_path):
   with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
-    data.read_jsonl(_jsonl(tmp_path / "a.jsonl", [{"prompt": "q", "responses": ["a"], "rewards": [1]}]), on_error="x")
+    data.read_examples(_jsonl(tmp_path / "a.jsonl", [{"prompt": "q", "responses": ["a"], "rewards": [1]}]),
+                       on_error="x")
 
 
 def test_trl_preference_jsonl_reads_as_pairs(tmp_path):
@@ -289,7 +290,7 @@ def test_trl_preference_jsonl_reads_as_pairs(tmp_path):
     {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
      "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}], "id": "c2"},
   ]
-  a, b = data.read_jsonl(_jsonl(tmp_path / "prefs.jsonl", rows))
+  a, b = data.read_examples(_jsonl(tmp_path / "prefs.jsonl", rows))
   assert a.context == ({"role": "user", "content": "2+2?"},) and a.responses == ("4", "5")
   assert a.rewards == (1.0, 0.0) and a.best == 0 and a.metadata == {"score_chosen": 9.0}
   assert a.source == "prefs" and a.id == "prefs.jsonl:1"
@@ -297,4 +298,4 @@ def test_trl_preference_jsonl_reads_as_pairs(tmp_path):
   bad = [{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a"}],
           "rejected": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "b"}]}]
   with pytest.raises(DataError, match="differ before their final assistant turn"):
-    data.read_jsonl(_jsonl(tmp_path / "bad.jsonl", bad))
+    data.read_examples(_jsonl(tmp_path / "bad.jsonl", bad))

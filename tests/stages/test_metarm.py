@@ -74,8 +74,8 @@ def _config():
   c.model.name = "tiny:llama"
   c.data.train_limit = 2
   c.metarm = configs.metarm()
-  c.metarm.update(policy="base", samples_per_item=1, max_new_tokens=16, batch_size=8, epochs=1, heldout_fraction=0.5,
-                  max_len=2048)
+  c.metarm.update(policy="base", batch_size=8, epochs=1, heldout_fraction=0.5, max_len=2048)
+  c.metarm.sampling.update(k=1, max_new_tokens=16)
   return c
 
 

@@ -56,10 +56,15 @@ def test_cached_step(tmp_path):
     return {"rows": 3, "nan": float("nan")}
 
   marker = str(tmp_path / "samples.json")
-  first = common.cached(marker, {"k": 1}, make)
-  assert first == {"rows": 3, "nan": None, "fingerprint": {"k": 1}}
-  assert common.cached(marker, {"k": 1}, make) == first and len(made) == 1
-  common.cached(marker, {"k": 2}, make)
+  config = ml_collections.ConfigDict({"seed": 0, "rft": {"sampling": {"k": 1}, "steps": 5}})
+  first = common.cached(marker, config, make, keys=("seed", "rft.sampling"))
+  # The same digest a stage's done marker holds for the same inputs; NaN stored as null (strict JSON).
+  assert first == {"rows": 3, "nan": None, "fingerprint": common.fingerprint(config, "seed", "rft.sampling")}
+  assert common.cached(marker, config, make, keys=("seed", "rft.sampling")) == first and len(made) == 1
+  config.rft.steps = 6  # not among the step's inputs: reused
+  assert common.cached(marker, config, make, keys=("seed", "rft.sampling")) == first and len(made) == 1
+  config.rft.sampling.k = 2  # one of them: made again
+  common.cached(marker, config, make, keys=("seed", "rft.sampling"))
   assert len(made) == 2
 
 
