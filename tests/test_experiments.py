@@ -1,8 +1,9 @@
 """Every experiment file x preset builds, validates, and (shrunk to a tiny model) runs its stages.
 
-Presets must not rot: each is built, checked by `configs.validate` against the device count it targets, and then
-run end to end with `configs.smoke` (tiny:<family> of the preset's model family, a few items, 1-2 steps) through
-`main.run`, the same path as the CLI.
+Presets must not rot: each is built, checked by `configs.validate` against the device counts it targets (`TARGETS`:
+one CPU device, its GPU count, or its TPU slice's chips as `grm_jax.aot` counts them), and then run end to end with
+`configs.smoke` (tiny:<family> of the preset's model family, a few items, 1-2 steps) through `main.run`, the same
+path as the CLI (slow tier).
 """
 
 import importlib.util
@@ -12,6 +13,7 @@ import os
 import pytest
 
 from grm_jax import configs, main
+from grm_jax.aot import hardware
 from grm_jax.stages import common
 from grm_jax.stages import eval as eval_stage
 
@@ -28,6 +30,45 @@ def load(name):
 
 CASES = [(f, p) for f in FILES for p in load(f).PRESETS]
 FAMILY = {"gemma2": "gemma2", "qwen2": "qwen2"}
+
+# The devices each preset is written for, as its docstring and docs/scaling.md state them: a CPU run is one device
+# (JAX's CPU backend), a GPU preset its GPU count, a TPU preset its slice's chips as `grm_jax.aot` counts them
+# (`hardware.parse_slice`, what `python -m grm_jax.aot --topology=...` validates against), with the overrides the
+# docs' command for that slice passes. A preset missing here fails: a new preset states its target.
+CPU = 1
+SLICE_OVERRIDES = {  # docs/scaling/gemma2_2b_v5e-8.json, gemma2_2b_v4-8.json, qwen2_5_1_5b_v5e-8.json: their commands
+  "v5e-8": {"rft.micro_batches": 4, "grpo.micro_batches": 8, "metarm.micro_batches": 4},
+  "v4-8": {"rft.micro_batches": 8, "grpo.micro_batches": 16, "metarm.micro_batches": 8},
+}
+TARGETS = {
+  **{(f, p): [("cpu", CPU, {})] for f, p in CASES if p in ("default", "smoke", "quick")},
+  # One 80 GB GPU, or a v5e-8 / v4-8 slice with micro-batches that split over its chips.
+  ("spct", "gemma2_2b"): [("1 GPU", 1, {}), *((s, hardware.parse_slice(s).chips, SLICE_OVERRIDES[s])
+                                              for s in ("v5e-8", "v4-8"))],
+  # One 40 GB GPU (Colab's A100), a v6e-1 as docs/scaling.md compiles it, or a v5e-8 with its micro-batches.
+  ("spct", "qwen2_5_1_5b"): [("1 GPU", 1, {}), ("v6e-1", hardware.parse_slice("v6e-1").chips, {}),
+                             ("v5e-8", hardware.parse_slice("v5e-8").chips, SLICE_OVERRIDES["v5e-8"])],
+  # "mesh fsdp x tensor for a v5p-128 pod / 128 GPUs", unchanged.
+  ("spct", "gemma2_27b"): [("v5p-128", hardware.parse_slice("v5p-128").chips, {}), ("128 GPUs", 128, {})],
+  # The paper's protocol "on accelerators", no count stated: one device (the stage's judge batches pad to the mesh).
+  ("eval", "paper"): [("1 device", 1, {})],
+}
+
+
+@pytest.mark.parametrize(("name", "preset"), CASES)
+def test_preset_validates_on_its_target_devices(name, preset):
+  """`configs.validate` with the target's real device count: a batch or micro-batch that does not split over the
+  target mesh's data x fsdp devices fails here, not minutes into a run on the pod."""
+  assert (name, preset) in TARGETS, f"experiments/{name}.py:{preset}: add its target devices to TARGETS"
+  for target, devices, overrides in TARGETS[name, preset]:
+    config = load(name).get_config(preset)
+    for key, value in overrides.items():
+      group, field = key.split(".")
+      config[group][field] = value
+    try:
+      configs.validate(config, num_devices=devices)
+    except ValueError as e:
+      pytest.fail(f"experiments/{name}.py:{preset} on {target} ({devices} devices, overrides {overrides}): {e}")
 
 
 @pytest.mark.parametrize(("name", "preset"), CASES)
@@ -64,7 +105,9 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
     config.rft.general_data = str(chats)
   # One device (the smoke batches are 2-4 rows; the 8 fake devices are for the sharding tests).
   monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))
-  monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: 1)
+  # ... and validated against that one device (its real mesh shape), not this process's 8 fake ones.
+  batch_shards = configs._batch_shards
+  monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: batch_shards(c, 1))
   monkeypatch.setattr(eval_stage, "load_model", lambda c: common.load_base(c))
   results = main.run(config, str(tmp_path))
   assert list(results) == list(config.stages)

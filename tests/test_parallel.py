@@ -18,7 +18,10 @@ from grm_jax import models, parallel
 from grm_jax.models import weights
 
 P = PartitionSpec
-TOL = 1e-5
+# README: the sharded forward equals the single-device one to <= 1.8e-7 (Llama, Qwen2) and <= 8.6e-6 (Gemma-2, logits
+# up to +-30). Llama and Qwen2 are held to twice the printed value; Gemma-2 stays at 1e-5, tighter than twice its
+# printed 8.6e-6 (its left-padded d2t4 forward measures 9.5e-6: the logits' scale, 30, puts its f32 noise there).
+TOL = {"llama": 2 * 1.8e-7, "qwen2": 2 * 1.8e-7, "gemma2": 1e-5}
 MESHES = {
   "fsdp8": {"fsdp": 8},
   "d2f2t2": {"data": 2, "fsdp": 2, "tensor": 2},
@@ -184,7 +187,7 @@ def _check_forward(model, family: str, label: str) -> None:
   scale = float(np.max(np.abs(ref_full)))
   shape = ",".join(f"{a}={n}" for a, n in model.mesh.shape.items() if n > 1)
   print(f"\n[{label} {family} {shape}] max|Δ| full={d_full:.2e} left-padded={d_pad:.2e} (max|logit| {scale:.2f})")
-  assert d_full <= TOL and d_pad <= TOL, (d_full, d_pad)
+  assert d_full <= TOL[family] and d_pad <= TOL[family], (family, shape, d_full, d_pad)
 
   # The logits are constrained to (activation_batch, activation_length, activation_vocab):
   # rows over data x fsdp (the axes of size > 1), vocab over tensor.

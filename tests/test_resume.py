@@ -21,8 +21,15 @@ STEPS = 3
 
 
 def command(workdir):
+  # The random tiny model's judgements never parse, so every rollout is rewarded -1, every group advantage is 0 and
+  # the policy-gradient term has no gradient: at weight decay 0 GRPO would not move a single param and "resumed ==
+  # uninterrupted" would hold for a run that does nothing. Decoupled weight decay moves the params at step 1, and from
+  # step 2 on the KL term to the reference has a gradient through each step's own rollouts, which Adam (scale-free)
+  # turns into lr-sized steps: the resumed run has to redo the same rollouts, moments and schedule to land on the
+  # same params.
   return [sys.executable, "-m", "grm_jax.main", "--config=experiments/spct.py:smoke", f"--workdir={workdir}",
-          f"--config.grpo.steps={STEPS}", "--config.grpo.optim.learning_rate=1e-3"]
+          f"--config.grpo.steps={STEPS}", "--config.grpo.optim.learning_rate=1e-3",
+          "--config.grpo.optim.weight_decay=0.1"]
 
 
 def final_params(workdir, stage="grpo"):
@@ -57,7 +64,8 @@ def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   a, b = final_params(whole), final_params(killed)
   worst = max_abs_diff(a, b)
   # GRPO starts from RFT's output (grpo.init="rft"): its 3 steps at lr 1e-3 must have moved the params (Adam moves a
-  # param by ~lr per step), far beyond the 1e-6 the resumed run may differ by, or "resumed == whole" proves nothing.
+  # param by up to ~lr per step; measured ~1e-3), far beyond the 1e-6 the resumed run may differ by, or "resumed ==
+  # whole" proves nothing.
   start = final_params(whole, "rft")
   assert max_abs_diff(start, final_params(killed, "rft")) == 0.0  # both runs' GRPO started from the same params
   moved = max_abs_diff(a, start)
@@ -66,8 +74,9 @@ def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   assert max_abs_diff(b, start) > 1e-4
   assert worst <= 1e-6
   # The resumed run's metrics have one line per step, none duplicated.
-  steps = [r["step"] for r in read_jsonl(killed / "grpo" / "metrics.jsonl")]
-  assert steps == list(range(1, STEPS + 1))
+  history = read_jsonl(killed / "grpo" / "metrics.jsonl")
+  assert [r["step"] for r in history] == list(range(1, STEPS + 1))
+  assert all(r["grad_norm"] > 0 for r in history[1:]), history  # the steps after the first had a gradient (KL)
   # Every rollout logged once, the redone steps' rollouts the same as the uninterrupted run's.
   rollouts = [read_jsonl(w / "grpo" / "rollouts.jsonl") for w in (whole, killed)]
   assert rollouts[0] == rollouts[1]

@@ -23,14 +23,42 @@ def test_overall_is_the_mean_of_the_four():
   assert paper.overall({"RB": float("nan"), "PPE-P": 64.7, "PPE-C": 59.8, "RMB": 69.0}) is None
 
 
-def test_table2_rows_agree_with_the_formula():
-  """Every stored row's printed Overall is the formula's value rounded to one decimal (e.g. 69.875 -> 69.9)."""
+def test_table2_overall_is_recomputed_from_its_four_columns():
+  """Each stored row's printed Overall, recomputed here from the row's own four columns (their plain mean, without
+  `paper.overall`): equal to the printed one decimal up to the rounding of the printed cells (69.875 -> 69.9; the
+  paper averaged unrounded values, so DeepSeek-BTRM-27B's 68.65 is printed 68.6). `paper.overall` gives that mean.
+  A column of TABLE2 off by more than 0.4, or an Overall off by more than 0.1, breaks it (PAPER_TABLE2 pins every
+  cell)."""
   assert len(paper.TABLE2) == 8
   for row in paper.TABLE2:
-    assert abs(paper.overall(row) - row["Overall"]) <= 0.05 + 1e-9, row
-  greedy = [r for r in paper.TABLE2 if r["model"] == "DeepSeek-GRM-27B" and r["setting"] == "greedy"]
-  assert greedy == [{"model": "DeepSeek-GRM-27B", "setting": "greedy", "RB": 86.0, "PPE-P": 64.7, "PPE-C": 59.8,
-                     "RMB": 69.0, "Overall": 69.9}]
+    mean = (row["RB"] + row["PPE-P"] + row["PPE-C"] + row["RMB"]) / 4
+    assert abs(mean - row["Overall"]) <= 0.05 + 1e-9, (row, mean)
+    assert paper.overall(row) == pytest.approx(mean, abs=1e-12)
+
+
+# Table 2 of arXiv 2504.02495v3 ("Overall results of different methods and models on RM benchmarks"), the cells of the
+# columns grm_jax reports, in the paper's order, written once here from the paper: (RB, PPE-P, PPE-C, RMB, Overall).
+# The equal-Overall checks above cannot see two columns of a row swapped, or a row under another model's name.
+PAPER_TABLE2 = {
+  ("LLM-as-a-Judge", "greedy"): (83.4, 64.2, 58.8, 64.8, 67.8),
+  ("DeepSeek-BTRM-27B", "greedy"): (81.7, 68.3, 66.7, 57.9, 68.6),
+  ("CLoud-Gemma-2-27B", "greedy"): (82.0, 67.1, 62.4, 63.4, 68.7),
+  ("DeepSeek-PairRM-27B", "greedy"): (87.1, 65.8, 64.8, 58.2, 69.0),
+  ("DeepSeek-GRM-27B-RFT", "greedy"): (84.5, 64.1, 59.6, 67.0, 68.8),
+  ("DeepSeek-GRM-27B", "greedy"): (86.0, 64.7, 59.8, 69.0, 69.9),
+  ("DeepSeek-GRM-27B", "Voting@32"): (88.5, 65.3, 60.4, 69.7, 71.0),
+  ("DeepSeek-GRM-27B", "MetaRM@32 (k_meta=16)"): (90.4, 67.2, 63.2, 70.3, 72.8),
+}
+
+
+def test_table2_cells_are_the_papers():
+  assert paper.SOURCE == "arXiv 2504.02495v3, Table 2"
+  got = {(r["model"], r["setting"]): tuple(r[c] for c in paper.COLUMNS) for r in paper.TABLE2}
+  assert paper.COLUMNS == ("RB", "PPE-P", "PPE-C", "RMB", "Overall")
+  assert got == PAPER_TABLE2
+  # The paper's headline ordering (§5.1): inference-time scaling lifts DeepSeek-GRM-27B's Overall, MetaRM most.
+  grm = [got["DeepSeek-GRM-27B", s][-1] for s in ("greedy", "Voting@32", "MetaRM@32 (k_meta=16)")]
+  assert grm == sorted(grm) and grm[-1] == max(row[-1] for row in got.values())
 
 
 def test_comparison_with_all_four_benchmarks():

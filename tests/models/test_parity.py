@@ -9,7 +9,10 @@ from grm_jax import models
 from grm_jax.models import builtin
 from tests.hf_reference import hf_logits, random_hf_model
 
-TOL = 1e-4
+# README's "Measured" table: max |Δlogit| vs transformers 3.6e-7 (tiny Llama), 4.8e-7 (Qwen2), 6.3e-7 (Gemma-2), f32 on
+# CPU. Each family is held to twice its printed value (float32 summation order varies a little across XLA builds).
+README_PARITY = {"llama": 3.6e-7, "qwen2": 4.8e-7, "gemma2": 6.3e-7}
+TOL = {name: 2 * README_PARITY[name.split("_")[0]] for name in ("llama", "llama_tied", "qwen2", "gemma2")}
 
 CONFIGS = {
   # Llama-3 rope scaling with a short original context, so the scaled band is exercised.
@@ -48,7 +51,7 @@ def test_logits_match_transformers_unpadded(pair):
   ref = hf_logits(hf, tokens)
   err = np.abs(got - ref).max()
   print(f"{name}: max|Δlogit| unpadded = {err:.2e} (|logit| up to {np.abs(ref).max():.2f})")
-  assert err <= TOL
+  assert err <= TOL[name], (name, err)
 
 
 def test_logits_match_transformers_left_padded(pair):
@@ -60,7 +63,7 @@ def test_logits_match_transformers_left_padded(pair):
   real = mask.astype(bool)
   err = np.abs(got - ref)[real].max()
   print(f"{name}: max|Δlogit| left-padded = {err:.2e}")
-  assert err <= TOL
+  assert err <= TOL[name], (name, err)
 
 
 def test_padding_does_not_change_real_tokens(pair):
@@ -130,4 +133,4 @@ def test_chunked_prefill_matches_transformers(pair):
   ref = hf_logits(hf, tokens, mask, positions)
   err = np.abs(got - ref)[mask.astype(bool)].max()
   print(f"{name}: chunked prefill (7-token query chunks, 24 tokens) max|Δlogit| = {err:.2e}")
-  assert err <= TOL
+  assert err <= TOL[name], (name, err)

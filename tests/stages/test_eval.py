@@ -287,10 +287,15 @@ def test_run_with_real_judge_on_tiny_model(config, tmp_path, monkeypatch):
   results = eval_stage.run(config, tmp_path)
   assert (loads[0] is not None) == (jax.device_count() > 1)  # sharded over the 8 fake CPU devices in tests
   d = results["datasets"]["synthetic"]
-  assert d["parse_failures"]["samples"] == 4
-  assert d["throughput"]["generated_tokens"] > 0 and d["throughput"]["tokens_per_s"] > 0
-  value = d["metrics"]["voting"]["accuracy"]
-  assert value is None or 0.0 <= value <= 1.0
+  # 4 random tokens never make a verdict: every sample is a parse failure, so every item is a tie among its n
+  # responses. Its tie-expected accuracy is then 1/n, whatever the drawn tie-breaks; a None or NaN fails.
+  assert d["parse_failures"]["samples"] == 4 and d["parse_failures"]["invalid"] == 4
+  assert d["throughput"]["generated_tokens"] > 0
+  chance = np.mean([1.0 / ex.n for ex in common.select_items("synthetic", config, 2)])
+  for col in ("k1", "voting"):
+    m = d["metrics"][col]
+    assert m["accuracy_expected"] == pytest.approx(chance), (col, m)
+    assert m["accuracy"] in (0.0, 0.5, 1.0), (col, m)  # 2 items, each won or lost by its tie-break
   assert (tmp_path / "eval" / "report.md").exists()
 
 

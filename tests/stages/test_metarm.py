@@ -158,7 +158,8 @@ def test_stage_probe_end_to_end_loads_cut_model(tmp_path):
   with open(tmp_path / "rft" / "judgements.jsonl", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in _rft_rows())
   config = _config()
-  config.metarm.update(method="probe", init="policy", probe_folds=2, heldout_fraction=0.3)
+  # heldout_fraction 0.5 holds out r1, r2 and r3 of the RFT rows: both classes, so the AUC below is defined.
+  config.metarm.update(method="probe", init="policy", probe_folds=2, heldout_fraction=0.5)
   info = metarm.run(config, str(tmp_path))
   out = tmp_path / "metarm"
   metrics = json.loads((out / "metrics.json").read_text())
@@ -168,7 +169,26 @@ def test_stage_probe_end_to_end_loads_cut_model(tmp_path):
   model, params = meta_rm.load_meta_rm(str(out))
   assert model.config.num_layers == spec["layers"]
   assert {leaf.shape[0] for leaf in jax.tree.leaves(params["decoder"]["layers"])} == {spec["layers"]}
-  assert metrics["before"]["auc"] in (0.5, None)  # a zero head; None: one class held out
+  # The loaded meta RM scores the held-out rows of samples.jsonl; their AUC (pair counting, ties 1/2) and accuracy
+  # (logit > 0), computed here, are what the stage wrote.
+  rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+  held = [r for r in rows if metarm.item_heldout(r["source"], str(r["id"]), 0.5)]
+  seqs = [meta_rm.meta_sequence(model, r["context"], r["responses"], r["text"], r["perm"], spec["max_len"])[0]
+          for r in held]
+  labels = np.array([bool(r["correct"]) for r in held])
+  assert held and all(s is not None for s in seqs)
+  logits = meta_rm.sequence_logits(model, params, seqs, 8, max_len=spec["max_len"])
+  pos, neg = logits[labels], logits[~labels]
+  after, before = metrics["after"], metrics["before"]
+  print(f"held-out rows {len(held)} ({labels.sum()} right): logits {np.round(logits, 3).tolist()}; stage: {after}")
+  assert after["rows"] == len(held) and after["positives"] == int(labels.sum())
+  assert after["accuracy"] == pytest.approx(float(np.mean((logits > 0) == labels)), abs=1e-9)
+  if len(pos) and len(neg):
+    auc = float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+    assert after["auc"] == pytest.approx(auc, abs=1e-6)
+    assert before["auc"] == 0.5  # a zero head scores every row 0: all pairs tie
+  else:  # one class held out: no AUC
+    assert after["auc"] is None and before["auc"] is None
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
