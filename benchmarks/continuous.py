@@ -94,8 +94,8 @@ def run_static(model, prompts, lengths, slots, temperature):
 
 
 def run_engine(model, prompts, lengths, slots, temperature):
+  from grm_jax.buckets import length_bucket
   from grm_jax.sampling import engine as eng
-  from grm_jax.sampling.buckets import length_bucket
 
   layout = eng.Layout(rows=slots, per_prefix=1, prefix_len=length_bucket(max(len(p) for p in prompts)),
                       new_tokens=max(lengths))

@@ -31,12 +31,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from grm_jax import judges, parallel
 from grm_jax.aot import cost
+from grm_jax.buckets import batch_bucket
 from grm_jax.judges import meta_rm
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import decode_step as model_decode_step
 from grm_jax.sampling import engine
-from grm_jax.sampling.buckets import batch_bucket
 from grm_jax.sampling.generate import MAX_ROWS
 from grm_jax.sampling.params import sampling_shardings
 from grm_jax.stages import grpo as grpo_stage

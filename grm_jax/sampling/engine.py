@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax import parallel
+from grm_jax.buckets import batch_bucket, length_bucket
 from grm_jax.models.decoder import Decoder, LayerCaches, decode_step, default_positions, split_layer_params
-from grm_jax.sampling.buckets import batch_bucket, length_bucket
 from grm_jax.sampling.filters import sample_rows
 from grm_jax.sampling.keys import key_data
 from grm_jax.sampling.params import place

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from grm_jax.buckets import batch_bucket, length_bucket
 from grm_jax.models.model import Model
-from grm_jax.sampling.buckets import batch_bucket, length_bucket
 from grm_jax.sampling.engine import Engine, Request, choose_layout
 from grm_jax.sampling.keys import row_keys
 from grm_jax.sampling.params import sampling_params, sampling_shardings

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from grm_jax.buckets import length_bucket
 from grm_jax.sampling import engine as core
-from grm_jax.sampling.buckets import length_bucket
 
 
 @dataclasses.dataclass(frozen=True)

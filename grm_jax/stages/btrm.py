@@ -43,6 +43,7 @@ import numpy as np
 from absl import logging
 
 from grm_jax import files
+from grm_jax.buckets import row_bucket
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper
@@ -50,7 +51,7 @@ from grm_jax.judges.meta_rm import sequence_logits
 from grm_jax.models.scalar_head import init_meta_params, meta_scores
 from grm_jax.stages import common
 from grm_jax.train import losses
-from grm_jax.train.batching import bucket_length, pad_rows
+from grm_jax.train.batching import pad_rows
 from grm_jax.train.checkpoint import save_params
 from grm_jax.train.fit import FitConfig, fit
 
@@ -150,7 +151,7 @@ def train(model, params, seqs, examples: Sequence[PreferenceExample], group, out
   n_max = max(len(row) for row in seqs)
   max_len = int(group.max_len)
   # One row length for the run (the longest sequence's bucket): one compiled step instead of one per bucket.
-  length = min(bucket_length(max(len(s) for row in seqs for s in row)), max(max_len, 1))
+  length = min(row_bucket(max(len(s) for row in seqs for s in row)), max(max_len, 1))
   rewards, valid = padded([ex.rewards for ex in examples], n_max)
 
   def make_batch(idx):

@@ -27,11 +27,11 @@ import numpy as np
 from absl import logging
 
 from grm_jax import judges
+from grm_jax.buckets import row_bucket
 from grm_jax.files import append_jsonl, exists, read_jsonl, write_jsonl
 from grm_jax.grm import rules
 from grm_jax.judges import trajectories
 from grm_jax.stages import common
-from grm_jax.train.batching import bucket_length
 from grm_jax.train.checkpoint import restore_params, save_params
 from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import batch_indices
@@ -54,7 +54,7 @@ def initial_params(config, workdir: str, model):
 def row_length(longest_prompt: int, max_new_tokens: int) -> int:
   """Tokens per GRPO training row: the longest prompt (a shuffle moves a few tokens at most, hence the slack), the
   longest judgement and its stop token, in 64-token buckets. One length per run: one compiled step."""
-  return bucket_length(longest_prompt + 16 + max_new_tokens + 1)
+  return row_bucket(longest_prompt + 16 + max_new_tokens + 1)
 
 
 def rollout_sampling(config, step: int) -> judges.Sampling:

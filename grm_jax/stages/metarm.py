@@ -43,6 +43,7 @@ import numpy as np
 from absl import logging
 
 from grm_jax import files, judges, models
+from grm_jax.buckets import row_bucket
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
 from grm_jax.eval.stats import auc_standard_error
@@ -51,7 +52,7 @@ from grm_jax.judges.meta_rm import meta_sequence, sequence_depth_states, sequenc
 from grm_jax.models.scalar_head import init_meta_params, meta_scores, truncate
 from grm_jax.stages import common
 from grm_jax.train import losses
-from grm_jax.train.batching import bucket_length, pad_rows
+from grm_jax.train.batching import pad_rows
 from grm_jax.train.checkpoint import restore_params, save_params
 from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.probe import fit_logistic
@@ -127,7 +128,7 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
   weights = row_weights(labels, bool(group.class_balance))
   batch_size = int(group.batch_size)
   # One row length for the run (the longest sequence's bucket): one compiled step instead of one per bucket.
-  length = min(bucket_length(max(len(s) for s in train_seqs)), max(int(group.max_len), 1))
+  length = min(row_bucket(max(len(s) for s in train_seqs)), max(int(group.max_len), 1))
 
   def make_batch(idx):
     tokens, mask = pad_rows([train_seqs[i] for i in idx], model.pad_id, batch_size, int(group.max_len),

@@ -31,13 +31,14 @@ import numpy as np
 from absl import logging
 
 from grm_jax import files, judges, seeds
+from grm_jax.buckets import row_bucket
 from grm_jax.data.benchmarks import to_turns
 from grm_jax.data.example import DataError
 from grm_jax.data.io import BadRow, iter_rows, list_files
 from grm_jax.judges import trajectories
 from grm_jax.stages import common
 from grm_jax.train import losses
-from grm_jax.train.batching import bucket_length, pack
+from grm_jax.train.batching import pack
 from grm_jax.train.checkpoint import save_params
 from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import FitConfig, fit
@@ -204,7 +205,7 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
   `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device).
   `on_step`: the held-out check (`common.heldout_check`)."""
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
-  length = min(bucket_length(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
+  length = min(row_bucket(max(len(p) + len(c) for p, c in sequences)), int(group.max_len))
 
   def make_batch(idx):
     batch, _ = pack([sequences[i][0] for i in idx], [sequences[i][1] for i in idx], pad_id=model.pad_id,

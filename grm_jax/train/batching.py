@@ -12,9 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def bucket_length(n: int, multiple: int = 64) -> int:
-  return max(multiple, -(-n // multiple) * multiple)
+from grm_jax.buckets import row_bucket
 
 
 def pack(
@@ -43,7 +41,7 @@ def pack(
   if rows < len(prompts):
     raise ValueError(f"rows={rows} is smaller than the {len(prompts)} sequences")
   longest = max((len(p) + len(c) for p, c in zip(prompts, completions, strict=True)), default=1)
-  T = min(bucket_length(longest, multiple), bucket_length(max_len, multiple))
+  T = min(row_bucket(longest, multiple), row_bucket(max_len, multiple))
   T = min(T, max_len) if max_len % multiple else T
   if length is not None:
     if length < min(longest, max_len):
@@ -74,7 +72,7 @@ def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, rows: int, max_len: int
   """Right-padded int32 tokens and bool mask [rows, T], T a multiple of `multiple` (one compile per bucket), or
   `length` when the caller fixes it for a whole run."""
   longest = max((len(s) for s in seqs), default=1)
-  t = min(bucket_length(longest, multiple), max(max_len, longest))
+  t = min(row_bucket(longest, multiple), max(max_len, longest))
   if length is not None and length >= longest:
     t = length
   tokens = np.full((rows, t), pad_id, np.int32)

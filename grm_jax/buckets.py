@@ -1,4 +1,8 @@
-"""Shape buckets: prompt lengths and batch sizes rounded so that a handful of compiled programs serve all calls."""
+"""Shape buckets: lengths and batch sizes rounded so that a handful of compiled programs serve every call.
+
+One module for the sampler's prompt lengths and batches and the training rows' lengths, so a reader finds every
+rounding rule in one place.
+"""
 
 from __future__ import annotations
 
@@ -17,5 +21,11 @@ def length_bucket(n: int, minimum: int = 16) -> int:
 
 
 def batch_bucket(n: int, multiple: int = 1) -> int:
+  """Batch bucket: the next power of two, made a multiple of `multiple` (the devices a batch splits over)."""
   b = 1 << max(n - 1, 0).bit_length()
   return math.lcm(b, multiple) if b % multiple else b
+
+
+def row_bucket(n: int, multiple: int = 64) -> int:
+  """Training-row length bucket: the next multiple of `multiple` (at least one)."""
+  return max(multiple, -(-n // multiple) * multiple)
