@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from grm_jax import configs, main
+from grm_jax import configs, main, parallel
 from grm_jax.files import read_jsonl
 from grm_jax.stages import common
 
@@ -18,7 +18,7 @@ def test_rft_and_grpo_log_heldout_metrics_on_their_schedule(tmp_path, monkeypatc
   config.stages = ("rft", "grpo")
   config.rft.eval_every, config.rft.eval_items = 1, 2
   config.grpo.eval_every, config.grpo.eval_items = 2, 2
-  monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))  # one device
+  monkeypatch.setattr(common, "mesh_scope", lambda c: parallel.use_mesh(None))  # one device
   monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: 1)
   main.run(config, str(tmp_path))
   rft = read_jsonl(tmp_path / "rft" / "metrics.jsonl")
