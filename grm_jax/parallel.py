@@ -139,11 +139,8 @@ def use_mesh(mesh: Mesh | None, rules=DEFAULT_RULES) -> Iterator[Mesh | None]:
   """Set the mesh and rules once for the code inside (a stage, a server, a test): the shardings of everything it
   builds follow them. `mesh=None` is one device with plain jit (no sharding constraint). Scopes nest; a scope is
   per thread (a `contextvars.ContextVar`), so programs built here carry theirs (`per_mesh`, `bound`)."""
-  token = _SCOPE.set(_scope_of(mesh, rules))
-  try:
+  with _entered(_scope_of(mesh, rules)):
     yield mesh
-  finally:
-    _SCOPE.reset(token)
 
 
 @contextlib.contextmanager

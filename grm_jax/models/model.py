@@ -53,8 +53,10 @@ class Model:
     return parallel.use_mesh(self.mesh, self.rules)
 
   def apply(self, params, tokens, positions, mask, cache: KVCache | None = None):
-    """The pure forward: (logits float32 [B,T,V], new cache or None), constrained by the mesh scope it is traced in."""
-    return self.module().apply({"params": params}, tokens, positions, mask, cache)
+    """The pure forward: (logits float32 [B,T,V], new cache or None), its activations constrained to the model's mesh
+    (`module()` alone follows the scope it is traced in)."""
+    with self.scope():
+      return self.module().apply({"params": params}, tokens, positions, mask, cache)
 
   def encode_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
     """Token ids of a conversation in the model's chat template."""
