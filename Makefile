@@ -33,6 +33,6 @@ run: $(STAMP)
 	$(BIN)/python -m grm_jax.main --config=experiments/spct.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(BIN)/ruff check grm_jax tests
+	$(BIN)/ruff check grm_jax tests experiments launch
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --require-benchmarks

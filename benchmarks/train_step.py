@@ -47,7 +47,7 @@ def main():
   optimizer, schedule = make_optimizer(group, 100)
   step = make_train_step(loss_fn, optimizer, schedule)
   state = init_state(model.params, optimizer)
-  dev = place_batch(split_micro_batches(batch, args.micro), None, ())
+  dev = place_batch(split_micro_batches(batch, args.micro))
   t0 = time.perf_counter()
   state, m = step(state, dev)
   jax.block_until_ready(m["loss"])

@@ -70,7 +70,8 @@ PAPER_RECIPE = (
    f"{c.grpo.optim.learning_rate:g}, {c.grpo.prompts_per_step * c.grpo.group_size} rollouts, {c.grpo.steps} steps, "
    f"beta {c.grpo.beta:g}", "batch read as rollouts; the paper does not say"),
   ("GRPO, not stated", "clip, rollout temperature, lengths, updates per batch", lambda c: f"clip {c.grpo.epsilon:g}, "
-   f"temperature {c.grpo.sampling.temperature:g}, {c.grpo.sampling.max_new_tokens} new tokens, {c.grpo.inner_updates} update", "ours"),
+   f"temperature {c.grpo.sampling.temperature:g}, {c.grpo.sampling.max_new_tokens} new tokens, "
+   f"{c.grpo.inner_updates} update", "ours"),
   ("meta RM", "scalar head on Gemma-2-27B, BCE, lr 1e-5, batch 512; RFT's plain samples + 3 per item of the GRM",
    lambda c: (f"a logistic probe on the {'policy' if c.metarm.init == 'policy' else 'base model'}'s frozen states, "
               "depth and L2 by item-fold CV" if c.metarm.method == "probe" else
@@ -78,8 +79,8 @@ PAPER_RECIPE = (
    + f" on RFT's + {c.metarm.sampling.k} per item of `{c.metarm.policy}`",
    "steps not stated: ours"),
   ("evaluation", "RewardBench, PPE, RMB, ReaLMistake; k up to 32 at temperature 0.5, k_meta = k / 2",
-   lambda c: f"`{c.eval.datasets}`, k = {c.eval.sampling.k} at {c.eval.sampling.temperature:g}", "PPE read from benchmark_root; "
-   "greedy columns need a second run at temperature 0"),
+   lambda c: f"`{c.eval.datasets}`, k = {c.eval.sampling.k} at {c.eval.sampling.temperature:g}",
+   "PPE read from benchmark_root; greedy columns need a second run at temperature 0"),
 )
 
 

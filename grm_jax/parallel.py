@@ -7,14 +7,21 @@ GPU or a TPU pod: only the mesh shape and the rules change.
 
 Mesh axes: `data` (pure data parallel), `fsdp` (data parallel with params and optimizer
 state sharded), `tensor` (heads / MLP / vocab split, Megatron style).
+
+The mesh is set once per program scope (`use_mesh`: a stage, a server, a test), not passed around: shardings and
+activation constraints (`named_sharding`, `constrain`, `shard_batch`, ...) read the current scope, and a program
+builder decorated with `per_mesh` is cached per scope and returns a program `bound` to the scope it was built for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -100,16 +107,139 @@ def _as_rules(rules) -> dict[str, tuple[str, ...]]:
   return out
 
 
-def logical_to_spec(
-  names: Sequence[str | None], rules, mesh: Mesh | None = None, shape: Sequence[int] | None = None
-) -> PartitionSpec:
-  """PartitionSpec for an array with these logical axis names.
+def normalize_rules(rules) -> tuple[tuple[str, Any], ...]:
+  """`rules` as a hashable table: (name, None | axis | tuple of axes) pairs (a config read back from JSON has lists)."""
+  def axes(a):
+    return a if a is None or isinstance(a, str) else tuple(a)
 
-  A mesh axis is used at most once per array (first name wins). With `mesh` and `shape`, an
-  array dimension that the mesh axes do not divide is left replicated rather than failing,
-  e.g. SmolLM2's 3 KV heads on tensor=2.
+  return tuple((str(name), axes(a)) for name, a in rules)
+
+
+# --------------------------------------------------------------------------- the mesh scope
+
+
+class Scope(NamedTuple):
+  """Where the code running now places its arrays: a mesh (None: one device, plain jit) and the logical-axis rules
+  (empty without a mesh)."""
+
+  mesh: Mesh | None
+  rules: tuple
+
+
+NO_MESH = Scope(None, ())
+_SCOPE: contextvars.ContextVar[Scope] = contextvars.ContextVar("grm_jax_mesh_scope", default=NO_MESH)
+
+
+def _scope_of(mesh: Mesh | None, rules) -> Scope:
+  return Scope(mesh, normalize_rules(rules)) if mesh is not None else NO_MESH
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None, rules=DEFAULT_RULES) -> Iterator[Mesh | None]:
+  """Set the mesh and rules once for the code inside (a stage, a server, a test): the shardings of everything it
+  builds follow them. `mesh=None` is one device with plain jit (no sharding constraint). Scopes nest; a scope is
+  per thread (a `contextvars.ContextVar`), so programs built here carry theirs (`per_mesh`, `bound`)."""
+  with _entered(_scope_of(mesh, rules)):
+    yield mesh
+
+
+@contextlib.contextmanager
+def _entered(s: Scope) -> Iterator[None]:
+  token = _SCOPE.set(s)
+  try:
+    yield
+  finally:
+    _SCOPE.reset(token)
+
+
+def scope() -> Scope:
+  """The current (mesh, rules)."""
+  return _SCOPE.get()
+
+
+def current_mesh() -> Mesh | None:
+  return _SCOPE.get().mesh
+
+
+def batch_shards() -> int:
+  """Devices a batch's rows split over (data x fsdp) in the current scope; 1 without a mesh."""
+  mesh = current_mesh()
+  return 1 if mesh is None else int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
+
+
+class Bound:
+  """A function (usually a jitted program) that always runs under the scope it was built for, whatever scope (or
+  thread: a scope does not cross threads) calls it: calling it, and its `lower` / `trace` / `eval_shape`, enter that
+  scope first. Every other attribute is the wrapped function's."""
+
+  def __init__(self, fn: Callable, s: Scope):
+    self.__wrapped__, self.scope = fn, s
+    functools.update_wrapper(self, fn, updated=())
+
+  def __call__(self, *args, **kwargs):
+    with _entered(self.scope):
+      return self.__wrapped__(*args, **kwargs)
+
+  def _in_scope(self, name: str):
+    method = getattr(self.__wrapped__, name)
+
+    def run(*args, **kwargs):
+      with _entered(self.scope):
+        return method(*args, **kwargs)
+
+    return run
+
+  def __getattr__(self, name: str):
+    if name == "__wrapped__":  # not set yet (a copy being built): no recursion
+      raise AttributeError(name)
+    if name in ("lower", "trace", "eval_shape"):
+      return self._in_scope(name)
+    return getattr(self.__wrapped__, name)
+
+  def __repr__(self) -> str:
+    return f"Bound({self.__wrapped__!r}, mesh={None if self.scope.mesh is None else dict(self.scope.mesh.shape)})"
+
+
+def bound(fn: Callable, s: Scope | None = None) -> Bound:
+  """`fn` pinned to scope `s` (default: the current one), see `Bound`."""
+  return Bound(fn, scope() if s is None else s)
+
+
+def per_mesh(maxsize: int | None = 32, *, program: bool = True):
+  """Decorator for a builder of programs (or of anything that depends on the mesh): one result per (arguments,
+  current scope), kept in an lru_cache of `maxsize`. The builder runs under that scope, and a program it returns
+  (`program=True`) is `bound` to it, so the program's trace never depends on its caller's scope. The decorated
+  function keeps `cache_info` and `cache_clear`."""
+
+  def decorate(builder: Callable) -> Callable:
+    @functools.lru_cache(maxsize=maxsize)
+    def build(s: Scope, *args, **kwargs):
+      with _entered(s):
+        out = builder(*args, **kwargs)
+      return bound(out, s) if program else out
+
+    @functools.wraps(builder)
+    def cached(*args, **kwargs):
+      return build(scope(), *args, **kwargs)
+
+    cached.cache_info, cached.cache_clear = build.cache_info, build.cache_clear
+    return cached
+
+  return decorate
+
+
+# --------------------------------------------------------------------------- shardings
+
+
+def logical_to_spec(names: Sequence[str | None], shape: Sequence[int] | None = None, rules=None) -> PartitionSpec:
+  """PartitionSpec for an array with these logical axis names, under the current scope's rules (or `rules`).
+
+  A mesh axis is used at most once per array (first name wins). Under a mesh, axes of size 1 are left out, and with
+  `shape` an array dimension that the mesh axes do not divide is left replicated rather than failing, e.g. SmolLM2's
+  3 KV heads on tensor=2.
   """
-  table = _as_rules(rules)
+  mesh, scope_rules = scope()
+  table = _as_rules(scope_rules if rules is None else rules)
   used: set[str] = set()
   spec = []
   for i, name in enumerate(names):
@@ -132,36 +262,47 @@ def override(rules, **names) -> tuple:
     (n, a) for n, a in names.items() if n not in dict(rules))
 
 
-def named_sharding(mesh: Mesh, names: Sequence[str | None], rules, shape: Sequence[int]) -> NamedSharding:
-  return NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape))
+def _mesh_or_fail(what: str) -> Mesh:
+  mesh = current_mesh()
+  if mesh is None:
+    raise ValueError(f"{what} needs a mesh: call it inside `parallel.use_mesh(mesh)`")
+  return mesh
 
 
-def constrain(x, names, mesh: Mesh | None, rules):
-  """Sharding constraint on an activation inside jit (no-op without a mesh)."""
+def named_sharding(names: Sequence[str | None], shape: Sequence[int]) -> NamedSharding:
+  """The current mesh's sharding of an array of `shape` with these logical names."""
+  return NamedSharding(_mesh_or_fail("named_sharding"), logical_to_spec(names, shape))
+
+
+def constrain(x, names):
+  """Sharding constraint on an activation inside jit, by the current scope (no-op without a mesh)."""
+  mesh, rules = scope()
   if mesh is None or not rules:
     return x
-  return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules, x.shape))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(names, x.shape)))
 
 
-def tree_shardings(logical_tree, shapes_tree, mesh: Mesh, rules):
-  """NamedShardings for a pytree, given its logical names and shapes (same structure)."""
+def tree_shardings(logical_tree, shapes_tree, rules=None):
+  """NamedShardings on the current mesh for a pytree, given its logical names and shapes (same structure); `rules`
+  overrides the scope's (e.g. the sampler's `override(rules, embed=None)`)."""
+  mesh = _mesh_or_fail("tree_shardings")
   return jax.tree_util.tree_map(
-    lambda names, s: named_sharding(mesh, tuple(names), rules, s.shape),
+    lambda names, s: NamedSharding(mesh, logical_to_spec(tuple(names), s.shape, rules)),
     logical_tree,
     shapes_tree,
     is_leaf=lambda x: isinstance(x, PartitionSpec),
   )
 
 
-def batch_sharding(mesh: Mesh, rules, shape: Sequence[int], names=("activation_batch", "activation_length")):
+def batch_sharding(shape: Sequence[int], names=("activation_batch", "activation_length")) -> NamedSharding:
   """The sharding `shard_batch` gives an array of this shape (names padded with None / cut to its rank)."""
   names = (tuple(names) + (None,) * len(shape))[: len(shape)]
-  return named_sharding(mesh, names, rules, shape)
+  return named_sharding(names, shape)
 
 
-def shard_batch(x: np.ndarray | jax.Array, mesh: Mesh, rules, names=("activation_batch", "activation_length")):
-  """Place a host batch (global on every host) with its batch axis over data/fsdp."""
-  sharding = batch_sharding(mesh, rules, np.shape(x), names)
+def shard_batch(x: np.ndarray | jax.Array, names=("activation_batch", "activation_length")):
+  """Place a host batch (global on every host) with its batch axis over data/fsdp of the current mesh."""
+  sharding = batch_sharding(np.shape(x), names)
   arr = np.asarray(x)
   return jax.make_array_from_callback(arr.shape, sharding, lambda idx: arr[idx])
 

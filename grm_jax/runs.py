@@ -29,8 +29,9 @@ def run_config(workdir: str, variant: str | None = None) -> Any:
   return configs.variant_config(config, variant) if variant else config
 
 
-def policy_model(workdir: str, stage: str, dtype: str | None = None, mesh=None, rules=None) -> tuple[Any, Any]:
-  """(model with `<workdir>/<stage>/final` params, the run's config): a trained GRM ready to sample."""
+def policy_model(workdir: str, stage: str, dtype: str | None = None) -> tuple[Any, Any]:
+  """(model with `<workdir>/<stage>/final` params, the run's config): a trained GRM ready to sample, placed on the
+  current mesh scope."""
   variant, name = configs.split_stage(stage)
   if name not in POLICY_STAGES:
     raise ValueError(f"--stage={stage}: a policy stage is one of {', '.join(POLICY_STAGES)} (or '<variant>/<stage>')")
@@ -38,8 +39,7 @@ def policy_model(workdir: str, stage: str, dtype: str | None = None, mesh=None, 
   if not files.exists(final):
     raise ValueError(f"--stage={stage}: {final} does not exist (the stage has not finished in {workdir})")
   config = run_config(workdir, variant)
-  kw = {} if mesh is None else {"mesh": mesh, "rules": rules}
-  model = models.load(str(config.model.name), dtype=dtype or str(config.model.dtype), **kw)
+  model = models.load(str(config.model.name), dtype=dtype or str(config.model.dtype))
   return dataclasses.replace(model, params=restore_params(final, model.params)), config
 
 
@@ -68,6 +68,6 @@ def recipe(workdir: str, stage: str, tokenizer: Any, meta: MetaRecipe | None = N
 
 
 def load_meta(folder: str, dtype: str | None = None) -> tuple[Any, Any, int]:
-  """(model, params, max_len) of a trained meta RM, as evaluation and the server use it."""
+  """(model, params, max_len) of a trained meta RM, as evaluation and the server use it, on the current mesh scope."""
   model, params = load_meta_rm(folder, dtype=dtype)
   return model, params, meta_max_len(folder)

@@ -82,7 +82,8 @@ def main(argv: list[str]) -> None:
     "mesh_devices": [d.id for d in mesh.devices.flat],
   }
 
-  built = models.from_config(cfg, seed=0, mesh=mesh)
+  with parallel.use_mesh(mesh):
+    built = models.from_config(cfg, seed=0)
   q = built.params["layers"]["attn"]["q"]
   info["q_spec"] = spec_json(q)
   info["q_local_shards"] = [list(s.data.shape) for s in q.addressable_shards]
@@ -91,7 +92,8 @@ def main(argv: list[str]) -> None:
   info["logits_local_shards"] = [list(s.data.shape) for s in out_built.addressable_shards]
   np.save(os.path.join(out, f"built_{process_id}.npy"), gather(out_built))
 
-  loaded = models.load(ckpt, mesh=mesh, tokenizer=False)
+  with parallel.use_mesh(mesh):
+    loaded = models.load(ckpt, tokenizer=False)
   for a, b in zip(jax.tree_util.tree_leaves(built.params), jax.tree_util.tree_leaves(loaded.params), strict=True):
     assert a.sharding.is_equivalent_to(b.sharding, a.ndim)
   np.save(os.path.join(out, f"loaded_{process_id}.npy"), gather(models.logits(loaded, tokens, mask)))
@@ -103,7 +105,8 @@ def main(argv: list[str]) -> None:
   # Export from a model whose shards are spread over both processes (fsdp over all 8
   # devices, so no process holds a whole tensor): every process joins the gather, process 0
   # writes.
-  spread = models.load(ckpt, mesh=parallel.make_mesh({"fsdp": -1}), tokenizer=False)
+  with parallel.use_mesh(parallel.make_mesh({"fsdp": -1})):
+    spread = models.load(ckpt, tokenizer=False)
   assert not spread.params["embed"].is_fully_addressable
   models.save_pretrained(spread, os.path.join(out, "saved"))
 

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from grm_jax import configs, main
+from grm_jax import configs, main, parallel
 from grm_jax.aot import hardware
 from grm_jax.stages import common
 from grm_jax.stages import eval as eval_stage
@@ -104,7 +104,7 @@ def test_every_preset_runs_its_stages_shrunk(name, preset, tmp_path, monkeypatch
                              for i in range(8)))
     config.rft.general_data = str(chats)
   # One device (the smoke batches are 2-4 rows; the 8 fake devices are for the sharding tests).
-  monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))
+  monkeypatch.setattr(common, "mesh_scope", lambda c: parallel.use_mesh(None))
   # ... and validated against that one device (its real mesh shape), not this process's 8 fake ones.
   batch_shards = configs._batch_shards
   monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: batch_shards(c, 1))

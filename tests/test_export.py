@@ -16,7 +16,7 @@ import pytest
 
 from grm_jax import export, models
 from grm_jax.grm import prompts
-from grm_jax.models.scalar_head import init_meta_params, meta_scores, truncate
+from grm_jax.models.scalar_head import head_scores, init_head_params, truncate
 from grm_jax.reward.recipe import Recipe, frame_text
 from grm_jax.train.checkpoint import save_params
 
@@ -49,7 +49,7 @@ def _trained_policy(work, stage="grpo", seed=1):
 def _trained_meta_rm(work, layers=0, bias=0.7):
   """A metarm stage folder as the stage leaves it: model.json and final/ params, the head with a known bias."""
   base = truncate(models.load("tiny:llama"), layers)
-  params = init_meta_params(_perturbed(base.params, 2), base.config.hidden_size)
+  params = init_head_params(_perturbed(base.params, 2), base.config.hidden_size)
   rng = np.random.default_rng(0)
   params["head"] = {"kernel": jnp.asarray(rng.normal(size=base.config.hidden_size), jnp.float32),
                     "bias": jnp.asarray(bias, jnp.float32)}
@@ -105,7 +105,7 @@ def test_meta_rm_loads_as_a_sequence_classifier_with_our_scores(tmp_path, layers
   hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
   assert hf.dtype == (torch.bfloat16 if dtype else torch.float32)
   tokens, mask = _tokens(base.config, [10, 6, 8])
-  ours = np.asarray(meta_scores(base.config, params, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)))
+  ours = np.asarray(head_scores(base.config, params, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)))
   ids = np.where(mask, tokens, base.pad_id)
   with torch.no_grad():
     theirs = hf(torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64))).logits[:, 0].float().numpy()

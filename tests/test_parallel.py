@@ -1,4 +1,4 @@
-"""Sharding by name: mesh shapes, logical-axis rules, and sharded forwards on 8 fake CPU devices.
+"""Sharding by name: mesh shapes, logical-axis rules, the mesh scope, and sharded forwards on 8 fake CPU devices.
 
 conftest.py gives this process 8 CPU devices. Every sharded forward is compared with the
 single-device model built from the same seed (params come out identical: random init is
@@ -8,6 +8,7 @@ partitionable), and the test prints where each param lives (`pytest -s` shows th
 from __future__ import annotations
 
 import functools
+import threading
 
 import jax
 import numpy as np
@@ -67,24 +68,29 @@ def test_make_mesh_axes_and_devices():
 
 def test_logical_to_spec_maps_names_through_rules():
   rules = parallel.DEFAULT_RULES
-  assert parallel.logical_to_spec(("vocab", "embed"), rules) == P("tensor", "fsdp")
-  assert parallel.logical_to_spec(("layers", "embed", "q_heads", "head_dim"), rules) == P(None, "fsdp", "tensor", None)
-  assert parallel.logical_to_spec(("activation_batch", "activation_length"), rules) == P(("data", "fsdp"), None)
+  assert parallel.logical_to_spec(("vocab", "embed"), rules=rules) == P("tensor", "fsdp")
+  assert parallel.logical_to_spec(("layers", "embed", "q_heads", "head_dim"), rules=rules) == P(
+    None, "fsdp", "tensor", None)
+  assert parallel.logical_to_spec(("activation_batch", "activation_length"), rules=rules) == P(("data", "fsdp"), None)
   # None and names missing from the table are replicated.
-  assert parallel.logical_to_spec((None, "no_such_name"), rules) == P(None, None)
+  assert parallel.logical_to_spec((None, "no_such_name"), rules=rules) == P(None, None)
   # Custom rules: strings, tuples and None all work.
   custom = (("a", "data"), ("b", ("fsdp", "tensor")), ("c", None))
-  assert parallel.logical_to_spec(("a", "b", "c"), custom) == P("data", ("fsdp", "tensor"), None)
+  assert parallel.logical_to_spec(("a", "b", "c"), rules=custom) == P("data", ("fsdp", "tensor"), None)
+  # Without rules given, the scope's: none without a mesh (everything replicated), the mesh's rules under one.
+  assert parallel.logical_to_spec(("vocab", "embed")) == P(None, None)
+  with parallel.use_mesh(_mesh("d2f2t2"), custom):
+    assert parallel.logical_to_spec(("a", "b", "c")) == P("data", ("fsdp", "tensor"), None)
 
 
 def test_logical_to_spec_uses_each_mesh_axis_once():
   rules = (("x", "tensor"), ("y", "tensor"), ("z", ("data", "tensor")))
   # The second name that wants `tensor` gets nothing: an axis may split one dimension only.
-  assert parallel.logical_to_spec(("x", "y"), rules) == P("tensor", None)
+  assert parallel.logical_to_spec(("x", "y"), rules=rules) == P("tensor", None)
   # Partially used: `z` keeps only the axes still free.
-  assert parallel.logical_to_spec(("x", "z"), rules) == P("tensor", "data")
+  assert parallel.logical_to_spec(("x", "z"), rules=rules) == P("tensor", "data")
   # Default rules: mlp and vocab both want `tensor`; the first one wins.
-  assert parallel.logical_to_spec(("mlp", "vocab"), parallel.DEFAULT_RULES) == P("tensor", None)
+  assert parallel.logical_to_spec(("mlp", "vocab"), rules=parallel.DEFAULT_RULES) == P("tensor", None)
 
 
 @functools.cache
@@ -93,22 +99,19 @@ def _mesh(name: str) -> Mesh:
 
 
 def test_logical_to_spec_drops_indivisible_and_trivial_axes():
-  mesh = _mesh("d2t4")
-  rules = parallel.DEFAULT_RULES
-  # 3 KV heads (SmolLM2) on tensor=4: left replicated instead of failing.
-  assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), rules, mesh, (64, 3, 16)) == P(None, None, None)
-  assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), rules, mesh, (64, 4, 16)) == P(
-    None, "tensor", None
-  )
-  # fsdp has size 1 here, so it is left out of the spec.
-  assert parallel.logical_to_spec(("activation_batch",), rules, mesh, (8,)) == P("data")
-  # A batch of 3 is not divisible by data=2 -> replicated; batch over data*fsdp needs 4 on d2f2t2.
-  assert parallel.logical_to_spec(("activation_batch",), rules, mesh, (3,)) == P(None)
-  mesh3 = _mesh("d2f2t2")
-  assert parallel.logical_to_spec(("activation_batch",), rules, mesh3, (4,)) == P(("data", "fsdp"))
-  assert parallel.logical_to_spec(("activation_batch",), rules, mesh3, (2,)) == P(None)
-  # A dimension the axis cannot divide frees that axis for later dimensions.
-  assert parallel.logical_to_spec(("mlp", "vocab"), rules, mesh, (6, 8)) == P(None, "tensor")
+  with parallel.use_mesh(_mesh("d2t4"), parallel.DEFAULT_RULES):
+    # 3 KV heads (SmolLM2) on tensor=4: left replicated instead of failing.
+    assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), (64, 3, 16)) == P(None, None, None)
+    assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), (64, 4, 16)) == P(None, "tensor", None)
+    # fsdp has size 1 here, so it is left out of the spec.
+    assert parallel.logical_to_spec(("activation_batch",), (8,)) == P("data")
+    # A batch of 3 is not divisible by data=2 -> replicated; batch over data*fsdp needs 4 on d2f2t2.
+    assert parallel.logical_to_spec(("activation_batch",), (3,)) == P(None)
+    # A dimension the axis cannot divide frees that axis for later dimensions.
+    assert parallel.logical_to_spec(("mlp", "vocab"), (6, 8)) == P(None, "tensor")
+  with parallel.use_mesh(_mesh("d2f2t2")):
+    assert parallel.logical_to_spec(("activation_batch",), (4,)) == P(("data", "fsdp"))
+    assert parallel.logical_to_spec(("activation_batch",), (2,)) == P(None)
 
 
 # --------------------------------------------------------------------------- sharded forward
@@ -147,7 +150,8 @@ BUILT = {"qwen2": "d2f2t2", "llama": "d2t4", "gemma2": "fsdp8"}
 
 @functools.cache
 def _sharded(family: str, mesh_name: str):
-  return models.from_config(_cfg(family), seed=0, mesh=_mesh(mesh_name))
+  with parallel.use_mesh(_mesh(mesh_name)):
+    return models.from_config(_cfg(family), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +213,8 @@ def test_from_config_with_mesh_matches_single_device(family, mesh_name):
   for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(model.params), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # ... and every leaf sits in the sharding the rules give it.
-  want = weights.param_shardings(model.config, model.mesh, model.rules)
+  with model.scope():
+    want = weights.param_shardings(model.config)
   for (path, a), s in zip(
     jax.tree_util.tree_leaves_with_path(model.params), jax.tree_util.tree_leaves(want), strict=True
   ):
@@ -221,12 +226,14 @@ def test_from_config_with_mesh_matches_single_device(family, mesh_name):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_load_checkpoint_with_mesh_matches_single_device(checkpoints, family, mesh_name):
   mesh = _mesh(mesh_name)
-  loaded = models.load(checkpoints(family), mesh=mesh, tokenizer=False)
-  assert loaded.mesh is mesh and loaded.config == _cfg(family)
+  with parallel.use_mesh(mesh):
+    loaded = models.load(checkpoints(family), tokenizer=False)
+  assert loaded.mesh is mesh and loaded.config == _cfg(family) and loaded.rules == parallel.DEFAULT_RULES
 
   # Each tensor lands in its rules' sharding, with exactly the saved values.
   ref = _reference(family)[0]
-  want = weights.param_shardings(loaded.config, mesh, loaded.rules)
+  with parallel.use_mesh(mesh, loaded.rules):
+    want = weights.param_shardings(loaded.config)
   flat_l = jax.tree_util.tree_leaves_with_path(loaded.params)
   for (path, a), b, s in zip(
     flat_l, jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(want), strict=True
@@ -318,13 +325,85 @@ def test_placements_fsdp8():
 
 
 def test_shard_batch_places_rows_over_data_and_fsdp():
-  mesh = _mesh("d2f2t2")
   x = np.arange(8 * 3, dtype=np.int32).reshape(8, 3)
-  arr = parallel.shard_batch(x, mesh, parallel.DEFAULT_RULES)
+  with parallel.use_mesh(_mesh("d2f2t2"), parallel.DEFAULT_RULES):
+    arr = parallel.shard_batch(x)
+    # A batch the mesh cannot divide is replicated rather than failing.
+    odd = parallel.shard_batch(x[:3])
   assert _spec(arr) == (("data", "fsdp"), None)
   assert {s.data.shape for s in arr.addressable_shards} == {(2, 3)}
   np.testing.assert_array_equal(np.asarray(arr), x)
-  # A batch the mesh cannot divide is replicated rather than failing.
-  odd = parallel.shard_batch(x[:3], mesh, parallel.DEFAULT_RULES)
   assert _spec(odd) == (None, None)
   np.testing.assert_array_equal(np.asarray(odd), x[:3])
+  with pytest.raises(ValueError, match="needs a mesh"):
+    parallel.shard_batch(x)  # no mesh in scope: nowhere to shard it
+
+
+# --------------------------------------------------------------------------- the mesh scope
+
+
+def _doubled():
+  """A program whose output sharding comes only from the constraint inside it (its input is a host array)."""
+  return jax.jit(lambda x: parallel.constrain(2 * x, ("activation_batch", "activation_embed")))
+
+
+def test_use_mesh_sets_normalizes_and_restores_the_scope():
+  assert parallel.scope() == parallel.NO_MESH and parallel.current_mesh() is None
+  mesh = _mesh("d2f2t2")
+  as_json = [["activation_batch", ["data", "fsdp"]], ["embed", None]]  # a config read back from JSON has lists
+  with parallel.use_mesh(mesh, as_json) as entered:
+    assert entered is mesh and parallel.current_mesh() is mesh
+    assert parallel.scope().rules == (("activation_batch", ("data", "fsdp")), ("embed", None))  # hashable
+    assert parallel.batch_shards() == 4
+    with parallel.use_mesh(None, as_json):  # one device: no rules, so no constraint
+      assert parallel.scope() == parallel.NO_MESH and parallel.batch_shards() == 1
+      x = np.ones((8, 16), np.float32)
+      assert parallel.constrain(x, ("activation_batch", None)) is x
+    assert parallel.current_mesh() is mesh
+  assert parallel.scope() == parallel.NO_MESH
+
+
+def test_per_mesh_caches_one_program_per_scope():
+  program = parallel.per_mesh(maxsize=8)(_doubled)
+  a, b = _mesh("d2f2t2"), _mesh("fsdp8")
+  with parallel.use_mesh(a):
+    on_a = program()
+    assert program() is on_a  # built once per scope
+  with parallel.use_mesh(b):
+    on_b = program()
+  with parallel.use_mesh(a, (("activation_batch", "data"),)):  # the same mesh with other rules: another scope
+    on_a_data = program()
+  assert len({id(on_a), id(on_b), id(on_a_data), id(program())}) == 4  # program(): no mesh, a fourth
+  assert (on_a.scope.mesh, on_b.scope.mesh) == (a, b)
+  assert program.cache_info().currsize == 4
+  x = np.ones((8, 16), np.float32)
+  assert _spec(on_a(x)) == (("data", "fsdp"), None)
+  assert _spec(on_b(x)) == ("fsdp", None)
+  assert _spec(on_a_data(x)) == ("data", None)
+
+
+def test_a_program_runs_on_its_own_mesh_from_a_thread_without_one():
+  """A scope does not cross threads (the server calls the engine from its worker thread): a program built under one
+  is traced, called and lowered under it wherever it runs."""
+  program = parallel.per_mesh(maxsize=2)(_doubled)
+  x = np.ones((8, 16), np.float32)
+  with parallel.use_mesh(_mesh("d2f2t2")):
+    bound = program()  # built here, traced first in the thread below
+    want = _doubled()(x)  # the same program traced here, under the scope
+  got = {}
+
+  def worker():
+    got["scope"] = parallel.scope()
+    got["plain"] = _doubled()(x)  # what a program that does not carry its scope does in this thread
+    got["bound"] = bound(x)
+    got["lowered"] = bound.lower(x).compile().output_shardings
+
+  thread = threading.Thread(target=worker)
+  thread.start()
+  thread.join()
+  assert got["scope"] == parallel.NO_MESH
+  assert len(got["plain"].sharding.device_set) == 1  # unconstrained: one device
+  assert _spec(got["bound"]) == _spec(want) == (("data", "fsdp"), None)
+  assert got["bound"].sharding.is_equivalent_to(want.sharding, 2)
+  assert got["lowered"].is_equivalent_to(want.sharding, 2)
+  np.testing.assert_array_equal(np.asarray(got["bound"]), 2 * x)

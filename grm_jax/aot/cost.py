@@ -31,6 +31,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from grm_jax import parallel
 from grm_jax.models.config import ModelConfig
 
 
@@ -99,26 +100,29 @@ def per_chip_bytes(tree, dtype=None) -> int:
   return total
 
 
-def _tensor(mesh) -> int:
+def _tensor() -> int:
+  """The current mesh's `tensor` axis (1 without a mesh)."""
+  mesh = parallel.current_mesh()
   return int(mesh.shape.get("tensor", 1)) if mesh is not None else 1
 
 
-def compute_weight_bytes(cfg: ModelConfig, mesh) -> float:
-  """The weights of one pass in compute dtype as a chip reads them: fsdp gathers each layer whole, `tensor` splits."""
-  return (layer_params(cfg) + head_params(cfg)) * jnp.dtype(cfg.dtype).itemsize / _tensor(mesh)
+def compute_weight_bytes(cfg: ModelConfig) -> float:
+  """The weights of one pass in compute dtype as a chip of the current mesh reads them: fsdp gathers each layer
+  whole, `tensor` splits."""
+  return (layer_params(cfg) + head_params(cfg)) * jnp.dtype(cfg.dtype).itemsize / _tensor()
 
 
-def train_bytes(cfg: ModelConfig, params, optimizer, micro_batches: int, mesh) -> float:
+def train_bytes(cfg: ModelConfig, params, optimizer, micro_batches: int) -> float:
   from grm_jax.train.step import abstract_state  # noqa: PLC0415
 
   state = per_chip_bytes(abstract_state(params, optimizer))
   grads = per_chip_bytes(params)
   passes = 3 + (1 if cfg.remat else 0)
-  return 2 * state + 2 * micro_batches * grads + micro_batches * passes * compute_weight_bytes(cfg, mesh)
+  return 2 * state + 2 * micro_batches * grads + micro_batches * passes * compute_weight_bytes(cfg)
 
 
-def forward_bytes(cfg: ModelConfig, params, micro_batches: int, mesh) -> float:
-  return per_chip_bytes(params) + micro_batches * compute_weight_bytes(cfg, mesh)
+def forward_bytes(cfg: ModelConfig, params, micro_batches: int) -> float:
+  return per_chip_bytes(params) + micro_batches * compute_weight_bytes(cfg)
 
 
 def kv_bytes_per_slot(cfg: ModelConfig) -> int:
@@ -126,30 +130,29 @@ def kv_bytes_per_slot(cfg: ModelConfig) -> int:
   return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(cfg.cache_dtype or cfg.dtype).itemsize
 
 
-def _cache_shards(cfg: ModelConfig, batch: int, mesh) -> int:
-  """Chips a cache of `batch` rows is split over: data x fsdp when they divide the rows, `tensor` the KV heads."""
-  if mesh is None:
+def _cache_shards(cfg: ModelConfig, batch: int) -> int:
+  """Chips of the current mesh a cache of `batch` rows is split over: data x fsdp when they divide the rows, `tensor`
+  the KV heads."""
+  if parallel.current_mesh() is None:
     return 1
-  shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
-  return (shards if batch % shards == 0 else 1) * (_tensor(mesh) if cfg.num_kv_heads % _tensor(mesh) == 0 else 1)
+  shards = parallel.batch_shards()
+  return (shards if batch % shards == 0 else 1) * (_tensor() if cfg.num_kv_heads % _tensor() == 0 else 1)
 
 
-def decode_must_bytes(cfg: ModelConfig, rows: int, prefixes: int, prefix_len: int, new_tokens: int, params,
-                      mesh) -> float:
+def decode_must_bytes(cfg: ModelConfig, rows: int, prefixes: int, prefix_len: int, new_tokens: int, params) -> float:
   """What one decode iteration of the engine cannot avoid reading on a chip: its share of the weights as the
   sampler holds them (`params`, compute dtype) and of the KV cache: each prefix slot's view once (`prefixes` x
   `prefix_len`: its rows read it as one batched dot) and every row's own ring (`rows` x `new_tokens`)."""
   weights = per_chip_bytes(params, cfg.dtype)
   slot = kv_bytes_per_slot(cfg)
-  return (weights + slot * prefixes * prefix_len / _cache_shards(cfg, prefixes, mesh)
-          + slot * rows * new_tokens / _cache_shards(cfg, rows, mesh))
+  return (weights + slot * prefixes * prefix_len / _cache_shards(cfg, prefixes)
+          + slot * rows * new_tokens / _cache_shards(cfg, rows))
 
 
-def insert_bytes(cfg: ModelConfig, params, batch: int, length: int, mesh) -> float:
+def insert_bytes(cfg: ModelConfig, params, batch: int, length: int) -> float:
   """The engine's insert on a chip: the weights once (`params`, compute dtype), the prompts' KV written by the
   prefill, then read and written again into their prefix slots."""
-  return per_chip_bytes(params, cfg.dtype) + 3 * kv_bytes_per_slot(cfg) * batch * length / _cache_shards(cfg, batch,
-                                                                                                       mesh)
+  return per_chip_bytes(params, cfg.dtype) + 3 * kv_bytes_per_slot(cfg) * batch * length / _cache_shards(cfg, batch)
 
 
 # ------------------------------------------------------------------------------------------------ time
@@ -204,17 +207,18 @@ def global_bytes(tree, dtype=None) -> int:
   return sum(math.prod(a.shape) * itemsize(dtype or a.dtype) for a in jax.tree.leaves(tree))
 
 
-def memory_estimate(p, mesh=None) -> float:
+def memory_estimate(p) -> float:
   """Per-device bytes of program `p` counted by hand: its arguments (exact: shapes and shardings), plus for a
   training step a float32 gradient accumulator, the compute-dtype copy of the weights and one micro-batch's gradient
   on it (`make_train_step(compute_dtype=)`) and activations, for a forward its activations, for the sampling engine's
   programs their arguments (its state - the prefix slots' and rows' KV cache, outputs - and the sampler's weights)
   plus an insert's prefill working set and new KV, a step's copy of the layer weights (`split_layer_params` before
-  its loop) and f32 logits, a decode iteration's logits. With `mesh=None` it is one device holding everything (a
-  GPU); with the slice's mesh it is one chip, to check against what XLA:TPU compiled."""
+  its loop) and f32 logits, a decode iteration's logits. Without a mesh in scope it is one device holding everything
+  (a GPU); under the slice's mesh (`parallel.use_mesh`) it is one chip, to check against what XLA:TPU compiled."""
   cfg = p.cfg
-  shards = 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
-  tensor = _tensor(mesh)
+  mesh = parallel.current_mesh()
+  shards = parallel.batch_shards()
+  tensor = _tensor()
   size = global_bytes if mesh is None else per_chip_bytes
   args = size(p.args)
   rows = p.rows / shards

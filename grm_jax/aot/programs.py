@@ -2,12 +2,14 @@
 
 Nothing here re-implements a step: each program is built by the function the stage itself calls
 (`make_train_step` + `rft.sft_loss_fn`, `GrpoUpdater`, `metarm.bce_loss_fn`, the continuous engine's
-`sampling.engine.insert_program` and `step_program`, `grm.meta_rm.score_program`), and its arguments are
+`sampling.engine.insert_program` and `step_program`, `judges.scalar_rm.score_program`), and its arguments are
 `jax.ShapeDtypeStruct`s carrying the shardings the stage would give the real arrays (params by the logical-axis
 rules, optimizer moments like their params, batches over data x fsdp, the sampler's weights as `sampling.params.place`
 leaves them, the engine's state as its `init_program` shards it). So `jit(f).lower(*args).compile()` is the program
-the stage would run on that mesh. The one program built here is the engine's decode iteration alone
-(`engine_decode_program`: the model call of its loop body), compiled to count what a generated token moves.
+the stage would run on that mesh. Every builder runs under the plan's mesh scope (`Plan.scope`), so the programs are
+bound to it (`parallel.bound`) and lower on that mesh whoever calls them. The one program built here is the engine's
+decode iteration alone (`engine_decode_program`: the model call of its loop body), compiled to count what a
+generated token moves.
 
 Shapes the data decides at run time are taken at their bound: training rows at `max_len`, GRPO rows at the stage's
 `row_length` of `prompt_len`, sampler prompts at `prompt_len` tokens. Sampler calls mirror `judges.judge`: an item
@@ -32,7 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from grm_jax import judges, parallel
 from grm_jax.aot import cost
 from grm_jax.buckets import batch_bucket
-from grm_jax.judges import meta_rm
+from grm_jax.judges import scalar_rm
 from grm_jax.models import weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import decode_step as model_decode_step
@@ -89,21 +91,38 @@ class Plan:
   def chips(self) -> int:
     return self.mesh.devices.size
 
+  def scope(self):
+    """`parallel.use_mesh` of the plan's mesh and rules."""
+    return parallel.use_mesh(self.mesh, self.rules)
+
   def params(self, cfg: ModelConfig | None = None):
     cfg = cfg or self.cfg
     shapes, names = weights.abstract_params(cfg)
-    shardings = parallel.tree_shardings(names, shapes, self.mesh, self.rules)
+    with self.scope():
+      shardings = parallel.tree_shardings(names, shapes)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
   def array(self, shape, dtype, names=()):
     names = (tuple(names) + (None,) * len(shape))[: len(shape)]
-    return jax.ShapeDtypeStruct(shape, dtype, sharding=parallel.named_sharding(self.mesh, names, self.rules, shape))
+    with self.scope():
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=parallel.named_sharding(names, shape))
 
   def replicated(self, shape, dtype):
     return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(self.mesh, PartitionSpec()))
 
   def batch(self, shape, dtype):
     return self.array(shape, dtype, BATCH_NAMES)
+
+
+def _on_plan(build: Callable[..., Program]) -> Callable[..., Program]:
+  """A program builder run under its plan's mesh scope: what it builds is bound to the plan's mesh."""
+
+  @functools.wraps(build)
+  def run(plan: Plan, *args, **kwargs) -> Program:
+    with plan.scope():
+      return build(plan, *args, **kwargs)
+
+  return run
 
 
 def _micro(group, rows_key: str = "batch_size") -> tuple[int, int]:
@@ -139,13 +158,14 @@ def _fit_step(plan: Plan, name: str, g, loss_fn, params, extra, micro_batches, h
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_), **extra(m, b, t)}
   flops, model_flops = cost.train_flops(plan.cfg, m * b, t, head=head)
   return Program(name, fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens", flops,
-                 model_flops, cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
+                 model_flops, cost.train_bytes(plan.cfg, params, optimizer, m), m * b * t,
                  twin=twin if micro_batches is None else None, rows=b, length=t, cfg=plan.cfg, param_args=params)
 
 
+@_on_plan
 def sft_step(plan: Plan, micro_batches: int | None = None) -> Program:
   g = plan.config.rft
-  return _fit_step(plan, "rft/sft_step", g, rft.sft_loss_fn(plan.cfg, g, plan.mesh, plan.rules), plan.params(),
+  return _fit_step(plan, "rft/sft_step", g, rft.sft_loss_fn(plan.cfg, g), plan.params(),
                    lambda m, b, t: {"loss_mask": plan.batch((m, b, t), jnp.float32)}, micro_batches,
                    twin=_layer_twin(plan, sft_step))
 
@@ -177,9 +197,10 @@ def _compute_copy(plan: Plan, params):
 def _grpo_updater(plan: Plan):
   g = plan.config.grpo
   optimizer, schedule = make_optimizer(g.optim, int(g.steps))
-  return GrpoUpdater(plan.cfg, GrpoConfig.from_config(g), optimizer, schedule, plan.mesh, plan.rules), optimizer
+  return GrpoUpdater(plan.cfg, GrpoConfig.from_config(g), optimizer, schedule), optimizer
 
 
+@_on_plan
 def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
   m, b, t = _grpo_shapes(plan)
   m = micro_batches or m
@@ -196,11 +217,12 @@ def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
   flops, model_flops = cost.train_flops(plan.cfg, m * b, t)
   return Program("grpo/step", updater.train_step, (abstract_state(params, optimizer), batch),
                  f"{m} x {b} rollouts x {t} tokens", flops, model_flops,
-                 cost.train_bytes(plan.cfg, params, optimizer, m, plan.mesh), m * b * t,
+                 cost.train_bytes(plan.cfg, params, optimizer, m), m * b * t,
                  twin=_layer_twin(plan, grpo_step) if micro_batches is None else None, rows=b, length=t,
                  cfg=plan.cfg, param_args=params, resident=_grpo_resident(plan, ("reference",)))
 
 
+@_on_plan
 def grpo_reference(plan: Plan) -> Program:
   """Reference log-probs (the KL term), one forward per step from the frozen reference in compute dtype."""
   m, b, t = _grpo_shapes(plan)
@@ -210,7 +232,7 @@ def grpo_reference(plan: Plan) -> Program:
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_)}
   flops = cost.forward_flops(plan.cfg, m * b, t)
   return Program("grpo/reference_logprobs", updater.logp, (ref, batch), f"{m} x {b} rollouts x {t} tokens", flops,
-                 flops, cost.forward_bytes(plan.cfg, ref, m, plan.mesh), m * b * t, kind="forward", rows=b, length=t,
+                 flops, cost.forward_bytes(plan.cfg, ref, m), m * b * t, kind="forward", rows=b, length=t,
                  cfg=plan.cfg, resident=_grpo_resident(plan, ("params", "moments")))
 
 
@@ -220,13 +242,15 @@ def _like(abstract, shardings_of):
                       shardings_of)
 
 
+@_on_plan
 def metarm_step(plan: Plan, micro_batches: int | None = None) -> Program:
   params = _meta_params(plan)
-  return _fit_step(plan, "metarm/step", plan.config.metarm, metarm.bce_loss_fn(plan.cfg, plan.mesh, plan.rules),
+  return _fit_step(plan, "metarm/step", plan.config.metarm, metarm.bce_loss_fn(plan.cfg),
                    params, lambda m, b, t: {"label": plan.batch((m, b), jnp.float32),
                                             "weight": plan.batch((m, b), jnp.float32)}, micro_batches, head=False)
 
 
+@_on_plan
 def metarm_states(plan: Plan) -> Program:
   """`metarm.method="probe"`: one forward pass giving each row's head input at every depth (no training step)."""
   m = plan.config.metarm
@@ -236,8 +260,8 @@ def metarm_states(plan: Plan) -> Program:
   args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
           plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
   flops = cost.forward_flops(plan.cfg, b, t, head=False)
-  return Program("metarm/states", meta_rm.depth_program(plan.cfg), args, f"{b} rows x {t} tokens", flops, flops,
-                 cost.forward_bytes(plan.cfg, params, 1, plan.mesh), b * t, kind="forward", rows=b, length=t,
+  return Program("metarm/states", scalar_rm.depth_program(plan.cfg), args, f"{b} rows x {t} tokens", flops, flops,
+                 cost.forward_bytes(plan.cfg, params, 1), b * t, kind="forward", rows=b, length=t,
                  cfg=plan.cfg)
 
 
@@ -264,6 +288,7 @@ def _eval_resident(plan: Plan, meta: bool = True) -> dict[str, Any]:
   return out
 
 
+@_on_plan
 def meta_scores(plan: Plan) -> Program:
   """MetaRM@k at evaluation: one forward of the meta RM per batch of (prompt, judgement) sequences."""
   e = plan.config.eval
@@ -271,12 +296,12 @@ def meta_scores(plan: Plan) -> Program:
   shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
   b = -(-int(e.meta_batch_size) // shards) * shards
   params = _meta_params(plan)
-  fn = meta_rm.score_program(plan.cfg, plan.mesh, plan.rules)
+  fn = scalar_rm.score_program(plan.cfg)
   args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
           plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
   flops = cost.forward_flops(plan.cfg, b, t, head=False)
   return Program("eval/meta_scores", fn, args, f"{b} rows x {t} tokens", flops, flops,
-                 cost.forward_bytes(plan.cfg, params, 1, plan.mesh), b * t, kind="forward", rows=b, length=t,
+                 cost.forward_bytes(plan.cfg, params, 1), b * t, kind="forward", rows=b, length=t,
                  cfg=plan.cfg, resident=_eval_resident(plan, meta=False))
 
 
@@ -335,8 +360,9 @@ def _placed_params(plan: Plan):
   shard (`sampling_shardings`)."""
   cfg = plan.cfg
   abstract = jax.eval_shape(functools.partial(weights.for_compute, cfg), plan.params())
-  return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract,
-                      sampling_shardings(cfg, plan.mesh, plan.rules))
+  with plan.scope():
+    shardings = sampling_shardings(cfg)
+  return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings)
 
 
 def _sampler_resident(plan: Plan, params, resident: Callable[[Plan], dict] | None) -> dict[str, Any]:
@@ -353,7 +379,8 @@ def _sampler_resident(plan: Plan, params, resident: Callable[[Plan], dict] | Non
 def _engine_state(plan: Plan, layout: engine.Layout):
   """The engine's `State` as abstract arguments, with the shardings `init_program` gives it (`_constrain_state`):
   read off its compiled output (an init of zeros compiles in a moment)."""
-  init = engine.init_program(plan.cfg, plan.mesh, plan.rules, layout)
+  with plan.scope():
+    init = engine.init_program(plan.cfg, layout)
   shapes = jax.eval_shape(init)
   shardings = init.lower().compile().output_shardings
   return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), shapes, shardings)
@@ -369,6 +396,7 @@ def _engine_words(s: EngineShape) -> str:
           f"slots")
 
 
+@_on_plan
 def sampler_insert(plan: Plan, name: str, items: int, k: int, max_new: int,
                    resident: Callable[[Plan], dict] | None = None, rounds: int = 1) -> Program:
   """The engine's prefill-insert (`engine.insert_program`) as a `generate` call of `items` items runs it first: a
@@ -376,16 +404,17 @@ def sampler_insert(plan: Plan, name: str, items: int, k: int, max_new: int,
   s = engine_shape(plan, items, k, max_new)
   lay, cfg = s.layout, plan.cfg
   params = _placed_params(plan)
-  fn = engine.insert_program(cfg, plan.mesh, plan.rules, lay, s.batch, lay.prefix_len)
+  fn = engine.insert_program(cfg, lay, s.batch, lay.prefix_len)
   args = (_engine_state(plan, lay), params, _rows_of(plan, (s.batch, lay.prefix_len), jnp.int32),
           _rows_of(plan, (s.batch, lay.prefix_len), jnp.bool_), _rows_of(plan, (s.batch,), jnp.int32))
   flops = cost.insert_flops(cfg, s.batch, lay.prefix_len)
   return Program(f"{name}_insert", fn, args, f"{s.batch} prompts x {lay.prefix_len} tokens into {_engine_words(s)}",
-                 flops, flops, cost.insert_bytes(cfg, params, s.batch, lay.prefix_len, plan.mesh),
+                 flops, flops, cost.insert_bytes(cfg, params, s.batch, lay.prefix_len),
                  s.batch * lay.prefix_len, calls=s.inserts * rounds, kind="insert", rows=s.batch,
                  length=lay.prefix_len, cfg=cfg, resident=_sampler_resident(plan, params, resident))
 
 
+@_on_plan
 def sampler_step(plan: Plan, name: str, items: int, k: int, max_new: int,
                  resident: Callable[[Plan], dict] | None = None, rounds: int = 1) -> Program:
   """The engine's step call (`engine.step_program`: start the new rows, then the decode `while_loop`) at the
@@ -393,7 +422,7 @@ def sampler_step(plan: Plan, name: str, items: int, k: int, max_new: int,
   s = engine_shape(plan, items, k, max_new)
   lay, cfg = s.layout, plan.cfg
   params = _placed_params(plan)
-  fn = engine.step_program(cfg, plan.mesh, plan.rules, lay, s.view)
+  fn = engine.step_program(cfg, lay, s.view)
   r, rows = lay.rows, ("activation_batch", "activation_length")
   starts = engine.Starts(
     new=plan.array((r,), jnp.bool_, rows), keys=plan.array((r, 2), jnp.uint32, rows),
@@ -402,7 +431,7 @@ def sampler_step(plan: Plan, name: str, items: int, k: int, max_new: int,
     stop_ids=plan.array((r, lay.num_stop), jnp.int32, rows))
   args = (_engine_state(plan, lay), params, starts, plan.replicated((), jnp.int32), plan.replicated((), jnp.bool_))
   flops = lay.new_tokens * cost.decode_flops(cfg, r, s.view, lay.new_tokens)
-  must = cost.decode_must_bytes(cfg, r, lay.prefixes, s.view, lay.new_tokens, params, plan.mesh)
+  must = cost.decode_must_bytes(cfg, r, lay.prefixes, s.view, lay.new_tokens, params)
   # Each iteration reads what a decode step must; once per call the layers are sliced apart (read and written).
   moved = lay.new_tokens * must + 2 * cost.per_chip_bytes(params["layers"])
   return Program(f"{name}_step", fn, args, f"{_engine_words(s)}, {lay.new_tokens} iterations", flops, flops,
@@ -410,21 +439,21 @@ def sampler_step(plan: Plan, name: str, items: int, k: int, max_new: int,
                  length=lay.new_tokens, cfg=cfg, param_args=params, resident=_sampler_resident(plan, params, resident))
 
 
-@functools.lru_cache(maxsize=16)
-def engine_decode_program(cfg, mesh, rules):
+@parallel.per_mesh(maxsize=16)
+def engine_decode_program(cfg):
   """jit(step)(params, layer_params, tok [R], pos [R], cache) -> (logits [R, 1, V], cache): the model call of the
   engine's loop body (`engine.step_program`: `decode_step` over the rows' rings and the prefix view, with key
   positions) as its own program. The body's other work is per row (sampling, a token and log-prob written), so this
   is what an iteration moves and computes. The cache is donated: the loop updates it in place."""
-  rules = rules if mesh is not None else ()
 
   def one(params, layer_params, tok, pos, cache):
     ones = jnp.ones((tok.shape[0], 1), bool)
-    return model_decode_step(cfg, params, layer_params, tok[:, None], pos[:, None], ones, cache, mesh, rules)
+    return model_decode_step(cfg, params, layer_params, tok[:, None], pos[:, None], ones, cache)
 
   return jax.jit(one, donate_argnums=(4,))
 
 
+@_on_plan
 def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int,
                 resident: Callable[[Plan], dict] | None = None) -> Program:
   """One iteration of that engine's decode loop, alone: every row slot one token over its ring and its prefix
@@ -452,9 +481,9 @@ def decode_step(plan: Plan, name: str, items: int, k: int, max_new: int,
     prefix_valid=view(c.prefix_valid, -1), prefix_positions=view(c.prefix_positions, -1))
   rows = ("activation_batch",)
   args = (top, layers, plan.array((lay.rows,), jnp.int32, rows), plan.array((lay.rows,), jnp.int32, rows), cache)
-  fn = engine_decode_program(cfg, plan.mesh, plan.rules)
+  fn = engine_decode_program(cfg)
   flops = cost.decode_flops(cfg, lay.rows, s.view, lay.new_tokens)
-  must = cost.decode_must_bytes(cfg, lay.rows, lay.prefixes, s.view, lay.new_tokens, params, plan.mesh)
+  must = cost.decode_must_bytes(cfg, lay.rows, lay.prefixes, s.view, lay.new_tokens, params)
   return Program(name, fn, args, _engine_words(s), flops, flops, must, lay.rows, must_bytes=must, kind="decode",
                  rows=lay.rows, length=lay.new_tokens, cfg=cfg,
                  resident=_sampler_resident(plan, params, resident))

@@ -34,11 +34,12 @@ def _e(x: float | None) -> str:
   return "-" if x is None else f"{x:.3g}"
 
 
-def hand_count(p: programs.Program, mesh, compiled_bytes: int) -> dict:
-  """The program's memory counted by hand per chip (to set beside XLA's `compiled_bytes`) and for one GPU holding
-  everything, with what the stage keeps beside it, against the GPUs' HBM at 10% headroom."""
-  one_gpu = cost.memory_estimate(p) + sum(cost.global_bytes(v) for v in p.resident.values())
-  return {"program": p.name, "per_chip_estimate": cost.memory_estimate(p, mesh), "per_chip_compiled": compiled_bytes,
+def hand_count(p: programs.Program, compiled_bytes: int) -> dict:
+  """The program's memory counted by hand per chip of the current mesh (to set beside XLA's `compiled_bytes`) and for
+  one GPU holding everything, with what the stage keeps beside it, against the GPUs' HBM at 10% headroom."""
+  with parallel.use_mesh(None):
+    one_gpu = cost.memory_estimate(p) + sum(cost.global_bytes(v) for v in p.resident.values())
+  return {"program": p.name, "per_chip_estimate": cost.memory_estimate(p), "per_chip_compiled": compiled_bytes,
           "one_gpu_estimate": one_gpu,
           **{f"fits_{k}": one_gpu <= (1 - aot_compile.HEADROOM) * g.hbm_bytes for k, g in hardware.GPUS.items()}}
 
@@ -56,13 +57,14 @@ def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int 
       f"remat={plan.cfg.remat}; prompts {prompt_len} tokens")
   results, estimates = [], []
   for build in programs.stage_programs(plan):
-    p = build()
-    if only and not p.name.startswith(tuple(only)):
-      continue
-    micro = int(p.args[1]["tokens"].shape[0]) if p.twin is not None else 1
-    r = aot_compile.compile_program(p, chip, capacity, slice_.chips, xla_flops, period, plan.cfg.num_layers, micro)
+    with plan.scope():  # each program built and lowered on the slice's mesh
+      p = build()
+      if only and not p.name.startswith(tuple(only)):
+        continue
+      micro = int(p.args[1]["tokens"].shape[0]) if p.twin is not None else 1
+      r = aot_compile.compile_program(p, chip, capacity, slice_.chips, xla_flops, period, plan.cfg.num_layers, micro)
+      estimates.append(hand_count(p, r.needed))
     results.append(r)
-    estimates.append(hand_count(p, plan.mesh, r.needed))
     est_chip = estimates[-1]["per_chip_estimate"]
     state = "fits" if r.fits_with_headroom else ("fits, <10% headroom" if r.fits else "DOES NOT FIT")
     out(f"  {p.name:26s} {p.shape}")

@@ -3,25 +3,24 @@
 The metarm stage trains it and evaluation uses it (MetaRM@k), through these functions: a judgement is scored in the
 plain meta template with the responses in the order that sample saw (`grm.prompts.meta_prompt`), in the meta RM's
 own chat template; a sequence over `max_len` loses the start of its prompt (the judgement and the context right
-before it decide correctness); one whose judgement alone does not fit is not scored.
+before it decide correctness); one whose judgement alone does not fit is not scored. The scoring itself is any
+scalar-head RM's (`judges.scalar_rm`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
-from grm_jax import files, models, parallel
+from grm_jax import files, models
 from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.prompts import meta_prompt
 from grm_jax.judges.model_judge import Judgements
-from grm_jax.models.scalar_head import depth_states, init_meta_params, meta_scores, truncate
-from grm_jax.train.batching import pad_rows
+from grm_jax.judges.scalar_rm import score_sequences
+from grm_jax.models.scalar_head import init_head_params, truncate
 from grm_jax.train.checkpoint import restore_params
 
 # The meta RM's settings that configs checks before any model loads (`metarm.policy`, `metarm.method`).
@@ -51,67 +50,16 @@ def _meta_ids(model, messages, max_len: int) -> tuple[list[int] | None, bool]:
   return full[-max_len:], True
 
 
-def _row_multiple(mesh) -> int:
-  """Rows of a batch must split over data x fsdp."""
-  if mesh is None:
-    return 1
-  return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
-
-
-@functools.lru_cache(maxsize=8)
-def score_program(cfg, mesh, rules):
-  """jit(scores)(params, tokens [B, T], mask) -> float32 [B]: the meta RM's logits (evaluation's MetaRM@k)."""
-  return jax.jit(lambda p, t, m: meta_scores(cfg, p, t, m, mesh, rules))
-
-
-def _by_batch(model, fn, seqs: Sequence[Sequence[int]], batch_size: int, mesh, rules, max_len: int, out: np.ndarray):
-  """Fill `out[i]` with `fn(tokens, mask)` of each sequence, batched by similar length (less padding)."""
-  step = -(-int(batch_size) // _row_multiple(mesh)) * _row_multiple(mesh)
-  order = np.argsort([len(s) for s in seqs], kind="stable")
-  for b0 in range(0, len(order), step):
-    idx = order[b0 : b0 + step]
-    tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, max_len)
-    if mesh is not None:
-      tokens, mask = parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules)
-    out[idx] = parallel.to_host(fn(tokens, mask))[: len(idx)]
-  return out
-
-
-def sequence_logits(model, params, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
-                    max_len: int = 1 << 30) -> np.ndarray:
-  """float32 [N]: the meta RM's logit of each token sequence."""
-  fn = score_program(model.config, mesh, tuple(rules) if mesh is not None else ())
-  return _by_batch(model, lambda t, m: fn(params, t, m), seqs, batch_size, mesh, rules, max_len,
-                   np.zeros(len(seqs), np.float32))
-
-
-@functools.lru_cache(maxsize=4)
-def depth_program(cfg):
-  """jit(depth_states)(decoder params, tokens [B, T], mask) -> float32 [B, L, H]: the probe's one forward pass."""
-  return jax.jit(lambda p, t, m: depth_states(cfg, p, t, m))
-
-
-def sequence_depth_states(model, seqs: Sequence[Sequence[int]], batch_size: int = 8, mesh=None, rules=(),
-                          max_len: int = 1 << 30, depths: Sequence[int] | None = None) -> np.ndarray:
-  """float32 [N, D, H]: each sequence's head input after each of `depths` layers of `model` (default every depth
-  1..L; `scalar_head.depth_states`). Only those depths reach the host."""
-  cfg = model.config
-  depths = list(range(1, cfg.num_layers + 1)) if depths is None else [int(d) for d in depths]
-  fn = depth_program(cfg)
-  keep = np.asarray(depths) - 1
-  return _by_batch(model, lambda t, m: fn(model.params, t, m)[:, keep], seqs, batch_size, mesh, rules, max_len,
-                   np.zeros((len(seqs), len(depths), cfg.hidden_size), np.float32))
-
-
-def load_meta_rm(path: str, mesh=None, rules=parallel.DEFAULT_RULES, dtype: str | None = None):
-  """(model, params) of a meta RM written by the metarm stage: `path` is the stage folder (`<workdir>/metarm`)."""
+def load_meta_rm(path: str, dtype: str | None = None):
+  """(model, params) of a meta RM written by the metarm stage: `path` is the stage folder (`<workdir>/metarm`); its
+  weights are placed on the current mesh scope."""
   spec_path = os.path.join(path, "model.json")
   if not files.exists(spec_path):
     raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
   spec = files.read_json(spec_path)
-  model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"), mesh=mesh, rules=rules)
+  model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"))
   model = truncate(model, int(spec.get("layers", 0)))  # a head read from a middle layer: the layers above go unused
-  like = init_meta_params(model.params, model.config.hidden_size)
+  like = init_head_params(model.params, model.config.hidden_size)
   return model, restore_params(os.path.join(path, "final"), like)
 
 
@@ -121,8 +69,8 @@ def meta_max_len(path: str) -> int:
 
 
 def judgement_logits(meta_rm: tuple[Any, Any, int], examples: Sequence[PreferenceExample], j: Judgements,
-                     batch_size: int, rules) -> np.ndarray:
-  """float32 [B, k]: the meta RM's logit for each sample (its own response order and text).
+                     batch_size: int) -> np.ndarray:
+  """float32 [B, k]: the meta RM's logit for each sample (its own response order and text), on the meta RM's mesh.
 
   Invalid samples are not scored (logit 0): voting drops them whatever their meta reward, so scoring them would be
   wasted compute. A sample whose judgement alone exceeds the meta RM's max_len gets -inf (last in the ranking).
@@ -140,7 +88,7 @@ def judgement_logits(meta_rm: tuple[Any, Any, int], examples: Sequence[Preferenc
         continue
       seqs.append(ids)
       slots.append((b, s))
-  logits = sequence_logits(meta_model, params, seqs, batch_size, meta_model.mesh, rules, max_len)
+  logits = score_sequences(meta_model, params, seqs, batch_size, max_len)
   for (b, s), x in zip(slots, logits, strict=True):
     out[b, s] = x
   return out

@@ -14,7 +14,6 @@ of prompt + generated tokens (`train.logprobs.token_logprobs`), batched over sam
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,15 +69,10 @@ def index_token_span(tokenizer: Any, tokens: Sequence[int], n: int) -> tuple[int
   return first, last + 1
 
 
-def _row_multiple(mesh) -> int:
-  """Rows of a batch must split over data x fsdp."""
-  return 1 if mesh is None else int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
-
-
-@functools.lru_cache(maxsize=8)
-def _logprob_program(cfg, mesh, rules):
+@parallel.per_mesh(maxsize=8)
+def _logprob_program(cfg):
   """jit(params, tokens [B, T], mask) -> float32 [B, T]: log p(token t | tokens before it) at temperature 1."""
-  return jax.jit(lambda p, t, m: token_logprobs(cfg, p, t, m, 1.0, mesh=mesh, rules=rules)[0])
+  return jax.jit(lambda p, t, m: token_logprobs(cfg, p, t, m, 1.0)[0])
 
 
 def choice_probs(model: Any, j: Judgements, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -110,22 +104,22 @@ def choice_probs(model: Any, j: Judgements, batch_size: int = 8) -> tuple[np.nda
       slots.append((b, s))
   if not seqs:
     return probs, located
-  mesh, rules = model.mesh, tuple(model.rules) if model.mesh is not None else ()
-  fn = _logprob_program(model.config, mesh, rules)
-  multiple = _row_multiple(mesh)
-  step = -(-int(batch_size) // multiple) * multiple
-  order = np.argsort([len(x) for x in seqs], kind="stable")  # similar lengths share a batch: less padding
-  for b0 in range(0, len(order), step):
-    idx = order[b0 : b0 + step]
-    tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, 1 << 30)
-    if mesh is None:
-      logp = fn(model.params, tokens, mask)
-    else:
-      logp = fn(model.params, parallel.shard_batch(tokens, mesh, rules), parallel.shard_batch(mask, mesh, rules))
-    logp = np.asarray(parallel.to_host(logp), np.float64)
-    for row, i in enumerate(idx):
-      first, end = spans[i]
-      b, s = slots[i]
-      probs[b, s] = float(np.exp(logp[row, first:end].sum()))  # product of the index tokens' probabilities
-      located[b, s] = True
+  with model.scope():  # the model's own mesh
+    fn = _logprob_program(model.config)
+    multiple = parallel.batch_shards()
+    step = -(-int(batch_size) // multiple) * multiple
+    order = np.argsort([len(x) for x in seqs], kind="stable")  # similar lengths share a batch: less padding
+    for b0 in range(0, len(order), step):
+      idx = order[b0 : b0 + step]
+      tokens, mask = pad_rows([seqs[i] for i in idx], model.pad_id, step, 1 << 30)
+      if model.mesh is None:
+        logp = fn(model.params, tokens, mask)
+      else:
+        logp = fn(model.params, parallel.shard_batch(tokens), parallel.shard_batch(mask))
+      logp = np.asarray(parallel.to_host(logp), np.float64)
+      for row, i in enumerate(idx):
+        first, end = spans[i]
+        b, s = slots[i]
+        probs[b, s] = float(np.exp(logp[row, first:end].sum()))  # product of the index tokens' probabilities
+        located[b, s] = True
   return probs, located

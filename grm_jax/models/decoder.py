@@ -156,8 +156,6 @@ def _with_prefix(cfg: ModelConfig, qr, scores, vals, prefix, q_slots, positions,
 
 class Attention(nn.Module):
   cfg: ModelConfig
-  mesh: Any = None
-  rules: tuple = ()
 
   @nn.compact
   def __call__(self, x, positions, mask, window, layer_cache, index):
@@ -230,9 +228,9 @@ class Attention(nn.Module):
       k = k + _param(self, "k_bias", zeros, (kvh, hd), ("kv_heads", "head_dim"), pdt).astype(dt)
       v = v + _param(self, "v_bias", zeros, (kvh, hd), ("kv_heads", "head_dim"), pdt).astype(dt)
     heads = ("activation_batch", "activation_length", "activation_heads", None)
-    q = _constrain(apply_rope(q, positions, cfg.rope_inv_freq()), heads, self.mesh, self.rules)
-    k = _constrain(apply_rope(k, positions, cfg.rope_inv_freq()), heads, self.mesh, self.rules)
-    v = _constrain(v, heads, self.mesh, self.rules)
+    q = _constrain(apply_rope(q, positions, cfg.rope_inv_freq()), heads)
+    k = _constrain(apply_rope(k, positions, cfg.rope_inv_freq()), heads)
+    v = _constrain(v, heads)
     return q, k, v, wo
 
 
@@ -257,15 +255,13 @@ class Block(nn.Module):
   """One pre-norm transformer block; the scan body (carry = hidden states)."""
 
   cfg: ModelConfig
-  mesh: Any = None
-  rules: tuple = ()
 
   @nn.compact
   def __call__(self, x, window, k_cache, v_cache, valid, positions, mask, index, prefix=None, key_pos=None):
     cfg = self.cfg
     layer_cache = None if k_cache is None else (k_cache, v_cache, valid, prefix, key_pos)
     h = RMSNorm(cfg, name="attn_norm")(x)
-    h, new_kv = Attention(cfg, self.mesh, self.rules, name="attn")(h, positions, mask, window, layer_cache, index)
+    h, new_kv = Attention(cfg, name="attn")(h, positions, mask, window, layer_cache, index)
     if cfg.sandwich_norms:
       h = RMSNorm(cfg, name="post_attn_norm")(h)
     x = x + h
@@ -274,19 +270,19 @@ class Block(nn.Module):
     if cfg.sandwich_norms:
       h = RMSNorm(cfg, name="post_mlp_norm")(h)
     x = x + h
-    x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"), self.mesh, self.rules)
+    x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
     return x, new_kv
 
 
-def embed_tokens(cfg: ModelConfig, table, tokens, mesh=None, rules=()):
+def embed_tokens(cfg: ModelConfig, table, tokens):
   dt = jnp.dtype(cfg.dtype)
   x = jnp.take(table, tokens, axis=0).astype(dt)
   if cfg.scale_embeddings:
     x = x * jnp.asarray(cfg.hidden_size**0.5, dt)
-  return _constrain(x, ("activation_batch", "activation_length", "activation_embed"), mesh, rules)
+  return _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
 
-def output_logits(cfg: ModelConfig, x, embed, head=None, mesh=None, rules=()):
+def output_logits(cfg: ModelConfig, x, embed, head=None):
   """Final-normed hidden states -> float32 logits (tied or separate head, soft-capped)."""
   dt = jnp.dtype(cfg.dtype)
   if head is None:
@@ -294,7 +290,7 @@ def output_logits(cfg: ModelConfig, x, embed, head=None, mesh=None, rules=()):
   else:
     logits = jnp.einsum("btd,dv->btv", x, head.astype(dt), preferred_element_type=jnp.float32)
   logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
-  return _constrain(logits, ("activation_batch", "activation_length", "activation_vocab"), mesh, rules)
+  return _constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
 
 class Decoder(nn.Module):
@@ -306,11 +302,10 @@ class Decoder(nn.Module):
   last_only=True returns logits for the last position only ([B,1,V]).
   head=False returns the final-normed hidden states [B,T,H] instead of logits: training computes
   log-probs from them in sequence chunks (never holding [B,T,V]), and the meta RM puts its scalar head there.
+  Activations are constrained to the shardings of the mesh scope it is traced in (`parallel.use_mesh`).
   """
 
   cfg: ModelConfig
-  mesh: Any = None
-  rules: tuple = ()
 
   @nn.compact
   def __call__(
@@ -330,7 +325,7 @@ class Decoder(nn.Module):
     embed = _param(
       self, "embed", nn.initializers.normal(1.0), (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pdt
     )
-    x = embed_tokens(cfg, embed, tokens, self.mesh, self.rules)
+    x = embed_tokens(cfg, embed, tokens)
 
     if cache is None:
       index, k_cache, v_cache, valid = jnp.zeros((), jnp.int32), None, None, None
@@ -350,7 +345,7 @@ class Decoder(nn.Module):
       unroll=cfg.num_layers if cfg.unroll_scans else 1,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    x, (new_k, new_v) = stack(cfg, self.mesh, self.rules, name="layers")(
+    x, (new_k, new_v) = stack(cfg, name="layers")(
       x, jnp.asarray(cfg.layer_windows()), k_cache, v_cache, valid, positions, mask, index
     )
     if last_only:  # prefill needs only the next-token logits; skip the [T, V] head matmul
@@ -363,7 +358,7 @@ class Decoder(nn.Module):
       )
     if not head:
       return x, None
-    logits = output_logits(cfg, x, embed, lm_head, self.mesh, self.rules)
+    logits = output_logits(cfg, x, embed, lm_head)
 
     if cache is None and not cache_slots:
       return logits, None
@@ -386,10 +381,10 @@ def default_positions(mask: Array) -> Array:
   return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
 
 
-def hidden_states(cfg: ModelConfig, params, tokens, mask, mesh=None, rules=()) -> jax.Array:
+def hidden_states(cfg: ModelConfig, params, tokens, mask) -> jax.Array:
   """Final-normed hidden states [B, T, H] of right- or left-padded rows (positions count real tokens only)."""
   mask = mask.astype(bool)
-  module = Decoder(cfg, mesh, tuple(rules) if mesh is not None else ())
+  module = Decoder(cfg)
   hidden, _ = module.apply({"params": params}, tokens, default_positions(mask), mask, head=False)
   return hidden
 
@@ -445,15 +440,12 @@ def split_layer_params(params) -> list:
   return [jax.tree_util.tree_map(lambda a, i=i: a[i], layers) for i in range(n)]
 
 
-def decode_step(
-  cfg: ModelConfig, params, layer_params, tokens, positions, mask, cache: LayerCaches, mesh=None, rules=()
-):
+def decode_step(cfg: ModelConfig, params, layer_params, tokens, positions, mask, cache: LayerCaches):
   """Extend per-layer caches by T tokens with the layers unrolled: same math as Decoder
   (same Block, RMSNorm, embedding and head functions), laid out for a fast decode loop."""
   mask = mask.astype(bool)
-  rules = rules if mesh is not None else ()
-  x = embed_tokens(cfg, params["embed"], tokens, mesh, rules)
-  block = Block(cfg, mesh, rules)
+  x = embed_tokens(cfg, params["embed"], tokens)
+  block = Block(cfg)
   windows = cfg.layer_windows()
   valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index))
   key_pos = None
@@ -470,6 +462,6 @@ def decode_step(
     ks.append(k)
     vs.append(v)
   x = RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
-  logits = output_logits(cfg, x, params["embed"], params.get("lm_head"), mesh, rules)
+  logits = output_logits(cfg, x, params["embed"], params.get("lm_head"))
   return logits, dataclasses.replace(cache, k=tuple(ks), v=tuple(vs), valid=valid, positions=key_pos,
                                      index=cache.index + tokens.shape[1])

@@ -1,14 +1,14 @@
 """`Model` (config + params + tokenizer), `load`, `logits`, `save_pretrained`.
 
 `load` accepts `builtin:<name>`, an HF checkpoint directory or a `.gguf` file, and places every
-weight in its sharding as it is read (see weights.py). `logits` is a full, cache-free forward,
-compiled once per (config, mesh, rules).
+weight in its sharding on the current mesh scope (`parallel.use_mesh`) as it is read (see weights.py); the model
+remembers that mesh and its rules. `logits` is a full, cache-free forward on the model's own mesh, compiled once per
+(config, mesh, rules).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -37,7 +37,7 @@ class Model:
   eos_ids: tuple[int, ...] = ()
   pad_id: int = 0
   source: str = ""
-  mesh: Mesh | None = None
+  mesh: Mesh | None = None  # where the params live (None: one device), and the rules that placed them
   rules: tuple = parallel.DEFAULT_RULES
 
   @property
@@ -45,11 +45,18 @@ class Model:
     return self.eos_ids[0] if self.eos_ids else None
 
   def module(self) -> Decoder:
-    return Decoder(self.config, self.mesh, tuple(self.rules) if self.mesh is not None else ())
+    return Decoder(self.config)
+
+  def scope(self):
+    """`parallel.use_mesh` of the model's own mesh and rules: code that runs the model outside a stage's scope (a
+    server's worker thread, a notebook) enters it."""
+    return parallel.use_mesh(self.mesh, self.rules)
 
   def apply(self, params, tokens, positions, mask, cache: KVCache | None = None):
-    """The pure forward: (logits float32 [B,T,V], new cache or None)."""
-    return self.module().apply({"params": params}, tokens, positions, mask, cache)
+    """The pure forward: (logits float32 [B,T,V], new cache or None), its activations constrained to the model's mesh
+    (`module()` alone follows the scope it is traced in)."""
+    with self.scope():
+      return self.module().apply({"params": params}, tokens, positions, mask, cache)
 
   def encode_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
     """Token ids of a conversation in the model's chat template."""
@@ -64,9 +71,9 @@ class Model:
 # --------------------------------------------------------------------------- forward
 
 
-@functools.lru_cache(maxsize=32)
-def _forward(cfg: ModelConfig, mesh: Mesh | None, rules: tuple):
-  module = Decoder(cfg, mesh, rules if mesh is not None else ())
+@parallel.per_mesh(maxsize=32)
+def _forward(cfg: ModelConfig):
+  module = Decoder(cfg)
 
   def fwd(params, tokens, positions, mask):
     return module.apply({"params": params}, tokens, positions, mask)[0]
@@ -85,12 +92,10 @@ def logits(model: Model, tokens, mask=None, positions=None) -> jax.Array:
     raise ValueError(f"logits: tokens must be [batch, length], got shape {tokens.shape}")
   mask = jnp.ones(tokens.shape, bool) if mask is None else jnp.asarray(mask, bool)
   positions = default_positions(mask) if positions is None else jnp.asarray(positions, jnp.int32)
-  if model.mesh is not None:
-    tokens, mask, positions = (
-      parallel.shard_batch(np.asarray(a), model.mesh, model.rules) for a in (tokens, mask, positions)
-    )
-  fwd = _forward(model.config, model.mesh, tuple(model.rules))
-  return fwd(model.params, tokens, positions, mask)
+  with model.scope():
+    if model.mesh is not None:
+      tokens, mask, positions = (parallel.shard_batch(np.asarray(a)) for a in (tokens, mask, positions))
+    return _forward(model.config)(model.params, tokens, positions, mask)
 
 
 # --------------------------------------------------------------------------- loading
@@ -149,8 +154,6 @@ def load(
   spec: str,
   dtype: str = "float32",
   param_dtype: str | None = None,
-  mesh: Mesh | None = None,
-  rules=parallel.DEFAULT_RULES,
   tokenizer: bool = True,
   cache_dir: str | None = None,
   **config_overrides,
@@ -160,20 +163,19 @@ def load(
 
   `tiny:<family>` (llama, qwen2, gemma2) is a tiny random model of that family with the embedded default's
   tokenizer and chat template: every pipeline stage runs on it in seconds (preset and stage tests, smoke runs).
-  With `mesh`, each tensor goes straight into its sharding under `rules`.
+  Under a mesh scope (`parallel.use_mesh`), each tensor goes straight into its sharding by the scope's rules.
   `config_overrides` set ModelConfig fields (e.g. `remat=True`).
   """
   overrides = {**_dtype_overrides(dtype, param_dtype), **config_overrides}
-  rules = tuple(tuple(r) for r in rules)
   if spec.startswith("tiny:"):
-    return _load_tiny(spec, overrides, mesh, rules, cache_dir)
+    return _load_tiny(spec, overrides, cache_dir)
   if spec.startswith("builtin:"):
     path = builtin.locate(spec.removeprefix("builtin:"), cache_dir=cache_dir)
-    model = _load_gguf(path, overrides, mesh, rules, tokenizer, cache_dir)
+    model = _load_gguf(path, overrides, tokenizer, cache_dir)
     model.source = spec
     return model
   if hub.is_hub_id(spec):
-    model = _load_hf_dir(hub.snapshot(spec), overrides, mesh, rules, tokenizer)
+    model = _load_hf_dir(hub.snapshot(spec), overrides, tokenizer)
     model.source = spec
     return model
   if not os.path.exists(spec):
@@ -184,8 +186,8 @@ def load(
   if os.path.isfile(spec):
     if not spec.endswith(".gguf"):
       raise CheckpointError(f"{spec}: a single weight file must be .gguf; for safetensors pass its directory")
-    return _load_gguf(spec, overrides, mesh, rules, tokenizer, cache_dir)
-  return _load_hf_dir(spec, overrides, mesh, rules, tokenizer)
+    return _load_gguf(spec, overrides, tokenizer, cache_dir)
+  return _load_hf_dir(spec, overrides, tokenizer)
 
 
 def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = None, arch: str = "",
@@ -216,7 +218,14 @@ def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = Non
     return from_hf_config(json.load(f), source=cfg_path, **overrides)
 
 
-def _load_tiny(spec, overrides, mesh, rules, cache_dir) -> Model:
+def _placement() -> dict[str, Any]:
+  """The `Model` fields that say where params loaded now live: the current scope's mesh and rules (the default rules
+  without a mesh, where they place nothing)."""
+  mesh, rules = parallel.scope()
+  return {"mesh": mesh, "rules": rules if mesh is not None else parallel.DEFAULT_RULES}
+
+
+def _load_tiny(spec, overrides, cache_dir) -> Model:
   from grm_jax.models.config import tiny  # noqa: PLC0415
 
   family = spec.removeprefix("tiny:")
@@ -228,12 +237,12 @@ def _load_tiny(spec, overrides, mesh, rules, cache_dir) -> Model:
   except (UnsupportedModelError, TypeError) as e:
     raise ValueError(f"model {spec!r}: {e}; families are llama, qwen2, gemma2") from e
   bos, eos_ids, pad = _special_ids(hf, tok)
-  model = from_config(cfg, seed=0, mesh=mesh, rules=rules, bos_id=bos, eos_ids=eos_ids, pad_id=pad)
+  model = from_config(cfg, seed=0, bos_id=bos, eos_ids=eos_ids, pad_id=pad)
   model.tokenizer, model.source = tok, spec
   return model
 
 
-def _load_hf_dir(directory, overrides, mesh, rules, want_tokenizer) -> Model:
+def _load_hf_dir(directory, overrides, want_tokenizer) -> Model:
   cfg_path = os.path.join(directory, "config.json")
   if not os.path.exists(cfg_path):
     raise CheckpointError(f"{cfg_path}: missing; an HF checkpoint directory needs config.json")
@@ -248,36 +257,32 @@ def _load_hf_dir(directory, overrides, mesh, rules, want_tokenizer) -> Model:
   cfg = from_hf_config(hf, source=cfg_path, **overrides)
   source = SafetensorsSource(directory)
   weights.check_complete(cfg, source, directory)
-  params = weights.load_params(cfg, source, mesh, rules)
+  params = weights.load_params(cfg, source)
   tok = _load_tokenizer(directory) if want_tokenizer else None
   hf = dict(hf)
   gen_eos = _generation_eos(directory)
   if gen_eos:
     hf["eos_token_id"] = gen_eos
   bos, eos_ids, pad = _special_ids(hf, tok)
-  return Model(cfg, params, tok, bos, eos_ids, pad, directory, mesh, rules)
+  return Model(cfg, params, tok, bos, eos_ids, pad, directory, **_placement())
 
 
-def _load_gguf(path, overrides, mesh, rules, want_tokenizer, cache_dir) -> Model:
+def _load_gguf(path, overrides, want_tokenizer, cache_dir) -> Model:
   source = GGUFSource(path)
   hf = source.hf_config()
   cfg = from_hf_config(hf, source=path, **overrides)
   weights.check_complete(cfg, source, path)
-  params = weights.load_params(cfg, source, mesh, rules)
+  params = weights.load_params(cfg, source)
   tok = _load_tokenizer(os.path.dirname(path) or ".", os.path.basename(path), cache_dir) if want_tokenizer else None
   bos, eos_ids, pad = _special_ids(hf, tok)
-  return Model(cfg, params, tok, bos, eos_ids, pad, path, mesh, rules)
+  return Model(cfg, params, tok, bos, eos_ids, pad, path, **_placement())
 
 
-def from_config(
-  cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES, **ids
-) -> Model:
-  """A randomly initialised model (tests, smoke runs), params created in their shardings."""
-  rules = tuple(tuple(r) for r in rules)
-  params = weights.init_params(cfg, seed, mesh, rules)
-  return Model(
-    cfg, params, None, ids.get("bos_id"), tuple(ids.get("eos_ids", ())), ids.get("pad_id", 0), "random", mesh, rules
-  )
+def from_config(cfg: ModelConfig, seed: int = 0, **ids) -> Model:
+  """A randomly initialised model (tests, smoke runs), params created in their shardings on the current mesh."""
+  params = weights.init_params(cfg, seed)
+  return Model(cfg, params, None, ids.get("bos_id"), tuple(ids.get("eos_ids", ())), ids.get("pad_id", 0), "random",
+               **_placement())
 
 
 def save_pretrained(model: Model, out_dir: str, max_shard_bytes: int = 4 << 30, dtype: str | None = None) -> None:

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import PartitionSpec
 
 from grm_jax import parallel
 from grm_jax.models.config import ModelConfig
@@ -114,15 +114,17 @@ def abstract_params(cfg: ModelConfig):
   """(shapes, logical names) of the param tree, without allocating anything."""
   model = Decoder(cfg)
   tokens = jnp.zeros((1, 1), jnp.int32)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens.astype(bool)))
+  with parallel.use_mesh(None):  # the shapes of an unconstrained init
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens.astype(bool)))
   names = nn.get_partition_spec(boxed)["params"]
   shapes = nn.meta.unbox(boxed)["params"]
   return shapes, names
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh, rules=parallel.DEFAULT_RULES):
+def param_shardings(cfg: ModelConfig):
+  """Where each param lives on the current mesh, by the scope's rules."""
   shapes, names = abstract_params(cfg)
-  return parallel.tree_shardings(names, shapes, mesh, rules)
+  return parallel.tree_shardings(names, shapes)
 
 
 def for_compute(cfg: ModelConfig, params):
@@ -145,17 +147,19 @@ def compute_copy(params, dtype):
   return jax.tree_util.tree_map_with_path(cast, params)
 
 
-def init_params(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES):
-  """Random params, created directly in their shardings (tests, smoke runs, new heads)."""
+def init_params(cfg: ModelConfig, seed: int = 0):
+  """Random params, created directly in their shardings on the current mesh (tests, smoke runs, new heads)."""
   model = Decoder(cfg)
   tokens = jnp.zeros((1, 1), jnp.int32)
 
   def init():
     return nn.meta.unbox(model.init(jax.random.key(seed), tokens, tokens, tokens.astype(bool)))["params"]
 
-  if mesh is None:
+  if parallel.current_mesh() is None:
     return jax.jit(init)()
-  return jax.jit(init, out_shardings=param_shardings(cfg, mesh, rules))()
+  shardings = param_shardings(cfg)
+  with parallel.use_mesh(None):  # the init's forward, whose output is dropped, unconstrained (as it always was)
+    return jax.jit(init, out_shardings=shardings)()
 
 
 # --------------------------------------------------------------------------- loading
@@ -212,11 +216,15 @@ def _shape_facts(cfg: ModelConfig) -> str:
   )
 
 
-def load_params(cfg: ModelConfig, source: TensorSource, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES):
-  """Build the param tree from `source`, each leaf placed in its sharding as it is read."""
-  mesh = mesh or parallel.single_device_mesh()
+def load_params(cfg: ModelConfig, source: TensorSource):
+  """Build the param tree from `source`, each leaf placed in its sharding on the current mesh (this process's first
+  device without one) as it is read."""
   shapes, _ = abstract_params(cfg)
-  shardings = param_shardings(cfg, mesh, rules)
+  if parallel.current_mesh() is None:
+    with parallel.use_mesh(parallel.single_device_mesh()):
+      shardings = param_shardings(cfg)
+  else:
+    shardings = param_shardings(cfg)
   dtype = jnp.dtype(cfg.param_dtype)
   params: dict = {}
   for row in param_map(cfg):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -115,21 +114,21 @@ _ROW = ("activation_batch",)
 _CACHE = ("cache_batch", "cache_heads", None, None)
 
 
-def _constrain_state(state: State, mesh, rules) -> State:
-  if mesh is None:
+def _constrain_state(state: State) -> State:
+  if parallel.current_mesh() is None:
     return state
 
   def place(x):
     if x.ndim == 0:
       return x
     names = _CACHE if x.ndim == 4 else _ROW + (None,) * (x.ndim - 1)
-    return parallel.constrain(x, names, mesh, rules)
+    return parallel.constrain(x, names)
 
   return jax.tree.map(place, state)
 
 
-@functools.lru_cache(maxsize=16)
-def init_program(cfg, mesh, rules, layout: Layout):
+@parallel.per_mesh(maxsize=16)
+def init_program(cfg, layout: Layout):
   """jit() -> an empty `State` (no live rows, empty prefix slots)."""
   r, p, s, lp = layout.rows, layout.prefixes, layout.new_tokens, layout.prefix_len
   kvh, hd, n_layers = cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
@@ -156,19 +155,19 @@ def init_program(cfg, mesh, rules, layout: Layout):
       max_new=zeros((r,), jnp.int32), stop_ids=jnp.full((r, layout.num_stop), -1, jnp.int32),
       out_t=zeros((r, s), jnp.int32), out_lp=zeros((r, s), jnp.float32),
     )
-    return _constrain_state(state, mesh, rules)
+    return _constrain_state(state)
 
   return jax.jit(init)
 
 
-@functools.lru_cache(maxsize=64)
-def insert_program(cfg, mesh, rules, layout: Layout, batch: int, length: int):
+@parallel.per_mesh(maxsize=64)
+def insert_program(cfg, layout: Layout, batch: int, length: int):
   """jit(insert)(state, params, tokens [batch, length], mask, slots [batch]) -> state: the prompts prefilled (one
   forward, `last_only` logits) and written into prefix slots `slots` (a slot >= layout.prefixes: a bucket filler,
   dropped). The state is donated: the slots are updated in place."""
   if length > layout.prefix_len:
     raise ValueError(f"insert: prompt bucket {length} > the layout's prefix_len {layout.prefix_len}")
-  module = Decoder(cfg, mesh, rules if mesh is not None else ())
+  module = Decoder(cfg)
   pad = layout.prefix_len - length
 
   def insert(state: State, params, tokens, mask, slots):
@@ -193,13 +192,13 @@ def insert_program(cfg, mesh, rules, layout: Layout, batch: int, length: int):
       last_logits=state.last_logits.at[slots].set(logits[:, -1], mode="drop"),
       prompt_len=state.prompt_len.at[slots].set(mask.sum(-1).astype(jnp.int32), mode="drop"),
     )
-    return _constrain_state(state, mesh, rules)
+    return _constrain_state(state)
 
   return jax.jit(insert, donate_argnums=(0,))
 
 
-@functools.lru_cache(maxsize=32)
-def step_program(cfg, mesh, rules, layout: Layout, view: int | None = None):
+@parallel.per_mesh(maxsize=32)
+def step_program(cfg, layout: Layout, view: int | None = None):
   """jit(step)(state, params, starts, max_steps, refill) -> state (donated): start the `starts.new` rows, then
   decode all row slots until max_steps iterations, no live row, or (refill) a row finished. `params` are the
   sampler's (`params.place`).
@@ -210,7 +209,6 @@ def step_program(cfg, mesh, rules, layout: Layout, view: int | None = None):
   view = layout.prefix_len if view is None else int(view)
   if not 1 <= view <= layout.prefix_len:
     raise ValueError(f"step_program: view={view} outside [1, {layout.prefix_len}]")
-  rules = rules if mesh is not None else ()
   r, m, s = layout.rows, layout.per_prefix, layout.new_tokens
   rows = jnp.arange(r)
 
@@ -267,7 +265,7 @@ def step_program(cfg, mesh, rules, layout: Layout, view: int | None = None):
       i, st, ended = carry
       pos = prompt_len + st.step - 1
       logits, cache = decode_step(cfg, params, layer_params, st.tok[:, None], pos[:, None], jnp.ones((r, 1), bool),
-                                  dataclasses.replace(st.cache, **prefix), mesh, rules)
+                                  dataclasses.replace(st.cache, **prefix))
       cache = dataclasses.replace(cache, index=(st.cache.index + 1) % s, **no_prefix)
       st = dataclasses.replace(st, cache=cache)
       tok, logp = draw(st, logits[:, 0])
@@ -276,7 +274,7 @@ def step_program(cfg, mesh, rules, layout: Layout, view: int | None = None):
 
     _, st, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), st, ended))
     restored = {k: getattr(full, k) for k in prefix}
-    return _constrain_state(dataclasses.replace(st, cache=dataclasses.replace(st.cache, **restored)), mesh, rules)
+    return _constrain_state(dataclasses.replace(st, cache=dataclasses.replace(st.cache, **restored)))
 
   return jax.jit(run, donate_argnums=(0,))
 
@@ -338,14 +336,16 @@ class Stats:
 
 class Engine:
   """The host scheduler over one `Layout`'s programs (module docstring). Not thread-safe: one owner calls
-  `submit` and `run`/`advance` (the server's worker thread)."""
+  `submit` and `run`/`advance` (the server's worker thread). It runs on the model's own mesh (`Model.scope`),
+  whatever the scope of its caller."""
 
   def __init__(self, model, layout: Layout, params=None, steps_per_call: int | None = None):
     self.model, self.layout = model, layout
-    self.mesh, self.rules = model.mesh, tuple(model.rules) if model.mesh is not None else ()
+    self.mesh = model.mesh
     cfg = model.config
-    self._params = place(cfg, model.params if params is None else params, self.mesh, self.rules)
-    self._state = init_program(cfg, self.mesh, self.rules, layout)()
+    with model.scope():
+      self._params = place(cfg, model.params if params is None else params)
+      self._state = init_program(cfg, layout)()
     self.steps_per_call = int(steps_per_call or layout.new_tokens)
     # Requests in arrival order with samples not yet started. Fully started ones leave from the front; one that a
     # later request overtook (a long request streaming through its groups) is skipped until it reaches the front,
@@ -423,7 +423,7 @@ class Engine:
           tokens[i, length - len(req.ids):] = req.ids
           mask[i, length - len(req.ids):] = True
           slots[i] = g
-        prog = insert_program(cfg, self.mesh, self.rules, lay, b, length)
+        prog = insert_program(cfg, lay, b, length)
         self._state = prog(self._state, self._params, *self._put(tokens, mask, slots))
         self.stats.prefills += len(chunk)
 
@@ -456,7 +456,7 @@ class Engine:
     return starts
 
   def _shards(self) -> int:
-    return 1 if self.mesh is None else math.prod(self.mesh.shape[a] for a in ("data", "fsdp"))
+    return parallel.batch_shards()
 
   def _put(self, *arrays):
     if self.mesh is None:
@@ -464,11 +464,15 @@ class Engine:
     out = []
     for a in arrays:
       names = ("activation_batch",) + ("activation_length",) * (a.ndim > 1) + (None,) * max(a.ndim - 2, 0)
-      out.append(parallel.shard_batch(a, self.mesh, self.rules, names=names))
+      out.append(parallel.shard_batch(a, names=names))
     return tuple(out)
 
   def advance(self) -> list[Request]:
     """One round: place waiting requests, start idle rows, run one `step` call; returns the requests it finished."""
+    with self.model.scope():
+      return self._advance()
+
+  def _advance(self) -> list[Request]:
     self._prefill(self._assign_groups())
     starts = self._starts()
     running = [row for row, x in enumerate(self.row_req) if x is not None]
@@ -477,8 +481,7 @@ class Engine:
     refill = bool(self.queue)
     starts_d = Starts(*self._put(*dataclasses.astuple(starts))) if self.mesh is not None else starts
     longest = max(len(q.ids) for q in self.group_req if q is not None)
-    program = step_program(self.model.config, self.mesh, self.rules, self.layout,
-                        min(length_bucket(longest), self.layout.prefix_len))
+    program = step_program(self.model.config, self.layout, min(length_bucket(longest), self.layout.prefix_len))
     self._state = program(self._state, self._params, starts_d, jnp.int32(self.steps_per_call), jnp.bool_(refill))
     live, n_out, stopped, step = (parallel.to_host(x) for x in (self._state.live, self._state.n_out,
                                                                 self._state.stopped, self._state.step))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from grm_jax import parallel
 from grm_jax.buckets import batch_bucket, length_bucket
 from grm_jax.models.model import Model
 from grm_jax.sampling.engine import Engine, Request, choose_layout
@@ -152,13 +153,13 @@ def generate(
   if max_rows < 1:
     raise ValueError(f"generate: max_rows={max_rows}; need >= 1")
   call = prepare(model, prompts, n, max_new_tokens, temperature, top_p, top_k, seed, stop_token_ids)
-  shards = 1 if model.mesh is None else int(np.prod([model.mesh.shape[a] for a in ("data", "fsdp")]))
-  layout = choose_layout(call.want, max(len(p) for p in call.prompts), max_new_tokens, len(call.stops), max_rows,
-                         shards)
-  engine = Engine(model, layout)
-  requests = [
-    engine.submit(Request(list(p), want, max_new_tokens, temperature, top_p, top_k, tuple(call.stops), seed_, salt))
-    for p, want, seed_, salt in zip(call.prompts, call.want, call.seeds, call.salts, strict=True)
-  ]
-  engine.run()
+  with model.scope():  # the model's own mesh, whatever the caller's scope
+    layout = choose_layout(call.want, max(len(p) for p in call.prompts), max_new_tokens, len(call.stops), max_rows,
+                           parallel.batch_shards())
+    engine = Engine(model, layout)
+    requests = [
+      engine.submit(Request(list(p), want, max_new_tokens, temperature, top_p, top_k, tuple(call.stops), seed_, salt))
+      for p, want, seed_, salt in zip(call.prompts, call.want, call.seeds, call.salts, strict=True)
+    ]
+    engine.run()
   return call.output([r.tokens for r in requests], [r.logprobs for r in requests], [r.stopped for r in requests])

@@ -32,44 +32,43 @@ from grm_jax.sampling.params import sampling_params
 MAX_PROMPTS_PER_CALL = 64  # distinct prompts per compiled call (bounds the prefix cache and host arrays)
 
 
-def _one_step(cfg, mesh, rules, params, layer_params, tok, pos, cache):
+def _one_step(cfg, params, layer_params, tok, pos, cache):
   """One decode step of every row: the while loop's model call (`decode_program` compiles it alone)."""
   rows = tok.shape[0]
-  return decode_step(cfg, params, layer_params, tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache, mesh,
-                     rules)
+  return decode_step(cfg, params, layer_params, tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache)
 
 
-def decode_program(cfg, mesh, rules):
+@parallel.per_mesh(maxsize=16)
+def decode_program(cfg):
   """jit(step)(params, layer_params, tok [R], pos [R], cache) -> (logits [R, 1, V], cache): the loop body's model
   call as its own program, with the per-layer params the loop reads (split once, outside the loop). The loop has no
   other per-step work on weights or cache, so this is what a decode step moves and computes (grm_jax.aot). The
   cache is donated: the loop updates it in place, and an undonated program would copy it whole every step."""
-  return jax.jit(functools.partial(_one_step, cfg, mesh, rules if mesh is not None else ()), donate_argnums=(4,))
+  return jax.jit(functools.partial(_one_step, cfg), donate_argnums=(4,))
 
 
-def call_shape(num_prompts: int, n: int, longest_prompt: int, mesh) -> tuple[int, int]:
-  """(prompt rows, padded prompt length) of one sampler call: prompts rounded up to a power of two (and to the
-  data x fsdp shards when needed), the length to its bucket. One place, so `generate` and grm_jax.aot agree."""
-  shard_mult = 1 if mesh is None else math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+def call_shape(num_prompts: int, n: int, longest_prompt: int) -> tuple[int, int]:
+  """(prompt rows, padded prompt length) of one sampler call on the current mesh: prompts rounded up to a power of
+  two (and to the data x fsdp shards when needed), the length to its bucket. One place, so `generate` and
+  grm_jax.aot agree."""
+  shard_mult = parallel.batch_shards()
   batch = batch_bucket(num_prompts, shard_mult if n == 1 else 1)
-  if mesh is not None and (batch * n) % shard_mult:
+  if (batch * n) % shard_mult:
     batch = math.lcm(batch, shard_mult)
   return batch, length_bucket(longest_prompt)
 
 
-@functools.lru_cache(maxsize=64)
-def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
+@parallel.per_mesh(maxsize=64)
+def sampler_program(cfg, batch, prompt_len, n, max_new, top_k, use_top_p, greedy, num_stop):
   """The jitted sampler for one call shape: jit(run)(params, tokens [batch, prompt_len], mask, row_keys
   [batch * n, 2] (uint32 key data, `row_keys`), temperature, top_p, stop_ids [num_stop], alive [batch * n]) ->
   (tokens, log-probs, lengths, stopped, steps)."""
-  module = Decoder(cfg, mesh, rules if mesh is not None else ())
+  module = Decoder(cfg)
   rows = batch * n
-
-  def constrain(x, names):
-    return parallel.constrain(x, names, mesh, rules)
+  constrain = parallel.constrain
 
   def run(params, tokens, mask, row_keys, temperature, top_p, stop_ids, alive):
-    params = sampling_params(cfg, params, mesh, rules)
+    params = sampling_params(cfg, params)
     keys = jax.random.wrap_key_data(row_keys)
     variables = {"params": params}
     positions = default_positions(mask)
@@ -116,7 +115,7 @@ def sampler_program(cfg, mesh, rules, batch, prompt_len, n, max_new, top_k, use_
 
     def body(state):
       step, tok, cache, done, out_t, out_lp, n_out, hit = state
-      logits, cache = _one_step(cfg, mesh, rules, params, layer_params, tok, lengths + step - 1, cache)
+      logits, cache = _one_step(cfg, params, layer_params, tok, lengths + step - 1, cache)
       tok, logp = pick(step, logits[:, 0])
       done, out_t, out_lp, n_out, now = record(step, tok, logp, done, out_t, out_lp, n_out)
       return step + 1, tok, cache, done, out_t, out_lp, n_out, hit | now
@@ -149,42 +148,39 @@ def generate_static(
   greedy, use_top_p = temperature == 0, top_p < 1.0
   stop_arr = np.full((max(1, len(call.stops)),), -1, np.int32)
   stop_arr[: len(call.stops)] = call.stops
-  rules = tuple(model.rules)
   results = [None] * len(call.prompts)
-  for c in range(0, len(call.prompts), max_prompts_per_call):
-    chunk = range(c, min(c + max_prompts_per_call, len(call.prompts)))
-    batch, plen = call_shape(len(chunk), n, max(len(call.prompts[d]) for d in chunk), model.mesh)
-    tokens = np.full((batch, plen), model.pad_id, np.int32)
-    mask = np.zeros((batch, plen), bool)
-    alive = np.zeros((batch, n), bool)
-    call_seeds, call_salts = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
-    for i, d in enumerate(chunk):
-      p = call.prompts[d]
-      call_seeds[i], call_salts[i] = call.seeds[d], call.salts[d]
-      tokens[i, plen - len(p) :] = p
-      mask[i, plen - len(p) :] = True
-      alive[i, : call.want[d]] = True
-    prog = sampler_program(
-      model.config, model.mesh, rules, batch, plen, n, max_new_tokens, top_k, use_top_p, greedy, len(stop_arr)
-    )
-    alive = alive.reshape(-1)
-    keys_h = row_keys(call_seeds, call_salts, n)
-    if model.mesh is not None:
-      tokens_d = parallel.shard_batch(tokens, model.mesh, rules)
-      mask_d = parallel.shard_batch(mask, model.mesh, rules)
-      alive_d = parallel.shard_batch(alive, model.mesh, rules, names=("activation_batch",))
-      keys_d = parallel.shard_batch(keys_h, model.mesh, rules, names=("activation_batch", None))
-    else:
-      tokens_d, mask_d, alive_d, keys_d = tokens, mask, alive, keys_h
-    out_t, out_lp, n_out, hit, _ = prog(
-      model.params, tokens_d, mask_d, keys_d, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), stop_arr, alive_d
-    )
-    out_t, out_lp, n_out, hit = (parallel.to_host(a) for a in (out_t, out_lp, n_out, hit))
-    for i, d in enumerate(chunk):
-      rows = range(i * n, i * n + call.want[d])
-      results[d] = (
-        [out_t[r, : n_out[r]].tolist() for r in rows],
-        [out_lp[r, : n_out[r]].tolist() for r in rows],
-        [bool(hit[r]) for r in rows],
-      )
+  with model.scope():  # the model's own mesh, whatever the caller's scope
+    for c in range(0, len(call.prompts), max_prompts_per_call):
+      chunk = range(c, min(c + max_prompts_per_call, len(call.prompts)))
+      batch, plen = call_shape(len(chunk), n, max(len(call.prompts[d]) for d in chunk))
+      tokens = np.full((batch, plen), model.pad_id, np.int32)
+      mask = np.zeros((batch, plen), bool)
+      alive = np.zeros((batch, n), bool)
+      call_seeds, call_salts = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
+      for i, d in enumerate(chunk):
+        p = call.prompts[d]
+        call_seeds[i], call_salts[i] = call.seeds[d], call.salts[d]
+        tokens[i, plen - len(p) :] = p
+        mask[i, plen - len(p) :] = True
+        alive[i, : call.want[d]] = True
+      prog = sampler_program(model.config, batch, plen, n, max_new_tokens, top_k, use_top_p, greedy, len(stop_arr))
+      alive = alive.reshape(-1)
+      keys_h = row_keys(call_seeds, call_salts, n)
+      if model.mesh is not None:
+        tokens_d = parallel.shard_batch(tokens)
+        mask_d = parallel.shard_batch(mask)
+        alive_d = parallel.shard_batch(alive, names=("activation_batch",))
+        keys_d = parallel.shard_batch(keys_h, names=("activation_batch", None))
+      else:
+        tokens_d, mask_d, alive_d, keys_d = tokens, mask, alive, keys_h
+      out_t, out_lp, n_out, hit, _ = prog(model.params, tokens_d, mask_d, keys_d, jnp.float32(max(temperature, 1e-6)),
+                                          jnp.float32(top_p), stop_arr, alive_d)
+      out_t, out_lp, n_out, hit = (parallel.to_host(a) for a in (out_t, out_lp, n_out, hit))
+      for i, d in enumerate(chunk):
+        rows = range(i * n, i * n + call.want[d])
+        results[d] = (
+          [out_t[r, : n_out[r]].tolist() for r in rows],
+          [out_lp[r, : n_out[r]].tolist() for r in rows],
+          [bool(hit[r]) for r in rows],
+        )
   return call.output(*zip(*results, strict=True))

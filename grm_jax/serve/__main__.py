@@ -80,10 +80,10 @@ def build_server(args: argparse.Namespace) -> Server:
   meta = None
   if args.workdir:
     config = runs.run_config(args.workdir, None)
-    from grm_jax.stages.common import make_mesh  # noqa: PLC0415
+    from grm_jax.stages.common import mesh_scope  # noqa: PLC0415
 
-    mesh, rules = make_mesh(config)
-    model, _ = runs.policy_model(args.workdir, args.stage, dtype=args.dtype, mesh=mesh, rules=rules)
+    with mesh_scope(config):  # the GRM on the run's mesh (its meta RM on one device, as before)
+      model, _ = runs.policy_model(args.workdir, args.stage, dtype=args.dtype)
     folder = runs.meta_folder(args.workdir, args.stage) if args.meta == "auto" else (
       None if args.meta == "none" else args.meta)
     if folder is not None:
@@ -95,9 +95,8 @@ def build_server(args: argparse.Namespace) -> Server:
     if args.meta not in ("auto", "none"):
       meta_model, meta_params, max_len = runs.load_meta(args.meta, dtype=args.dtype)
       meta = MetaRM(meta_model, meta_params, max_len)
-    mesh = _mesh(args.mesh)
-    kw = {} if mesh is None else {"mesh": mesh, "rules": parallel.DEFAULT_RULES}
-    model = models.load(args.model, dtype=args.dtype or "float32", **kw)
+    with parallel.use_mesh(_mesh(args.mesh)):
+      model = models.load(args.model, dtype=args.dtype or "float32")
     found = os.path.isdir(args.model) and os.path.exists(os.path.join(args.model, RECIPE_FILE))
     recipe = Recipe.load(args.model) if found else Recipe(chat=tuple(chat_frame(model.tokenizer)), model=args.name)
     if meta is not None:

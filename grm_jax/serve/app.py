@@ -248,11 +248,11 @@ class Server:
 
   async def meta_logits(self, seqs: list[list[int] | None]) -> list[float]:
     """The meta RM's logits (-inf for a judgement too long to score, as evaluation ranks it)."""
-    from grm_jax.judges.meta_rm import sequence_logits  # noqa: PLC0415
+    from grm_jax.judges.scalar_rm import score_sequences  # noqa: PLC0415
 
     real = [s for s in seqs if s is not None]
     async with self._meta_lock:  # one forward at a time: they compete for the same cores / device
-      logits = await asyncio.to_thread(sequence_logits, self.meta.model, self.meta.params, real, 8,
+      logits = await asyncio.to_thread(score_sequences, self.meta.model, self.meta.params, real, 8,
                                        max_len=self.meta.max_len) if real else []
     it = iter(np.asarray(logits, np.float64).tolist())
     return [next(it) if s is not None else -math.inf for s in seqs]

@@ -10,8 +10,8 @@ same data and scored on the same evaluation items as the GRM, so the two can sta
    way and give the pair accuracy before and after training.
 2. Input. Each response is the assistant turn after the item's context, in the scalar RM's chat template
    (`response_sequence`); the scalar is a head on the last real token's hidden state (`models.scalar_head`, the
-   meta RM's model: a zero head, so every pair starts tied). A sequence over `max_len` loses the start of its
-   context (ours: the response is what is compared); counted.
+   meta RM's model too: a zero head, so every pair starts tied), scored by `judges.scalar_rm`. A sequence over
+   `max_len` loses the start of its context (ours: the response is what is compared); counted.
 3. Training. `train.fit` with the Bradley–Terry loss over every ordered pair of an item's responses with different
    rewards (`losses.bradley_terry_loss`, mean over the pairs of a step). A batch row is an item: its responses
    [n_max, T], padded with empty rows to the longest list of the run (one compiled step). `epochs` or `steps`,
@@ -47,8 +47,8 @@ from grm_jax.buckets import row_bucket
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper
-from grm_jax.judges.meta_rm import sequence_logits
-from grm_jax.models.scalar_head import init_meta_params, meta_scores
+from grm_jax.judges.scalar_rm import score_sequences
+from grm_jax.models.scalar_head import head_scores, init_head_params
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import pad_rows
@@ -98,11 +98,11 @@ def item_sequences(model, examples: Sequence[PreferenceExample], max_len: int) -
   return out, cut
 
 
-def score_items(model, params, seqs: Sequence[Sequence[Sequence[int]]], batch_size: int, mesh, rules,
+def score_items(model, params, seqs: Sequence[Sequence[Sequence[int]]], batch_size: int,
                 max_len: int) -> list[np.ndarray]:
   """The scalar of every response: one float32 [n_i] per item."""
   flat = [s for row in seqs for s in row]
-  scores = sequence_logits(model, params, flat, batch_size, mesh, rules, max_len)
+  scores = score_sequences(model, params, flat, batch_size, max_len)
   bounds = np.cumsum([0] + [len(row) for row in seqs])
   return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
@@ -134,19 +134,19 @@ def pair_metrics(scores: Sequence[np.ndarray], examples: Sequence[PreferenceExam
 # Training.
 
 
-def bt_loss_fn(cfg, mesh, rules):
+def bt_loss_fn(cfg):
   """Scores every response of a batch of items as one [B * n_max, T] forward, then the pairs within each item."""
 
   def loss_fn(params, mb):
     b, n, t = mb["tokens"].shape
-    scores = meta_scores(cfg, params, mb["tokens"].reshape(b * n, t), mb["mask"].reshape(b * n, t), mesh, rules)
+    scores = head_scores(cfg, params, mb["tokens"].reshape(b * n, t), mb["mask"].reshape(b * n, t))
     return losses.bradley_terry_loss(scores.reshape(b, n), mb["rewards"], mb["valid"])
 
   return loss_fn
 
 
-def train(model, params, seqs, examples: Sequence[PreferenceExample], group, out_dir: str, seed: int, mesh=None,
-          rules=(), progress: bool = True, donate: bool = False) -> tuple[Any, list[dict]]:
+def train(model, params, seqs, examples: Sequence[PreferenceExample], group, out_dir: str, seed: int,
+          progress: bool = True, donate: bool = False) -> tuple[Any, list[dict]]:
   """Bradley–Terry training on items (`seqs[i]`: the token ids of item i's responses); (params, history)."""
   n_max = max(len(row) for row in seqs)
   max_len = int(group.max_len)
@@ -162,25 +162,24 @@ def train(model, params, seqs, examples: Sequence[PreferenceExample], group, out
       tokens[row], mask[row] = t, m
     return {"tokens": tokens, "mask": mask, "rewards": rewards[idx], "valid": valid[idx]}
 
-  rules = tuple(rules) if mesh is not None else ()
-  return fit(name="btrm", params=params, loss_fn=bt_loss_fn(model.config, mesh, rules), make_batch=make_batch,
+  return fit(name="btrm", params=params, loss_fn=bt_loss_fn(model.config), make_batch=make_batch,
              num_rows=len(seqs), settings=FitConfig.from_config(group, "btrm"), out_dir=out_dir, seed=seed,
-             mesh=mesh, rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
+             compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------
 # Evaluation.
 
 
-def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], config, batch_size: int, mesh,
-                   rules) -> dict[str, dict[str, Any]]:
+def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], config,
+                   batch_size: int) -> dict[str, dict[str, Any]]:
   """Each data set's official metrics with each response's scalar as its vote (k = 1: one score per response)."""
   key = jax.random.PRNGKey(int(config.seed))  # the eval stage's tie-break key
   max_len = int(config.btrm.max_len)
   out = {}
   for name, examples in datasets.items():
     seqs, cut = item_sequences(model, examples, max_len)
-    votes = [v.astype(np.float64) for v in score_items(model, params, seqs, batch_size, mesh, rules, max_len)]
+    votes = [v.astype(np.float64) for v in score_items(model, params, seqs, batch_size, max_len)]
     bench = metrics_lib.benchmark_of(name)
     values = metrics_lib.score_benchmark(bench, examples, votes, key)
     official = metrics_lib.official_metric(bench, values)
@@ -217,19 +216,18 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
                      f"{config.data.train!r} ({train_counts})")
   datasets = common.eval_items(config)  # loaded before the model: a missing benchmark fails in seconds
 
-  mesh, rules = common.make_mesh(config)
   name = bc.init or config.model.name
-  model = common.load_base(config, mesh, rules, name=name)
+  model = common.load_base(config, name=name)
   train_seqs, train_cut = item_sequences(model, train_items, max_len)
   test_seqs, test_cut = item_sequences(model, test_items, max_len)
   counts = {"train": {**train_counts, "truncated": train_cut}, "heldout": {**test_counts, "truncated": test_cut}}
 
-  params = init_meta_params(model.params, model.config.hidden_size)
+  params = init_head_params(model.params, model.config.hidden_size)
   batch = max(1, int(bc.batch_size) // int(bc.micro_batches)) * max(len(r) for r in train_seqs)  # a micro-batch
-  before = pair_metrics(score_items(model, params, test_seqs, batch, mesh, rules, max_len), test_items)
+  before = pair_metrics(score_items(model, params, test_seqs, batch, max_len), test_items)
   # The state takes over the decoder's buffers (model.params is not read again).
-  params, history = train(model, params, train_seqs, train_items, bc, out, int(config.seed), mesh, rules, donate=True)
-  after = pair_metrics(score_items(model, params, test_seqs, batch, mesh, rules, max_len), test_items)
+  params, history = train(model, params, train_seqs, train_items, bc, out, int(config.seed), donate=True)
+  after = pair_metrics(score_items(model, params, test_seqs, batch, max_len), test_items)
   logging.info("btrm: held-out pair accuracy %s -> %s (%d pairs)", before["accuracy"], after["accuracy"],
                after["pairs"])
   save_params(os.path.join(out, "final"), params)
@@ -240,7 +238,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
     "counts": counts, "before": before, "after": after, "steps": len(history),
     "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None})
 
-  per_dataset = evaluate_items(model, params, datasets, config, batch, mesh, rules)
+  per_dataset = evaluate_items(model, params, datasets, config, batch)
   # The item selection (seed, eval settings) as the eval stage records it, so a comparison can check the items.
   selection = {"seed": int(config.seed), "eval": config.eval.to_dict()}
   results = {"model": name, "policy": "btrm", "config": selection, "datasets": per_dataset,

@@ -1,5 +1,5 @@
-"""What the stages share: the one stage protocol (`run_stage`, `cached`), the mesh and model from config, training
-items, evaluation items.
+"""What the stages share: the one stage protocol (`run_stage`, `cached`), the mesh scope and model from config,
+training items, evaluation items.
 
 Workdir layout (one folder per stage, written only by that stage):
   config.json                 the resolved config of the last run
@@ -17,13 +17,14 @@ Workdir layout (one folder per stage, written only by that stage):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -36,33 +37,38 @@ from grm_jax.data.registry import load_dataset, load_mixture
 from grm_jax.judges import synthetic_critic, trajectories
 
 
-def make_mesh(config) -> tuple[Any, tuple]:
-  """The mesh from `config.mesh` (None on a single device: plain jit) and the logical-axis rules."""
-  rules = tuple(tuple(r) for r in config.mesh.rules)
-  if jax.device_count() == 1:
-    return None, rules
-  return parallel.make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}), rules
+@contextlib.contextmanager
+def mesh_scope(config) -> Iterator[Any]:
+  """`parallel.use_mesh` of the mesh from `config.mesh` (none on a single device, or for a config without a mesh
+  group: plain jit) and its logical-axis rules; yields the mesh. `run_stage` runs every stage's work inside it, so
+  the models a stage loads and the programs it builds are sharded by it."""
+  if "mesh" not in config or jax.device_count() == 1:
+    with parallel.use_mesh(None) as mesh:
+      yield mesh
+    return
+  m = config.mesh
+  with parallel.use_mesh(parallel.make_mesh({"data": m.data, "fsdp": m.fsdp, "tensor": m.tensor}), m.rules) as mesh:
+    yield mesh
 
 
-def load_base(config, mesh=None, rules=parallel.DEFAULT_RULES, name: str | None = None) -> models.Model:
+def load_base(config, name: str | None = None) -> models.Model:
+  """`config.model` (or the checkpoint `name` with its dtypes) on the current mesh scope."""
   return models.load(
     name or config.model.name,
     dtype=config.model.dtype,
     param_dtype=config.model.param_dtype,
-    mesh=mesh,
-    rules=rules,
     remat=bool(config.model.remat),
   )
 
 
-def judge_with(config, spec: str, model, mesh=None, rules=(), critic_noise: float = 0.0):
+def judge_with(config, spec: str, model, critic_noise: float = 0.0):
   """(judge, model to pass it) for a sampler named `spec`: the model being trained (""), the rule-based critic of the
   built-in synthetic data ("synthetic-critic", wrong with chance `critic_noise`; it needs no model), or another
   checkpoint (a `models.load` spec, e.g. RFT's teacher or the RL-data filter's small judge) loaded with
   `config.model`'s dtypes. The judge takes `judges.judge`'s arguments: (model, examples, sampling, hint=...)."""
   if spec == "synthetic-critic":
     return functools.partial(_critic, noise=critic_noise), None
-  return judges.judge, (model if not spec else load_base(config, mesh, rules, name=spec))
+  return judges.judge, (model if not spec else load_base(config, name=spec))
 
 
 def _critic(_, examples, sampling: judges.Sampling, *, hint: bool = False, noise: float):
@@ -217,8 +223,9 @@ def run_stage(config, workdir: str, name: str, work: Callable[[str], dict[str, A
   Inputs are the config groups `keys` and the done markers of the `upstream` stages of this workdir whose outputs
   the stage reads, so a stage whose input was made again runs again. If `<workdir>/<name>/done.json` holds the same
   fingerprint, nothing runs: the marker's info is returned (or `reuse(stage folder, info)`). Otherwise
-  `work(stage folder)` runs (it resumes from its own checkpoints and cached steps when a previous run was cut) and
-  returns the info to record; the marker is written last, so its presence means every output is there.
+  `work(stage folder)` runs inside the config's mesh scope (`mesh_scope`; it resumes from its own checkpoints and
+  cached steps when a previous run was cut) and returns the info to record; the marker is written last, so its
+  presence means every output is there.
   """
   out = stage_dir(workdir, name)
   key = fingerprint(config, *keys, upstream=upstream_fingerprints(workdir, upstream))
@@ -228,7 +235,8 @@ def run_stage(config, workdir: str, name: str, work: Callable[[str], dict[str, A
     return reuse(out, done) if reuse is not None else done
   _forget_other_inputs(out, name, key)
   start = time.perf_counter()
-  info = work(out)
+  with mesh_scope(config):
+    info = work(out)
   write_done(out, {"fingerprint": key, **{k: v for k, v in dict(info).items() if k not in ("fingerprint", "seconds")},
                    "seconds": round(time.perf_counter() - start, 1)})
   return reuse(out, read_done(out)) if reuse is not None else read_done(out)

@@ -51,7 +51,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from grm_jax import files, grm, judges
+from grm_jax import files, grm, judges, parallel
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report, stats
@@ -80,9 +80,9 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def load_model(config: Any) -> Any:
-  """`models.load` of `config.model`, sharded over a mesh from `config.mesh` when more than one device is present."""
-  mesh, rules = common.make_mesh(config)
-  return common.load_base(config, mesh, rules)
+  """`models.load` of `config.model`, sharded over the stage's mesh scope (`common.mesh_scope`: a mesh from
+  `config.mesh` when more than one device is present)."""
+  return common.load_base(config)
 
 
 def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tuple[Any, Any, int]:
@@ -91,8 +91,8 @@ def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tupl
   path = os.fspath(config.eval.meta_model)
   if not os.path.isabs(path) and not files.is_remote(path) and files.isdir(os.path.join(os.fspath(workdir), path)):
     path = os.path.join(os.fspath(workdir), path)
-  meta_model, params = load_meta_rm(path, mesh=model.mesh, rules=tuple(config.mesh.rules),
-                                           dtype=config.model.dtype)
+  with parallel.use_mesh(model.mesh, config.mesh.rules):
+    meta_model, params = load_meta_rm(path, dtype=config.model.dtype)
   logging.info("eval: loaded meta RM %s", path)
   return meta_model, params, meta_max_len(path)
 
@@ -347,7 +347,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     logging.info("eval: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
     j = judge(model, examples, config)
     judged[name] = (examples, j)
-    meta = (judgement_logits(meta_rm, examples, j, int(config.eval.meta_batch_size), tuple(config.mesh.rules))
+    meta = (judgement_logits(meta_rm, examples, j, int(config.eval.meta_batch_size))
             if meta_rm is not None else None)
     if meta is not None:
       metas[name] = meta

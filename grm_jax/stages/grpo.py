@@ -73,12 +73,12 @@ class NothingToLearn(StageStopped):
   """The RL-data filter dropped every training item."""
 
 
-def filter_items(config, items, out: str, mesh=None, rules_=()) -> tuple[list, dict[str, Any]]:
+def filter_items(config, items, out: str) -> tuple[list, dict[str, Any]]:
   """(kept items, filter summary): items the filter judge gets right in fewer than all `filter.samples` samples."""
   f = config.grpo.filter
 
   def make() -> dict[str, Any]:
-    judge, model = common.judge_with(config, str(f.judge), None, mesh, rules_, float(f.critic_noise))
+    judge, model = common.judge_with(config, str(f.judge), None, float(f.critic_noise))
     j = judge(model, items, judges.Sampling.from_config(config, "grpo.filter.sampling", "rl_filter"))
     del model
     right = trajectories.correctness(j, items).sum(axis=1)
@@ -122,14 +122,13 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
 
 def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   g = config.grpo
-  mesh, rules_ = common.make_mesh(config)
   items = common.training_items(config, "train")
   if not items:
     raise ValueError("config data.train: no training items")
   filtered = None
   if str(g.filter.judge):
-    items, filtered = filter_items(config, items, out, mesh, rules_)
-  model = common.load_base(config, mesh, rules_)
+    items, filtered = filter_items(config, items, out)
+  model = common.load_base(config)
   start = initial_params(config, workdir, model)
   gc = GrpoConfig.from_config(g)
   ref = reference_params(model.config, start, gc)
@@ -139,7 +138,7 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   state = init_state(start, optimizer, donate=True)
   model = common.with_params(model, None)
   del start
-  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule, mesh, rules_), ref,
+  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule), ref,
                   RolloutLog(os.path.join(out, "rollouts.jsonl")))
   state, _ = run_loop(name="grpo", state=state, step_fn=step, num_steps=int(g.steps), out_dir=out,
                       save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress,

@@ -48,8 +48,9 @@ from grm_jax.data.example import PreferenceExample
 from grm_jax.eval.metrics import roc_auc
 from grm_jax.eval.stats import auc_standard_error
 from grm_jax.judges import trajectories
-from grm_jax.judges.meta_rm import meta_sequence, sequence_depth_states, sequence_logits
-from grm_jax.models.scalar_head import init_meta_params, meta_scores, truncate
+from grm_jax.judges.meta_rm import meta_sequence
+from grm_jax.judges.scalar_rm import score_sequences, sequence_depth_states
+from grm_jax.models.scalar_head import head_scores, init_head_params, truncate
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import pad_rows
@@ -96,9 +97,9 @@ def heldout_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 # Training.
 
 
-def bce_loss_fn(cfg, mesh, rules):
+def bce_loss_fn(cfg):
   def loss_fn(params, mb):
-    logits = meta_scores(cfg, params, mb["tokens"], mb["mask"], mesh, rules)
+    logits = head_scores(cfg, params, mb["tokens"], mb["mask"])
     return losses.bce_loss(logits, mb["label"], mb["weight"])
 
   return loss_fn
@@ -120,8 +121,8 @@ def row_weights(labels: np.ndarray, balance: bool) -> np.ndarray:
   return np.where(labels, w_pos, w_neg).astype(np.float32)
 
 
-def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: int, mesh=None, rules=(),
-          progress: bool = True, donate: bool = False) -> tuple[Any, list[dict]]:
+def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: int, progress: bool = True,
+          donate: bool = False) -> tuple[Any, list[dict]]:
   """BCE on (sequence, label) rows for `group.epochs` passes in batches of `group.batch_size`; (params, history).
   `donate`: the train state takes over `params`' buffers (deleted afterwards; no second copy on device)."""
   labels = np.asarray(train_labels, bool)
@@ -136,10 +137,9 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
     return {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
             "weight": weights[idx]}
 
-  rules = tuple(rules) if mesh is not None else ()
-  return fit(name="metarm", params=params, loss_fn=bce_loss_fn(model.config, mesh, rules), make_batch=make_batch,
+  return fit(name="metarm", params=params, loss_fn=bce_loss_fn(model.config), make_batch=make_batch,
              num_rows=len(train_seqs), settings=FitConfig.from_config(group, "metarm"), out_dir=out_dir, seed=seed,
-             mesh=mesh, rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress)
+             compute_dtype=model.config.dtype, donate=donate, progress=progress)
 
 
 def probe_depths(text: str, num_layers: int) -> list[int]:
@@ -179,8 +179,7 @@ def choose_probe(states: np.ndarray, labels: np.ndarray, folds: np.ndarray, dept
   return {**best, "folds": int(len(np.unique(folds))), "table": table}
 
 
-def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group, mesh=None, rules=()) -> tuple[Any, Any,
-                                                                                                       dict]:
+def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group) -> tuple[Any, Any, dict]:
   """The meta RM as a logistic probe on frozen decoder states: one forward pass over the training rows gives the
   head input at every candidate depth; `choose_probe` picks (depth, L2) by item-fold cross-validation; the head is
   fitted on all rows there and the decoder cut to that depth. Returns (cut model, meta RM params, the choice)."""
@@ -189,14 +188,14 @@ def fit_probe(model, seqs, labels: np.ndarray, folds: np.ndarray, group, mesh=No
   if labels.all() or not labels.any():  # nothing to separate: a neutral meta RM (every logit 0), said loudly
     logging.warning("metarm: every training judgement is %s; the probe keeps a zero head",
                     "right" if labels.all() else "wrong")
-    return model, init_meta_params(model.params, model.config.hidden_size), {
+    return model, init_head_params(model.params, model.config.hidden_size), {
       "depth": model.config.num_layers, "l2": None, "cv_auc": float("nan"), "folds": 0, "table": []}
-  states = sequence_depth_states(model, seqs, int(group.batch_size), mesh, rules, int(group.max_len), depths)
+  states = sequence_depth_states(model, seqs, int(group.batch_size), int(group.max_len), depths)
   choice = choose_probe(states, labels, folds, depths, [float(x) for x in group.probe_l2], bool(group.class_balance))
   di = depths.index(choice["depth"])
   kernel, bias = fit_logistic(states[:, di], labels, row_weights(labels, bool(group.class_balance)), choice["l2"])
   cut = truncate(model, choice["depth"])
-  params = init_meta_params(cut.params, model.config.hidden_size)
+  params = init_head_params(cut.params, model.config.hidden_size)
   head = {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)}
   params["head"] = jax.tree.map(lambda old, new: jax.device_put(new, old.sharding), params["head"], head)
   logging.info("metarm: probe at depth %d of %d, L2 %g: cross-validated AUC %.4f", choice["depth"],
@@ -271,14 +270,13 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def _run(config, workdir: str, out: str) -> dict[str, Any]:
   mc = config.metarm
-  mesh, rules = common.make_mesh(config)
-  base = common.load_base(config, mesh, rules)
+  base = common.load_base(config)
   rows = collect_samples(config, base, workdir, out)
   meta_name = config.model.name if mc.init in ("", "policy") else mc.init
   if mc.init == "policy":  # the policy's own states: it read these judgements as it wrote them
     meta_model = policy_model(config, base, workdir)
   else:
-    meta_model = base if meta_name == config.model.name else common.load_base(config, mesh, rules, name=meta_name)
+    meta_model = base if meta_name == config.model.name else common.load_base(config, name=meta_name)
   del base  # the GRM's weights are not needed past sampling (when the meta RM starts from another model)
 
   max_len = int(mc.max_len)
@@ -311,19 +309,19 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
 
   batch = int(mc.batch_size)
   ho_seqs = [seqs[i] for i in ho]
-  # The untrained meta RM is neutral by construction (a zero head scores every judgement 0: `init_meta_params`).
+  # The untrained meta RM is neutral by construction (a zero head scores every judgement 0: `init_head_params`).
   before = heldout_metrics(np.zeros(len(ho)), labels_a[ho])
   probe = None
   if mc.method == "probe":
     folds = np.array([item_fold(*items[i], int(mc.probe_folds)) for i in tr])
-    meta_model, params, probe = fit_probe(meta_model, [seqs[i] for i in tr], labels_a[tr], folds, mc, mesh, rules)
+    meta_model, params, probe = fit_probe(meta_model, [seqs[i] for i in tr], labels_a[tr], folds, mc)
     history = []
   else:
-    params = init_meta_params(meta_model.params, meta_model.config.hidden_size)
+    params = init_head_params(meta_model.params, meta_model.config.hidden_size)
     # The meta RM's state takes over its decoder's buffers (those of meta_model.params, not read again).
-    params, history = train(meta_model, params, [seqs[i] for i in tr], labels_a[tr], mc, out, int(config.seed), mesh,
-                            rules, donate=True)
-  after = heldout_metrics(sequence_logits(meta_model, params, ho_seqs, batch, mesh, rules, max_len), labels_a[ho])
+    params, history = train(meta_model, params, [seqs[i] for i in tr], labels_a[tr], mc, out, int(config.seed),
+                            donate=True)
+  after = heldout_metrics(score_sequences(meta_model, params, ho_seqs, batch, max_len), labels_a[ho])
   logging.info("metarm: held-out AUC %.4f -> %.4f, accuracy %.4f -> %.4f", before["auc"], after["auc"],
                before["accuracy"], after["accuracy"])
   metrics = {"before": before, "after": after, "counts": counts, "method": str(mc.method), "init": str(mc.init),

@@ -60,11 +60,11 @@ def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple
   return prompt, trajectories.completion_ids(model, completion, True)
 
 
-def sample(config, model, examples, out_dir: str, mesh=None, rules=()) -> dict[str, Any]:
+def sample(config, model, examples, out_dir: str) -> dict[str, Any]:
   """Step 1: judge, filter, write the judgements and the accepted trajectories; returns the statistics (which the
   stage stores in stats.json, the marker of this step)."""
   rc = config.rft
-  judge, sampler_model = common.judge_with(config, str(rc.sampler), model, mesh, rules, float(rc.critic_noise))
+  judge, sampler_model = common.judge_with(config, str(rc.sampler), model, float(rc.critic_noise))
   sampling = judges.Sampling.from_config(config, "rft.sampling", "rft")
   j = judge(sampler_model, examples, sampling)
   correct = trajectories.correctness(j, examples)
@@ -187,11 +187,11 @@ def mix_general(sequences: list, general: list, fraction: float, seed: int) -> l
   return list(sequences) + [general[i] for i in rng.choice(len(general), size=min(want, len(general)), replace=False)]
 
 
-def sft_loss_fn(cfg, config_group, mesh, rules):
+def sft_loss_fn(cfg, config_group):
   """NLL of the judgement tokens (`loss_mask`) under `config_group.loss_agg`, plus entropy and token count."""
 
   def loss_fn(params, mb):
-    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], mesh=mesh, rules=rules)
+    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"])
     loss = losses.nll_loss(logp, mb["loss_mask"], mode=config_group.loss_agg)
     return loss, {"entropy": losses.aggregate(ent, mb["loss_mask"], "token_mean"),
                   "tokens": losses.Weighted(mb["loss_mask"].sum(), 1.0)}
@@ -199,8 +199,7 @@ def sft_loss_fn(cfg, config_group, mesh, rules):
   return loss_fn
 
 
-def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=True, donate: bool = False,
-        on_step=None):
+def sft(model, sequences, group, out_dir: str, seed: int, progress=True, donate: bool = False, on_step=None):
   """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history).
   `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device).
   `on_step`: the held-out check (`common.heldout_check`)."""
@@ -212,10 +211,9 @@ def sft(model, sequences, group, out_dir: str, seed: int, mesh, rules, progress=
                     max_len=int(group.max_len), length=length)
     return batch
 
-  return fit(name="rft/sft", params=model.params, loss_fn=sft_loss_fn(model.config, group, mesh, rules),
-             make_batch=make_batch, num_rows=len(sequences),
-             settings=FitConfig.from_config(group, "rft"), out_dir=out_dir, seed=seed, mesh=mesh,
-             rules=rules, compute_dtype=model.config.dtype, donate=donate, progress=progress, on_step=on_step)
+  return fit(name="rft/sft", params=model.params, loss_fn=sft_loss_fn(model.config, group), make_batch=make_batch,
+             num_rows=len(sequences), settings=FitConfig.from_config(group, "rft"), out_dir=out_dir, seed=seed,
+             compute_dtype=model.config.dtype, donate=donate, progress=progress, on_step=on_step)
 
 
 class TooFewAccepted(StageStopped):
@@ -240,10 +238,9 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 
 def _run(config, out: str) -> dict[str, Any]:
-  mesh, rules = common.make_mesh(config)
-  model = common.load_base(config, mesh, rules)
+  model = common.load_base(config)
   stats = common.cached(os.path.join(out, "stats.json"), config,
-                        lambda: sample(config, model, common.training_items(config, "train"), out, mesh, rules),
+                        lambda: sample(config, model, common.training_items(config, "train"), out),
                         keys=SAMPLING_KEYS)
   accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
   if len(accepted) < int(config.rft.min_accepted):
@@ -257,7 +254,7 @@ def _run(config, out: str) -> dict[str, Any]:
   history = []
   params = model.params
   if sequences:
-    params, _ = sft(model, sequences, config.rft, out, int(config.seed), mesh, rules, donate=True,
+    params, _ = sft(model, sequences, config.rft, out, int(config.seed), donate=True,
                     on_step=common.heldout_check(config, "rft", model))
     history = files.read_jsonl(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:

@@ -78,11 +78,12 @@ def num_steps(num_rows: int, epochs: float, batch_size: int, steps: int = 0) -> 
 
 
 def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.ndarray], Mapping[str, np.ndarray]],
-        num_rows: int, settings: FitConfig, out_dir: str, seed: int, mesh=None, rules=(),
-        compute_dtype: str | None = None, donate: bool = False, progress: bool = True,
+        num_rows: int, settings: FitConfig, out_dir: str, seed: int, compute_dtype: str | None = None,
+        donate: bool = False, progress: bool = True,
         on_step: Callable[[Any, int], Mapping[str, float]] | None = None) -> tuple[Any, list[dict]]:
   """Trains `params` on `num_rows` rows for `settings.steps` (or `epochs`); returns (params, metrics of the steps run
-  now). `donate`: the train state takes over the params' buffers (deleted afterwards; no second copy on the device).
+  now), its batches placed on the current mesh. `donate`: the train state takes over the params' buffers (deleted
+  afterwards; no second copy on the device).
   `on_step(params, step)`: more metrics of that step from the updated params (a held-out probe), logged with it."""
   s = settings
   steps = num_steps(num_rows, s.epochs, s.batch_size, s.steps)
@@ -91,7 +92,7 @@ def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.nda
 
   def step_fn(state, step):
     batch = make_batch(batch_indices(num_rows, s.batch_size, step, seed))
-    state, metrics = train_step(state, place_batch(split_micro_batches(batch, s.micro_batches), mesh, rules))
+    state, metrics = train_step(state, place_batch(split_micro_batches(batch, s.micro_batches)))
     return state, ({**metrics, **on_step(state.params, step)} if on_step is not None else metrics)
 
   state = init_state(params, optimizer, donate=donate)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grm_jax import parallel
 from grm_jax.models import weights
 from grm_jax.train import losses, settings
 from grm_jax.train.batching import pack
@@ -28,14 +29,15 @@ from grm_jax.train.logprobs import token_logprobs
 from grm_jax.train.step import make_train_step, place_batch, split_micro_batches
 
 
-def _logp_program(cfg, temperature: float, mesh, rules):
+def _logp_program(cfg, temperature: float):
+  """jit(params, batch [M, b, T]) -> log-probs [M, b, T], bound to the current mesh scope."""
   def run(params, batch):
     def body(_, mb):
-      return None, token_logprobs(cfg, params, mb["tokens"], mb["mask"], temperature, mesh=mesh, rules=rules)[0]
+      return None, token_logprobs(cfg, params, mb["tokens"], mb["mask"], temperature)[0]
 
     return jax.lax.scan(body, None, {"tokens": batch["tokens"], "mask": batch["mask"]})[1]
 
-  return jax.jit(run)
+  return parallel.bound(jax.jit(run))
 
 
 @dataclasses.dataclass
@@ -118,11 +120,11 @@ def reference_params(cfg, params, grpo: GrpoConfig):
 
 
 class GrpoUpdater:
-  """Holds the compiled programs of one GRPO configuration (`GrpoConfig`)."""
+  """Holds the compiled programs of one GRPO configuration (`GrpoConfig`), on the mesh scope it is made in."""
 
-  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule, mesh=None, rules=()):
-    self.cfg, self.g, self.mesh, self.rules = cfg, g, mesh, rules
-    self.logp = _logp_program(cfg, g.temperature, mesh, rules)
+  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule):
+    self.cfg, self.g, self.scope = cfg, g, parallel.scope()
+    self.logp = _logp_program(cfg, g.temperature)
     # One inner update: old log-probs are the loss's own forward, detached (no separate pass). A test turns this off
     # to check both paths give the same update.
     self.detached_old = g.inner_updates == 1
@@ -130,8 +132,7 @@ class GrpoUpdater:
 
   def _loss_fn(self, params, mb):
     g = self.g
-    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature, mesh=self.mesh,
-                               rules=self.rules)
+    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature)
     old = mb.get("old_logp")
     extra = {}
     if old is None:  # one inner update: the params that sampled are these params
@@ -162,7 +163,8 @@ class GrpoUpdater:
                     values={"sampler_logp": sampler_logp, "sampler_mask": [[1.0] * len(lp) for lp in sampler_logp]})
     batch["advantages"] = adv.astype(np.float32)
     micro = g.micro_batches
-    dev = place_batch(split_micro_batches(batch, micro), self.mesh, self.rules)
+    with parallel.use_mesh(*self.scope):
+      dev = place_batch(split_micro_batches(batch, micro))
     train = {k: dev[k] for k in ("tokens", "mask", "loss_mask", "advantages")}
     diagnostics = {}
     if self.detached_old:

@@ -16,8 +16,7 @@ from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import hidden_states, output_logits
 
 
-def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float = 1.0, chunk: int = 256, mesh=None,
-                  rules=()):
+def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float = 1.0, chunk: int = 256):
   """log p(targets[:, t] | hidden[:, t]) and the entropy at each position, both float32 [B, T].
 
   `hidden[:, t]` is the state after reading token t, so callers pass `targets = tokens[:, 1:]` with
@@ -37,7 +36,7 @@ def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float 
 
   @jax.checkpoint
   def one(h, tgt):
-    logits = output_logits(cfg, h, embed, lm_head, mesh, rules) * inv_t
+    logits = output_logits(cfg, h, embed, lm_head) * inv_t
     logz = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0]
     probs = jnp.exp(logits - logz[..., None])
@@ -53,12 +52,11 @@ def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float 
   return logp, ent
 
 
-def token_logprobs(cfg: ModelConfig, params, tokens, mask, temperature: float = 1.0, chunk: int = 256, mesh=None,
-                   rules=()):
+def token_logprobs(cfg: ModelConfig, params, tokens, mask, temperature: float = 1.0, chunk: int = 256):
   """Log-prob of each token given the ones before it, [B, T] float32 (position 0 gets 0), and the entropy of the
   distribution that predicted it. Rows may be padded on either side; padded positions carry garbage that the
-  caller's loss mask removes."""
-  hidden = hidden_states(cfg, params, tokens, mask, mesh, rules)
-  logp, ent = head_logprobs(cfg, params, hidden[:, :-1], tokens[:, 1:], temperature, chunk, mesh, rules)
+  caller's loss mask removes. Activations are constrained by the mesh scope it is traced in."""
+  hidden = hidden_states(cfg, params, tokens, mask)
+  logp, ent = head_logprobs(cfg, params, hidden[:, :-1], tokens[:, 1:], temperature, chunk)
   zeros = jnp.zeros((tokens.shape[0], 1), jnp.float32)
   return jnp.concatenate([zeros, logp], axis=1), jnp.concatenate([zeros, ent], axis=1)

@@ -5,7 +5,8 @@ A stage supplies a loss function `loss_fn(params, micro_batch) -> (Weighted loss
 unreduced *sum* and its denominator separately, and divides once at the end. So M micro-batches of any lengths
 give the same update as one batch: token-mean over the whole optimizer step stays exact (the bug
 TRL #2995 / #3021 shipped). Params and optimizer state keep the shardings the params were created with (fsdp);
-the batch is placed with its row axis over data x fsdp (`place_batch`).
+the batch is placed with its row axis over data x fsdp of the current mesh (`place_batch`). The step is bound to the
+mesh scope it was made in (`parallel.bound`): its loss traces with that scope's shardings whoever calls it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from grm_jax import parallel
 from grm_jax.models.weights import compute_copy
@@ -88,6 +89,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
   every weight to that dtype before use anyway, so this is the same gradient; it saves holding a float32 gradient
   per micro-batch beside the accumulator (a third of a 1.5B model's step memory on one device).
 
+  The step runs under the mesh scope current when it is made (`parallel.bound`), whatever scope calls (or lowers) it.
+
   Returned metrics (float32 scalars): "loss" (the step's exact aggregated loss), every metric of `loss_fn` as its
   exact value over all micro-batches, "grad_norm" (before clipping), "learning_rate", "<name>/weight" for the
   loss denominator (tokens or sequences counted), and "skipped": 1 when the loss or the gradient norm was not finite
@@ -134,7 +137,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
       out["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
     return new, out
 
-  return jax.jit(step, donate_argnums=(0,) if donate else ())
+  return parallel.bound(jax.jit(step, donate_argnums=(0,) if donate else ()))
 
 
 def _has_named(x) -> bool:
@@ -153,11 +156,12 @@ def split_micro_batches(batch: Mapping[str, np.ndarray], micro_batches: int) -> 
   return out
 
 
-def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh | None, rules) -> dict[str, jax.Array]:
-  """Host [M, b, ...] arrays -> global arrays with the row axis b over data x fsdp (replicated without a mesh)."""
-  if mesh is None:
+def place_batch(batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+  """Host [M, b, ...] arrays -> global arrays with the row axis b over data x fsdp of the current mesh (one device
+  without a mesh)."""
+  if parallel.current_mesh() is None:
     return {k: jnp.asarray(v) for k, v in batch.items()}
-  return {k: parallel.shard_batch(np.asarray(v), mesh, rules, names=BATCH_NAMES) for k, v in batch.items()}
+  return {k: parallel.shard_batch(np.asarray(v), names=BATCH_NAMES) for k, v in batch.items()}
 
 
 # Logical names of a step's [M, b, ...] batch arrays: micro-batches in sequence, rows over data x fsdp.

@@ -67,7 +67,8 @@ def test_sft_step_shards_params_and_moments_by_the_rules_and_memory_adds_up(plan
   state_in = compiled.input_shardings[0][0]
   params = plan.params()
   _, names = __import__("grm_jax.models.weights", fromlist=["x"]).abstract_params(plan.cfg)
-  want = parallel.tree_shardings(names, params, plan.mesh, plan.rules)
+  with plan.scope():
+    want = parallel.tree_shardings(names, params)
   got_params = state_in.params
   for w, g, a in zip(jax.tree.leaves(want), jax.tree.leaves(got_params), jax.tree.leaves(params), strict=True):
     assert w.is_equivalent_to(g, len(a.shape)), (w, g)
@@ -158,8 +159,9 @@ def _loop_free_forward_flops(cfg, mesh, rules, rows, length):
   plan = programs.Plan(None, cfg, mesh, rules, 0)
   params = plan.params()
   tokens = plan.array((rows, length), jnp.int32, ("activation_batch",))
-  fn = jax.jit(lambda p, t: token_logprobs(cfg, p, t, jnp.ones(t.shape, bool), mesh=mesh, rules=rules)[0])
-  return float(fn.lower(params, tokens).compile().cost_analysis()["flops"])
+  fn = jax.jit(lambda p, t: token_logprobs(cfg, p, t, jnp.ones(t.shape, bool))[0])
+  with plan.scope():
+    return float(fn.lower(params, tokens).compile().cost_analysis()["flops"])
 
 
 def test_analytic_flops_match_xla_on_a_loop_free_program():
@@ -196,8 +198,8 @@ def test_abstract_state_matches_init_state():
   from grm_jax.train.optimizer import make_optimizer  # noqa: PLC0415
   from grm_jax.train.step import init_state  # noqa: PLC0415
 
-  mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
-  model = models.from_config(tiny("llama"), mesh=mesh)
+  with parallel.use_mesh(parallel.make_mesh({"fsdp": 4, "tensor": 2})):
+    model = models.from_config(tiny("llama"))
   optimizer, _ = make_optimizer(optim(1e-3), 10)
   real = init_state(model.params, optimizer)
   abstract = abstract_state(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),

@@ -31,9 +31,9 @@ def grpo_config(**kw):
 
 
 def test_reference_is_absent_at_beta_zero_and_owns_its_buffers():
-  mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
   cfg = tiny("llama")  # f32 compute: the reference is a plain copy
-  model = models.from_config(cfg, mesh=mesh)
+  with parallel.use_mesh(parallel.make_mesh({"fsdp": 4, "tensor": 2})):
+    model = models.from_config(cfg)
   assert reference_params(cfg, model.params, grpo_config(beta=0.0)) is None
   ref = reference_params(cfg, model.params, grpo_config(beta=0.08))
   for p, r in zip(jax.tree.leaves(model.params), jax.tree.leaves(ref), strict=True):
@@ -42,19 +42,19 @@ def test_reference_is_absent_at_beta_zero_and_owns_its_buffers():
 
 
 def test_sampler_keeps_weights_whole_over_fsdp_and_split_over_tensor():
-  mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
   cfg = tiny("llama")
-  shardings = sampling_shardings(cfg, mesh, parallel.DEFAULT_RULES)
+  with parallel.use_mesh(parallel.make_mesh({"fsdp": 4, "tensor": 2}), parallel.DEFAULT_RULES):
+    shardings = sampling_shardings(cfg)
+    train = weights.param_shardings(cfg)["layers"]["attn"]["q"].spec
   q = shardings["layers"]["attn"]["q"].spec  # [layers, embed, heads, head_dim]
   assert "fsdp" not in jax.tree.leaves(tuple(q)) and "tensor" in jax.tree.leaves(tuple(q))
-  train = weights.param_shardings(cfg, mesh)["layers"]["attn"]["q"].spec
   assert "fsdp" in jax.tree.leaves(tuple(train))
 
 
 def test_reference_on_host_gives_the_same_log_probs_from_host_memory():
-  mesh = parallel.make_mesh({"fsdp": 4, "tensor": 2})
   cfg = tiny("llama")
-  model = models.from_config(cfg, mesh=mesh)
+  with parallel.use_mesh(parallel.make_mesh({"fsdp": 4, "tensor": 2})):
+    model = models.from_config(cfg)
   ref = reference_params(cfg, model.params, grpo_config(beta=0.08, reference_on_host=True))
   assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(ref.arrays))
   back = ref.on_device()

@@ -468,7 +468,9 @@ def test_sharded_generate_matches_unsharded():
   cfg = models.tiny("llama")
   mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   ref = _rescaled(models.from_config(cfg, seed=0))
-  sharded = _rescaled(models.from_config(cfg, seed=0, mesh=mesh))
+  with parallel.use_mesh(mesh):
+    sharded = _rescaled(models.from_config(cfg, seed=0))
+  assert sharded.mesh is mesh  # generate runs it there, called from outside any scope
   assert any(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(sharded.params))
   for a, b in zip(jax.tree.leaves(ref.params), jax.tree.leaves(sharded.params), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -194,12 +194,12 @@ def test_metarm_at_k_over_http_equals_the_servers_own(smoke_grm):
   import jax.numpy as jnp
 
   from grm_jax import models
-  from grm_jax.models.scalar_head import init_meta_params
+  from grm_jax.models.scalar_head import init_head_params
   from grm_jax.reward import MetaRecipe, chat_frame
   from grm_jax.serve.app import MetaRM
 
   meta_model = models.load("tiny:llama")
-  params = init_meta_params(meta_model.params, meta_model.config.hidden_size)
+  params = init_head_params(meta_model.params, meta_model.config.hidden_size)
   rng = np.random.default_rng(0)
   params["head"] = {"kernel": jnp.asarray(rng.normal(size=meta_model.config.hidden_size), jnp.float32),
                     "bias": jnp.float32(0.3)}

@@ -10,7 +10,7 @@ import pytest
 
 from grm_jax import configs, models
 from grm_jax.data.example import PreferenceExample
-from grm_jax.models.scalar_head import init_meta_params
+from grm_jax.models.scalar_head import init_head_params
 from grm_jax.stages import btrm, common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,11 +46,11 @@ def test_bradley_terry_learns_a_toy_preference(tiny_llama, tmp_path):
   group.update(batch_size=8, epochs=4, max_len=256)
   group.optim.update(learning_rate=3e-3, grad_clip=0.0, schedule="constant", warmup_steps=2)
   group.checkpoint.save_every = 1000
-  params = init_meta_params(tiny_llama.params, tiny_llama.config.hidden_size)
-  before = btrm.pair_metrics(btrm.score_items(tiny_llama, params, test_seqs, 32, None, (), 256), test_items)
+  params = init_head_params(tiny_llama.params, tiny_llama.config.hidden_size)
+  before = btrm.pair_metrics(btrm.score_items(tiny_llama, params, test_seqs, 32, 256), test_items)
   params, history = btrm.train(tiny_llama, params, train_seqs, train_items, group, str(tmp_path), seed=0,
                                progress=False)
-  after = btrm.pair_metrics(btrm.score_items(tiny_llama, params, test_seqs, 32, None, (), 256), test_items)
+  after = btrm.pair_metrics(btrm.score_items(tiny_llama, params, test_seqs, 32, 256), test_items)
   print(f"held-out pairs {after['pairs']}: accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, loss "
         f"{before['loss']:.3f} -> {after['loss']:.3f}; train loss {history[0]['loss']:.3f} -> "
         f"{history[-1]['loss']:.3f}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import eval as eval_experiment
-from grm_jax import judges, models
+from grm_jax import judges, models, parallel
 from grm_jax.data import registry
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
@@ -77,9 +77,10 @@ def config():
 def patched(monkeypatch):
   calls, loads = [], []
 
-  def fake_load(name, dtype="float32", mesh=None, rules=None, **kwargs):
-    loads.append({"name": name, "dtype": dtype, "mesh": mesh})
-    return models.from_config(models.tiny("llama"))
+  def fake_load(name, dtype="float32", **kwargs):
+    loads.append({"name": name, "dtype": dtype, "mesh": parallel.current_mesh()})
+    with parallel.use_mesh(None):  # one device, whatever the stage's mesh
+      return models.from_config(models.tiny("llama"))
 
   monkeypatch.setattr(models, "load", fake_load)
   monkeypatch.setattr(judges, "judge", scripted_judge(calls))
@@ -169,12 +170,13 @@ def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
   """A saved meta RM (tiny model, hand-set head) scores every valid sample; MetaRM@k sits next to Voting@k."""
   import jax.numpy as jnp  # noqa: PLC0415
 
-  from grm_jax.models.scalar_head import init_meta_params  # noqa: PLC0415
+  from grm_jax.models.scalar_head import init_head_params  # noqa: PLC0415
 
   calls = []
 
-  def fake_load(name, dtype="float32", mesh=None, rules=None, **kw):
-    m = models.from_config(models.tiny("llama"), eos_ids=(0,))
+  def fake_load(name, dtype="float32", **kw):
+    with parallel.use_mesh(None):  # one device, whatever the stage's mesh
+      m = models.from_config(models.tiny("llama"), eos_ids=(0,))
     m.tokenizer = ByteTokenizer()
     return m
 
@@ -183,7 +185,7 @@ def test_meta_model_reports_metarm_at_k(config, tmp_path, monkeypatch):
   meta_dir = tmp_path / "metarm"
   meta_dir.mkdir()
   base = fake_load("tiny:llama")
-  params = init_meta_params(base.params, base.config.hidden_size)
+  params = init_head_params(base.params, base.config.hidden_size)
   params["head"] = {"kernel": jnp.linspace(-1.0, 1.0, base.config.hidden_size), "bias": jnp.asarray(0.1)}
   save_params(str(meta_dir / "final"), params)
   (meta_dir / "model.json").write_text(json.dumps({"name": "tiny:llama", "max_len": 256}))
@@ -273,9 +275,9 @@ def test_run_with_real_judge_on_tiny_model(config, tmp_path, monkeypatch):
   """The real `judges.judge` and sampler on a random model: its texts do not parse, and the stage copes."""
   loads = []
 
-  def fake_load(name, dtype="float32", mesh=None, rules=None, **kw):
-    loads.append(mesh)
-    m = models.from_config(models.tiny("llama"), mesh=mesh, rules=rules, eos_ids=(0,))
+  def fake_load(name, dtype="float32", **kw):
+    loads.append(parallel.current_mesh())
+    m = models.from_config(models.tiny("llama"), eos_ids=(0,))  # on the stage's mesh
     m.tokenizer = ByteTokenizer()
     return m
 

@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from grm_jax import configs, judges, main
+from grm_jax import configs, judges, main, parallel
 from grm_jax.files import read_jsonl
 from grm_jax.stages import common
 from tests.stages.test_eval import scripted_judge
@@ -33,7 +33,7 @@ def test_rft_and_grpo_log_heldout_metrics_on_their_schedule(tmp_path, monkeypatc
   config.stages = ("rft", "grpo")
   config.rft.eval_every, config.rft.eval_items = 1, 3
   config.grpo.eval_every, config.grpo.eval_items = 2, 3
-  monkeypatch.setattr(common, "make_mesh", lambda c: (None, tuple(tuple(r) for r in c.mesh.rules)))  # one device
+  monkeypatch.setattr(common, "mesh_scope", lambda c: parallel.use_mesh(None))  # one device
   batch_shards = configs._batch_shards  # ... and validated against that one device's real mesh
   monkeypatch.setattr(configs, "_batch_shards", lambda c, num_devices: batch_shards(c, 1))
   heldout = [(ex.source, ex.id) for ex in common.training_items(config, "test")[:3]]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from grm_jax import configs, models
-from grm_jax.judges import meta_rm
-from grm_jax.models.scalar_head import init_meta_params
+from grm_jax.judges import meta_rm, scalar_rm
+from grm_jax.models.scalar_head import init_head_params
 from grm_jax.stages import metarm
 
 
@@ -47,11 +47,11 @@ def test_bce_learns_heldout_correctness(tiny_llama, tmp_path):
   group.update(batch_size=16, epochs=7, max_len=512)
   group.optim.update(learning_rate=1e-2, grad_clip=0.0, schedule="constant", warmup_steps=2)
   group.checkpoint.save_every = 1000
-  params = init_meta_params(tiny_llama.params, tiny_llama.config.hidden_size)
-  before = metarm.heldout_metrics(meta_rm.sequence_logits(tiny_llama, params, ho_seqs, 16), ho_labels)
+  params = init_head_params(tiny_llama.params, tiny_llama.config.hidden_size)
+  before = metarm.heldout_metrics(scalar_rm.score_sequences(tiny_llama, params, ho_seqs, 16), ho_labels)
   params, history = metarm.train(tiny_llama, params, train_seqs, train_labels, group, str(tmp_path), seed=0,
                                  progress=False)
-  after = metarm.heldout_metrics(meta_rm.sequence_logits(tiny_llama, params, ho_seqs, 16), ho_labels)
+  after = metarm.heldout_metrics(scalar_rm.score_sequences(tiny_llama, params, ho_seqs, 16), ho_labels)
   print(f"held-out AUC {before['auc']:.3f} -> {after['auc']:.3f}, accuracy {before['accuracy']:.3f} -> "
         f"{after['accuracy']:.3f}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}")
   assert before["auc"] == pytest.approx(0.5)  # zero head: every logit 0
@@ -122,7 +122,7 @@ def test_probe_learns_heldout_correctness(tiny_llama):
   cut, params, choice = metarm.fit_probe(tiny_llama, train_seqs, train_labels, folds, group)
   assert 1 <= choice["depth"] <= tiny_llama.config.num_layers and cut.config.num_layers == choice["depth"]
   assert len(choice["table"]) == tiny_llama.config.num_layers * len(group.probe_l2)
-  after = metarm.heldout_metrics(meta_rm.sequence_logits(cut, params, ho_seqs, 16), ho_labels)
+  after = metarm.heldout_metrics(scalar_rm.score_sequences(cut, params, ho_seqs, 16), ho_labels)
   print(f"probe: depth {choice['depth']}, L2 {choice['l2']}, CV AUC {choice['cv_auc']:.3f}, held-out {after}")
   assert after["auc"] >= 0.8 and choice["cv_auc"] >= 0.7
 
@@ -177,7 +177,7 @@ def test_stage_probe_end_to_end_loads_cut_model(tmp_path):
           for r in held]
   labels = np.array([bool(r["correct"]) for r in held])
   assert held and all(s is not None for s in seqs)
-  logits = meta_rm.sequence_logits(model, params, seqs, 8, max_len=spec["max_len"])
+  logits = scalar_rm.score_sequences(model, params, seqs, 8, max_len=spec["max_len"])
   pos, neg = logits[labels], logits[~labels]
   after, before = metrics["after"], metrics["before"]
   print(f"held-out rows {len(held)} ({labels.sum()} right): logits {np.round(logits, 3).tolist()}; stage: {after}")
@@ -210,4 +210,4 @@ def test_probe_with_one_class_keeps_a_neutral_head(tiny_llama):
   group.update(method="probe", batch_size=8, max_len=512)
   cut, params, choice = metarm.fit_probe(tiny_llama, seqs, np.zeros(6, bool), np.arange(6) % 2, group)
   assert cut is tiny_llama and choice["table"] == [] and np.isnan(choice["cv_auc"])
-  np.testing.assert_array_equal(meta_rm.sequence_logits(cut, params, seqs, 8), 0.0)
+  np.testing.assert_array_equal(scalar_rm.score_sequences(cut, params, seqs, 8), 0.0)

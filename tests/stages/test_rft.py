@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import rft as rft_experiment
-from grm_jax import models
+from grm_jax import models, parallel
 from grm_jax.files import read_jsonl
 from grm_jax.judges.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import rft
@@ -63,7 +63,7 @@ def test_rft_stage_rejects_filters_hints_and_fine_tunes(tmp_path, monkeypatch, t
   calls = []
   monkeypatch.setattr(rft.common.judges, "judge", scripted_judge(tiny_model, calls))
   monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
-  monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))  # one device, like tiny_model
+  monkeypatch.setattr(rft.common, "mesh_scope", lambda config: parallel.use_mesh(None))  # one device, like tiny_model
   config = rft_experiment.get_config("smoke")
   config.data.train_limit = 6
   config.rft.sampling.k = 3
@@ -117,7 +117,7 @@ def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
 
   monkeypatch.setattr(rft.common.judges, "judge", always_wrong)
   monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
-  monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
+  monkeypatch.setattr(rft.common, "mesh_scope", lambda config: parallel.use_mesh(None))
   config = rft_experiment.get_config("smoke")
   config.data.train_limit = 4
   config.rft.min_accepted = 1
@@ -149,8 +149,8 @@ def test_teacher_samples_student_learns_with_general_data_and_fixed_steps(tmp_pa
 
   monkeypatch.setattr(rft.common.judges, "judge", judge)
   monkeypatch.setattr(rft.common, "load_base",
-                      lambda config, mesh=None, rules=(), name=None: teacher if name == "tiny:qwen2" else tiny_model)
-  monkeypatch.setattr(rft.common, "make_mesh", lambda config: (None, ()))
+                      lambda config, name=None: teacher if name == "tiny:qwen2" else tiny_model)
+  monkeypatch.setattr(rft.common, "mesh_scope", lambda config: parallel.use_mesh(None))
   chats = tmp_path / "chats"
   chats.mkdir()
   rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}

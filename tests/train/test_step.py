@@ -30,9 +30,9 @@ def ragged_batch(cfg, rows=8, length=24, seed=0):
   return {"tokens": tokens, "mask": mask, "loss_mask": loss_mask.astype(np.float32)}
 
 
-def sft_loss_fn(cfg, mode="token_mean", mesh=None, rules=()):
+def sft_loss_fn(cfg, mode="token_mean"):
   def loss_fn(params, mb):
-    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], chunk=8, mesh=mesh, rules=rules)
+    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], chunk=8)
     loss = losses.nll_loss(logp, mb["loss_mask"], mode=mode)
     return loss, {"entropy": losses.aggregate(ent, mb["loss_mask"], "token_mean")}
 
@@ -64,8 +64,8 @@ def test_four_micro_batches_give_the_same_update_as_one(mode):
   step = make_train_step(sft_loss_fn(cfg, mode), optimizer, schedule, donate=False)
   batch = ragged_batch(cfg, rows=8)
   state = init_state(params, optimizer)
-  one, m1 = step(state, place_batch(split_micro_batches(batch, 1), None, ()))
-  four, m4 = step(state, place_batch(split_micro_batches(batch, 4), None, ()))
+  one, m1 = step(state, place_batch(split_micro_batches(batch, 1)))
+  four, m4 = step(state, place_batch(split_micro_batches(batch, 4)))
   np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-6)
   np.testing.assert_allclose(float(m4["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
   lr = float(schedule(0))
@@ -88,7 +88,7 @@ def test_sft_steps_lower_the_loss():
   params = models.from_config(cfg, seed=3).params
   optimizer, schedule = make_optimizer(optim(3e-3), total_steps=30)
   step = make_train_step(sft_loss_fn(cfg), optimizer, schedule)
-  batch = place_batch(split_micro_batches(ragged_batch(cfg, seed=4), 2), None, ())
+  batch = place_batch(split_micro_batches(ragged_batch(cfg, seed=4), 2))
   state = init_state(params, optimizer)
   seen = []
   for _ in range(30):
@@ -104,17 +104,20 @@ def test_sharded_training_matches_single_device_for_three_steps():
   batch = split_micro_batches(ragged_batch(cfg, rows=16, seed=5), 2)
   single = init_state(models.from_config(cfg, seed=6).params, optimizer)
   mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  rules = parallel.DEFAULT_RULES
-  sharded = init_state(models.from_config(cfg, seed=6, mesh=mesh, rules=rules).params, optimizer)
+  with parallel.use_mesh(mesh, parallel.DEFAULT_RULES):
+    sharded = init_state(models.from_config(cfg, seed=6).params, optimizer)
+    # Made under the scope: the step keeps it (it is called below from outside any scope).
+    step8 = make_train_step(sft_loss_fn(cfg), optimizer, schedule)
+    sharded_batch = place_batch(batch)
+  assert tuple(sharded_batch["tokens"].sharding.spec)[:2] == (None, ("data", "fsdp"))  # rows over data x fsdp
   # Adam's moments live next to their params (fsdp-sharded), not replicated.
   mu = sharded.opt_state[1][0].mu
   q_mu, q_param = mu["layers"]["attn"]["q"], sharded.params["layers"]["attn"]["q"]
   assert q_mu.sharding.spec == q_param.sharding.spec and q_param.sharding.spec != jax.sharding.PartitionSpec()
   step1 = make_train_step(sft_loss_fn(cfg), optimizer, schedule)
-  step8 = make_train_step(sft_loss_fn(cfg, mesh=mesh, rules=rules), optimizer, schedule)
   for i in range(3):
-    single, m1 = step1(single, place_batch(batch, None, ()))
-    sharded, m8 = step8(sharded, place_batch(batch, mesh, rules))
+    single, m1 = step1(single, place_batch(batch))
+    sharded, m8 = step8(sharded, sharded_batch)
     assert abs(float(m1["loss"]) - float(m8["loss"])) <= 1e-5, (i, float(m1["loss"]), float(m8["loss"]))
   # Adam divides by sqrt(v): where a gradient is ~0, float noise of 1e-9 becomes an lr-sized step, so params
   # are compared at a fraction of the learning rate (1e-2), the losses above at 1e-5.
@@ -137,7 +140,7 @@ def test_sampler_reads_the_params_the_train_step_wrote():
   optimizer, schedule = make_optimizer(optim(3e-2), total_steps=10)
   step = make_train_step(sft_loss_fn(cfg), optimizer, schedule)
   state, _ = step(init_state(model.params, optimizer),
-                  place_batch(split_micro_batches(ragged_batch(cfg, seed=8), 2), None, ()))
+                  place_batch(split_micro_batches(ragged_batch(cfg, seed=8), 2)))
   policy = common.with_params(model, state.params)
   assert all(a is b for a, b in zip(jax.tree.leaves(policy.params), jax.tree.leaves(state.params), strict=True))
   prompt = [3, 17, 42, 9, 100]
