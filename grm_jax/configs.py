@@ -20,6 +20,7 @@ from grm_jax.grm.prompts import GRM_TEMPLATES
 from grm_jax.judges.meta_rm import META_METHODS, META_POLICIES
 from grm_jax.judges.settings import Sampling
 from grm_jax.judges.trajectories import HINTED_SCOPES
+from grm_jax.models import lora as models_lora
 from grm_jax.train import tracking as tracking_lib
 from grm_jax.train.fit import FitConfig
 from grm_jax.train.grpo import GrpoConfig
@@ -62,6 +63,19 @@ def model() -> ml_collections.ConfigDict:
   # The checkpoint's architecture as a grm_jax.models.config.PRESETS name, for planning without the weights
   # (python -m grm_jax.aot); '' = read it from the checkpoint's config.json / GGUF metadata.
   c.arch = ""
+  c.lora = lora()
+  return c
+
+
+def lora() -> ml_collections.ConfigDict:
+  """LoRA adapters for every training stage (RFT's SFT, GRPO, the meta RM's fine-tuning, the BT RM): rank 0 trains
+  the full weights. With rank > 0 only the adapters (and a scalar head) train, in float32 with their Adam moments; the
+  base weights are frozen and stored in `model.dtype` (`model.param_dtype` is then unused); checkpoints and a stage's
+  output hold the adapters only; GRPO's KL reference is the base model (adapters off)."""
+  c = ml_collections.ConfigDict()
+  c.rank = 0
+  c.alpha = 16.0  # the update is scaled by alpha / rank (PEFT's convention)
+  c.targets = ",".join(models_lora.LORA_TARGETS)  # the projections that get adapters: q,k,v,o,gate,up,down
   return c
 
 
@@ -349,6 +363,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     sub.stages = tuple(split_stage(s)[1] for s in tuple(config.stages) if split_stage(s)[0] == name)
     validate(sub, num_devices)
   rows = _batch_shards(config, jax.device_count() if num_devices is None else num_devices)
+  if "model" in config:
+    _check_lora(config)
   if "grm" in config and config.grm.template not in GRM_TEMPLATES:
     raise ValueError(f"config grm.template={config.grm.template!r}: choose one of {GRM_TEMPLATES}")
   if "data" in config:
@@ -360,6 +376,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   for stage, check in STAGE_CHECKS.items():
     if stage in config and stage in stages:
       check(config, rows)
+
+
+def _check_lora(config: ml_collections.ConfigDict) -> None:
+  try:
+    spec = models_lora.from_config(config.model)
+  except ValueError as e:
+    raise ValueError(f"config model.lora: {e}") from None
+  if spec.rank and "grpo" in config and config.grpo.get("reference_on_host") and "grpo" in tuple(config.stages):
+    raise ValueError("config grpo.reference_on_host=True with model.lora.rank > 0: under LoRA the KL reference is the "
+                     "base model itself (adapters off), which costs no memory; set grpo.reference_on_host=False")
 
 
 def _check_fit(config: ml_collections.ConfigDict, stage: str, rows: int) -> None:

@@ -14,8 +14,9 @@ import ml_collections
 
 from grm_jax import configs, files, models
 from grm_jax.judges.meta_rm import load_meta_rm, meta_max_len
+from grm_jax.models import lora
 from grm_jax.reward.recipe import MetaRecipe, Recipe, chat_frame, recipe_from_config
-from grm_jax.train.checkpoint import restore_params
+from grm_jax.train.checkpoint import restore_trained
 
 POLICY_STAGES = ("rft", "grpo")
 
@@ -39,8 +40,11 @@ def policy_model(workdir: str, stage: str, dtype: str | None = None) -> tuple[An
   if not files.exists(final):
     raise ValueError(f"--stage={stage}: {final} does not exist (the stage has not finished in {workdir})")
   config = run_config(workdir, variant)
-  model = models.load(str(config.model.name), dtype=dtype or str(config.model.dtype))
-  return dataclasses.replace(model, params=restore_params(final, model.params)), config
+  spec = lora.from_config(config.model)
+  model = models.load(str(config.model.name), dtype=dtype or str(config.model.dtype),
+                      param_dtype=dtype or str(config.model.dtype) if spec.rank else None)
+  model = lora.attach(model, spec)  # a LoRA stage saved its adapters only: they go onto the base
+  return dataclasses.replace(model, params=restore_trained(final, model.params, spec)), config
 
 
 def meta_folder(workdir: str, stage: str) -> str | None:

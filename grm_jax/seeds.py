@@ -17,6 +17,7 @@ STREAMS: dict[str, int] = {
   "grpo_rollouts": 7,  # GRPO's G rollouts per item, one draw per step
   "rl_filter": 11,  # the RL-data filter's samples (paper App. C.1)
   "rft_general_mix": 17,  # which general chats RFT mixes into SFT
+  "lora_init": 23,  # fresh LoRA adapters' A matrices (B starts at zero)
   "eval": 0,  # evaluation: the k samples per item, the random item subset, the vote's tie-break, the held-out check
 }
 

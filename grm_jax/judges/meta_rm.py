@@ -20,8 +20,9 @@ from grm_jax.data.example import PreferenceExample
 from grm_jax.grm.prompts import meta_prompt
 from grm_jax.judges.model_judge import Judgements
 from grm_jax.judges.scalar_rm import score_sequences
+from grm_jax.models import lora
 from grm_jax.models.scalar_head import init_head_params, truncate
-from grm_jax.train.checkpoint import restore_params
+from grm_jax.train.checkpoint import restore_trained
 
 # The meta RM's settings that configs checks before any model loads (`metarm.policy`, `metarm.method`).
 META_POLICIES = ("grpo", "rft", "base")  # whose judgements are sampled besides RFT's
@@ -57,10 +58,12 @@ def load_meta_rm(path: str, dtype: str | None = None):
   if not files.exists(spec_path):
     raise FileNotFoundError(f"{spec_path}: not a meta RM folder (run the metarm stage; point at <workdir>/metarm)")
   spec = files.read_json(spec_path)
-  model = models.load(spec["name"], dtype=dtype or spec.get("dtype", "float32"))
+  adapters = lora.Lora.from_json(spec.get("lora"))
+  dtype = dtype or spec.get("dtype", "float32")
+  model = lora.attach(models.load(spec["name"], dtype=dtype, param_dtype=dtype if adapters.rank else None), adapters)
   model = truncate(model, int(spec.get("layers", 0)))  # a head read from a middle layer: the layers above go unused
   like = init_head_params(model.params, model.config.hidden_size)
-  return model, restore_params(os.path.join(path, "final"), like)
+  return model, restore_trained(os.path.join(path, "final"), like, adapters)
 
 
 def meta_max_len(path: str) -> int:

@@ -33,6 +33,42 @@ class UnsupportedModelError(ValueError):
   """A checkpoint describes an architecture or option this decoder does not implement."""
 
 
+# The projections a LoRA adapter may wrap, by our param name (transformers' module name in `PEFT_MODULES`).
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lora:
+  """Low-rank adapters on the chosen projections (Hu et al., 2021): W x + (alpha / rank) B A x, A [in, rank] random,
+  B [rank, out] zero at the start, so a fresh adapter changes no logit. rank 0: none (full weights train)."""
+
+  rank: int = 0
+  alpha: float = 16.0
+  targets: tuple[str, ...] = LORA_TARGETS
+
+  def __post_init__(self):
+    if self.rank < 0:
+      raise ValueError(f"Lora.rank={self.rank}: use 0 (no adapters) or a positive rank")
+    bad = [t for t in self.targets if t not in LORA_TARGETS]
+    if bad or (self.rank and not self.targets):
+      raise ValueError(f"Lora.targets={self.targets!r}: choose among {', '.join(LORA_TARGETS)}")
+
+  @property
+  def scale(self) -> float:
+    return float(self.alpha) / self.rank
+
+  def wraps(self, name: str) -> bool:
+    return bool(self.rank) and name in self.targets
+
+  def as_json(self) -> dict[str, Any] | None:
+    """What a saved stage records of its adapters (None: none); `Lora.from_json` reads it back."""
+    return {"rank": self.rank, "alpha": self.alpha, "targets": list(self.targets)} if self.rank else None
+
+  @classmethod
+  def from_json(cls, facts: dict[str, Any] | None) -> Lora:
+    return cls(facts["rank"], facts["alpha"], tuple(facts["targets"])) if facts else cls()
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
   """RoPE frequency scaling (transformers `rope_parameters` / `rope_scaling`)."""
@@ -81,6 +117,8 @@ class ModelConfig:
   # Unroll the layer scan and the LM head's chunk scan. Same numbers, longer compiles: only for counting a program's
   # FLOPs with XLA, whose cost analysis counts a loop body once however often it runs (grm_jax.aot).
   unroll_scans: bool = False
+  # Low-rank adapters (rank 0: none); not a transformers fact: `from_hf_config` never sets it, `to_hf_config` skips it.
+  lora: Lora = Lora()
 
   def __post_init__(self):
     if self.family not in FAMILIES:

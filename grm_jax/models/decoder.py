@@ -61,6 +61,28 @@ def _param(module, name, init, shape, names, dtype):
   return module.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
 
 
+def _lora_delta(module, name: str, x, in_names: tuple, out_names: tuple, out_shape: tuple):
+  """The LoRA update of projection `name` for input x [..., *in] (in = the trailing `len(in_names)` axes): x A B
+  scaled by alpha / rank, in the compute dtype; None when `name` carries no adapter. A [*in, r] starts uniform in
+  +-1/sqrt(fan_in) and B [r, *out] at zero (PEFT's initialisation), so a fresh adapter adds exactly 0. Both are float32
+  params whatever the base's dtype: only they train, and Adam's moments follow them."""
+  lora = module.cfg.lora
+  if not lora.wraps(name):
+    return None
+  n_in, dt = len(in_names), jnp.dtype(module.cfg.dtype)
+  in_shape = x.shape[-n_in:]
+  init_a = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=tuple(range(n_in)), out_axis=-1)
+  a = _param(module, f"{name}_lora_a", init_a, (*in_shape, lora.rank), (*in_names, "lora_rank"), jnp.float32)
+  b = _param(module, f"{name}_lora_b", nn.initializers.zeros, (lora.rank, *out_shape), ("lora_rank", *out_names),
+             jnp.float32)
+  xa = jnp.tensordot(x, a.astype(dt), axes=n_in) * jnp.asarray(lora.scale, dt)
+  return jnp.tensordot(xa, b.astype(dt), axes=1)
+
+
+def _plus(y, delta):
+  return y if delta is None else y + delta
+
+
 class RMSNorm(nn.Module):
   cfg: ModelConfig
 
@@ -192,7 +214,7 @@ class Attention(nn.Module):
     qr = q.reshape(b, t, kvh, g, hd).transpose(0, 2, 3, 1, 4)  # [B, KVH, G, T, Dh]
     if layer_cache is None and cfg.prefill_chunk and t > cfg.prefill_chunk:
       out = _chunked_attention(cfg, qr, keys, vals, valid, window, dt)
-      return jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt)), new_kv
+      return self._output(out.reshape(b, t, h, hd), wo), new_kv
     scores = jax.lax.dot_general(qr.reshape(b, kvh, g * t, hd), keys, _DIMS, preferred_element_type=jnp.float32)
     if key_pos is None:
       own_rel = q_slots[:, None] - jnp.arange(keys.shape[-1])[None, :]
@@ -205,8 +227,12 @@ class Attention(nn.Module):
     else:
       out = _with_prefix(cfg, qr, scores, vals, prefix, q_slots, positions, window, dt)
     out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4)
-    y = jnp.einsum("bthk,hkd->btd", out.reshape(b, t, h, hd), wo.astype(dt))
-    return y, new_kv
+    return self._output(out.reshape(b, t, h, hd), wo), new_kv
+
+  def _output(self, heads, wo):
+    """The heads' outputs [B, T, H, Dh] -> [B, T, D] through the output projection (and its adapter)."""
+    y = jnp.einsum("bthk,hkd->btd", heads, wo.astype(self.cfg.dtype))
+    return _plus(y, _lora_delta(self, "o", heads, ("q_heads", "head_dim"), ("embed",), (self.cfg.hidden_size,)))
 
   def _project(self, x, positions):
     """q, k, v [B, T, heads, Dh] (biased for Qwen2, rotated, constrained to their heads' sharding) and the output
@@ -219,9 +245,12 @@ class Attention(nn.Module):
     wk = _param(self, "k", init, (d, kvh, hd), ("embed", "kv_heads", "head_dim"), pdt)
     wv = _param(self, "v", init, (d, kvh, hd), ("embed", "kv_heads", "head_dim"), pdt)
     wo = _param(self, "o", init, (h, hd, d), ("q_heads", "head_dim", "embed"), pdt)
-    q = jnp.einsum("btd,dhk->bthk", x, wq.astype(dt))
-    k = jnp.einsum("btd,dhk->bthk", x, wk.astype(dt))
-    v = jnp.einsum("btd,dhk->bthk", x, wv.astype(dt))
+    q = _plus(jnp.einsum("btd,dhk->bthk", x, wq.astype(dt)),
+              _lora_delta(self, "q", x, ("embed",), ("q_heads", "head_dim"), (h, hd)))
+    k = _plus(jnp.einsum("btd,dhk->bthk", x, wk.astype(dt)),
+              _lora_delta(self, "k", x, ("embed",), ("kv_heads", "head_dim"), (kvh, hd)))
+    v = _plus(jnp.einsum("btd,dhk->bthk", x, wv.astype(dt)),
+              _lora_delta(self, "v", x, ("embed",), ("kv_heads", "head_dim"), (kvh, hd)))
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       q = q + _param(self, "q_bias", zeros, (h, hd), ("q_heads", "head_dim"), pdt).astype(dt)
@@ -246,9 +275,10 @@ class MLP(nn.Module):
     gate = _param(self, "gate", init, (d, f), ("embed", "mlp"), pdt)
     up = _param(self, "up", init, (d, f), ("embed", "mlp"), pdt)
     down = _param(self, "down", init, (f, d), ("mlp", "embed"), pdt)
-    a = x @ gate.astype(dt)
+    a = _plus(x @ gate.astype(dt), _lora_delta(self, "gate", x, ("embed",), ("mlp",), (f,)))
     a = jax.nn.silu(a) if cfg.mlp_activation == "silu" else jax.nn.gelu(a, approximate=True)
-    return (a * (x @ up.astype(dt))) @ down.astype(dt)
+    a = a * _plus(x @ up.astype(dt), _lora_delta(self, "up", x, ("embed",), ("mlp",), (f,)))
+    return _plus(a @ down.astype(dt), _lora_delta(self, "down", a, ("mlp",), ("embed",), (d,)))
 
 
 class Block(nn.Module):

@@ -147,14 +147,20 @@ def compute_copy(params, dtype):
   return jax.tree_util.tree_map_with_path(cast, params)
 
 
-def init_params(cfg: ModelConfig, seed: int = 0):
-  """Random params, created directly in their shardings on the current mesh (tests, smoke runs, new heads)."""
+def init_fn(cfg: ModelConfig, seed: int = 0):
+  """The decoder's random init as a function of nothing (to jit), its params unboxed."""
   model = Decoder(cfg)
   tokens = jnp.zeros((1, 1), jnp.int32)
 
   def init():
     return nn.meta.unbox(model.init(jax.random.key(seed), tokens, tokens, tokens.astype(bool)))["params"]
 
+  return init
+
+
+def init_params(cfg: ModelConfig, seed: int = 0):
+  """Random params, created directly in their shardings on the current mesh (tests, smoke runs, new heads)."""
+  init = init_fn(cfg, seed)
   if parallel.current_mesh() is None:
     return jax.jit(init)()
   shardings = param_shardings(cfg)

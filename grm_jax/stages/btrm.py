@@ -48,6 +48,7 @@ from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper
 from grm_jax.judges.scalar_rm import score_sequences
+from grm_jax.models import lora
 from grm_jax.models.scalar_head import head_scores, init_head_params
 from grm_jax.stages import common
 from grm_jax.train import losses
@@ -162,9 +163,11 @@ def train(model, params, seqs, examples: Sequence[PreferenceExample], group, out
       tokens[row], mask[row] = t, m
     return {"tokens": tokens, "mask": mask, "rewards": rewards[idx], "valid": valid[idx]}
 
-  return fit(name="btrm", params=params, loss_fn=bt_loss_fn(model.config), make_batch=make_batch,
-             num_rows=len(seqs), settings=FitConfig.from_config(group, "btrm"), out_dir=out_dir, seed=seed,
-             compute_dtype=model.config.dtype, donate=donate, progress=progress)
+  trained, frozen = lora.split(params, model.config.lora)  # under LoRA: the adapters and the head train
+  trained, history = fit(name="btrm", params=trained, loss_fn=bt_loss_fn(model.config), make_batch=make_batch,
+                         num_rows=len(seqs), settings=FitConfig.from_config(group, "btrm"), out_dir=out_dir, seed=seed,
+                         compute_dtype=model.config.dtype, donate=donate, progress=progress, frozen=frozen)
+  return lora.join(trained, frozen), history
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,10 +233,10 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   after = pair_metrics(score_items(model, params, test_seqs, batch, max_len), test_items)
   logging.info("btrm: held-out pair accuracy %s -> %s (%d pairs)", before["accuracy"], after["accuracy"],
                after["pairs"])
-  save_params(os.path.join(out, "final"), params)
+  save_params(os.path.join(out, "final"), lora.split(params, model.config.lora)[0], model)
   files.write_json(os.path.join(out, "model.json"), {
     "name": name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype, "max_len": max_len,
-    "hidden_size": model.config.hidden_size})
+    "hidden_size": model.config.hidden_size, "lora": model.config.lora.as_json()})
   files.write_json(os.path.join(out, "metrics.json"), {
     "counts": counts, "before": before, "after": after, "steps": len(history),
     "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None})

@@ -35,6 +35,7 @@ from grm_jax import files, judges, models, parallel, seeds
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset, load_mixture
 from grm_jax.judges import synthetic_critic, trajectories
+from grm_jax.models import lora
 
 
 @contextlib.contextmanager
@@ -51,14 +52,19 @@ def mesh_scope(config) -> Iterator[Any]:
     yield mesh
 
 
-def load_base(config, name: str | None = None) -> models.Model:
-  """`config.model` (or the checkpoint `name` with its dtypes) on the current mesh scope."""
-  return models.load(
+def load_base(config, name: str | None = None, *, adapters: bool = True) -> models.Model:
+  """`config.model` (or the checkpoint `name` with its dtypes) on the current mesh scope. With `model.lora.rank` > 0
+  (and `adapters`: a model that trains or was trained here, not a teacher or a filter judge) it carries fresh LoRA
+  adapters and its base weights are stored in the compute dtype (`model.dtype`): frozen, they need no float32
+  master copy."""
+  spec = lora.from_config(config.model) if adapters else lora.Lora()
+  model = models.load(
     name or config.model.name,
     dtype=config.model.dtype,
-    param_dtype=config.model.param_dtype,
+    param_dtype=config.model.dtype if spec.rank else config.model.param_dtype,
     remat=bool(config.model.remat),
   )
+  return lora.attach(model, spec, seed=seeds.seed_for(int(config.seed), "lora_init"))
 
 
 def judge_with(config, spec: str, model, critic_noise: float = 0.0):
@@ -68,7 +74,7 @@ def judge_with(config, spec: str, model, critic_noise: float = 0.0):
   `config.model`'s dtypes. The judge takes `judges.judge`'s arguments: (model, examples, sampling, hint=...)."""
   if spec == "synthetic-critic":
     return functools.partial(_critic, noise=critic_noise), None
-  return judges.judge, (model if not spec else load_base(config, name=spec))
+  return judges.judge, (model if not spec else load_base(config, name=spec, adapters=False))
 
 
 def _critic(_, examples, sampling: judges.Sampling, *, hint: bool = False, noise: float):

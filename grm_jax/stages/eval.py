@@ -61,7 +61,7 @@ from grm_jax.grm.prompts import JUDGE_TEMPLATES
 from grm_jax.judges import token_prob, trajectories
 from grm_jax.judges.meta_rm import judgement_logits, load_meta_rm, meta_max_len
 from grm_jax.stages import common
-from grm_jax.train.checkpoint import restore_params
+from grm_jax.train.checkpoint import restore_trained
 
 STAGE_KEYS = ("seed", "model", "grm", "eval")
 """Config parts that decide the numbers (with the stages whose params are judged: `upstream`)."""
@@ -205,7 +205,8 @@ def with_stage_params(model: Any, stage: str, workdir: str | os.PathLike) -> Any
   """`model` reading the params of `stage` ("base": its own; else `<workdir>/<stage>/final`)."""
   if stage == "base":
     return model
-  return common.with_params(model, restore_params(os.path.join(os.fspath(workdir), stage, "final"), model.params))
+  path = os.path.join(os.fspath(workdir), stage, "final")
+  return common.with_params(model, restore_trained(path, model.params, model.config.lora))
 
 
 def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, config, workdir) -> dict[str, Any]:

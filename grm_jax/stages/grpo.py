@@ -31,8 +31,9 @@ from grm_jax.buckets import row_bucket
 from grm_jax.files import append_jsonl, exists, read_jsonl, write_jsonl
 from grm_jax.grm import rules
 from grm_jax.judges import trajectories
+from grm_jax.models import lora
 from grm_jax.stages import common
-from grm_jax.train.checkpoint import restore_params, save_params
+from grm_jax.train.checkpoint import restore_trained, save_params
 from grm_jax.train.errors import StageStopped
 from grm_jax.train.fit import batch_indices
 from grm_jax.train.grpo import GrpoConfig, GrpoUpdater, reference_params
@@ -47,7 +48,7 @@ def initial_params(config, workdir: str, model):
   if init == "base":
     return model.params
   if init == "rft":
-    return restore_params(os.path.join(workdir, "rft", "final"), model.params)
+    return restore_trained(os.path.join(workdir, "rft", "final"), model.params, model.config.lora)
   raise ValueError(f"config grpo.init={init!r}; use 'rft' (the RFT stage's output) or 'base'")
 
 
@@ -135,15 +136,17 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   optimizer, schedule = make_optimizer(g.optim, int(g.steps))
   # The state takes over the start params' buffers and the base weights are let go (each step's sampler reads the
   # state's params): the policy's weights are on the device once (grm_jax.aot counts what stays resident).
-  state = init_state(start, optimizer, donate=True)
+  # Under LoRA only the adapters are the state's: the base weights stay frozen beside it (`lora.split`).
+  trained, frozen = lora.split(start, model.config.lora)
+  state = init_state(trained, optimizer, donate=True)
   model = common.with_params(model, None)
-  del start
-  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule), ref,
+  del start, trained
+  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule, frozen), ref,
                   RolloutLog(os.path.join(out, "rollouts.jsonl")))
   state, _ = run_loop(name="grpo", state=state, step_fn=step, num_steps=int(g.steps), out_dir=out,
                       save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress,
                       max_nonfinite=int(g.optim.max_nonfinite_steps))
-  save_params(os.path.join(out, "final"), state.params)
+  save_params(os.path.join(out, "final"), state.params, model)
   return {**_summary(read_jsonl(os.path.join(out, "metrics.jsonl")), int(g.steps)), "items": len(items),
           **({"filter": filtered} if filtered is not None else {})}
 
@@ -196,7 +199,7 @@ class GrpoStep:
     config, P = self.config, int(self.config.grpo.prompts_per_step)
     batch = [self.items[i] for i in batch_indices(len(self.items), P, step, int(config.seed))]
     sampling = rollout_sampling(config, step)
-    j = judges.judge(common.with_params(self.model, state.params), batch, sampling, progress=False)
+    j = judges.judge(common.with_params(self.model, self.updater.params(state)), batch, sampling, progress=False)
     gt = np.zeros((P, j.scores.shape[-1]))
     for i, ex in enumerate(batch):
       gt[i, : ex.n] = ex.rewards
@@ -211,5 +214,5 @@ class GrpoStep:
     metrics["parse_rate"] = float(j.valid.mean())
     metrics["sampler_seconds"] = j.sampler_seconds
     if self.heldout is not None:
-      metrics.update(self.heldout(state.params, step))
+      metrics.update(self.heldout(self.updater.params(state), step))
     return state, metrics

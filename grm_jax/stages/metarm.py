@@ -50,11 +50,12 @@ from grm_jax.eval.stats import auc_standard_error
 from grm_jax.judges import trajectories
 from grm_jax.judges.meta_rm import meta_sequence
 from grm_jax.judges.scalar_rm import score_sequences, sequence_depth_states
+from grm_jax.models import lora
 from grm_jax.models.scalar_head import head_scores, init_head_params, truncate
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import pad_rows
-from grm_jax.train.checkpoint import restore_params, save_params
+from grm_jax.train.checkpoint import restore_trained, save_params
 from grm_jax.train.fit import FitConfig, fit
 from grm_jax.train.probe import fit_logistic
 
@@ -137,9 +138,11 @@ def train(model, params, train_seqs, train_labels, group, out_dir: str, seed: in
     return {"tokens": tokens, "mask": mask, "label": labels[idx].astype(np.float32),
             "weight": weights[idx]}
 
-  return fit(name="metarm", params=params, loss_fn=bce_loss_fn(model.config), make_batch=make_batch,
-             num_rows=len(train_seqs), settings=FitConfig.from_config(group, "metarm"), out_dir=out_dir, seed=seed,
-             compute_dtype=model.config.dtype, donate=donate, progress=progress)
+  trained, frozen = lora.split(params, model.config.lora)  # under LoRA: the adapters and the head train
+  trained, history = fit(name="metarm", params=trained, loss_fn=bce_loss_fn(model.config), make_batch=make_batch,
+                         num_rows=len(train_seqs), settings=FitConfig.from_config(group, "metarm"), out_dir=out_dir,
+                         seed=seed, compute_dtype=model.config.dtype, donate=donate, progress=progress, frozen=frozen)
+  return lora.join(trained, frozen), history
 
 
 def probe_depths(text: str, num_layers: int) -> list[int]:
@@ -218,7 +221,7 @@ def policy_model(config, base: models.Model, workdir: str) -> models.Model:
   if not POLICY_DIRS[config.metarm.policy]:
     return base
   path = os.path.join(workdir, POLICY_DIRS[config.metarm.policy], "final")
-  return common.with_params(base, restore_params(path, base.params))
+  return common.with_params(base, restore_trained(path, base.params, base.config.lora))
 
 
 def sample_policy(config, base: models.Model, examples: Sequence[PreferenceExample], workdir: str) -> list[dict]:
@@ -329,10 +332,12 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
              "loss_first": history[0]["loss"] if history else None,
              "loss_last": history[-1]["loss"] if history else None}
   files.write_json(os.path.join(out, "metrics.json"), metrics)
-  save_params(os.path.join(out, "final"), params)
+  spec = meta_model.config.lora
+  save_params(os.path.join(out, "final"), lora.split(params, spec)[0], meta_model)  # under LoRA: adapters and head
   files.write_json(os.path.join(out, "model.json"), {
     "name": meta_name, "dtype": config.model.dtype, "param_dtype": config.model.param_dtype, "max_len": max_len,
-    "hidden_size": meta_model.config.hidden_size, "layers": meta_model.config.num_layers})
+    "hidden_size": meta_model.config.hidden_size, "layers": meta_model.config.num_layers,
+    "lora": spec.as_json()})
   # Strict JSON in done.json: an undefined AUC (one class held out) is null.
   return {"auc_before": before["auc"], "auc_after": after["auc"], "accuracy_before": before["accuracy"],
           "accuracy_after": after["accuracy"], "steps": len(history), "train_rows": len(tr), "heldout_rows": len(ho),

@@ -36,6 +36,7 @@ from grm_jax.data.benchmarks import to_turns
 from grm_jax.data.example import DataError
 from grm_jax.data.io import BadRow, iter_rows, list_files
 from grm_jax.judges import trajectories
+from grm_jax.models import lora
 from grm_jax.stages import common
 from grm_jax.train import losses
 from grm_jax.train.batching import pack
@@ -200,7 +201,8 @@ def sft_loss_fn(cfg, config_group):
 
 
 def sft(model, sequences, group, out_dir: str, seed: int, progress=True, donate: bool = False, on_step=None):
-  """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (params, history).
+  """Fine-tunes `model.params` on (prompt, completion) pairs for `group.epochs`; returns (the trained params: all of
+  them, or the adapters under LoRA, history).
   `donate`: the train state takes over `model.params`' buffers (deleted afterwards; no second copy on device).
   `on_step`: the held-out check (`common.heldout_check`)."""
   # One row length for the whole run (the longest sequence's bucket, capped at max_len): one compiled step.
@@ -211,9 +213,10 @@ def sft(model, sequences, group, out_dir: str, seed: int, progress=True, donate:
                     max_len=int(group.max_len), length=length)
     return batch
 
-  return fit(name="rft/sft", params=model.params, loss_fn=sft_loss_fn(model.config, group), make_batch=make_batch,
+  trained, frozen = lora.split(model.params, model.config.lora)  # under LoRA the adapters train, the base is frozen
+  return fit(name="rft/sft", params=trained, loss_fn=sft_loss_fn(model.config, group), make_batch=make_batch,
              num_rows=len(sequences), settings=FitConfig.from_config(group, "rft"), out_dir=out_dir, seed=seed,
-             compute_dtype=model.config.dtype, donate=donate, progress=progress, on_step=on_step)
+             compute_dtype=model.config.dtype, donate=donate, progress=progress, frozen=frozen, on_step=on_step)
 
 
 class TooFewAccepted(StageStopped):
@@ -252,14 +255,14 @@ def _run(config, out: str) -> dict[str, Any]:
   logging.info("rft: %d accepted trajectories (%d SFT sequences); stats %s", len(accepted), len(sequences),
                json.dumps(stats["total"]))
   history = []
-  params = model.params
+  params = lora.split(model.params, model.config.lora)[0]
   if sequences:
     params, _ = sft(model, sequences, config.rft, out, int(config.seed), donate=True,
                     on_step=common.heldout_check(config, "rft", model))
     history = files.read_jsonl(os.path.join(out, "metrics.jsonl"))  # all steps, also those before a resume
   else:
     logging.warning("rft: no trajectory was accepted; the base params are passed on unchanged")
-  save_params(os.path.join(out, "final"), params)
+  save_params(os.path.join(out, "final"), params, model)
   return {
     "accepted": len(accepted),
     "sft_sequences": len(sequences),

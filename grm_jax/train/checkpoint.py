@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from grm_jax import files, parallel
+from grm_jax.models import lora
 from grm_jax.train.errors import NonFiniteParams
 
 log = logging.getLogger(__name__)
@@ -176,14 +177,38 @@ def _all_finite(params) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
 
 
-def save_params(path: str, params) -> None:
+def save_params(path: str, params, model=None) -> None:
   """Params only (no optimizer state): what later stages and users load. Refuses params that are not all finite: the
-  next stage would start from them (the train step already skips non-finite updates; this is the last guard)."""
+  next stage would start from them (the train step already skips non-finite updates; this is the last guard).
+  `model` (the model `params` were trained on): when it carries LoRA adapters, `params` are the trained part only
+  (adapters, a head) and `trained.json` beside them names the base and the adapters' shape, which `restore_trained`
+  checks."""
   if not bool(parallel.to_host(_all_finite(params))):
     raise NonFiniteParams(f"{path}: refusing to save params with NaN or infinite values")
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(files.absolute(path), params, force=True)
     ckpt.wait_until_finished()
+  if model is not None and model.config.lora.rank:
+    files.write_json(files.path(path) / TRAINED_JSON, {"base": model.source, "lora": model.config.lora.as_json()})
+
+
+TRAINED_JSON = "trained.json"
+
+
+def restore_trained(path: str, params, spec) -> Any:
+  """`params` with what a stage saved at `path` put in: the whole tree after full fine-tuning, the adapters (and a
+  head) after LoRA, joined onto `params`' base weights (the same arrays, not copied). `spec`: the `Lora` of the model
+  `params` belong to; a folder saved with other adapters (or none) is one error naming the setting to use."""
+  facts = files.path(path) / TRAINED_JSON
+  saved = files.read_json(facts)["lora"] if files.exists(facts) else None
+  ours = spec.as_json()
+  if saved != ours:
+    how = (f"--config.model.lora.rank={saved['rank']} (alpha {saved['alpha']:g}, targets {','.join(saved['targets'])})"
+           if saved else "--config.model.lora.rank=0")
+    raise ValueError(f"{path}: saved {'with LoRA adapters ' + str(saved) if saved else 'as full weights'}, but the "
+                     f"model to load them onto has {'adapters ' + str(ours) if ours else 'none'}: load it with {how}")
+  trained, frozen = lora.split(params, spec)
+  return lora.join(restore_params(path, trained), frozen)
 
 
 def restore_params(path: str, like) -> Any:

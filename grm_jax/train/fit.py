@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from grm_jax.models import lora
 from grm_jax.train import settings as settings_lib
 from grm_jax.train.loop import run_loop
 from grm_jax.train.optimizer import OptimConfig, make_optimizer
@@ -79,12 +80,14 @@ def num_steps(num_rows: int, epochs: float, batch_size: int, steps: int = 0) -> 
 
 def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.ndarray], Mapping[str, np.ndarray]],
         num_rows: int, settings: FitConfig, out_dir: str, seed: int, compute_dtype: str | None = None,
-        donate: bool = False, progress: bool = True,
+        donate: bool = False, progress: bool = True, frozen: Any = None,
         on_step: Callable[[Any, int], Mapping[str, float]] | None = None) -> tuple[Any, list[dict]]:
   """Trains `params` on `num_rows` rows for `settings.steps` (or `epochs`); returns (params, metrics of the steps run
   now), its batches placed on the current mesh. `donate`: the train state takes over the params' buffers (deleted
-  afterwards; no second copy on the device).
-  `on_step(params, step)`: more metrics of that step from the updated params (a held-out probe), logged with it."""
+  afterwards; no second copy on the device). `frozen`: params the loss reads and nothing trains (LoRA's base weights:
+  `params` are then the adapters, `models.lora.split`).
+  `on_step(params, step)`: more metrics of that step from the updated params, joined with `frozen` (a held-out
+  check), logged with it."""
   s = settings
   steps = num_steps(num_rows, s.epochs, s.batch_size, s.steps)
   optimizer, schedule = make_optimizer(s.optim, steps)
@@ -92,8 +95,10 @@ def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.nda
 
   def step_fn(state, step):
     batch = make_batch(batch_indices(num_rows, s.batch_size, step, seed))
-    state, metrics = train_step(state, place_batch(split_micro_batches(batch, s.micro_batches)))
-    return state, ({**metrics, **on_step(state.params, step)} if on_step is not None else metrics)
+    state, metrics = train_step(state, place_batch(split_micro_batches(batch, s.micro_batches)), frozen)
+    if on_step is None:
+      return state, metrics
+    return state, {**metrics, **on_step(lora.join(state.params, frozen), step)}
 
   state = init_state(params, optimizer, donate=donate)
   state, history = run_loop(name=name, state=state, step_fn=step_fn, num_steps=steps, out_dir=out_dir,

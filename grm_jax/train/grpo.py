@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax import parallel
-from grm_jax.models import weights
+from grm_jax.models import lora, weights
 from grm_jax.train import losses, settings
 from grm_jax.train.batching import pack
 from grm_jax.train.logprobs import token_logprobs
@@ -106,9 +106,13 @@ class GrpoConfig:
 def reference_params(cfg, params, grpo: GrpoConfig):
   """The frozen KL reference: None without a KL term (nothing kept), else `params` as the decoder reads them
   (`weights.for_compute`: bf16 weights give exactly the log-probs of f32 masters, at half the memory). The copy owns
-  its buffers: the train step donates (overwrites) the policy's. `grpo.reference_on_host`: a `HostReference`."""
+  its buffers: the train step donates (overwrites) the policy's. `grpo.reference_on_host`: a `HostReference`.
+  Under LoRA the reference is the base model itself: `params` with every adapter's B at zero (`lora.adapters_off`),
+  which shares the frozen base weights, so no second copy of the model is kept (on the device or the host)."""
   if not grpo.has_kl:
     return None
+  if cfg.lora.rank:
+    return lora.adapters_off(params)
   on_host = grpo.reference_on_host
   ref = jax.tree.map(lambda a, c: jnp.copy(a) if c is a else c, params, weights.for_compute(cfg, params))
   if not on_host:
@@ -122,8 +126,10 @@ def reference_params(cfg, params, grpo: GrpoConfig):
 class GrpoUpdater:
   """Holds the compiled programs of one GRPO configuration (`GrpoConfig`), on the mesh scope it is made in."""
 
-  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule):
-    self.cfg, self.g, self.scope = cfg, g, parallel.scope()
+  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule, frozen=None):
+    """`frozen`: the base weights under LoRA (`models.lora.split`), read by every forward and never updated; the
+    train state then holds the adapters only."""
+    self.cfg, self.g, self.scope, self.frozen = cfg, g, parallel.scope(), frozen
     self.logp = _logp_program(cfg, g.temperature)
     # One inner update: old log-probs are the loss's own forward, detached (no separate pass). A test turns this off
     # to check both paths give the same update.
@@ -145,6 +151,10 @@ class GrpoUpdater:
     )
     metrics["entropy"] = losses.aggregate(ent, mb["loss_mask"], "token_mean")
     return loss, {**metrics, **extra}
+
+  def params(self, state):
+    """The whole param tree the policy runs on: the state's (trained) params joined with the frozen ones."""
+    return lora.join(state.params, self.frozen)
 
   def update(self, state, ref_params, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
              sampler_logp: Sequence[Sequence[float]], rewards: np.ndarray, *, pad_id: int, max_len: int,
@@ -170,7 +180,7 @@ class GrpoUpdater:
     if self.detached_old:
       train.update(sampler_logp=dev["sampler_logp"], sampler_mask=dev["sampler_mask"])
     else:
-      old = self.logp(state.params, dev)
+      old = self.logp(self.params(state), dev)
       sm = batch["sampler_mask"].reshape(old.shape)
       diff = np.abs(np.asarray(old) - batch["sampler_logp"].reshape(old.shape))
       train["old_logp"] = old
@@ -182,7 +192,7 @@ class GrpoUpdater:
       del ref  # a host reference leaves the device before the update
     metrics, skipped = {}, 0.0
     for _ in range(g.inner_updates):
-      state, metrics = self.train_step(state, train)
+      state, metrics = self.train_step(state, train, self.frozen)
       skipped = max(skipped, float(metrics["skipped"]))
     out = {k: float(v) for k, v in metrics.items()}
     out["skipped"] = skipped

@@ -22,6 +22,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from grm_jax import parallel
+from grm_jax.models import lora
 from grm_jax.models.weights import compute_copy
 from grm_jax.train.losses import Weighted
 
@@ -82,7 +83,10 @@ def _state_shardings(abstract_state: TrainState, param_shardings):
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule=None, *, donate: bool = True,
                     compute_dtype: str | None = None):
-  """jit(step)(state, batch) -> (state, metrics). `batch` arrays have a leading micro-batch axis [M, b, ...].
+  """jit(step)(state, batch, frozen=None) -> (state, metrics). `batch` arrays have a leading micro-batch axis
+  [M, b, ...]. `frozen`: params the loss reads but the step never changes (LoRA's base weights, `models.lora.split`):
+  `loss_fn` sees them joined with the state's params, gradients are taken for the state's params only, and they are
+  an argument, not donated, so one copy serves the step, the sampler and the KL reference.
 
   `compute_dtype` (the model's, when its params are stored wider): the weights are cast once per step and each
   micro-batch's gradient is taken with respect to that copy, then added to a float32 accumulator. The decoder casts
@@ -97,25 +101,25 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
   and the state was returned unchanged (no update, no step count).
   """
 
-  def micro(params, mb):
+  def micro(params, frozen, mb):
     def f(p):
-      loss, metrics = loss_fn(p, mb)
+      loss, metrics = loss_fn(lora.join(p, frozen), mb)
       return loss.total, (loss, metrics)
 
     grads, (loss, metrics) = jax.grad(f, has_aux=True)(params)
     return grads, loss, metrics
 
-  def step(state: TrainState, batch):
+  def step(state: TrainState, batch, frozen=None):
     first = jax.tree.map(lambda x: x[0], batch)
     weights = state.params if compute_dtype is None else compute_copy(state.params, compute_dtype)
-    _, l_shape, m_shape = jax.eval_shape(micro, weights, first)
+    _, l_shape, m_shape = jax.eval_shape(micro, weights, frozen, first)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (state.params, l_shape, m_shape))
     grads0 = jax.tree.map(lambda z, p: jax.lax.with_sharding_constraint(z, p.sharding) if _has_named(p) else z,
                           zeros[0], state.params)
     zeros = (grads0, zeros[1], zeros[2])
 
     def body(acc, mb):
-      out = micro(weights, mb)
+      out = micro(weights, frozen, mb)
       return jax.tree.map(lambda a, x: a + jnp.asarray(x).astype(a.dtype), acc, out), None
 
     (grads, loss, metrics), _ = jax.lax.scan(body, zeros, batch)
