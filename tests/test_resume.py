@@ -1,7 +1,8 @@
 """The main SPCT command killed with SIGKILL during GRPO and rerun: it resumes and completes, with the same GRPO
 params and the same evaluation numbers as an uninterrupted run (tiny:llama, the smoke preset), and a finished run
-is skipped stage by stage."""
+is skipped stage by stage; the same with LoRA adapters, whose checkpoints hold the adapters only."""
 
+import ast
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
 
 
-def command(workdir):
+def command(workdir, *extra):
   # The random tiny model's judgements never parse, so every rollout is rewarded -1, every group advantage is 0 and
   # the policy-gradient term has no gradient: at weight decay 0 GRPO would not move a single param and "resumed ==
   # uninterrupted" would hold for a run that does nothing. Decoupled weight decay moves the params at step 1, and from
@@ -29,7 +30,7 @@ def command(workdir):
   # same params.
   return [sys.executable, "-m", "grm_jax.main", "--config=experiments/spct.py:smoke", f"--workdir={workdir}",
           f"--config.grpo.steps={STEPS}", "--config.grpo.optim.learning_rate=1e-3",
-          "--config.grpo.optim.weight_decay=0.1"]
+          "--config.grpo.optim.weight_decay=0.1", *extra]
 
 
 def final_params(workdir, stage="grpo"):
@@ -92,3 +93,48 @@ def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   # A finished run is skipped stage by stage.
   again = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
   assert again.returncode == 0 and again.stderr.count("already done") >= 3, again.stderr[-3000:]
+
+
+def _kill_during_grpo(cmd, workdir, env):
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = workdir / "grpo" / "checkpoints" / "1"
+  deadline = time.time() + 300
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert first.exists(), "the run never wrote its first checkpoint"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+
+
+@pytest.mark.timeout(600)
+def test_a_lora_run_killed_during_grpo_resumes_to_the_same_adapters(tmp_path):
+  """RFT and GRPO with rank-4 adapters: the stages' outputs and checkpoints hold the adapters only, GRPO moves them
+  (its KL reference is the base model, which RFT's adapters already differ from), and a run killed mid-GRPO resumes
+  to the uninterrupted run's adapters."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  # Adapters train at a larger learning rate than full weights: at the smoke preset's RFT rate, B barely leaves zero
+  # and the policy's KL to the base (GRPO's only gradient here) is ~1e-10, below Adam's epsilon.
+  extra = ("--config.model.lora.rank=4", "--config.stages=rft,grpo", "--config.rft.optim.learning_rate=1e-2")
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  done = subprocess.run(command(whole, *extra), cwd=REPO, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  _kill_during_grpo(command(killed, *extra), killed, env)
+  rerun = subprocess.run(command(killed, *extra), cwd=REPO, env=env, capture_output=True, text=True)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+  a, b, start = final_params(whole), final_params(killed), final_params(whole, "rft")
+  for params in (a, b, start):
+    names = {p[-1].key for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert names and all(n.endswith(("_lora_a", "_lora_b")) for n in names), sorted(names)  # adapters only
+  assert json.loads((whole / "grpo" / "final" / "trained.json").read_text())["lora"]["rank"] == 4
+  # A checkpoint's state: the step, the adapters and their optimizer state; no base weight.
+  saved = json.loads((killed / "grpo" / "checkpoints" / str(STEPS) / "state" / "_METADATA").read_text())
+  paths = [ast.literal_eval(k) for k in saved["tree_metadata"]]  # orbax writes each key path as a tuple literal
+  assert any(p[-1] == "q_lora_a" for p in paths) and all(
+    p[-1].endswith(("_lora_a", "_lora_b")) for p in paths if p[0] == "params"), paths
+  assert not any(p[-1] in ("embed", "q", "gate", "scale") for p in paths), paths
+  moved, worst = max_abs_diff(a, start), max_abs_diff(a, b)
+  print(f"lora resume: max |adapter difference| = {worst:.3g}; GRPO moved the adapters by up to {moved:.3g}")
+  assert np.abs(np.asarray(start["layers"]["attn"]["q_lora_b"])).max() > 0  # RFT trained B away from zero
+  assert moved > 1e-4 and max_abs_diff(b, start) > 1e-4
+  assert worst <= 1e-6
