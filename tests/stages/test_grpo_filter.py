@@ -29,7 +29,7 @@ def test_scripted_judge_counts_and_reuse(tmp_path, monkeypatch, tiny_model):
   go, and the counts say so overall and by source. A rerun reuses the counts without judging again."""
   calls, loaded = [], []
   monkeypatch.setattr(common.judges, "judge", scripted_judge(tiny_model, calls))
-  monkeypatch.setattr(common, "load_base", lambda config, name: loaded.append(name) or tiny_model)
+  monkeypatch.setattr(common, "load_base", lambda config, name, **kw: loaded.append(name) or tiny_model)
   config = _config("some/small-judge")
   items = common.training_items(config, "train")
   assert len(items) == 6

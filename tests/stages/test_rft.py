@@ -149,7 +149,7 @@ def test_teacher_samples_student_learns_with_general_data_and_fixed_steps(tmp_pa
 
   monkeypatch.setattr(rft.common.judges, "judge", judge)
   monkeypatch.setattr(rft.common, "load_base",
-                      lambda config, name=None: teacher if name == "tiny:qwen2" else tiny_model)
+                      lambda config, name=None, **kw: teacher if name == "tiny:qwen2" else tiny_model)
   monkeypatch.setattr(rft.common, "mesh_scope", lambda config: parallel.use_mesh(None))
   chats = tmp_path / "chats"
   chats.mkdir()
