@@ -68,7 +68,7 @@ def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int 
         f"{_gb(capacity)} GiB)")
     capacity = hbm_bytes
   period = cost.layer_period(plan.cfg)
-  out(f"{slice_.name}: {slice_.chips} x {chip.name}, {_gb(capacity)} GiB HBM usable per chip (XLA), "
+  out(f"{slice_.name}: {slice_.chips} x {chip.name}, {_gb(chip_capacity)} GiB HBM usable per chip (XLA), "
       f"{chip.bf16_flops / 1e12:.0f} TFLOP/s bf16, {chip.hbm_bandwidth / 1e9:.0f} GB/s; mesh {dict(plan.mesh.shape)}; "
       f"model {plan.cfg.num_params() / 1e9:.2f}B params, {plan.cfg.dtype} compute, {plan.cfg.param_dtype} params, "
       f"remat={plan.cfg.remat}" + (f", LoRA rank {plan.cfg.lora.rank} on {','.join(plan.cfg.lora.targets)}"
