@@ -15,9 +15,10 @@ Presets (the part after ':'):
                on a 16 GB card or a single-chip Colab TPU (v5e-1): compiled, the RFT step alone needs ~2x its HBM
   gemma2_9b_lora     Gemma-2-9B-it with LoRA (rank 16 on every projection, alpha 32): the bf16 base frozen, float32
                adapters and Adam moments, GRPO's KL reference the base itself (adapters off); the one-device recipe
-               above otherwise, 4 items per sampler call. One 80 GB GPU, planned as one TPU chip (docs/scaling.md)
+               above otherwise, 4 items per sampler call (2 in evaluation). One 80 GB GPU, planned as one v5p chip
+               (docs/scaling.md)
   qwen2_5_1_5b_lora  Qwen2.5-1.5B-Instruct with the same LoRA: one 16 GB device (a v5e-1, Colab's TPU runtime, or a
-               16 GB GPU), where the full-weight preset does not train
+               16 GB GPU), where the full-weight preset does not train; 4 items per evaluation call
   gemma2_27b   the paper's recipe on Gemma-2-27B (base): a teacher samples the RFT set from the paper's RM data sources,
                85% general chat data, RFT lr 5e-6 x 900 steps at batch 1024; the RL-data filter, GRPO lr 4e-7 x 900
                steps at 512 rollouts (G=4), beta 0.08; meta RM lr 1e-5 batch 512; RewardBench, PPE, RMB, ReaLMistake
@@ -104,7 +105,7 @@ def recipe_table() -> str:
   return "\n".join(rows)
 
 
-SYNTHETIC = "synthetic:n=2,tasks=letter+upper"
+SYNTHETIC = "synthetic:n=2,tasks=letter+upper"  # the CPU presets' data (train and held-out test split)
 
 
 def _lora(c: ml_collections.ConfigDict, preset: str) -> None:
@@ -120,14 +121,13 @@ def _lora(c: ml_collections.ConfigDict, preset: str) -> None:
   # prompts of 3,072 tokens at 8 items left a v5e-1 3% free with Qwen).
   c.eval.sampling.batch_items = 4
   if preset == "gemma2_9b_lora":
-    # 4 items per sampler call everywhere: Gemma-2-9B's KV cache is 336 KiB a token, and the engine's prefix slots
-    # and rows of 8 items (16 prompts of 3,072 tokens, 32 rows of 1,024 new tokens) would hold ~26 GiB of it beside
-    # the 17 GiB base.
+    # 4 items per sampler call everywhere: Gemma-2-9B's KV cache is 336 KiB a token; at 4 items an insert needs
+    # 48.1 GiB (the 17.2 GiB base, 13.1 GiB of KV for 8 prompts of 3,072 tokens and 16 rows of 1,024 new ones,
+    # 17.5 GiB of prefill temporaries), so 8 items (~78 GiB) would not fit 90% of an 80 GB card.
     for group in (c.rft, c.grpo, c.metarm):
       group.sampling.batch_items = 4
     # Evaluation: 2 items per call, beside the 17 GiB meta RM (at 4 its insert and step left 5-7% of 74.5 GiB free).
     c.eval.sampling.batch_items = 2
-  # the CPU presets' data (train and held-out test split)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
