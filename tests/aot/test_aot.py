@@ -17,7 +17,7 @@ from grm_jax import parallel
 from grm_jax.aot import compile as aot_compile
 from grm_jax.aot import cost, hardware, programs
 from grm_jax.aot.run import plan_for
-from grm_jax.models.config import tiny
+from grm_jax.models.config import Lora, tiny
 from grm_jax.train.step import abstract_state
 from tests.optim import optim
 
@@ -248,7 +248,8 @@ def test_evaluation_counts_each_params_copy_it_holds():
 
   def resident(policy, baseline):
     ev = ml_collections.ConfigDict({"policy": policy, "baseline": baseline, "meta_model": ""})
-    plan = types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": ev}), params=lambda: "params")
+    plan = types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": ev}), params=lambda: "params",
+                                 cfg=types.SimpleNamespace(lora=Lora()))
     return sorted(programs._eval_resident(plan, meta=False))
 
   assert resident("grpo", "") == ["GRM params"]
