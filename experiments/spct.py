@@ -13,6 +13,12 @@ Presets (the part after ':'):
                chips (docs/scaling.md)
   qwen2_5_1_5b Qwen2.5-1.5B-Instruct, the same recipe: one 40 GB GPU (Colab's A100 runtime). Neither preset trains
                on a 16 GB card or a single-chip Colab TPU (v5e-1): compiled, the RFT step alone needs ~2x its HBM
+  gemma2_9b_lora     Gemma-2-9B-it with LoRA (rank 16 on every projection, alpha 32): the bf16 base frozen, float32
+               adapters and Adam moments, GRPO's KL reference the base itself (adapters off); the one-device recipe
+               above otherwise, 4 items per sampler call (2 in evaluation). One 80 GB GPU, planned as one v5p chip
+               (docs/scaling.md)
+  qwen2_5_1_5b_lora  Qwen2.5-1.5B-Instruct with the same LoRA: one 16 GB device (a v5e-1, Colab's TPU runtime, or a
+               16 GB GPU), where the full-weight preset does not train; 4 items per evaluation call
   gemma2_27b   the paper's recipe on Gemma-2-27B (base): a teacher samples the RFT set from the paper's RM data sources,
                85% general chat data, RFT lr 5e-6 x 900 steps at batch 1024; the RL-data filter, GRPO lr 4e-7 x 900
                steps at 512 rollouts (G=4), beta 0.08; meta RM lr 1e-5 batch 512; RewardBench, PPE, RMB, ReaLMistake
@@ -38,7 +44,14 @@ import ml_collections
 
 from grm_jax import configs
 
-PRESETS = ("default", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_27b")
+PRESETS = ("default", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_9b_lora", "qwen2_5_1_5b_lora", "gemma2_27b")
+# The one-device presets: (checkpoint folder, architecture). The `_lora` ones train LoRA adapters on a frozen bf16 base.
+ONE_DEVICE = {
+  "gemma2_2b": ("/content/gemma-2-2b-it", "gemma2-2b"),
+  "qwen2_5_1_5b": ("/content/Qwen2.5-1.5B-Instruct", "qwen2.5-1.5b"),
+  "gemma2_9b_lora": ("/content/gemma-2-9b-it", "gemma2-9b"),
+  "qwen2_5_1_5b_lora": ("/content/Qwen2.5-1.5B-Instruct", "qwen2.5-1.5b"),
+}
 # The paper's RM data (App. C.1) from public training splits, under benchmark_root unless a path is given: MATH
 # training problems with sampled solutions as verifiable pairs and single responses (a JSONL of problem, answer,
 # solutions), UltraFeedback, OffsetBias, Skywork-Reward-Preference-80K-v0.2 and HelpSteer2-Preference. The paper
@@ -93,6 +106,28 @@ def recipe_table() -> str:
 
 
 SYNTHETIC = "synthetic:n=2,tasks=letter+upper"  # the CPU presets' data (train and held-out test split)
+
+
+def _lora(c: ml_collections.ConfigDict, preset: str) -> None:
+  """LoRA on the one-device recipe: rank-16 adapters (alpha 32) on every projection train in float32 with float32
+  Adam moments; the base is frozen in bf16, and GRPO's KL reference is the base itself (adapters off: no copy, so
+  nothing to keep on the host). Sized by compiling for one device (python -m grm_jax.aot, docs/scaling.md)."""
+  c.model.lora.rank, c.model.lora.alpha = 16, 32.0
+  c.rft.optim.moment_dtype = c.grpo.optim.moment_dtype = c.metarm.optim.moment_dtype = "float32"  # adapters: small
+  c.grpo.reference_on_host = False
+  # Adapters learn at a higher rate than full weights (the usual LoRA range is 1e-4 to 2e-4).
+  c.rft.optim.learning_rate, c.grpo.optim.learning_rate, c.metarm.optim.learning_rate = 1e-4, 2e-5, 1e-4
+  # Evaluation judges with the meta RM (a second model, loaded on its own) beside the GRM: 4 items per call (16
+  # prompts of 3,072 tokens at 8 items left a v5e-1 3% free with Qwen).
+  c.eval.sampling.batch_items = 4
+  if preset == "gemma2_9b_lora":
+    # 4 items per sampler call everywhere: Gemma-2-9B's KV cache is 336 KiB a token; at 4 items an insert needs
+    # 48.1 GiB (the 17.2 GiB base, 13.1 GiB of KV for 8 prompts of 3,072 tokens and 16 rows of 1,024 new ones,
+    # 17.5 GiB of prefill temporaries), so 8 items (~78 GiB) would not fit 90% of an 80 GB card.
+    for group in (c.rft, c.grpo, c.metarm):
+      group.sampling.batch_items = 4
+    # Evaluation: 2 items per call, beside the 17 GiB meta RM (at 4 its insert and step left 5-7% of 74.5 GiB free).
+    c.eval.sampling.batch_items = 2
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -151,9 +186,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.limit, c.eval.sampling.k, c.eval.sampling.batch_items, c.eval.baseline = 32, 4, 32, "base"
   if preset == "smoke":
     configs.smoke(c)
-  elif preset in ("gemma2_2b", "qwen2_5_1_5b"):
-    c.model.name = "/content/gemma-2-2b-it" if preset == "gemma2_2b" else "/content/Qwen2.5-1.5B-Instruct"
-    c.model.arch = "gemma2-2b" if preset == "gemma2_2b" else "qwen2.5-1.5b"
+  elif preset in ONE_DEVICE:
+    c.model.name, c.model.arch = ONE_DEVICE[preset]
     c.model.dtype = "bfloat16"
     c.model.remat = True
     c.data.train = "helpsteer2-preference"
@@ -173,6 +207,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.sampling.k, c.eval.sampling.max_new_tokens, c.eval.sampling.batch_items = 8, 1024, 8
     c.rft.optim.moment_dtype = c.grpo.optim.moment_dtype = c.metarm.optim.moment_dtype = "bfloat16"
     c.grpo.reference_on_host = True
+    if preset.endswith("_lora"):
+      _lora(c, preset)
   elif preset == "gemma2_27b":
     # The paper's recipe (arXiv 2504.02495v3 §3.2, §4, App. C.1, D.1), as far as public data and the model families
     # grm_jax loads allow; the docstring lists what differs, PAPER_RECIPE every setting. Paths are where a pod keeps

@@ -48,6 +48,9 @@ TARGETS = {
   # One 40 GB GPU (Colab's A100), a v6e-1 as docs/scaling.md compiles it, or a v5e-8 with its micro-batches.
   ("spct", "qwen2_5_1_5b"): [("1 GPU", 1, {}), ("v6e-1", hardware.parse_slice("v6e-1").chips, {}),
                              ("v5e-8", hardware.parse_slice("v5e-8").chips, SLICE_OVERRIDES["v5e-8"])],
+  # LoRA on one device: Gemma-2-9B on one 80 GB GPU (planned on one v5p chip, v5p-2), Qwen on a v5e-1 (16 GB).
+  ("spct", "gemma2_9b_lora"): [("1 GPU", 1, {}), ("v5p-2", hardware.parse_slice("v5p-2").chips, {})],
+  ("spct", "qwen2_5_1_5b_lora"): [("1 GPU", 1, {}), ("v5e-1", hardware.parse_slice("v5e-1").chips, {})],
   # "mesh fsdp x tensor for a v5p-128 pod / 128 GPUs", unchanged.
   ("spct", "gemma2_27b"): [("v5p-128", hardware.parse_slice("v5p-128").chips, {}), ("128 GPUs", 128, {})],
   # The paper's protocol "on accelerators", no count stated: one device (the stage's judge batches pad to the mesh).

@@ -26,6 +26,10 @@ _MARKDOWN = flags.DEFINE_string("markdown", None, "write the tables of docs/scal
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 0, "longest judging prompt in tokens (0 = rft.max_len - "
                                    "rft.sampling.max_new_tokens, or 2048 without an rft group)")
 _ONLY = flags.DEFINE_list("programs", [], "compile only programs whose name starts with one of these")
+_HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "judge every fit against this many GiB per device instead of the chip's "
+                               "usable HBM (a GPU planned through one TPU chip, e.g. 74.5 for an 80 GB card with "
+                               "--topology=v5p-2)")
+_HBM_NAME = flags.DEFINE_string("hbm_name", "", "the device --hbm_gib stands for, for the report")
 _XLA_FLOPS = flags.DEFINE_bool("xla_flops", True, "also count training FLOPs with XLA on loop-free copies")
 flags.mark_flags_as_required(["config", "topology"])
 
@@ -42,7 +46,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   try:
     config = _CONFIG.value
-    summary = run(config, _TOPOLOGY.value, _ONLY.value, _XLA_FLOPS.value, _prompt_len(config))
+    summary = run(config, _TOPOLOGY.value, _ONLY.value, _XLA_FLOPS.value, _prompt_len(config),
+                  hbm_bytes=int(_HBM_GIB.value * (1 << 30)), hbm_name=_HBM_NAME.value)
   except (hardware.TopologyError, ValueError, FileNotFoundError) as e:
     print(f"grm_jax.aot: {e}", file=sys.stderr)
     sys.exit(2)

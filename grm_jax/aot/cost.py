@@ -113,6 +113,10 @@ def compute_weight_bytes(cfg: ModelConfig) -> float:
 
 
 def train_bytes(cfg: ModelConfig, params, optimizer, micro_batches: int) -> float:
+  """HBM traffic of a training step on a chip: its state (the trained `params` and their optimizer moments) read and
+  written, a gradient per micro-batch accumulated, and every weight read in compute dtype once per pass. Under LoRA
+  `params` are the trained part only (the adapters, and a scalar head: `models.lora.split`): the frozen base, stored
+  in the compute dtype, is what the passes read, and it has no moments and no gradient."""
   from grm_jax.train.step import abstract_state  # noqa: PLC0415
 
   state = per_chip_bytes(abstract_state(params, optimizer))
@@ -214,7 +218,9 @@ def memory_estimate(p) -> float:
   programs their arguments (its state - the prefix slots' and rows' KV cache, outputs - and the sampler's weights)
   plus an insert's prefill working set and new KV, a step's copy of the layer weights (`split_layer_params` before
   its loop) and f32 logits, a decode iteration's logits. Without a mesh in scope it is one device holding everything
-  (a GPU); under the slice's mesh (`parallel.use_mesh`) it is one chip, to check against what XLA:TPU compiled."""
+  (a GPU); under the slice's mesh (`parallel.use_mesh`) it is one chip, to check against what XLA:TPU compiled.
+  Under LoRA a training step's `param_args` are the trained part (adapters, a head): the accumulator and the
+  compute-dtype copy are theirs, and the frozen base (already in compute dtype) is among the arguments."""
   cfg = p.cfg
   mesh = parallel.current_mesh()
   shards = parallel.batch_shards()

@@ -1,9 +1,11 @@
 """Accelerators we plan for: TPU slices by their Cloud names, and the chips' published limits.
 
 TPU slice names count TensorCores for v4 and v5p (two per chip: v5p-128 is 64 chips) and chips for v5e and v6e
-(v5e-8 is 8 chips); `tpu_devices` turns a name into the slice's devices through libtpu's topology description, so
-XLA:TPU compiles for it on a machine with no TPU. GPUs cannot be compiled for without one: `GPUS` holds the same
-limits for the analytic estimate.
+(v5e-8 is 8 chips). v5p-2 (v4-2) is one chip: no slice Cloud TPU rents, but a topology libtpu describes, so one
+device with the chip's HBM plans a one-GPU preset (`--hbm_gib` then sets the GPU's memory as the limit).
+`tpu_devices` turns a name into the slice's devices through libtpu's topology description, so XLA:TPU compiles for
+it on a machine with no TPU. GPUs cannot be compiled for without one: `GPUS` holds the same limits for the
+analytic estimate.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ GPUS = {
 }
 
 # Chips -> physical shape of the slice (Cloud TPU's supported single-slice topologies).
-_SHAPES_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
+_SHAPES_3D = {1: (1, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
               256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)}
 _SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
 _CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5e": 1, "v6e": 1}
@@ -93,7 +95,7 @@ def tpu_devices(s: Slice) -> list:
   from jax.experimental import topologies  # noqa: PLC0415
 
   if len(s.shape) == 3:
-    kw = dict(chip_config_name="megacore", chips_per_host_bounds=(2, 2, 1))
+    kw = dict(chip_config_name="megacore", chips_per_host_bounds=(min(2, s.shape[0]), min(2, s.shape[1]), 1))
   else:  # v5e / v6e hosts hold up to 8 chips (2x4)
     kw = dict(chips_per_host_bounds=(min(2, s.shape[0]), min(4, s.shape[1]), 1))
   try:

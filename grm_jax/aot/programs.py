@@ -35,7 +35,7 @@ from grm_jax import judges, parallel
 from grm_jax.aot import cost
 from grm_jax.buckets import batch_bucket
 from grm_jax.judges import scalar_rm
-from grm_jax.models import weights
+from grm_jax.models import lora, weights
 from grm_jax.models.config import ModelConfig
 from grm_jax.models.decoder import decode_step as model_decode_step
 from grm_jax.sampling import engine
@@ -96,6 +96,8 @@ class Plan:
     return parallel.use_mesh(self.mesh, self.rules)
 
   def params(self, cfg: ModelConfig | None = None):
+    """The param tree as the stages hold it: under LoRA (`cfg.lora.rank` > 0) the base weights in the compute dtype
+    (`plan_for` sets `param_dtype` so) and the float32 adapters beside each target projection."""
     cfg = cfg or self.cfg
     shapes, names = weights.abstract_params(cfg)
     with self.scope():
@@ -112,6 +114,10 @@ class Plan:
 
   def batch(self, shape, dtype):
     return self.array(shape, dtype, BATCH_NAMES)
+
+  def adapters(self):
+    """What one more set of adapters on the same base costs (LoRA): `params`' adapters alone."""
+    return lora.split(self.params(), self.cfg.lora, trained_roots=())[0]
 
 
 def _on_plan(build: Callable[..., Program]) -> Callable[..., Program]:
@@ -149,7 +155,9 @@ def _layer_twin(plan: Plan, build: Callable[[Plan], Program]) -> Callable[[int],
 def _fit_step(plan: Plan, name: str, g, loss_fn, params, extra, micro_batches, head: bool = True,
               twin=None) -> Program:
   """A supervised step of group `g` (batch_size / micro_batches rows of max_len tokens) as the stage builds it:
-  `make_train_step(loss_fn, AdamW)`; `extra(m, b)` adds the loss's own [M, b] inputs to tokens and mask."""
+  `make_train_step(loss_fn, AdamW)`; `extra(m, b)` adds the loss's own [M, b] inputs to tokens and mask. Under LoRA
+  the state holds the trained part (`lora.split`: the adapters, and a scalar head) and its moments; the frozen base
+  is the step's third argument, as `train.fit` passes it."""
   m, b = _micro(g)
   m = micro_batches or m
   t = int(g.max_len)
@@ -157,9 +165,16 @@ def _fit_step(plan: Plan, name: str, g, loss_fn, params, extra, micro_batches, h
   fn = make_train_step(loss_fn, optimizer, schedule, compute_dtype=plan.cfg.dtype)
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_), **extra(m, b, t)}
   flops, model_flops = cost.train_flops(plan.cfg, m * b, t, head=head)
-  return Program(name, fn, (abstract_state(params, optimizer), batch), f"{m} x {b} rows x {t} tokens", flops,
-                 model_flops, cost.train_bytes(plan.cfg, params, optimizer, m), m * b * t,
-                 twin=twin if micro_batches is None else None, rows=b, length=t, cfg=plan.cfg, param_args=params)
+  trained, frozen = lora.split(params, plan.cfg.lora)
+  return Program(name, fn, (abstract_state(trained, optimizer), batch, *_frozen_arg(frozen)),
+                 f"{m} x {b} rows x {t} tokens", flops, model_flops,
+                 cost.train_bytes(plan.cfg, trained, optimizer, m), m * b * t,
+                 twin=twin if micro_batches is None else None, rows=b, length=t, cfg=plan.cfg, param_args=trained)
+
+
+def _frozen_arg(frozen) -> tuple:
+  """The train step's third argument under LoRA (the frozen base), none without."""
+  return (frozen,) if frozen else ()
 
 
 @_on_plan
@@ -180,14 +195,23 @@ def _grpo_shapes(plan: Plan) -> tuple[int, int, int]:
 def _grpo_resident(plan: Plan, parts: tuple[str, ...]) -> dict[str, Any]:
   """The GRPO stage's device arrays beside a program's arguments: "params" (f32 masters), "moments" (the optimizer
   state) and, when beta > 0, "reference" (the frozen KL reference in compute dtype, `train.grpo.reference_params`;
-  in host memory with `grpo.reference_on_host`, on the device only as the reference forward's argument)."""
+  in host memory with `grpo.reference_on_host`, on the device only as the reference forward's argument).
+  Under LoRA the state is the adapters' ("params" is then "adapters": the frozen base is an argument of every
+  program, or the sampler's weights) and the reference is the base itself with the adapters off
+  (`lora.adapters_off`): its only arrays of its own are a zeroed copy of the adapters ("reference adapters")."""
   params = plan.params()
-  state = abstract_state(params, make_optimizer(plan.config.grpo.optim, 1000)[0])
-  out = {"params": params, "moments": state.opt_state}
+  trained = lora.split(params, plan.cfg.lora)[0]
+  state = abstract_state(trained, make_optimizer(plan.config.grpo.optim, 1000)[0])
+  adapters = bool(plan.cfg.lora.rank)
+  out = {("adapters" if adapters else "params"): trained, "moments": state.opt_state}
   gc = GrpoConfig.from_config(plan.config.grpo)
-  if gc.has_kl and not gc.reference_on_host:
+  if gc.has_kl and adapters:
+    out["reference adapters"] = plan.adapters()
+  elif gc.has_kl and not gc.reference_on_host:
     out["reference"] = _compute_copy(plan, params)
-  return {k: out[k] for k in parts if k in out}
+  aliases = {"params": ("params", "adapters"), "moments": ("moments",),
+             "reference": ("reference", "reference adapters")}
+  return {k: out[k] for part in parts for k in aliases[part] if k in out}
 
 
 def _compute_copy(plan: Plan, params):
@@ -215,20 +239,22 @@ def grpo_step(plan: Plan, micro_batches: int | None = None) -> Program:
   if updater.g.has_kl:
     batch["ref_logp"] = plan.batch((m, b, t), jnp.float32)
   flops, model_flops = cost.train_flops(plan.cfg, m * b, t)
-  return Program("grpo/step", updater.train_step, (abstract_state(params, optimizer), batch),
+  trained, frozen = lora.split(params, plan.cfg.lora)  # under LoRA: the adapters train, the base is an argument
+  return Program("grpo/step", updater.train_step, (abstract_state(trained, optimizer), batch, *_frozen_arg(frozen)),
                  f"{m} x {b} rollouts x {t} tokens", flops, model_flops,
-                 cost.train_bytes(plan.cfg, params, optimizer, m), m * b * t,
+                 cost.train_bytes(plan.cfg, trained, optimizer, m), m * b * t,
                  twin=_layer_twin(plan, grpo_step) if micro_batches is None else None, rows=b, length=t,
-                 cfg=plan.cfg, param_args=params, resident=_grpo_resident(plan, ("reference",)))
+                 cfg=plan.cfg, param_args=trained, resident=_grpo_resident(plan, ("reference",)))
 
 
 @_on_plan
 def grpo_reference(plan: Plan) -> Program:
-  """Reference log-probs (the KL term), one forward per step from the frozen reference in compute dtype."""
+  """Reference log-probs (the KL term), one forward per step from the frozen reference in compute dtype (under LoRA:
+  the base weights as stored with the adapters off, `lora.adapters_off`, float32 like the adapters they zero)."""
   m, b, t = _grpo_shapes(plan)
   updater, _ = _grpo_updater(plan)
   params = plan.params()
-  ref = _compute_copy(plan, params)
+  ref = params if plan.cfg.lora.rank else _compute_copy(plan, params)
   batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_)}
   flops = cost.forward_flops(plan.cfg, m * b, t)
   return Program("grpo/reference_logprobs", updater.logp, (ref, batch), f"{m} x {b} rollouts x {t} tokens", flops,
@@ -274,17 +300,20 @@ def _eval_resident(plan: Plan, meta: bool = True) -> dict[str, Any]:
   """The evaluation stage's device arrays beside a program's: the meta RM (loaded before judging) while the GRM
   samples, the GRM's params while the meta RM scores, and the base weights when a trained policy is compared with
   a baseline (`eval.baseline`), and a trained baseline's params while it judges. Evaluation loads every model in
-  compute dtype (`plan` is built that way)."""
+  compute dtype (`plan` is built that way). Under LoRA the base model and a trained baseline share the policy's base
+  weights (`train.checkpoint.restore_trained` joins adapters onto them): each is one more set of adapters; the meta RM
+  is loaded on its own (`judges.meta_rm.load_meta_rm`), and while it scores the GRM is whole beside it."""
   e, out = plan.config.eval, {}
   if meta and str(e.meta_model):
     out["meta RM"] = _meta_params(plan)
   if not meta:
     out["GRM params"] = plan.params()
   baselines = [b.strip() for b in str(e.get("baseline", "") or "").split(",") if b.strip() not in ("", str(e.policy))]
+  other = plan.adapters if plan.cfg.lora.rank else plan.params  # another model on the same base
   if baselines and str(e.policy) != "base":
-    out["base params"] = plan.params()
+    out["base params"] = other()
   if any(b != "base" for b in baselines):  # a trained baseline ("rft") is restored beside the base weights
-    out["baseline params"] = plan.params()
+    out["baseline params"] = other()
   return out
 
 
@@ -529,7 +558,9 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
     m = c.metarm
     if int(m.sampling.k) > 0:
       # A trained policy's params are restored beside the base weights the meta RM starts from.
-      beside = (lambda p: {"base params": p.params()}) if str(m.policy) != "base" else None
+      # Under LoRA the policy is its adapters on the same base: the base model keeps only its own fresh adapters.
+      beside = ((lambda p: {"base params": p.adapters() if p.cfg.lora.rank else p.params()})
+                if str(m.policy) != "base" else None)
       s = judges.Sampling.from_config(c, "metarm.sampling", "metarm_policy")
       sampling("metarm/sample", "metarm/decode_step", s.items_per_call(train_items), s.k, s.max_new_tokens,
                resident=beside)

@@ -8,13 +8,16 @@ import time
 from grm_jax import configs, parallel
 from grm_jax.aot import compile as aot_compile
 from grm_jax.aot import cost, hardware, programs
+from grm_jax.models import lora
 from grm_jax.models.model import load_config
 
 GIB = 1 << 30
 
 
 def plan_for(config, slice_: hardware.Slice, devices, prompt_len: int) -> programs.Plan:
-  """The mesh of `config.mesh` on the slice's devices and the architecture, checked before anything compiles."""
+  """The mesh of `config.mesh` on the slice's devices and the architecture, checked before anything compiles. With
+  `model.lora.rank` > 0 the architecture carries the adapters and its base weights are stored in the compute dtype,
+  as `stages.common.load_base` loads them."""
   shape = {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
   try:
     mesh = parallel.make_mesh(shape, devices)
@@ -22,7 +25,11 @@ def plan_for(config, slice_: hardware.Slice, devices, prompt_len: int) -> progra
     raise ValueError(f"config mesh {shape} on {slice_.name} ({slice_.chips} chips): {e}") from e
   configs.validate(config, num_devices=slice_.chips)
   m = config.model
-  cfg = load_config(m.name, dtype=m.dtype, param_dtype=m.param_dtype, arch=m.arch, remat=bool(m.remat))
+  spec = lora.from_config(m)
+  cfg = load_config(m.name, dtype=m.dtype, param_dtype=m.dtype if spec.rank else m.param_dtype, arch=m.arch,
+                    remat=bool(m.remat))
+  if spec.rank:
+    cfg = cfg.replace(lora=spec)
   return programs.Plan(config, cfg, mesh, tuple(tuple(r) for r in config.mesh.rules), prompt_len)
 
 
@@ -44,17 +51,28 @@ def hand_count(p: programs.Program, compiled_bytes: int) -> dict:
           **{f"fits_{k}": one_gpu <= (1 - aot_compile.HEADROOM) * g.hbm_bytes for k, g in hardware.GPUS.items()}}
 
 
-def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int = 2048, out=print) -> dict:
+def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int = 2048, out=print,
+        hbm_bytes: int = 0, hbm_name: str = "") -> dict:
+  """`hbm_bytes` > 0: the memory each program (with what stays beside it) must fit in, in place of the chip's (a GPU
+  planned through one TPU chip with more HBM: XLA:TPU compiles with the chip's, the fit is judged against this)."""
   slice_ = hardware.parse_slice(topology)
   devices = hardware.tpu_devices(slice_)
   plan = plan_for(config, slice_, devices, prompt_len)
   chip = slice_.chip
-  capacity = aot_compile.hbm_capacity(devices[0]) or chip.hbm_bytes
+  capacity = chip_capacity = aot_compile.hbm_capacity(devices[0]) or chip.hbm_bytes
+  if hbm_bytes:
+    if hbm_bytes > capacity:
+      raise ValueError(f"--hbm_gib={hbm_bytes / GIB:g}: more than the {_gb(capacity)} GiB XLA:TPU allows on "
+                       f"{slice_.name}; plan on a chip with more HBM")
+    out(f"fit judged against {hbm_name or 'a device'} of {_gb(hbm_bytes)} GiB (XLA:TPU compiles with the chip's "
+        f"{_gb(capacity)} GiB)")
+    capacity = hbm_bytes
   period = cost.layer_period(plan.cfg)
-  out(f"{slice_.name}: {slice_.chips} x {chip.name}, {_gb(capacity)} GiB HBM usable per chip (XLA), "
+  out(f"{slice_.name}: {slice_.chips} x {chip.name}, {_gb(chip_capacity)} GiB HBM usable per chip (XLA), "
       f"{chip.bf16_flops / 1e12:.0f} TFLOP/s bf16, {chip.hbm_bandwidth / 1e9:.0f} GB/s; mesh {dict(plan.mesh.shape)}; "
       f"model {plan.cfg.num_params() / 1e9:.2f}B params, {plan.cfg.dtype} compute, {plan.cfg.param_dtype} params, "
-      f"remat={plan.cfg.remat}; prompts {prompt_len} tokens")
+      f"remat={plan.cfg.remat}" + (f", LoRA rank {plan.cfg.lora.rank} on {','.join(plan.cfg.lora.targets)}"
+                                   if plan.cfg.lora.rank else "") + f"; prompts {prompt_len} tokens")
   results, estimates = [], []
   for build in programs.stage_programs(plan):
     with plan.scope():  # each program built and lowered on the slice's mesh
@@ -86,10 +104,16 @@ def run(config, topology: str, only=(), xla_flops: bool = True, prompt_len: int 
     big = [f"{path} {b / 1e6:.0f} MB" for path, b in r.replicated if b > aot_compile.FINDING_BYTES]
     if big:
       out(f"    replicated on every chip: {'; '.join(big)}")
-  return {"topology": slice_.name, "chips": slice_.chips, "chip": chip.name, "capacity": capacity,
-          "chip_source": chip.source, "mesh": dict(plan.mesh.shape), "model_params": plan.cfg.num_params(),
-          "prompt_len": prompt_len, "programs": [r.as_dict() for r in results], "memory_estimates": estimates,
-          "date": time.strftime("%Y-%m-%d")}
+  summary = {"topology": slice_.name, "chips": slice_.chips, "chip": chip.name, "capacity": capacity,
+             "chip_source": chip.source, "mesh": dict(plan.mesh.shape), "model_params": plan.cfg.num_params(),
+             "prompt_len": prompt_len, "programs": [r.as_dict() for r in results], "memory_estimates": estimates,
+             "date": time.strftime("%Y-%m-%d")}
+  if plan.cfg.lora.rank:  # keys only where they apply: a plan without either reads as before
+    summary["lora"] = plan.cfg.lora.as_json()
+  if hbm_bytes:
+    summary["limit"] = {"device": hbm_name or "a device", "bytes": hbm_bytes,
+                        "chip_capacity": chip_capacity}
+  return summary
 
 
 
@@ -98,9 +122,15 @@ def markdown(summary: dict) -> str:
   """The run as Markdown tables (docs/scaling.md pastes them): one row per program, then the hand-counted memory
   per chip against the compiled one and per GPU."""
   gib = 1 << 30
-  head = (f"**{summary['topology']}** ({summary['chips']} x {summary['chip']}, "
-          f"{summary['capacity'] / gib:.2f} GiB usable per chip), mesh {summary['mesh']}, "
-          f"prompts {summary['prompt_len']} tokens, compiled {summary['date']}\n\n")
+  usable = f"{summary['capacity'] / gib:.2f} GiB usable per chip"
+  if "limit" in summary:
+    usable = (f"{summary['limit']['chip_capacity'] / gib:.2f} GiB usable per chip; fit judged against "
+              f"{summary['limit']['device']}, {summary['capacity'] / gib:.2f} GiB")
+  lora_words = ""
+  if "lora" in summary:
+    lora_words = f", LoRA rank {summary['lora']['rank']} on {','.join(summary['lora']['targets'])}"
+  head = (f"**{summary['topology']}** ({summary['chips']} x {summary['chip']}, {usable}), mesh {summary['mesh']}"
+          f"{lora_words}, prompts {summary['prompt_len']} tokens, compiled {summary['date']}\n\n")
   rows = ["| program | shape | fits (headroom) | needs GiB/chip = args + temps + out - aliased + kept beside | "
           "compile s | "
           "FLOP/chip analytic | XLA / analytic | HBM bytes moved / (weights+KV) (XLA's count) | roofline ms | tok/s | "

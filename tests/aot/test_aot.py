@@ -17,7 +17,7 @@ from grm_jax import parallel
 from grm_jax.aot import compile as aot_compile
 from grm_jax.aot import cost, hardware, programs
 from grm_jax.aot.run import plan_for
-from grm_jax.models.config import tiny
+from grm_jax.models.config import Lora, tiny
 from grm_jax.train.step import abstract_state
 from tests.optim import optim
 
@@ -248,7 +248,8 @@ def test_evaluation_counts_each_params_copy_it_holds():
 
   def resident(policy, baseline):
     ev = ml_collections.ConfigDict({"policy": policy, "baseline": baseline, "meta_model": ""})
-    plan = types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": ev}), params=lambda: "params")
+    plan = types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": ev}), params=lambda: "params",
+                                 cfg=types.SimpleNamespace(lora=Lora()))
     return sorted(programs._eval_resident(plan, meta=False))
 
   assert resident("grpo", "") == ["GRM params"]
@@ -267,3 +268,44 @@ def test_the_probe_meta_rm_compiles_its_one_forward_pass():
   result = aot_compile.compile_program(builds["metarm/states"](), hardware.TPU_CHIPS["v5p"], 95 << 30, 4,
                                        xla_flops=False)
   assert result.fits and result.needed > 0
+
+
+def test_a_lora_plan_trains_the_adapters_beside_a_frozen_base_in_compute_dtype():
+  """model.lora.rank > 0: the plan's params are the base in compute dtype and float32 adapters; each training step's
+  state holds the trained part (adapters, a scalar head) and its moments, the base is the step's third argument;
+  GRPO's KL reference is the base with the adapters off, so only a copy of the adapters stays beside."""
+  from grm_jax.models import lora  # noqa: PLC0415
+
+  s = hardware.parse_slice("v5p-8")
+  c = _smoke_config(**{"grpo.reference_on_host": False, "grpo.beta": 0.02})
+  c.model.lora.rank = 4
+  lplan = plan_for(c, s, hardware.tpu_devices(s), prompt_len=200)
+  params = lplan.params()
+  mlp = params["layers"]["mlp"]
+  assert mlp["up"].dtype == jnp.bfloat16 and mlp["up_lora_a"].dtype == mlp["up_lora_b"].dtype == jnp.float32
+  trained, frozen = lora.split(params, lplan.cfg.lora)
+  adapters = cost.per_chip_bytes(trained)
+  p = programs.sft_step(lplan)
+  state, _, base = p.args
+  assert jax.tree.structure(state.params) == jax.tree.structure(trained)
+  assert cost.per_chip_bytes(state.params) == adapters
+  assert 2 * adapters <= cost.per_chip_bytes(state.opt_state) < 3 * adapters  # Adam's mu and nu of the adapters only
+  assert jax.tree.structure(base) == jax.tree.structure(frozen) and cost.per_chip_bytes(p.param_args) == adapters
+  full_plan = plan_for(_smoke_config(), s, hardware.tpu_devices(s), prompt_len=200)
+  full = programs.sft_step(full_plan)
+  assert len(full.args) == 2 and p.hbm_bytes < full.hbm_bytes
+  r = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4, xla_flops=False)
+  assert r.fits and r.alias >= cost.per_chip_bytes(state)  # the adapters' state is donated, the base is not
+  meta = programs.metarm_step(lplan).args[0].params  # the meta RM trains its head with the adapters
+  assert "head" in meta and not any(k for k in lora._flat(meta["decoder"]) if not lora.is_adapter(k))
+  step = programs.grpo_step(lplan)
+  assert len(step.args) == 3 and set(step.resident) == {"reference adapters"}
+  assert cost.per_chip_bytes(step.resident["reference adapters"]) == adapters
+  assert set(programs.grpo_reference(lplan).resident) == {"adapters", "moments"}
+  builds = {b().name: b for b in programs.stage_programs(lplan)}
+  beside = builds["grpo/rollouts_step"]().resident
+  # The sampler reads bf16 copies of the adapters: the f32 adapters stay beside it (and here, where the sampler
+  # holds the weights unsplit over fsdp, the base's fsdp shards as stored too).
+  assert set(beside) == {"moments", "reference adapters", "params (as stored)"}
+  stored = beside["params (as stored)"]
+  assert sum(cost.per_chip_bytes(a) for a in stored if a.dtype == jnp.float32 and a.ndim > 2) == adapters
