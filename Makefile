@@ -35,4 +35,4 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check grm_jax tests experiments launch
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q --require-benchmarks
+	$(BIN)/python -m pytest -q -n 2 --require-benchmarks

@@ -41,7 +41,7 @@ SLICE_OVERRIDES = {  # docs/scaling/gemma2_2b_v5e-8.json, gemma2_2b_v4-8.json, q
   "v4-8": {"rft.micro_batches": 8, "grpo.micro_batches": 16, "metarm.micro_batches": 8},
 }
 TARGETS = {
-  **{(f, p): [("cpu", CPU, {})] for f, p in CASES if p in ("default", "smoke", "quick")},
+  **{(f, p): [("cpu", CPU, {})] for f, p in CASES if p in ("default", "default_lora", "smoke", "quick")},
   # One 80 GB GPU, or a v5e-8 / v4-8 slice with micro-batches that split over its chips.
   ("spct", "gemma2_2b"): [("1 GPU", 1, {}), *((s, hardware.parse_slice(s).chips, SLICE_OVERRIDES[s])
                                               for s in ("v5e-8", "v4-8"))],
