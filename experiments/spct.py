@@ -46,7 +46,8 @@ import ml_collections
 
 from grm_jax import configs
 
-PRESETS = ("default", "default_lora", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_9b_lora", "qwen2_5_1_5b_lora", "gemma2_27b")
+PRESETS = ("default", "default_lora", "smoke", "gemma2_2b", "qwen2_5_1_5b", "gemma2_9b_lora", "qwen2_5_1_5b_lora",
+           "gemma2_27b")
 # The one-device presets: (checkpoint folder, architecture). The `_lora` ones train LoRA adapters on a frozen bf16 base.
 ONE_DEVICE = {
   "gemma2_2b": ("/content/gemma-2-2b-it", "gemma2-2b"),
