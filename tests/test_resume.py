@@ -50,14 +50,7 @@ def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   done = subprocess.run(command(whole), cwd=REPO, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
 
-  proc = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  first = killed / "grpo" / "checkpoints" / "1"
-  deadline = time.time() + 300
-  while not first.exists() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert first.exists(), "the run never wrote its first checkpoint"
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  _kill_during_grpo(command(killed), killed, env)
   assert (killed / "rft" / "done.json").exists() and not (killed / "grpo" / "done.json").exists()
   rerun = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
