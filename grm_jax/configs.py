@@ -76,6 +76,7 @@ def lora() -> ml_collections.ConfigDict:
   c.rank = 0
   c.alpha = 16.0  # the update is scaled by alpha / rank (PEFT's convention)
   c.targets = ",".join(models_lora.LORA_TARGETS)  # the projections that get adapters: q,k,v,o,gate,up,down
+  c.dropout = 0.0  # PEFT's lora_dropout: zeroes elements of each adapter's input in training forwards only
   return c
 
 

@@ -18,6 +18,7 @@ STREAMS: dict[str, int] = {
   "rl_filter": 11,  # the RL-data filter's samples (paper App. C.1)
   "rft_general_mix": 17,  # which general chats RFT mixes into SFT
   "lora_init": 23,  # fresh LoRA adapters' A matrices (B starts at zero)
+  "lora_dropout": 29,  # LoRA dropout's masks in a training step, one key per step and micro-batch
   "eval": 0,  # evaluation: the k samples per item, the random item subset, the vote's tie-break, the held-out check
 }
 

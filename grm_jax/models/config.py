@@ -40,11 +40,14 @@ LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 @dataclasses.dataclass(frozen=True)
 class Lora:
   """Low-rank adapters on the chosen projections (Hu et al., 2021): W x + (alpha / rank) B A x, A [in, rank] random,
-  B [rank, out] zero at the start, so a fresh adapter changes no logit. rank 0: none (full weights train)."""
+  B [rank, out] zero at the start, so a fresh adapter changes no logit. rank 0: none (full weights train).
+  `dropout`: the probability of zeroing an element of x on its way into A (PEFT's `lora_dropout`), only in a training
+  forward that is given a dropout key; evaluation, sampling and the frozen base never see it."""
 
   rank: int = 0
   alpha: float = 16.0
   targets: tuple[str, ...] = LORA_TARGETS
+  dropout: float = 0.0
 
   def __post_init__(self):
     if self.rank < 0:
@@ -52,6 +55,8 @@ class Lora:
     bad = [t for t in self.targets if t not in LORA_TARGETS]
     if bad or (self.rank and not self.targets):
       raise ValueError(f"Lora.targets={self.targets!r}: choose among {', '.join(LORA_TARGETS)}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"Lora.dropout={self.dropout}: a probability in [0, 1) (0: no dropout)")
 
   @property
   def scale(self) -> float:
@@ -61,7 +66,8 @@ class Lora:
     return bool(self.rank) and name in self.targets
 
   def as_json(self) -> dict[str, Any] | None:
-    """What a saved stage records of its adapters (None: none); `Lora.from_json` reads it back."""
+    """What a saved stage records of its adapters (None: none), i.e. what loading them needs; `Lora.from_json` reads it
+    back. Dropout is not part of it: it shapes training only, and a folder loads the same whatever it was."""
     return {"rank": self.rank, "alpha": self.alpha, "targets": list(self.targets)} if self.rank else None
 
   @classmethod

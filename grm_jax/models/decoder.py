@@ -65,7 +65,9 @@ def _lora_delta(module, name: str, x, in_names: tuple, out_names: tuple, out_sha
   """The LoRA update of projection `name` for input x [..., *in] (in = the trailing `len(in_names)` axes): x A B
   scaled by alpha / rank, in the compute dtype; None when `name` carries no adapter. A [*in, r] starts uniform in
   +-1/sqrt(fan_in) and B [r, *out] at zero (PEFT's initialisation), so a fresh adapter adds exactly 0. Both are float32
-  params whatever the base's dtype: only they train, and Adam's moments follow them."""
+  params whatever the base's dtype: only they train, and Adam's moments follow them. Given a "dropout" key (a training
+  forward, `hidden_states(rng=)`), `lora.dropout` zeroes elements of x on its way into A and rescales the rest (each
+  projection its own mask, as PEFT's per-layer `lora_dropout`); the base path W x never sees dropout."""
   lora = module.cfg.lora
   if not lora.wraps(name):
     return None
@@ -75,6 +77,9 @@ def _lora_delta(module, name: str, x, in_names: tuple, out_names: tuple, out_sha
   a = _param(module, f"{name}_lora_a", init_a, (*in_shape, lora.rank), (*in_names, "lora_rank"), jnp.float32)
   b = _param(module, f"{name}_lora_b", nn.initializers.zeros, (lora.rank, *out_shape), ("lora_rank", *out_names),
              jnp.float32)
+  if lora.dropout and module.has_rng("dropout"):
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - lora.dropout, x.shape)
+    x = jnp.where(keep, x / jnp.asarray(1.0 - lora.dropout, x.dtype), jnp.zeros((), x.dtype))
   xa = jnp.tensordot(x, a.astype(dt), axes=n_in) * jnp.asarray(lora.scale, dt)
   return jnp.tensordot(xa, b.astype(dt), axes=1)
 
@@ -369,7 +374,7 @@ class Decoder(nn.Module):
     stack = nn.scan(
       block,
       variable_axes={"params": 0},
-      split_rngs={"params": True},
+      split_rngs={"params": True, "dropout": True},  # each layer its own LoRA dropout masks
       in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
       length=cfg.num_layers,
       unroll=cfg.num_layers if cfg.unroll_scans else 1,
@@ -411,11 +416,13 @@ def default_positions(mask: Array) -> Array:
   return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
 
 
-def hidden_states(cfg: ModelConfig, params, tokens, mask) -> jax.Array:
-  """Final-normed hidden states [B, T, H] of right- or left-padded rows (positions count real tokens only)."""
+def hidden_states(cfg: ModelConfig, params, tokens, mask, rng=None) -> jax.Array:
+  """Final-normed hidden states [B, T, H] of right- or left-padded rows (positions count real tokens only). `rng`: a
+  training forward's key, which `cfg.lora.dropout` > 0 draws its masks from (ignored otherwise)."""
   mask = mask.astype(bool)
   module = Decoder(cfg)
-  hidden, _ = module.apply({"params": params}, tokens, default_positions(mask), mask, head=False)
+  rngs = {"dropout": rng} if rng is not None and cfg.lora.dropout else None
+  hidden, _ = module.apply({"params": params}, tokens, default_positions(mask), mask, head=False, rngs=rngs)
   return hidden
 
 

@@ -173,7 +173,7 @@ def peft_config(cfg: ModelConfig, base: str) -> dict[str, Any]:
   lora = cfg.lora
   return {
     "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base, "inference_mode": True,
-    "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+    "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout, "bias": "none", "fan_in_fan_out": False,
     "use_rslora": False, "use_dora": False, "init_lora_weights": True, "modules_to_save": None,
     "target_modules": sorted(PEFT_MODULES[t].split(".")[-1] for t in lora.targets),
   }
@@ -198,14 +198,15 @@ def save_peft_adapter(model, out_dir: str, base: str) -> None:
 
 def from_config(model_group: Mapping[str, Any]) -> Lora:
   """`Lora` from a config's `model` group (its `lora` subgroup: rank, alpha, targets as a comma-separated string or a
-  tuple); a config written before LoRA existed has none: no adapters."""
+  tuple, dropout); a config written before LoRA existed has none: no adapters (and one written before dropout, 0)."""
   group = model_group.get("lora") if hasattr(model_group, "get") else None
   if not group:
     return Lora()
   targets = group["targets"]
   if isinstance(targets, str):
     targets = tuple(t.strip() for t in targets.split(",") if t.strip())
-  return Lora(rank=int(group["rank"]), alpha=float(group["alpha"]), targets=tuple(targets))
+  return Lora(rank=int(group["rank"]), alpha=float(group["alpha"]), targets=tuple(targets),
+              dropout=float(group.get("dropout", 0.0)))
 
 
 __all__ = ["LORA_TARGETS", "PEFT_MODULES", "adapters_off", "attach", "from_config", "init_adapters", "is_adapter",

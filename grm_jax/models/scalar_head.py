@@ -50,10 +50,10 @@ def last_token_index(mask: jax.Array) -> jax.Array:
   return (t - 1 - jnp.argmax(mask[:, ::-1], axis=-1)).astype(jnp.int32)
 
 
-def head_scores(cfg: ModelConfig, params: Any, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+def head_scores(cfg: ModelConfig, params: Any, tokens: jax.Array, mask: jax.Array, rng=None) -> jax.Array:
   """float32 [B]: the RM's raw logit for each row of `tokens` [B, T] (padding where `mask` is false); activations
-  constrained by the mesh scope it is traced in."""
-  hidden = hidden_states(cfg, params["decoder"], tokens, mask)
+  constrained by the mesh scope it is traced in. `rng`: a training forward's dropout key (LoRA dropout)."""
+  hidden = hidden_states(cfg, params["decoder"], tokens, mask, rng)
   idx = last_token_index(mask)
   last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0].astype(jnp.float32)
   head = params["head"]

@@ -140,7 +140,8 @@ def bt_loss_fn(cfg):
 
   def loss_fn(params, mb):
     b, n, t = mb["tokens"].shape
-    scores = head_scores(cfg, params, mb["tokens"].reshape(b * n, t), mb["mask"].reshape(b * n, t))
+    scores = head_scores(cfg, params, mb["tokens"].reshape(b * n, t), mb["mask"].reshape(b * n, t),
+                         mb.get("rng"))
     return losses.bradley_terry_loss(scores.reshape(b, n), mb["rewards"], mb["valid"])
 
   return loss_fn

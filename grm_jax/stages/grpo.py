@@ -141,8 +141,8 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   state = init_state(trained, optimizer, donate=True)
   model = common.with_params(model, None)
   del start, trained
-  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule, frozen), ref,
-                  RolloutLog(os.path.join(out, "rollouts.jsonl")))
+  step = GrpoStep(config, items, model, GrpoUpdater(model.config, gc, optimizer, schedule, frozen, int(config.seed)),
+                  ref, RolloutLog(os.path.join(out, "rollouts.jsonl")))
   state, _ = run_loop(name="grpo", state=state, step_fn=step, num_steps=int(g.steps), out_dir=out,
                       save_every=g.checkpoint.save_every, keep=g.checkpoint.keep, progress=progress,
                       max_nonfinite=int(g.optim.max_nonfinite_steps))

@@ -100,7 +100,7 @@ def heldout_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 def bce_loss_fn(cfg):
   def loss_fn(params, mb):
-    logits = head_scores(cfg, params, mb["tokens"], mb["mask"])
+    logits = head_scores(cfg, params, mb["tokens"], mb["mask"], mb.get("rng"))
     return losses.bce_loss(logits, mb["label"], mb["weight"])
 
   return loss_fn

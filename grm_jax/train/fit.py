@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from grm_jax import seeds
 from grm_jax.models import lora
 from grm_jax.train import settings as settings_lib
 from grm_jax.train.loop import run_loop
@@ -91,7 +92,8 @@ def fit(*, name: str, params: Any, loss_fn: LossFn, make_batch: Callable[[np.nda
   s = settings
   steps = num_steps(num_rows, s.epochs, s.batch_size, s.steps)
   optimizer, schedule = make_optimizer(s.optim, steps)
-  train_step = make_train_step(loss_fn, optimizer, schedule, compute_dtype=compute_dtype)
+  train_step = make_train_step(loss_fn, optimizer, schedule, compute_dtype=compute_dtype,
+                               rng_seed=seeds.seed_for(seed, "lora_dropout"))
 
   def step_fn(state, step):
     batch = make_batch(batch_indices(num_rows, s.batch_size, step, seed))

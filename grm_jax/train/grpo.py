@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grm_jax import parallel
+from grm_jax import parallel, seeds
 from grm_jax.models import lora, weights
 from grm_jax.train import losses, settings
 from grm_jax.train.batching import pack
@@ -126,19 +126,21 @@ def reference_params(cfg, params, grpo: GrpoConfig):
 class GrpoUpdater:
   """Holds the compiled programs of one GRPO configuration (`GrpoConfig`), on the mesh scope it is made in."""
 
-  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule, frozen=None):
+  def __init__(self, cfg, g: GrpoConfig, optimizer, schedule, frozen=None, seed: int = 0):
     """`frozen`: the base weights under LoRA (`models.lora.split`), read by every forward and never updated; the
-    train state then holds the adapters only."""
+    train state then holds the adapters only. `seed`: the run's, for the train step's dropout keys (LoRA dropout;
+    with one inner update the detached old log-probs carry the same masks, so the ratio stays 1)."""
     self.cfg, self.g, self.scope, self.frozen = cfg, g, parallel.scope(), frozen
     self.logp = _logp_program(cfg, g.temperature)
     # One inner update: old log-probs are the loss's own forward, detached (no separate pass). A test turns this off
     # to check both paths give the same update.
     self.detached_old = g.inner_updates == 1
-    self.train_step = make_train_step(self._loss_fn, optimizer, schedule, compute_dtype=cfg.dtype)
+    self.train_step = make_train_step(self._loss_fn, optimizer, schedule, compute_dtype=cfg.dtype,
+                                      rng_seed=seeds.seed_for(seed, "lora_dropout"))
 
   def _loss_fn(self, params, mb):
     g = self.g
-    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature)
+    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature, rng=mb.get("rng"))
     old = mb.get("old_logp")
     extra = {}
     if old is None:  # one inner update: the params that sampled are these params

@@ -52,11 +52,12 @@ def head_logprobs(cfg: ModelConfig, params, hidden, targets, temperature: float 
   return logp, ent
 
 
-def token_logprobs(cfg: ModelConfig, params, tokens, mask, temperature: float = 1.0, chunk: int = 256):
+def token_logprobs(cfg: ModelConfig, params, tokens, mask, temperature: float = 1.0, chunk: int = 256, rng=None):
   """Log-prob of each token given the ones before it, [B, T] float32 (position 0 gets 0), and the entropy of the
   distribution that predicted it. Rows may be padded on either side; padded positions carry garbage that the
-  caller's loss mask removes. Activations are constrained by the mesh scope it is traced in."""
-  hidden = hidden_states(cfg, params, tokens, mask)
+  caller's loss mask removes. Activations are constrained by the mesh scope it is traced in. `rng`: a training
+  forward's dropout key (`make_train_step` puts one in each micro-batch; LoRA dropout draws from it)."""
+  hidden = hidden_states(cfg, params, tokens, mask, rng)
   logp, ent = head_logprobs(cfg, params, hidden[:, :-1], tokens[:, 1:], temperature, chunk)
   zeros = jnp.zeros((tokens.shape[0], 1), jnp.float32)
   return jnp.concatenate([zeros, logp], axis=1), jnp.concatenate([zeros, ent], axis=1)

@@ -82,7 +82,7 @@ def _state_shardings(abstract_state: TrainState, param_shardings):
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule=None, *, donate: bool = True,
-                    compute_dtype: str | None = None):
+                    compute_dtype: str | None = None, rng_seed: int | None = None):
   """jit(step)(state, batch, frozen=None) -> (state, metrics). `batch` arrays have a leading micro-batch axis
   [M, b, ...]. `frozen`: params the loss reads but the step never changes (LoRA's base weights, `models.lora.split`):
   `loss_fn` sees them joined with the state's params, gradients are taken for the state's params only, and they are
@@ -94,6 +94,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
   per micro-batch beside the accumulator (a third of a 1.5B model's step memory on one device).
 
   The step runs under the mesh scope current when it is made (`parallel.bound`), whatever scope calls (or lowers) it.
+
+  `rng_seed`: each micro-batch gets a key `mb["rng"]` for the loss's dropout (LoRA dropout), drawn from the seed and
+  the state's step count, so a resumed run redraws exactly the masks the uninterrupted one drew. A loss that never
+  reads it compiles to the same program.
 
   Returned metrics (float32 scalars): "loss" (the step's exact aggregated loss), every metric of `loss_fn` as its
   exact value over all micro-batches, "grad_norm" (before clipping), "learning_rate", "<name>/weight" for the
@@ -110,6 +114,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
     return grads, loss, metrics
 
   def step(state: TrainState, batch, frozen=None):
+    if rng_seed is not None:
+      m = jax.tree.leaves(batch)[0].shape[0]
+      batch = {**batch, "rng": jax.random.split(jax.random.fold_in(jax.random.key(rng_seed), state.step), m)}
     first = jax.tree.map(lambda x: x[0], batch)
     weights = state.params if compute_dtype is None else compute_copy(state.params, compute_dtype)
     _, l_shape, m_shape = jax.eval_shape(micro, weights, frozen, first)
