@@ -33,6 +33,14 @@ def command(workdir, *extra):
           "--config.grpo.optim.weight_decay=0.1", *extra]
 
 
+def run_env(tmp_path):
+  """One CPU device (the smoke batch is 4 rollouts), and one XLA compilation cache for the test's runs: the killed
+  and the resumed run load the programs the first run compiled (the same executables, so the same numbers) instead of
+  compiling them again, which is most of a tiny run's time."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
+
+
 def final_params(workdir, stage="grpo"):
   with ocp.StandardCheckpointer() as ckpt:
     return ckpt.restore(os.path.abspath(os.path.join(workdir, stage, "final")))
@@ -45,7 +53,7 @@ def max_abs_diff(a, b):
 
 @pytest.mark.timeout(600)
 def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}  # one device: the smoke batch is 4 rollouts
+  env = run_env(tmp_path)
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   done = subprocess.run(command(whole), cwd=REPO, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -104,7 +112,7 @@ def test_a_lora_run_killed_during_grpo_resumes_to_the_same_adapters(tmp_path):
   """RFT and GRPO with rank-4 adapters: the stages' outputs and checkpoints hold the adapters only, GRPO moves them
   (its KL reference is the base model, which RFT's adapters already differ from), and a run killed mid-GRPO resumes
   to the uninterrupted run's adapters."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env = run_env(tmp_path)
   # Adapters train at a larger learning rate than full weights: at the smoke preset's RFT rate, B barely leaves zero
   # and the policy's KL to the base (GRPO's only gradient here) is ~1e-10, below Adam's epsilon.
   extra = ("--config.model.lora.rank=4", "--config.stages=rft,grpo", "--config.rft.optim.learning_rate=1e-2")

@@ -10,6 +10,8 @@ table serves both formats. Two llama.cpp conventions are undone here:
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from typing import Any
 
@@ -62,6 +64,18 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _open(path: str):
+  """The file's reader, parsed once per version of the file: parsing SmolLM2's 49,152-token vocabulary metadata takes
+  seconds, and a run opens the same GGUF in every stage (and a tiny model reads its tokenizer's special ids here)."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return _read.__wrapped__(path, 0, 0)  # not cached: the reader reports what is wrong
+  return _read(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: str, mtime_ns: int, size: int):
+  del mtime_ns, size  # the cache key: a rewritten file is parsed again
   import gguf
 
   try:

@@ -160,12 +160,23 @@ def init_fn(cfg: ModelConfig, seed: int = 0):
 
 def init_params(cfg: ModelConfig, seed: int = 0):
   """Random params, created directly in their shardings on the current mesh (tests, smoke runs, new heads)."""
-  init = init_fn(cfg, seed)
+  return _init_program(cfg)(jax.random.key(seed))
+
+
+@parallel.per_mesh(maxsize=16)
+def _init_program(cfg: ModelConfig):
+  """jit(key) -> the decoder's random params, in their shardings on the scope's mesh. One compiled program per
+  config and mesh: a run loads the same tiny model or head once per stage, and each compile costs seconds."""
+  model = Decoder(cfg)
+  tokens = jnp.zeros((1, 1), jnp.int32)
+
+  def init(key):
+    with parallel.use_mesh(None):  # the init's forward, whose output is dropped, unconstrained (as it always was)
+      return nn.meta.unbox(model.init(key, tokens, tokens, tokens.astype(bool)))["params"]
+
   if parallel.current_mesh() is None:
-    return jax.jit(init)()
-  shardings = param_shardings(cfg)
-  with parallel.use_mesh(None):  # the init's forward, whose output is dropped, unconstrained (as it always was)
-    return jax.jit(init, out_shardings=shardings)()
+    return jax.jit(init)
+  return jax.jit(init, out_shardings=param_shardings(cfg))
 
 
 # --------------------------------------------------------------------------- loading
