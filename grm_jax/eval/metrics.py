@@ -334,7 +334,9 @@ def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array |
 def realmistake(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None,
                 ties: str = "random") -> Metrics:
   """ReaLMistake ROC-AUC; see the module docstring. `key` is unused and `ties` changes nothing (AUC counts a tie
-  1/2, already its expectation)."""
+  1/2, already its expectation). `votes` must be comparable across items: for a GRM the mean of each item's valid
+  samples, 5.5 when none parsed (`grm.item_votes`, as the eval stage scores every column), not `grm.vote`'s sums,
+  which would rank an item with fewer parsed samples as the likelier error."""
   del key
   _expected(ties)
   v, _, m = pad(examples, votes)
