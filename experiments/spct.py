@@ -34,9 +34,10 @@ Presets (the part after ':'):
                - the chat format is the model's own (the paper wraps prompts in DeepSeek-V3's);
                - GRPO's batch of 512 is read as rollouts (the paper does not say);
                - settings the paper does not state are ours: GRPO clip 0.2, one update per batch, rollout
-                 temperature 1.0, 2,048 new tokens, 8,192-token rows, AdamW with warmup and a cosine schedule, the
-                 meta RM's 2 epochs and class-balanced BCE, the hint's wording and place, the un-hinted prompt in
-                 hinted SFT rows;
+                 temperature 1.0, each of an item's G rollouts showing the responses in its own random order,
+                 2,048 new tokens, 8,192-token rows, AdamW with warmup and a cosine schedule, the RFT teacher's
+                 temperature 1.0, the meta RM's 2 epochs and class-balanced BCE and its 20% of items held out for
+                 its ROC-AUC (not trained on), the hint's wording and place, the un-hinted prompt in hinted SFT rows;
                - the paper's main table is greedy; this preset samples at 0.5 (rerun the evaluation with
                  --config.eval.sampling.k=1 --config.eval.sampling.temperature=0 for greedy).
 Every key can be overridden on the command line (`--config.grpo.beta=0.02`); an unknown key fails at start.
@@ -73,6 +74,7 @@ PAPER_RECIPE = (
   ("RFT sampler", "DeepSeek-V2.5-0905 (a stronger pretrained GRM)", lambda c: f"`{c.rft.sampler}`",
    "grm_jax loads Llama, Qwen2 and Gemma-2 checkpoints, not DeepSeek-V2"),
   ("RFT samples per item", "3, drop wrong ones and items right 3 of 3", lambda c: f"{c.rft.sampling.k}", ""),
+  ("RFT teacher temperature", "not stated", lambda c: f"{c.rft.sampling.temperature:g}", "ours"),
   ("hinted sampling", "1 per item, kept if right; HelpSteer2 hints carry the preference strength",
    lambda c: f"hinted={c.rft.hinted}, scope `{c.rft.hinted_scope}`, strength on HelpSteer2-Preference",
    "hint wording and place not published: ours"),
@@ -88,12 +90,16 @@ PAPER_RECIPE = (
   ("GRPO, not stated", "clip, rollout temperature, lengths, updates per batch", lambda c: f"clip {c.grpo.epsilon:g}, "
    f"temperature {c.grpo.sampling.temperature:g}, {c.grpo.sampling.max_new_tokens} new tokens, "
    f"{c.grpo.inner_updates} update", "ours"),
+  ("GRPO response order", "not stated", lambda c: f"each of the G = {c.grpo.group_size} rollouts of an item shows "
+   "its responses in its own random order", "ours (as at evaluation, §4's shuffled sampling)"),
   ("meta RM", "scalar head on Gemma-2-27B, BCE, lr 1e-5, batch 512; RFT's plain samples + 3 per item of the GRM",
    lambda c: (f"a logistic probe on the {'policy' if c.metarm.init == 'policy' else 'base model'}'s frozen states, "
               "depth and L2 by item-fold CV" if c.metarm.method == "probe" else
               f"lr {c.metarm.optim.learning_rate:g}, batch {c.metarm.batch_size}, {c.metarm.epochs:g} epochs")
    + f" on RFT's + {c.metarm.sampling.k} per item of `{c.metarm.policy}`",
    "steps not stated: ours"),
+  ("meta RM held-out items", "not stated", lambda c:
+   f"{c.metarm.heldout_fraction:.0%} of its items held out for its ROC-AUC, not trained on", "ours"),
   ("evaluation", "RewardBench, PPE, RMB, ReaLMistake; k up to 32 at temperature 0.5, k_meta = k / 2",
    lambda c: f"`{c.eval.datasets}`, k = {c.eval.sampling.k} at {c.eval.sampling.temperature:g}",
    "PPE read from benchmark_root; greedy columns need a second run at temperature 0"),

@@ -178,7 +178,9 @@ def rft() -> ml_collections.ConfigDict:
 
 def grpo() -> ml_collections.ConfigDict:
   """Rule-based online RL (paper §3.2, Eq. 15; G, beta, lr and steps are the paper's). Clip, rollout temperature and
-  lengths, advantage epsilon and inner updates are not stated in the paper (ours)."""
+  lengths, advantage epsilon and inner updates are not stated in the paper (ours). So is the response order: each of
+  an item's G rollouts is sampled on its own random shuffle of the responses (as evaluation's k samples, §4), not on
+  one order shared by the group; the group's advantages thus also average over orders (ours, declared)."""
   c = ml_collections.ConfigDict()
   c.init = "rft"  # start from the RFT stage's params ("rft") or the base model ("base")
   c.steps = 900

@@ -52,8 +52,17 @@ Per benchmark (`score_benchmark(name, ...)`):
   error; the paper does not state the orientation, and this is the only one under which a
   good judge scores above 0.5. Ties count 1/2 (Mann-Whitney, the expectation over random tie-breaks, as
   sklearn's roc_auc_score). "auc" pools all examples; "auc/<task>" and "auc_task_mean" are per task.
+  The AUC compares items with each other, so an item's score must not depend on how many of its samples parsed:
+  the votes of a single-response item are the **mean** of its valid (MetaRM@k: kept) samples' scores, not their sum
+  (`grm.item_votes`, used for every column and scaling point of the eval stage): an item with three valid 8s and
+  one unparseable sample scores 8, as one with four valid 8s, where sums (24 vs 32) would flag the first as the
+  likelier error. An item with no valid sample scores the middle of its template's range (5.5 on 1-10): it carries
+  no evidence either way, and dropping it instead would change the item set from column to column and favour a
+  judge that fails to parse exactly the hard items.
 - ppe: accuracy; "preference" over the human-preference pairs, "correctness" = mean over the correctness
-  subsets ("correctness/<subset>") as in paper Table 9.
+  subsets ("correctness/<subset>") as in paper Table 9; "n_correctness_subsets" counts the subsets present (the
+  paper's PPE-Correctness averages five: MMLU-Pro, MATH, GPQA, IFEval, MBPP-Plus). Both are paper columns, so
+  both get a tie-expected value and an interval (`OFFICIAL_METRIC`, `interval_metrics`).
 
 Uncertainty (`official_with_interval`, `bootstrap_official`): the official metric's tie-expected value and a 95%
 percentile bootstrap interval over items of it (`eval.stats`), the interval every report shows.
@@ -325,7 +334,9 @@ def rm_bench(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array |
 def realmistake(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None = None,
                 ties: str = "random") -> Metrics:
   """ReaLMistake ROC-AUC; see the module docstring. `key` is unused and `ties` changes nothing (AUC counts a tie
-  1/2, already its expectation)."""
+  1/2, already its expectation). `votes` must be comparable across items: for a GRM the mean of each item's valid
+  samples, 5.5 when none parsed (`grm.item_votes`, as the eval stage scores every column), not `grm.vote`'s sums,
+  which would rank an item with fewer parsed samples as the likelier error."""
   del key
   _expected(ties)
   v, _, m = pad(examples, votes)
@@ -368,6 +379,7 @@ def ppe(examples: Sequence[PreferenceExample], votes: Any, key: jax.Array | None
       out[f"correctness/{s}"] = acc
       out[f"n/{s}"] = float(count)
     out["correctness"] = float(np.mean([acc for acc, _ in subsets.values()]))
+    out["n_correctness_subsets"] = float(len(subsets))
   return out
 
 
@@ -410,7 +422,9 @@ OFFICIAL_METRIC = {
   "ppe": ("preference", "correctness"),
   "accuracy": ("accuracy",),
 }
-"""Benchmark -> the headline metric(s), first one present wins (PPE: preference set if loaded, else correctness)."""
+"""Benchmark -> its headline metric(s): the first one present is the data set's official metric (PPE: the preference
+set if loaded, else correctness); every one present gets a tie-expected value and an interval (`interval_metrics`:
+PPE's two are both columns of the paper's Table 2)."""
 
 
 def benchmark_of(dataset: str) -> str:
@@ -426,6 +440,15 @@ def official_metric(bench: str, values: Mapping[str, float]) -> str:
     if name in values:
       return name
   raise KeyError(f"benchmark {bench!r}: none of its official metrics {OFFICIAL_METRIC.get(bench)} was computed")
+
+
+def interval_metrics(bench: str, values: Mapping[str, float]) -> tuple[str, ...]:
+  """The metrics of `bench` among the computed `values` that get a tie-expected value and a 95% interval: every
+  headline metric present (`OFFICIAL_METRIC`), the official one first."""
+  names = tuple(name for name in OFFICIAL_METRIC.get(bench, ()) if name in values)
+  if not names:
+    raise KeyError(f"benchmark {bench!r}: none of its official metrics {OFFICIAL_METRIC.get(bench)} was computed")
+  return names
 
 
 def _canonical(name: str) -> str:

@@ -7,10 +7,14 @@ and is not in it): DeepSeek-GRM-27B greedy has (86.0 + 64.7 + 59.8 + 69.0) / 4 =
 
 Our numbers come from one evaluation run: RB is the `rewardbench` data set's "overall", PPE-P and PPE-C the
 `ppe` data set's "preference" and "correctness" (one data set holds both parts), RMB the `rmb` data set's
-"overall" (`eval.metrics`). A part whose benchmark was not evaluated, or was evaluated only in part (fewer than
-the four RewardBench sections or the four RMB parts the score averages), is missing, and then there is no Overall:
-the row says which parts are missing instead of averaging the rest. Our values are fractions, as everywhere in
-results.json; the paper's are the percentages it prints.
+"overall" (`eval.metrics`). Each is the metric's **tie-expected** value ("<metric>_expected": an argmax tie among
+m responses that holds the true best counts 1/m, the exact mean over the paper's random tie-breaks), not one draw
+of the tie-break, so the Overall carries no tie-break noise; results that predate the tie-expected values fall back
+to the drawn ones and the row says so ("ties": "random"). A part whose benchmark was not evaluated, or was
+evaluated only in part (fewer than the four RewardBench sections, the five PPE-Correctness subsets or the four RMB
+parts the score averages: `COMPLETE`), is missing, and then there is no Overall: the row says which parts are
+missing instead of averaging the rest. Our values are fractions, as everywhere in results.json; the paper's are
+the percentages it prints.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ PARTS: dict[str, tuple[str, str]] = {
 
 COLUMNS = (*PARTS, "Overall")
 
-COMPLETE = {"rewardbench": ("n_sections", 4), "rmb": ("n_parts", 4)}
-"""Counts a benchmark's metrics carry that say whether its score averages everything the paper's does."""
+COMPLETE = {"RB": ("n_sections", 4), "PPE-C": ("n_correctness_subsets", 5), "RMB": ("n_parts", 4)}
+"""Column -> the count its benchmark's metrics carry that says whether the score averages everything the paper's
+does (RewardBench's 4 sections, PPE's 5 correctness subsets of Table 9, RMB's 4 parts)."""
 
 SOURCE = "arXiv 2504.02495v3, Table 2"
 
@@ -65,31 +70,38 @@ def overall(values: Mapping[str, float | None]) -> float | None:
   return float(sum(parts) / len(parts))
 
 
-def parts_of(metrics: Mapping[str, Mapping[str, float] | None]) -> tuple[dict[str, float | None], list[str]]:
-  """(column -> value or None, why each missing one is missing) from benchmark -> its metrics of one column."""
+def parts_of(metrics: Mapping[str, Mapping[str, float] | None]) -> tuple[dict[str, float | None], list[str], str]:
+  """(column -> value or None, why each missing one is missing, "expected" or "random": which values were used)
+  from benchmark -> its metrics of one column. Each value is the tie-expected one ("<metric>_expected") where the
+  metrics carry it, else the drawn one (results from before the tie-expected values)."""
   values: dict[str, float | None] = {}
   missing: list[str] = []
+  drawn = False
   for column, (bench, name) in PARTS.items():
     m = metrics.get(bench)
-    value = None if m is None else m.get(name)
+    value = None
+    if m is not None:
+      value = m.get(f"{name}_expected")
+      if value is None and m.get(name) is not None:
+        value, drawn = m.get(name), True
     if m is None:
       why = f"{column} ({bench} not evaluated)"
     elif value is None or not math.isfinite(value):
       why = f"{column} (no {name} in {bench})"
-    elif bench in COMPLETE and m.get(COMPLETE[bench][0], 0) < COMPLETE[bench][1]:
-      key, need = COMPLETE[bench]
-      why = f"{column} ({bench} has {m.get(key, 0):.0f} of {need} {key.removeprefix('n_')})"
+    elif column in COMPLETE and m.get(COMPLETE[column][0], 0) < COMPLETE[column][1]:
+      key, need = COMPLETE[column]
+      why = f"{column} ({bench} has {m.get(key, 0):.0f} of {need} {key.removeprefix('n_').replace('_', ' ')})"
     else:
       why = None
     values[column] = None if why else float(value)
     if why:
       missing.append(why)
-  return values, missing
+  return values, missing, "random" if drawn else "expected"
 
 
 def _row(label: str, policy: str | None, metrics: Mapping[str, Mapping[str, float] | None]) -> dict[str, Any]:
-  values, missing = parts_of(metrics)
-  return {"row": label, "policy": policy, **values, "Overall": overall(values), "missing": missing}
+  values, missing, ties = parts_of(metrics)
+  return {"row": label, "policy": policy, **values, "Overall": overall(values), "missing": missing, "ties": ties}
 
 
 def comparison(datasets: Mapping[str, Mapping[str, Any]], baseline: Mapping[str, Any] | None = None,
@@ -144,8 +156,10 @@ def render(block: Mapping[str, Any] | None) -> list[str]:
     f"## Against the paper ({block.get('source', SOURCE)})",
     "",
     "Overall = mean of RB, PPE-P, PPE-C and RMB (paper §5.1; ReaLMistake is not in it), only when all four were "
-    "evaluated in this run. The paper's rows are Gemma-2-27B models on the full benchmarks; its greedy rows "
-    "decode at temperature 0, while our k=1 is one sample at the evaluation temperature. Percent.",
+    "evaluated in this run, in full. Our cells are tie-expected values (an argmax tie among m responses that holds "
+    "the true best counts 1/m: the mean over the paper's random tie-breaks). The paper's rows are Gemma-2-27B "
+    "models on the full benchmarks; its greedy rows decode at temperature 0, while our k=1 is one sample at the "
+    "evaluation temperature. Percent.",
     "",
     header,
     "|---|" + "---:|" * len(COLUMNS),
@@ -170,4 +184,6 @@ def _missing_notes(rows: Sequence[Mapping[str, Any]], not_run: Sequence[str]) ->
     extra = [m for m in r.get("missing", []) if m not in not_run]
     if extra:
       out.append(f"No Overall for {r['row']}: missing " + ", ".join(extra) + ".")
+    if r.get("ties") == "random":
+      out.append(f"{r['row']}: these results carry no tie-expected values; its cells use one random tie-break.")
   return out

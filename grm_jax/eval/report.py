@@ -317,21 +317,24 @@ def _metric_columns(d: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]
 
 def _metric_rows(cols: Sequence[tuple[str, Mapping[str, Any]]], official: str) -> list[str]:
   """One row per metric, the official one first (in bold, as "value (lo–hi)", then its tie-expected row), then the
-  fractions and the counts, each group by name."""
-  # The official metric's tie-expected value and interval are shown with it, not as rows of their own.
-  expected, interval = f"{official}_expected", f"{official}_ci95"
-  keys = [m for m in (cols[1][1] or cols[0][1]) if m not in (expected, interval)]
+  fractions and the counts, each group by name. Another headline metric with an interval (PPE's correctness) is
+  shown the same way, not in bold."""
+  # A metric's tie-expected value and interval are shown with it, not as rows of their own.
+  first = cols[1][1] or cols[0][1]
+  banded = {m for m in first if f"{m}_expected" in first or f"{m}_ci95" in first}
+  keys = [m for m in first if not any(m in (f"{b}_expected", f"{b}_ci95") for b in banded)]
   keys.sort(key=lambda m: (m != official, not _metric_is_fraction(m), m))
   lines = []
   for m in keys:
+    expected, interval = f"{m}_expected", f"{m}_ci95"
     # Cells use .get: the interval and tie-expected value are optional, and a column missing a metric shows "–".
-    if m == official:
+    if m in banded:
       cells = [_ci(c.get(m), c.get(interval)) for _, c in cols]
     else:
       cells = [_fmt(c.get(m), pct=_metric_is_fraction(m)) for _, c in cols]
     label = f"**{m}**" if m == official else m
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if m == official and any(expected in c for _, c in cols):
+    if m in banded and any(expected in c for _, c in cols):
       lines.append(f"| {m}, tie-expected | " + " | ".join(_fmt(c.get(expected)) for _, c in cols) + " |")
   return lines
 

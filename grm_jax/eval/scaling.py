@@ -13,6 +13,10 @@ a few dozen. The 95% band a caller gets from `band` (the eval stage: `eval.metri
 percentile bootstrap over items of the point, every subset scored on each resample of the items) describes the
 variation that matters when comparing judges or k: another draw of items.
 
+With `mask` (the real responses of each item) a single-response item's point is the mean of its subset's kept
+samples (`grm.item_votes`), not their sum, so that items with more parse failures do not look worse across items
+(ReaLMistake's ROC-AUC); without it every item is summed (`grm.vote`).
+
 Everything is vectorised over items and subsets (one `grm.vote` call per k); the only Python loop is over the
 few values of k (and over subsets when a custom `metric` scores each voted table).
 """
@@ -56,7 +60,8 @@ def subset_mask(key: jax.Array, batch: int, k_max: int, k: int, num_subsets: int
 
 
 def subset_votes(
-  scores: Any, valid: Any, k: int, key: jax.Array, num_subsets: int = 1, meta: Any | None = None
+  scores: Any, valid: Any, k: int, key: jax.Array, num_subsets: int = 1, meta: Any | None = None,
+  mask: Any | None = None, neutral: Any = 5.5,
 ) -> jax.Array:
   """Voted scores [S, B, n] over random size-k subsets of the k_max samples of each item.
 
@@ -65,7 +70,9 @@ def subset_votes(
 
   Args:
     scores: [B, k_max, n] un-permuted scores; valid: [B, k_max]; meta: optional [B, k_max] meta rewards, in which
-      case only the top ⌈k/2⌉ valid samples of each subset are summed (MetaRM@k).
+      case only the top ⌈k/2⌉ valid samples of each subset are summed (MetaRM@k); mask: optional [B, n] real
+      responses, with which single-response items get the mean of their kept samples, `neutral` ([B] or a scalar)
+      when none (`grm.item_votes`).
   """
   scores = jnp.asarray(scores)
   valid = jnp.asarray(valid, bool)
@@ -73,11 +80,16 @@ def subset_votes(
   chosen = subset_mask(key, b, k_max, k, num_subsets)
   flat_valid = (chosen & valid[None]).reshape(num_subsets * b, k_max)
   flat_scores = jnp.broadcast_to(scores[None], (num_subsets, b, k_max, n)).reshape(num_subsets * b, k_max, n)
-  if meta is None:
-    out = voting.vote(flat_scores, flat_valid)
-  else:
+  flat_meta, k_meta = None, None
+  if meta is not None:
     flat_meta = jnp.broadcast_to(jnp.asarray(meta)[None], (num_subsets, b, k_max)).reshape(num_subsets * b, k_max)
-    out = voting.vote(flat_scores, flat_valid, flat_meta, k_meta=voting.default_k_meta(k))
+    k_meta = voting.default_k_meta(k)
+  if mask is None:
+    out = voting.vote(flat_scores, flat_valid, flat_meta, k_meta)
+  else:
+    flat_mask = jnp.broadcast_to(jnp.asarray(mask, bool)[None], (num_subsets, b, n)).reshape(num_subsets * b, n)
+    flat_neutral = jnp.broadcast_to(jnp.asarray(neutral, jnp.float32), (num_subsets, b)).reshape(num_subsets * b)
+    out = voting.item_votes(flat_scores, flat_valid, flat_mask, flat_meta, k_meta, flat_neutral)
   return out.reshape(num_subsets, b, n)
 
 
@@ -107,6 +119,7 @@ def scaling_curve(
   seed: int = 0,
   metric: Metric | None = None,
   band: Band | None = None,
+  neutral: Any = 5.5,
 ) -> dict[int, dict[str, Any]]:
   """Voting@k and MetaRM@k for each k from one pool of k_max judgements per item.
 
@@ -114,7 +127,9 @@ def scaling_curve(
     scores: [B, k_max, n] scores in the items' original response order (padded responses: any value).
     valid: [B, k_max] which samples parsed.
     rewards, mask: [B, n] ground truth and real-response mask for the default metric (accuracy of the
-      random-tie-break argmax, `grm.pick_correct`); not needed with `metric`.
+      random-tie-break argmax, `grm.pick_correct`); rewards not needed with `metric`. With `mask` a
+      single-response item's votes are the mean of its kept samples (`neutral` [B] or a scalar when none; module
+      docstring), without it every item is summed.
     meta: optional [B, k_max] meta-RM rewards; adds "meta" / "meta_std" columns.
     ks: sample counts to evaluate; default 1, 2, 4, ..., k_max.
     num_subsets: random subsets per k (their mean is reported, with the standard deviation over subsets).
@@ -143,8 +158,7 @@ def scaling_curve(
   if metric is None:
     if rewards is None:
       raise ValueError("rewards are needed for the default accuracy metric (or pass metric=)")
-    mask = jnp.ones((b, n), bool) if mask is None else mask
-    score_all = _pick_accuracy(rewards, mask)
+    score_all = _pick_accuracy(rewards, jnp.ones((b, n), bool) if mask is None else mask)
   else:
 
     def score_all(votes: jax.Array, key: jax.Array) -> jax.Array:
@@ -159,7 +173,7 @@ def scaling_curve(
     row: dict[str, Any] = {"subsets": float(num_subsets)}
     columns = [("voting", None)] + ([("meta", meta)] if meta is not None else [])
     for name, m in columns:
-      votes = subset_votes(scores, valid, k, draw_key, num_subsets, m)
+      votes = subset_votes(scores, valid, k, draw_key, num_subsets, m, mask, neutral)
       values = np.asarray(score_all(votes, tie_key))
       row[name] = float(values.mean())
       row[f"{name}_std"] = float(values.std())

@@ -41,11 +41,13 @@ from grm_jax.grm.prompts import (
 from grm_jax.grm.rules import has_unique_best, is_correct, judgement_correct, pick_correct, rl_reward, true_best
 from grm_jax.grm.voting import (
   default_k_meta,
+  item_votes,
   meta_keep,
   token_prob_votes,
   unpermute_batch,
   vote,
   voted_correct,
+  voted_samples,
 )
 
 __all__ = [
@@ -84,6 +86,8 @@ __all__ = [
   "true_best",
   "unpermute",
   "unpermute_batch",
+  "item_votes",
   "vote",
   "voted_correct",
+  "voted_samples",
 ]

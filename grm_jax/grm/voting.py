@@ -13,12 +13,22 @@ comes from `grm.token_prob.choice_probs`).
 All functions are array functions over padded arrays with masks, with no Python loops over the batch or the
 samples: numpy in, numpy out (the host, and `grm_jax.reward` where there is no jax), jax arrays in, jax arrays out
 (jittable). The random tie-break of the best response needs a PRNG key, so it lives apart (`grm.choice`).
+
+A sum is right for picking the best of an item's n >= 2 responses (all of them share the item's samples) but not for
+comparing single responses across items, as ReaLMistake's ROC-AUC does: an item with fewer parsed samples would sum
+fewer scores and look worse (four valid 8s vote 32, three valid 8s and one unparseable sample 24). `item_votes`
+therefore scores a single-response item by the *mean* of its kept samples, and an item with no kept sample by the
+`neutral` score (the middle of the template's range): no evidence either way, the value the reward server gives
+(`reward.Recipe.neutral_reward`); dropping such items instead would change the item set from column to column and
+favour a judge that fails on the hard ones.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from grm_jax.grm import rules
 from grm_jax.grm.arrays import array_module
@@ -45,6 +55,21 @@ def meta_keep(valid: Array, meta: Array, k_meta: int) -> Array:
   return (rank < k_meta) & valid
 
 
+def voted_samples(valid: Array, meta: Array | None = None, k_meta: int | None = None) -> Array:
+  """bool [B, k]: the samples `vote` sums, all valid ones, or with `meta` the top `k_meta` valid ones."""
+  xp = array_module(valid, meta)
+  keep = xp.asarray(valid, dtype=bool)
+  if meta is not None:
+    k = keep.shape[-1]
+    k_meta = default_k_meta(k) if k_meta is None else int(k_meta)
+    if k_meta < 1:
+      raise ValueError(f"k_meta must be >= 1, got {k_meta}")
+    return meta_keep(keep, meta, min(k_meta, k))
+  if k_meta is not None:
+    raise ValueError("k_meta was given without meta rewards")
+  return keep
+
+
 def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | None = None) -> Array:
   """Voted scores [B, n]: the sum over samples of valid, already-unpermuted scores [B, k, n].
 
@@ -54,18 +79,25 @@ def vote(scores: Array, valid: Array, meta: Array | None = None, k_meta: int | N
   """
   xp = array_module(scores, valid, meta)
   scores = xp.asarray(scores)
-  keep = xp.asarray(valid, dtype=bool)
-  if scores.ndim != 3 or keep.shape != scores.shape[:2]:
-    raise ValueError(f"expected scores [B, k, n] and valid [B, k], got {scores.shape} and {keep.shape}")
-  if meta is not None:
-    k = scores.shape[1]
-    k_meta = default_k_meta(k) if k_meta is None else int(k_meta)
-    if k_meta < 1:
-      raise ValueError(f"k_meta must be >= 1, got {k_meta}")
-    keep = meta_keep(keep, meta, min(k_meta, k))
-  elif k_meta is not None:
-    raise ValueError("k_meta was given without meta rewards")
+  if scores.ndim != 3 or tuple(np.shape(valid)) != scores.shape[:2]:
+    raise ValueError(f"expected scores [B, k, n] and valid [B, k], got {scores.shape} and {np.shape(valid)}")
+  keep = voted_samples(valid, meta, k_meta)
   return xp.sum(xp.where(keep[..., None], scores, xp.zeros((), scores.dtype)), axis=1)
+
+
+def item_votes(scores: Array, valid: Array, response_mask: Array, meta: Array | None = None,
+               k_meta: int | None = None, neutral: Array | float = 5.5) -> Array:
+  """float [B, n]: `vote`'s sums, except that an item with one real response (`response_mask` [B, n] has one True)
+  gets the mean of its kept samples' scores, or `neutral` ([B] or a scalar: the middle of its template's score
+  range, 5.5 for 1-10) when none was kept (module docstring). Scores to compare across items (ReaLMistake's
+  ROC-AUC); for n >= 2 the sum is kept, its argmax and ties are the same as the mean's. Jittable as `vote`."""
+  xp = array_module(scores, valid, response_mask, meta)
+  total = xp.asarray(vote(scores, valid, meta, k_meta), dtype=xp.float64 if xp is np else xp.float32)
+  count = xp.sum(xp.asarray(voted_samples(valid, meta, k_meta), dtype=total.dtype), axis=-1)
+  single = xp.sum(xp.asarray(response_mask, dtype=xp.int32), axis=-1) == 1
+  neutral = xp.broadcast_to(xp.asarray(neutral, dtype=total.dtype), count.shape)
+  mean = xp.where(count > 0, total[:, 0] / xp.maximum(count, 1), neutral)
+  return xp.concatenate([xp.where(single, mean, total[:, 0])[:, None], total[:, 1:]], axis=-1)
 
 
 def token_prob_votes(choices: Array, probs: Array, valid: Array) -> Array:

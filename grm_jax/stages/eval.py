@@ -9,7 +9,9 @@
    items (ReaLMistake) use the 1-10 "default" template, as the paper does at evaluation and as the ReaLMistake
    metric assumes (low score = error);
 3. scores the benchmark's official metrics (`eval.score_benchmark`) at k=1 (the first sample alone) and at
-   Voting@k_max (sum of the valid scores of all k samples), and the scaling curve Voting@k for k = 1, 2, 4, ...,
+   Voting@k_max (sum of the valid scores of all k samples; a single-response item gets their mean, the middle of
+   its template's range when none parsed, `grm.item_votes`, so that parse failures do not make an item look
+   erroneous to ReaLMistake's AUC across items), and the scaling curve Voting@k for k = 1, 2, 4, ...,
    k_max on the official metric (`eval.scaling_curve`, `num_subsets` random subsets per k). With `eval.meta_model`
    (a metarm stage folder) each valid sample is also scored by the meta RM on its own meta prompt (its response
    order and text), and MetaRM@k (votes of the top ⌈k/2⌉ samples by meta logit) is reported at k_max and along
@@ -57,7 +59,7 @@ from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report, stats
 from grm_jax.eval.metrics import benchmark_of, official_metric
 from grm_jax.eval.scaling import scaling_curve
-from grm_jax.grm.prompts import JUDGE_TEMPLATES
+from grm_jax.grm.prompts import JUDGE_TEMPLATES, SCORE_RANGES
 from grm_jax.judges import token_prob, trajectories
 from grm_jax.judges.meta_rm import judgement_logits, load_meta_rm, meta_max_len
 from grm_jax.stages import common
@@ -71,6 +73,20 @@ def _rows(examples: Sequence[PreferenceExample], votes: Any) -> list[np.ndarray]
   """Per-example vote rows [n_i] from a padded [B, n_max] table (metrics then check each length)."""
   votes = np.asarray(votes, np.float64)
   return [votes[i, : ex.n] for i, ex in enumerate(examples)]
+
+
+def neutral_scores(j: judges.Judgements) -> np.ndarray:
+  """float [B]: the middle of each item's template score range (5.5 for 1-10), what a single-response item scores
+  when none of its samples parsed (`grm.item_votes`)."""
+  return np.array([sum(SCORE_RANGES[t]) / 2 for t in j.templates], np.float64)
+
+
+def item_votes(j: judges.Judgements, meta: np.ndarray | None = None, k_meta: int | None = None,
+               samples: slice = slice(None)) -> np.ndarray:
+  """Votes [B, n_max] of `j`'s `samples` (`grm.item_votes`: sums, the mean for a single-response item)."""
+  scores, valid = np.asarray(j.scores)[:, samples], np.asarray(j.valid)[:, samples]
+  return np.asarray(grm.item_votes(scores, valid, np.asarray(j.response_mask), None if meta is None else
+                                   np.asarray(meta)[:, samples], k_meta, neutral_scores(j)))
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -130,13 +146,13 @@ def evaluate_dataset(
   at_meta, meta_info = None, None
   if meta is not None:
     k_meta = grm.default_k_meta(j.k)
-    meta_voted = np.asarray(grm.vote(scores, valid, meta=meta, k_meta=k_meta))
+    meta_voted = item_votes(j, meta, k_meta)
     at_meta = _scored(bench, examples, meta_voted, key, config)
     outcomes["meta"] = metrics_lib.item_outcomes(examples, [meta_voted])
     meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
     # The paper's k_meta ablation (Table 7) at k_max: the top 1, 2, ..., k samples by meta logit (k = Voting@k).
     meta_info["by_k_meta"] = {str(m): metrics_lib.score_benchmark(
-      bench, examples, _rows(examples, np.asarray(grm.vote(scores, valid, meta=meta, k_meta=m))), None,
+      bench, examples, _rows(examples, item_votes(j, meta, m)), None,
       "expected")[official] for m in range(1, j.k + 1)}
   at_token_prob, token_prob_info = None, None
   if token_probs is not None:
@@ -146,8 +162,9 @@ def evaluate_dataset(
     outcomes["token_prob"] = metrics_lib.item_outcomes(examples, [weighted])
     token_prob_info = {"valid": int(valid.sum()), "located": int((located & valid).sum()),
                        "mean_prob": float(probs[located & valid].mean()) if (located & valid).any() else float("nan")}
-  table = scaling_curve(scores, valid, meta=meta, num_subsets=int(config.eval.num_subsets), seed=seed,
-                        metric=metric, band=band)
+  table = scaling_curve(scores, valid, mask=np.asarray(j.response_mask), meta=meta,
+                        num_subsets=int(config.eval.num_subsets), seed=seed, metric=metric, band=band,
+                        neutral=neutral_scores(j))
   for k_point, row in table.items():
     for column in ("voting", "meta"):
       if f"{column}_items" in row:
@@ -171,22 +188,25 @@ def evaluate_dataset(
 
 
 def _scored(bench: str, examples, votes: np.ndarray, key: jax.Array, config: Any) -> dict[str, Any]:
-  """One column: the benchmark's metrics (random tie-break) and its official metric's tie-expected value and 95%
-  bootstrap interval over items. The bootstrap seed is the run's seed for every column, so all columns (and the
-  baseline's) are resampled on the same items: their intervals are a paired comparison."""
+  """One column: the benchmark's metrics (random tie-break) and, for each of its headline metrics present (the
+  official one; PPE: preference and correctness), the tie-expected value and 95% bootstrap interval over items.
+  The bootstrap seed is the run's seed for every column, so all columns (and the baseline's) are resampled on the
+  same items: their intervals are a paired comparison."""
   rows = _rows(examples, votes)
   values = metrics_lib.score_benchmark(bench, examples, rows, key)
-  official = official_metric(bench, values)
-  return {**values, **metrics_lib.official_with_interval(bench, examples, rows, official, int(config.seed),
-                                                         int(config.eval.bootstrap_resamples))}
+  out = dict(values)
+  # Every headline metric present, not only the official one: PPE's correctness is a paper column too.
+  for name in metrics_lib.interval_metrics(bench, values):
+    out.update(metrics_lib.official_with_interval(bench, examples, rows, name, int(config.seed),
+                                                  int(config.eval.bootstrap_resamples)))
+  return out
 
 
 def _k1_and_voting(bench: str, examples, j: judges.Judgements, key: jax.Array, config: Any) -> tuple[tuple, tuple]:
   """((metrics, votes) at k=1: each item's first sample, (metrics, votes) of Voting@k over all of its samples);
   metrics as `_scored` gives them."""
-  scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-  first = np.asarray(grm.vote(scores[:, :1], valid[:, :1]))
-  voted = np.asarray(grm.vote(scores, valid))
+  first = item_votes(j, samples=slice(0, 1))
+  voted = item_votes(j)
   return (_scored(bench, examples, first, key, config), first), (_scored(bench, examples, voted, key, config), voted)
 
 

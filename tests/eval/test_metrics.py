@@ -369,6 +369,34 @@ def test_full_subset_equals_plain_vote():
   np.testing.assert_array_equal(subset_votes(scores, valid, 8, KEY, 1, meta)[0], grm.vote(scores, valid, meta))
 
 
+def test_subset_votes_with_a_mask_average_single_responses():
+  """With the real-response mask, each subset's single-response item is the mean of its valid chosen samples (the
+  neutral score when none), MetaRM@k the mean of the kept ones; pairs keep their sums. Reference: a plain loop over
+  the same subsets (`subset_mask` with the same key)."""
+  rng = np.random.default_rng(5)
+  b, k_max, k, s = 12, 6, 3, 4
+  scores = rng.integers(1, 11, (b, k_max, 2)).astype(np.int32)
+  valid = rng.random((b, k_max)) < 0.6
+  mask = np.ones((b, 2), bool)
+  mask[::2, 1] = False  # even items have one response
+  meta = rng.normal(size=(b, k_max))
+  neutral = np.linspace(1.0, 2.0, b)
+  chosen = np.asarray(subset_mask(KEY, b, k_max, k, s))
+  for m in (None, meta):
+    got = np.asarray(subset_votes(scores, valid, k, KEY, s, m, mask, neutral))
+    for si in range(s):
+      for i in range(b):
+        idx = [j for j in range(k_max) if chosen[si, i, j] and valid[i, j]]
+        if m is not None:
+          idx = sorted(idx, key=lambda j: -meta[i, j])[: grm.default_k_meta(k)]
+        total = scores[i, idx].sum(0)
+        if mask[i].sum() == 1:
+          want = total[0] / len(idx) if idx else neutral[i]
+          assert got[si, i, 0] == pytest.approx(want, rel=1e-6), (si, i)
+        else:
+          np.testing.assert_allclose(got[si, i], total)
+
+
 def test_voting_improves_with_k_and_meta_beats_voting():
   scores, valid, rewards, meta = _pool(np.random.default_rng(2))
   table = scaling_curve(scores, valid, rewards, meta=meta, num_subsets=4, seed=3)

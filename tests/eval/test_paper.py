@@ -12,7 +12,7 @@ def _bench(benchmark, k1, voting, meta=None, k=4):
 
 # DeepSeek-GRM-27B greedy in Table 2, as our fractions: 86.0 / 64.7 / 59.8 / 69.0.
 RB = {"overall": 0.860, "n_sections": 4.0}
-PPE = {"preference": 0.647, "correctness": 0.598}
+PPE = {"preference": 0.647, "correctness": 0.598, "n_correctness_subsets": 5.0}
 RMB = {"overall": 0.690, "n_parts": 4.0}
 
 
@@ -64,7 +64,7 @@ def test_table2_cells_are_the_papers():
 def test_comparison_with_all_four_benchmarks():
   datasets = {
     "rewardbench": _bench("rewardbench", RB, {"overall": 0.9, "n_sections": 4.0}, meta=RB),
-    "ppe": _bench("ppe", PPE, {"preference": 0.7, "correctness": 0.6}, meta=PPE),
+    "ppe": _bench("ppe", PPE, {"preference": 0.7, "correctness": 0.6, "n_correctness_subsets": 5.0}, meta=PPE),
     "rmb": _bench("rmb", RMB, {"overall": 0.7, "n_parts": 4.0}, meta=RMB),
     "realmistake": _bench("realmistake", {"auc": 0.7}, {"auc": 0.8}, meta={"auc": 0.8}),
   }
@@ -100,6 +100,42 @@ def test_a_partly_scored_benchmark_is_missing_too():
   assert rows["ours k=1"]["Overall"] is None and rows["ours k=1"]["RMB"] is None
   assert rows["ours k=1"]["missing"] == ["PPE-C (no correctness in ppe)", "RMB (rmb has 2 of 4 parts)"]
   assert rows["ours Voting@4"]["Overall"] == pytest.approx(0.69875)
+
+
+def test_overall_uses_the_tie_expected_values():
+  """Where a column carries "<metric>_expected" (every eval column does), the cells and Overall are those: here each
+  drawn value is 0.1 off its tie-expected one, so Overall from the drawn values would be 0.1 off too."""
+  def with_expected(m, keys):
+    return {**m, **{k: m[k] - 0.1 for k in keys}, **{f"{k}_expected": m[k] for k in keys}}
+
+  datasets = {"rewardbench": _bench("rewardbench", with_expected(RB, ["overall"]), RB),
+              "ppe": _bench("ppe", with_expected(PPE, ["preference", "correctness"]), PPE),
+              "rmb": _bench("rmb", with_expected(RMB, ["overall"]), RMB)}
+  rows = {r["row"]: r for r in paper.comparison(datasets)["rows"]}
+  k1 = rows["ours k=1"]
+  assert (k1["RB"], k1["PPE-P"], k1["PPE-C"], k1["RMB"]) == (0.86, 0.647, 0.598, 0.69)
+  assert k1["Overall"] == pytest.approx(0.69875) and k1["ties"] == "expected"
+  # Results without tie-expected values (older runs) fall back to the drawn ones, and the report says so.
+  assert rows["ours Voting@4"]["ties"] == "random" and rows["ours Voting@4"]["Overall"] == pytest.approx(0.69875)
+  md = "\n".join(paper.render(paper.comparison(datasets)))
+  assert "ours Voting@4: these results carry no tie-expected values" in md and "ours k=1: these" not in md
+  assert "| **ours k=1** | 86.0 | 64.7 | 59.8 | 69.0 | 69.9 |" in md
+
+
+def test_an_incomplete_ppe_set_is_kept_out_of_overall():
+  """PPE-Correctness averages five subsets (paper Table 9): three of them are not the paper's number, so no PPE-C
+  and no Overall, with a note that says why (as RewardBench's sections and RMB's parts)."""
+  part = {**PPE, "n_correctness_subsets": 3.0}
+  datasets = {"rewardbench": _bench("rewardbench", RB, RB), "ppe": _bench("ppe", part, PPE),
+              "rmb": _bench("rmb", RMB, RMB)}
+  rows = {r["row"]: r for r in paper.comparison(datasets)["rows"]}
+  assert rows["ours k=1"]["PPE-C"] is None and rows["ours k=1"]["Overall"] is None
+  assert rows["ours k=1"]["PPE-P"] == 0.647  # the preference set is whole
+  assert rows["ours k=1"]["missing"] == ["PPE-C (ppe has 3 of 5 correctness subsets)"]
+  assert rows["ours Voting@4"]["Overall"] == pytest.approx(0.69875)
+  md = "\n".join(paper.render(paper.comparison(datasets)))
+  assert "No Overall for ours k=1: missing PPE-C (ppe has 3 of 5 correctness subsets)." in md
+  assert "| **ours k=1** | 86.0 | 64.7 | – | 69.0 | – |" in md
 
 
 def test_no_block_without_a_paper_benchmark():

@@ -118,3 +118,26 @@ def test_vote_argument_errors():
   with pytest.raises(ValueError):
     grm.vote(scores, valid, TABLE17_META, k_meta=0)
   assert [grm.default_k_meta(k) for k in (1, 2, 3, 8, 32)] == [1, 1, 2, 4, 16]
+
+
+def test_item_votes_score_a_single_response_by_the_mean_of_its_valid_samples():
+  """Four valid 8s and three valid 8s + one unparseable sample both score 8 (sums: 32 vs 24); no valid sample scores
+  the neutral middle, not 0 (at k = 1 an unparseable sample would otherwise be the strongest "error" flag). Items with
+  n >= 2 keep the sum."""
+  scores = np.zeros((4, 4, 2), np.int32)
+  scores[0, :, 0] = 8
+  scores[1, :3, 0] = 8
+  scores[3, :, :] = [[9, 2], [8, 3], [7, 1], [0, 0]]
+  valid = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 0]], bool)
+  mask = np.array([[1, 0], [1, 0], [1, 0], [1, 1]], bool)
+  np.testing.assert_array_equal(grm.vote(scores, valid)[:, 0], [32, 24, 0, 24])
+  got = grm.item_votes(scores, valid, mask, neutral=5.5)
+  np.testing.assert_array_equal(got, [[8.0, 0.0], [8.0, 0.0], [5.5, 0.0], [24.0, 6.0]])
+  # MetaRM@k: the mean of the kept samples (top 2 valid by meta logit): item 1 keeps samples 2 and 1 -> 8, item 0's
+  # 0 and 3; the pair sums its kept two.
+  meta = np.array([[4.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 9.0], [1.0, 1.0, 1.0, 1.0], [3.0, 1.0, 2.0, 9.0]])
+  np.testing.assert_array_equal(grm.item_votes(scores, valid, mask, meta, 2, neutral=[5.5, 5.5, 0.5, 5.5]),
+                                [[8.0, 0.0], [8.0, 0.0], [0.5, 0.0], [16.0, 3.0]])
+  # jax in, jax out, the same numbers.
+  jgot = grm.item_votes(jnp.asarray(scores), jnp.asarray(valid), jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(jgot), got)

@@ -13,6 +13,7 @@ from grm_jax import judges, models, parallel
 from grm_jax.data import registry
 from grm_jax.data.example import PreferenceExample
 from grm_jax.eval import metrics as metrics_lib
+from grm_jax.eval import report
 from grm_jax.judges.model_judge import Judgements, judge_texts_to_arrays
 from grm_jax.stages import common
 from grm_jax.stages import eval as eval_stage
@@ -411,3 +412,58 @@ def test_several_baselines_and_per_item_outcomes(config, tmp_path, patched):
     assert got["ids"] == outcomes["ids"] and len(got["k1"]) == 4
   report = (tmp_path / "eval" / "report.md").read_text()
   assert "`base` params vs `grpo` params" in report and "`rft` params vs `grpo` params" in report
+
+
+def test_realmistake_scores_an_item_by_the_mean_of_its_valid_samples(config):
+  """ReaLMistake's AUC compares items: an item's score is the mean of its valid samples (no valid one: 5.5, the middle
+  of 1-10), at k=1, Voting@k, MetaRM@k and the scaling points. Five single-response items, k = 4 ("x": unparseable):
+  errors E1 [3, 3, 3, 3] and E2 [8, 8, x, x], correct G1 [8, 8, 8, 8], G2 [9, x, x, x], G3 [x, x, x, x]. Means
+  3, 8 | 8, 9, 5.5: error scores -3, -8 | -8, -9, -5.5, AUC = (1 + 1 + 1 + 0.5 + 1 + 0) / 6 = 0.75. Sums (the old
+  votes) 12, 16 | 32, 9, 0 give 2/6. At k=1 (first samples 3, 8 | 8, 9, x) the means give 0.75 too, sums 3.5/6;
+  MetaRM@4 (equal logits: the first 2 valid) keeps the same means, 0.75; sums 2.5/6."""
+  x = "no verdict"
+  plan = [(1, ["3", "3", "3", "3"]), (1, ["8", "8", x, x]), (0, ["8"] * 4), (0, ["9", x, x, x]), (0, [x] * 4)]
+  examples = [PreferenceExample("q", ("r",), rewards=(float(1 - err),), source="realmistake/math/gpt", category="math",
+                                id=str(i), metadata={"label": err}) for i, (err, _) in enumerate(plan)]
+  texts = [[t if t == x else f"Scores: \\boxed{{{t}}}" for t in samples] for _, samples in plan]
+  j = _judgements(texts, [[(0,)] * 4] * 5, ["default"] * 5)
+  assert j.valid.sum() == 11
+  config.eval.bootstrap_resamples = 50
+  meta = np.zeros((5, 4))
+  d = eval_stage.evaluate_dataset("realmistake", examples, j, config, meta)
+  assert d["official_metric"] == "auc"
+  for column in ("k1", "voting", "meta"):
+    m = d["metrics"][column]
+    assert m["auc"] == pytest.approx(0.75) and m["auc_expected"] == pytest.approx(0.75), (column, m)
+  k4 = d["scaling"][-1]
+  assert k4["k"] == 4 and k4["voting"] == pytest.approx(0.75) and k4["meta"] == pytest.approx(0.75)
+  assert k4["voting_expected"] == pytest.approx(0.75) and k4["meta_expected"] == pytest.approx(0.75)
+  assert d["meta_rm"]["by_k_meta"]["4"] == pytest.approx(0.75) and d["meta_rm"]["by_k_meta"]["2"] == pytest.approx(0.75)
+
+
+def test_ppe_correctness_gets_its_tie_expected_value_and_interval(config):
+  """PPE has two paper columns (Table 2): preference is the official metric, and correctness gets a tie-expected value
+  and a 95% interval too, in every column, and the report shows them. Correctness items (all 4 samples alike): MATH a
+  tie (1/2) and a right pick (1), GPQA a wrong pick (0) and a tie (1/2): subset means 0.75 and 0.25, mean 0.5."""
+  def item(i, category, source, text):
+    return PreferenceExample("q", ("a", "b"), rewards=(1.0, 0.0), source=source, category=category, id=str(i)), text
+
+  right, wrong, tie = "\\boxed{8, 3}", "\\boxed{2, 9}", "\\boxed{5, 5}"
+  rows = [item(i, "PPE Preference", "ppe/human-preference", right) for i in range(4)]
+  rows += [item(4, "PPE Correctness", "ppe/MATH", tie), item(5, "PPE Correctness", "ppe/MATH", right),
+           item(6, "PPE Correctness", "ppe/GPQA", wrong), item(7, "PPE Correctness", "ppe/GPQA", tie)]
+  examples = [ex for ex, _ in rows]
+  j = _judgements([[text] * 4 for _, text in rows], [[(0, 1)] * 4] * 8, ["default"] * 8)
+  config.eval.bootstrap_resamples = 200
+  d = eval_stage.evaluate_dataset("ppe", examples, j, config)
+  assert d["official_metric"] == "preference"
+  for column in ("k1", "voting"):
+    m = d["metrics"][column]
+    assert m["preference_expected"] == 1.0 and m["n_correctness_subsets"] == 2.0
+    assert m["correctness_expected"] == pytest.approx(0.5), (column, m)
+    lo, hi = m["correctness_ci95"]
+    assert 0.0 <= lo < 0.5 < hi <= 1.0, (column, m)
+  md = report.render_markdown({"model": "m", "config": {}, "datasets": {"ppe": d}})
+  assert "| correctness, tie-expected | 50.0 | 50.0 |" in md
+  lo, hi = d["metrics"]["k1"]["correctness_ci95"]
+  assert f"({100 * lo:.1f}–{100 * hi:.1f})" in md
