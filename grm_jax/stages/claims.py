@@ -4,9 +4,10 @@
 the workdir with "{seed}" for the seed: `grm` (the SPCT GRM's evaluation, with MetaRM@k and the baselines "base" and
 "rft": `eval.baseline="base,rft"`), `without_principles` (the ablation's evaluation) and `scalar_rm` (the
 Bradley-Terry stage). Every claim of `eval.claims.claims` at the GRM evaluation's k is tested from the per-item
-outcomes of those results; it writes `claims/results.json` (each claim's difference, interval, verdict and per-seed
-values; each system's per-seed numbers), `claims/report.md` and `claims/claims.png`. It trains and samples nothing,
-so it reruns whenever an upstream result was made again.
+outcomes of those results (a t-interval over the per-seed means, verdicts Holm-adjusted over the table at
+family-wise error `family_alpha`); it writes `claims/results.json` (each claim's difference, interval, p-values,
+verdicts and per-seed values; each system's per-seed numbers), `claims/report.md` and `claims/claims.png`. It trains
+and samples nothing, so it reruns whenever an upstream result was made again.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   first = seeds(config)[0]
   grm_results = load(first, str(c.grm))
   k_max = max(int(d["k"]) for d in grm_results["datasets"].values())
-  claim_list = claims_lib.claims(k_max, str(c.grm), str(c.without_principles), str(c.scalar_rm))
-  result = claims_lib.check_claims(seeds(config), load, claim_list, int(c.resamples))
+  # The synthetic critic writes the same "Specific Criteria:" line for every item: label the principles claims.
+  fixed = "rft" in config and str(config.rft.sampler) == "synthetic-critic"
+  claim_list = claims_lib.claims(k_max, str(c.grm), str(c.without_principles), str(c.scalar_rm), fixed)
+  result = claims_lib.check_claims(seeds(config), load, claim_list, alpha=float(c.family_alpha))
   result["k"] = k_max
   result["curve"] = {str(s): _curve(load(s, str(c.grm))) for s in seeds(config)}
   seconds = common.stage_seconds(workdir)
