@@ -38,7 +38,7 @@ from scipy import stats
 from grm_jax.eval.comparison import baseline_part
 
 FAMILY_ALPHA = 0.05  # Holm's family-wise error over the whole claims table
-TEMPLATE_ONLY = "template only: the synthetic critic writes one fixed principle line"
+TEMPLATE_ONLY = "template only: one fixed principle line"  # the synthetic critic writes the same criteria
 METHOD = "t-interval over per-seed means (S - 1 df); verdicts Holm-adjusted over the claims table"
 
 
@@ -160,8 +160,8 @@ def _t_test(values: np.ndarray, confidence: float) -> tuple[float, float, float]
   n = len(values)
   mean, sd = float(values.mean()), float(values.std(ddof=1))
   lo, hi = seed_t_interval(values, confidence)
-  if sd == 0.0:  # every value the same: no spread to test against; exact 0 is no evidence, any other is certain
-    return float(lo), float(hi), 1.0 if mean == 0.0 else 0.0
+  if sd <= 1e-12:  # every value the same (up to rounding): no spread to test against; 0 is no evidence, else certain
+    return float(lo), float(hi), 1.0 if abs(mean) <= 1e-12 else 0.0
   p = 2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1)
   return float(lo), float(hi), float(p)
 
@@ -223,15 +223,21 @@ def score(claim_rows: Sequence[dict[str, Any]], values: Sequence[Sequence[np.nda
                 "verdict": family_verdict(row["difference"], p_holm, alpha)})
 
 
-def rescore(result: Mapping[str, Any], confidence: float = 0.95, alpha: float = FAMILY_ALPHA) -> dict[str, Any]:
+def rescore(result: Mapping[str, Any], confidence: float = 0.95, alpha: float = FAMILY_ALPHA,
+            fixed_principles: bool = False) -> dict[str, Any]:
   """A claims results.json scored again from its stored per-seed means alone (intervals, p-values, verdicts; the
   method of `check_claims`), e.g. one written by the earlier two-level bootstrap. Needs two seeds or more: one seed's
-  interval is over items, which the file does not keep."""
+  interval is over items, which the file does not keep. `fixed_principles` labels the principles claims (4.x) as
+  `claims` does."""
   seeds = [str(s) for s in result["seeds"]]
   if len(seeds) < 2:
     raise ValueError(f"results with seeds {seeds}: rescoring needs two seeds or more (one seed's interval is over "
                      "items, which a claims results.json does not keep); run the claims stage again")
-  out = {**result, "claims": [dict(c) for c in result["claims"]], "systems": {}}
+  out = {**result, "claims": [dict(c) for c in result["claims"]], "systems": {}, "family_alpha": alpha}
+  for c in out["claims"]:
+    if fixed_principles and c["id"].startswith("4.") and TEMPLATE_ONLY not in c["claim"]:
+      text = c["claim"]
+      c["claim"] = f"{text[:-1]}; {TEMPLATE_ONLY})" if text.endswith(")") else f"{text} ({TEMPLATE_ONLY})"
   for name, system in result["systems"].items():
     lo, hi, _ = seed_interval([np.array([system["per_seed"][s]]) for s in seeds], confidence)
     out["systems"][name] = {**system, "ci95": [lo, hi]}

@@ -13,6 +13,7 @@ and samples nothing, so it reruns whenever an upstream result was made again.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from grm_jax import files
@@ -90,3 +91,26 @@ def _curve(results: dict[str, Any]) -> dict[str, list[list[float]]]:
       if value is not None:
         curve.setdefault(column, []).append([float(row["k"]), float(value)])
   return curve
+
+
+def rescore_folder(folder: str, fixed_principles: bool = False) -> dict[str, Any]:
+  """Rewrite a claims folder (results.json, report.md, claims.png) with today's method from its stored per-seed
+  means (`eval.claims.rescore`): no stage reruns. `fixed_principles`: that run's RFT used the synthetic critic."""
+  path = os.path.join(folder, "results.json")
+  if not files.exists(path):
+    raise FileNotFoundError(f"{path} does not exist; name a claims folder (one with the claims stage's results.json)")
+  result = claims_lib.rescore(files.read_json(path), fixed_principles=fixed_principles)
+  seconds = result.get("stage_seconds")
+  files.write_json(path, result)
+  files.write_text(os.path.join(folder, "report.md"),
+                   "\n".join(claims_lib.render(result, sum(seconds.values()) if seconds else None)))
+  report.plot_claims(result, os.path.join(folder, "claims.png"))
+  return result
+
+
+if __name__ == "__main__":
+  # python -m grm_jax.stages.claims <claims folder> [--template-only-principles]
+  args = [a for a in sys.argv[1:] if not a.startswith("--")]
+  if len(args) != 1:
+    raise SystemExit("usage: python -m grm_jax.stages.claims <claims folder> [--template-only-principles]")
+  rescore_folder(args[0], "--template-only-principles" in sys.argv)

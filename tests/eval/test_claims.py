@@ -184,3 +184,33 @@ def test_claims_config_errors_name_the_key(tmp_path):
   c.claims.grm = "seed{seed}/eval"
   with pytest.raises(FileNotFoundError, match="seed0/eval/results.json does not exist"):
     claims_stage.run(c, str(tmp_path))
+
+
+def test_rescore_from_stored_per_seed_means():
+  # A results.json written by the earlier bootstrap: its interval for 3.3 held; from the per-seed means alone the
+  # t-interval contains 0, and the labels of the principles claims say they test the template only.
+  system = {"label": "x", "per_seed": {"0": 0.5, "1": 0.5, "2": 0.5}, "mean": 0.5, "ci95": [0.5, 0.5]}
+  rft = {"id": "3.3", "claim": "RFT alone > base (k=1)", "per_seed": {"0": 8 / 32, "1": 3 / 32, "2": 7 / 32},
+         "difference": 0.1875, "ci95": [0.073, 0.302], "verdict": "holds", "items": 96}
+  principles = {"id": "4.1", "claim": "with principles > without principles (k=1)",
+                "per_seed": {"0": 0.1, "1": 0.1, "2": 0.1}, "difference": 0.1, "ci95": [0.1, 0.1], "verdict": "holds",
+                "items": 96}
+  old = {"seeds": [0, 1, 2], "systems": {"x": system}, "claims": [rft, principles]}
+  new = claims.rescore(old, fixed_principles=True)
+  assert [round(100 * x, 1) for x in new["claims"][0]["ci95"]] == [-1.8, 39.3]
+  assert new["claims"][0]["verdict"] == new["claims"][0]["verdict_single"] == "inconclusive"
+  assert new["claims"][1]["verdict"] == "holds" and new["claims"][1]["p_holm"] == 0.0  # no spread: certain
+  assert new["claims"][1]["claim"] == f"with principles > without principles (k=1; {claims.TEMPLATE_ONLY})"
+  assert new["systems"]["x"]["ci95"] == [0.5, 0.5] and old["claims"][0]["verdict"] == "holds"  # input untouched
+  with pytest.raises(ValueError, match="rescoring needs two seeds"):
+    claims.rescore({**old, "seeds": [0]})
+
+
+def test_principles_claims_are_labelled_template_only_with_a_fixed_principle_critic():
+  plain = {c["id"]: c["claim"] for c in claims.claims(8, "g{seed}", "n{seed}", "b{seed}")}
+  fixed = {c["id"]: c["claim"] for c in claims.claims(8, "g{seed}", "n{seed}", "b{seed}", fixed_principles=True)}
+  assert fixed["4.1"] == f"with principles > without principles (k=1; {claims.TEMPLATE_ONLY})"
+  assert fixed["4.2"] == f"with principles > without principles (Voting@8; {claims.TEMPLATE_ONLY})"
+  assert plain["4.1"] == "with principles > without principles (k=1)"
+  assert {k: v for k, v in fixed.items() if not k.startswith("4.")} == {k: v for k, v in plain.items()
+                                                                        if not k.startswith("4.")}
