@@ -21,7 +21,7 @@ from grm_jax.eval import claims as claims_lib
 from grm_jax.eval import report
 from grm_jax.stages import common
 
-STAGE_KEYS = ("claims",)
+STAGE_KEYS = ("claims", "rft.sampler")  # the sampler decides the principles claims' label
 FOLDERS = ("grm", "without_principles", "scalar_rm")
 
 

@@ -170,6 +170,12 @@ def test_claims_stage_on_written_results(tmp_path):
   assert ("| 1 | Voting@k rises with k: Voting@4 > Voting@1 | +50.0 (+50.0 to +50.0) | +50.0, +50.0 | <0.001 | holds "
           "| <0.001 | **holds** |") in report, report
   assert (tmp_path / "claims" / "claims.png").stat().st_size > 0
+  # RFT from the synthetic critic (one fixed principle line): the principles claims say they test the template only
+  c.rft = configs.rft()
+  c.rft.sampler = "synthetic-critic"
+  claims_stage.run(c, str(tmp_path))
+  out = json.loads((tmp_path / "claims" / "results.json").read_text())
+  assert {r["id"]: r["claim"] for r in out["claims"]}["4.1"].endswith(f"(k=1; {claims.TEMPLATE_ONLY})")
 
 
 def test_claims_config_errors_name_the_key(tmp_path):
