@@ -13,7 +13,7 @@ Then the `claims` stage tests the paper's orderings (`grm_jax.eval.claims`):
   1. Voting@k rises with k (k = 1, 2, 4, 8);       2. MetaRM@k > Voting@k;
   3. RFT + GRPO > RFT alone > base;                  4. with principles > without principles;
   5. GRM Voting@k > the Bradley-Terry scalar RM,
-each as holds / does not hold / inconclusive from its 95% interval over seeds and items, written to
+each as holds / does not hold / inconclusive from a t-interval over the seeds (Holm over the claims), written to
 `claims/report.md`, `claims/results.json` (with every seed's numbers) and `claims/claims.png`.
 
 Presets: default (CPU, seeds 0, 1, 2; measured 2026-11-29 on a 2-core CPU: about 28 min per seed, ~83 min in all;

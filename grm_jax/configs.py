@@ -273,7 +273,7 @@ def claims() -> ml_collections.ConfigDict:
   c.grm = "seed{seed}/eval"  # the SPCT GRM's evaluation: MetaRM@k and eval.baseline="base,rft"
   c.without_principles = "seed{seed}_np/eval"  # the GRM trained and judged without principles
   c.scalar_rm = "seed{seed}/btrm"  # the Bradley-Terry scalar RM on the same items
-  c.resamples = 2000  # bootstrap resamples per interval (seeds, then items)
+  c.family_alpha = 0.05  # Holm's family-wise error over the claims table (eval.claims.family_verdict)
   return c
 
 
@@ -514,7 +514,6 @@ SMOKE = {
   "btrm": "steps=0;batch_size=2;epochs=1;max_len=1024;micro_batches=1;checkpoint.save_every=1",
   # 2 items: a bootstrap interval is coarse anyway, and every smoke run pays for it
   "eval": "limit=2;sampling.k=2;sampling.max_new_tokens=16;num_subsets=2;bootstrap_resamples=100",
-  "claims": "resamples=100",
 }
 
 

@@ -535,7 +535,8 @@ def plot_scaling(results: Mapping[str, Any], path: str | os.PathLike) -> None:
 
 def plot_claims(result: Mapping[str, Any], path: str | os.PathLike) -> None:
   """Left: Voting@k (solid) and MetaRM@k (dashed) against k, one thin line per seed and their mean; right: each
-  claim's difference A - B with its 95% interval (`eval.claims`), green where it holds, red where it does not."""
+  claim's difference A - B with its 95% t-interval over seeds (`eval.claims`), colored by the Holm-adjusted verdict
+  over the whole table: green where it holds, red where it does not."""
   fig = _figure(figsize=(11, 4.4))
   left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
   for column, style, color in (("voting", "-o", "C0"), ("meta", "--s", "C1")):
@@ -564,8 +565,8 @@ def plot_claims(result: Mapping[str, Any], path: str | os.PathLike) -> None:
     right.plot([100 * c["difference"]], [y], "o", color=colors[c["verdict"]])
   right.axvline(0, color="black", lw=0.8)
   right.set_yticks(range(len(rows)), [f"{c['id']} {c['claim']}" for c in rows], fontsize=7)
-  right.set_xlabel("A - B (points), 95% interval over seeds and items")
-  right.set_title("Claims: green holds, red does not hold, gray inconclusive", fontsize=9)
+  right.set_xlabel("A - B (points), 95% t-interval over seeds")
+  right.set_title("Claims (Holm): green holds, red does not, gray inconclusive", fontsize=9, loc="right")
   right.grid(alpha=0.3, axis="x")
   fig.tight_layout()
   files.save_figure(fig, path, dpi=110)

@@ -4,14 +4,16 @@
 the workdir with "{seed}" for the seed: `grm` (the SPCT GRM's evaluation, with MetaRM@k and the baselines "base" and
 "rft": `eval.baseline="base,rft"`), `without_principles` (the ablation's evaluation) and `scalar_rm` (the
 Bradley-Terry stage). Every claim of `eval.claims.claims` at the GRM evaluation's k is tested from the per-item
-outcomes of those results; it writes `claims/results.json` (each claim's difference, interval, verdict and per-seed
-values; each system's per-seed numbers), `claims/report.md` and `claims/claims.png`. It trains and samples nothing,
-so it reruns whenever an upstream result was made again.
+outcomes of those results (a t-interval over the per-seed means, verdicts Holm-adjusted over the table at
+family-wise error `family_alpha`); it writes `claims/results.json` (each claim's difference, interval, p-values,
+verdicts and per-seed values; each system's per-seed numbers), `claims/report.md` and `claims/claims.png`. It trains
+and samples nothing, so it reruns whenever an upstream result was made again.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from grm_jax import files
@@ -19,7 +21,7 @@ from grm_jax.eval import claims as claims_lib
 from grm_jax.eval import report
 from grm_jax.stages import common
 
-STAGE_KEYS = ("claims",)
+STAGE_KEYS = ("claims", "rft.sampler")  # the sampler decides the principles claims' label
 FOLDERS = ("grm", "without_principles", "scalar_rm")
 
 
@@ -65,8 +67,10 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   first = seeds(config)[0]
   grm_results = load(first, str(c.grm))
   k_max = max(int(d["k"]) for d in grm_results["datasets"].values())
-  claim_list = claims_lib.claims(k_max, str(c.grm), str(c.without_principles), str(c.scalar_rm))
-  result = claims_lib.check_claims(seeds(config), load, claim_list, int(c.resamples))
+  # The synthetic critic writes the same "Specific Criteria:" line for every item: label the principles claims.
+  fixed = "rft" in config and str(config.rft.sampler) == "synthetic-critic"
+  claim_list = claims_lib.claims(k_max, str(c.grm), str(c.without_principles), str(c.scalar_rm), fixed)
+  result = claims_lib.check_claims(seeds(config), load, claim_list, alpha=float(c.family_alpha))
   result["k"] = k_max
   result["curve"] = {str(s): _curve(load(s, str(c.grm))) for s in seeds(config)}
   seconds = common.stage_seconds(workdir)
@@ -87,3 +91,26 @@ def _curve(results: dict[str, Any]) -> dict[str, list[list[float]]]:
       if value is not None:
         curve.setdefault(column, []).append([float(row["k"]), float(value)])
   return curve
+
+
+def rescore_folder(folder: str, fixed_principles: bool = False) -> dict[str, Any]:
+  """Rewrite a claims folder (results.json, report.md, claims.png) with today's method from its stored per-seed
+  means (`eval.claims.rescore`): no stage reruns. `fixed_principles`: that run's RFT used the synthetic critic."""
+  path = os.path.join(folder, "results.json")
+  if not files.exists(path):
+    raise FileNotFoundError(f"{path} does not exist; name a claims folder (one with the claims stage's results.json)")
+  result = claims_lib.rescore(files.read_json(path), fixed_principles=fixed_principles)
+  seconds = result.get("stage_seconds")
+  files.write_json(path, result)
+  files.write_text(os.path.join(folder, "report.md"),
+                   "\n".join(claims_lib.render(result, sum(seconds.values()) if seconds else None)))
+  report.plot_claims(result, os.path.join(folder, "claims.png"))
+  return result
+
+
+if __name__ == "__main__":
+  # python -m grm_jax.stages.claims <claims folder> [--template-only-principles]
+  args = [a for a in sys.argv[1:] if not a.startswith("--")]
+  if len(args) != 1:
+    raise SystemExit("usage: python -m grm_jax.stages.claims <claims folder> [--template-only-principles]")
+  rescore_folder(args[0], "--template-only-principles" in sys.argv)

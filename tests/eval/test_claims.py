@@ -2,7 +2,6 @@
 files written by hand (no model)."""
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -28,26 +27,62 @@ def test_item_outcomes_count_a_tie_as_one_over_its_size():
 
 
 def test_interval_of_constant_differences_is_that_constant():
-  lo, hi = claims.hierarchical_interval([np.full(20, 0.25), np.full(30, 0.25), np.full(10, 0.25)], resamples=200)
-  assert (lo, hi) == pytest.approx((0.25, 0.25))
+  lo, hi, p = claims.seed_interval([np.full(20, 0.25), np.full(30, 0.25), np.full(10, 0.25)])
+  assert (lo, hi, p) == pytest.approx((0.25, 0.25, 0.0))
   assert claims.verdict(lo, hi) == "holds"
-  assert claims.verdict(*claims.hierarchical_interval([np.full(5, -0.5)], resamples=50)) == "does not hold"
+  assert claims.verdict(*claims.seed_interval([np.full(5, -0.5), np.full(5, -0.5)])[:2]) == "does not hold"
+  assert claims.seed_interval([np.zeros(4), np.zeros(4)])[2] == 1.0  # no difference at all: no evidence
 
 
-def test_interval_one_seed_matches_a_plain_item_bootstrap():
-  # One seed: only items are resampled; a 0/1 sample of 60 with mean 0.5 has a 95% interval of about +-0.126.
+def test_interval_one_seed_is_the_t_interval_over_its_items():
+  # One seed: a t-interval over the 60 items, mean 0.5, sd 0.5 * sqrt(60 / 59), t(0.975, 59) = 2.0010.
   x = np.array([1.0, 0.0] * 30)
-  lo, hi = claims.hierarchical_interval([x], seed=1, resamples=4000)
-  assert lo == pytest.approx(0.5 - 1.96 * 0.5 / np.sqrt(60), abs=0.02)
-  assert hi == pytest.approx(0.5 + 1.96 * 0.5 / np.sqrt(60), abs=0.02)
+  lo, hi, _ = claims.seed_interval([x])
+  half = 2.000995 * 0.5 * np.sqrt(60 / 59) / np.sqrt(60)
+  assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
 
 
-def test_seed_to_seed_variation_widens_the_interval():
-  # Items agree perfectly within each seed, but the seeds disagree: only resampling seeds sees that.
+def test_interval_over_three_seeds_is_the_t_interval_with_two_degrees_of_freedom():
+  # Items agree perfectly within each seed, but the seeds disagree: mean 0.1, sd 0.2, t(0.975, 2) = 4.3027.
   per_seed = [np.full(50, 0.3), np.full(50, -0.1), np.full(50, 0.1)]
-  lo, hi = claims.hierarchical_interval(per_seed, resamples=2000)
-  assert lo < 0 < hi and claims.verdict(lo, hi) == "inconclusive"
-  assert lo == pytest.approx(-0.1, abs=1e-9) and hi == pytest.approx(0.3, abs=1e-9)  # all three drawn alike
+  lo, hi, p = claims.seed_interval(per_seed)
+  half = 4.302653 * 0.2 / np.sqrt(3)
+  assert (lo, hi) == pytest.approx((0.1 - half, 0.1 + half), abs=1e-6)
+  t = 0.1 / (0.2 / np.sqrt(3))
+  assert p == pytest.approx(1 - t / np.sqrt(2 + t * t))  # two-sided tail of t with 2 df in closed form
+  assert claims.verdict(lo, hi) == "inconclusive"
+  # The issue's example, "RFT alone > base (k=1)" per seed +25.0 / +9.4 / +21.9 points (8, 3, 7 of 32 items):
+  # the bootstrap said (+7.3, +30.2), holds; the t-interval (-1.8, +39.3) contains 0.
+  lo, hi, _ = claims.seed_interval([np.array([8 / 32]), np.array([3 / 32]), np.array([7 / 32])])
+  assert (round(100 * lo, 1), round(100 * hi, 1)) == (-1.8, 39.3)
+
+
+def test_holm_adjusts_step_down_and_caps_at_one():
+  # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06.
+  assert claims.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+  assert claims.holm([0.5, 0.9]) == [1.0, 1.0]
+  assert claims.holm([]) == []
+
+
+def test_family_verdict_follows_the_adjusted_p_and_the_sign():
+  assert claims.family_verdict(0.1, 0.049) == "holds"
+  assert claims.family_verdict(-0.1, 0.01) == "does not hold"
+  assert claims.family_verdict(0.1, 0.05) == "inconclusive"  # not below alpha
+  assert claims.family_verdict(0.1, 0.07, alpha=0.1) == "holds"
+
+
+def test_score_marks_claims_that_hold_alone_but_not_over_the_family():
+  # Three claims, per seed d - 0.05, d, d + 0.05 (sd 0.05, t = d / 0.0289 with 2 df); p alone 0.020, 0.020, 0.56:
+  # Holm multiplies the two small ones by 3 and 2 (both 0.060 after the running max), so neither holds over the
+  # table although each one's own interval excludes 0.
+  rows = [{"difference": d} for d in (0.2, 0.2, 0.02)]
+  values = [[np.array([x]) for x in (d - 0.05, d, d + 0.05)] for d in (0.2, 0.2, 0.02)]
+  claims.score(rows, values)
+  assert [r["verdict_single"] for r in rows] == ["holds", "holds", "inconclusive"]
+  assert [r["verdict"] for r in rows] == ["inconclusive"] * 3
+  t = 0.2 / (0.05 / np.sqrt(3))
+  assert rows[0]["p"] == pytest.approx(1 - t / np.sqrt(2 + t * t))
+  assert rows[0]["p_holm"] == pytest.approx(3 * rows[0]["p"])
 
 
 def test_verdict_rule():
@@ -115,7 +150,7 @@ def test_claims_stage_on_written_results(tmp_path):
     _write(tmp_path / f"seed{s}" / "btrm", {"datasets": {"syn": {"k": 1, "outcomes": {"ids": ids, "k1": half}}}})
   c = configs.base(("claims",))
   c.claims = configs.claims()
-  c.claims.seeds, c.claims.resamples = "0,1", 300
+  c.claims.seeds = "0,1"
   with pytest.raises(ValueError, match="not scored on the same items"):
     claims_stage.run(c, str(tmp_path))  # 4.2 pairs 8 items with 7
   for s in (0, 1):
@@ -132,9 +167,15 @@ def test_claims_stage_on_written_results(tmp_path):
   assert out["systems"]["seed{seed}/eval@base:voting"]["per_seed"] == {"0": 0.0, "1": 0.0}
   assert out["claims"][0]["per_seed"] == {"0": 0.5, "1": 0.5} and out["k"] == 4
   report = (tmp_path / "claims" / "report.md").read_text()
-  assert re.search(r"\| 1 \| Voting@k rises with k: Voting@4 > Voting@1 \| \+50\.0 \(\+\d+\.\d to \+\d+\.\d\) \| "
-                   r"\+50\.0, \+50\.0 \| \*\*holds\*\* \|", report), report
+  assert ("| 1 | Voting@k rises with k: Voting@4 > Voting@1 | +50.0 (+50.0 to +50.0) | +50.0, +50.0 | <0.001 | holds "
+          "| <0.001 | **holds** |") in report, report
   assert (tmp_path / "claims" / "claims.png").stat().st_size > 0
+  # RFT from the synthetic critic (one fixed principle line): the principles claims say they test the template only
+  c.rft = configs.rft()
+  c.rft.sampler = "synthetic-critic"
+  claims_stage.run(c, str(tmp_path))
+  out = json.loads((tmp_path / "claims" / "results.json").read_text())
+  assert {r["id"]: r["claim"] for r in out["claims"]}["4.1"].endswith(f"(k=1; {claims.TEMPLATE_ONLY})")
 
 
 def test_claims_config_errors_name_the_key(tmp_path):
@@ -149,3 +190,33 @@ def test_claims_config_errors_name_the_key(tmp_path):
   c.claims.grm = "seed{seed}/eval"
   with pytest.raises(FileNotFoundError, match="seed0/eval/results.json does not exist"):
     claims_stage.run(c, str(tmp_path))
+
+
+def test_rescore_from_stored_per_seed_means():
+  # A results.json written by the earlier bootstrap: its interval for 3.3 held; from the per-seed means alone the
+  # t-interval contains 0, and the labels of the principles claims say they test the template only.
+  system = {"label": "x", "per_seed": {"0": 0.5, "1": 0.5, "2": 0.5}, "mean": 0.5, "ci95": [0.5, 0.5]}
+  rft = {"id": "3.3", "claim": "RFT alone > base (k=1)", "per_seed": {"0": 8 / 32, "1": 3 / 32, "2": 7 / 32},
+         "difference": 0.1875, "ci95": [0.073, 0.302], "verdict": "holds", "items": 96}
+  principles = {"id": "4.1", "claim": "with principles > without principles (k=1)",
+                "per_seed": {"0": 0.1, "1": 0.1, "2": 0.1}, "difference": 0.1, "ci95": [0.1, 0.1], "verdict": "holds",
+                "items": 96}
+  old = {"seeds": [0, 1, 2], "systems": {"x": system}, "claims": [rft, principles]}
+  new = claims.rescore(old, fixed_principles=True)
+  assert [round(100 * x, 1) for x in new["claims"][0]["ci95"]] == [-1.8, 39.3]
+  assert new["claims"][0]["verdict"] == new["claims"][0]["verdict_single"] == "inconclusive"
+  assert new["claims"][1]["verdict"] == "holds" and new["claims"][1]["p_holm"] == 0.0  # no spread: certain
+  assert new["claims"][1]["claim"] == f"with principles > without principles (k=1; {claims.TEMPLATE_ONLY})"
+  assert new["systems"]["x"]["ci95"] == [0.5, 0.5] and old["claims"][0]["verdict"] == "holds"  # input untouched
+  with pytest.raises(ValueError, match="rescoring needs two seeds"):
+    claims.rescore({**old, "seeds": [0]})
+
+
+def test_principles_claims_are_labelled_template_only_with_a_fixed_principle_critic():
+  plain = {c["id"]: c["claim"] for c in claims.claims(8, "g{seed}", "n{seed}", "b{seed}")}
+  fixed = {c["id"]: c["claim"] for c in claims.claims(8, "g{seed}", "n{seed}", "b{seed}", fixed_principles=True)}
+  assert fixed["4.1"] == f"with principles > without principles (k=1; {claims.TEMPLATE_ONLY})"
+  assert fixed["4.2"] == f"with principles > without principles (Voting@8; {claims.TEMPLATE_ONLY})"
+  assert plain["4.1"] == "with principles > without principles (k=1)"
+  assert {k: v for k, v in fixed.items() if not k.startswith("4.")} == {k: v for k, v in plain.items()
+                                                                        if not k.startswith("4.")}
