@@ -11,9 +11,14 @@
    right. The hint only steers the sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same
    response order, which is what the model will see at inference (the paper does not say; ours, the STaR
    "rationalisation" reading). A teacher's texts are re-tokenized by the trained model's tokenizer.
-   Written: `rft/judgements.jsonl` (every un-hinted sample, right or wrong: the meta RM's data),
-   `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by n). A rerun with the same
-   sampling settings reuses them.
+   Items of n >= 2 whose ground truth ties at the top are left out before sampling (Eq. 10 has no right judgement
+   for them) and counted (`dropped_top_tied`). Written: `rft/judgements.jsonl` (every un-hinted sample, right or
+   wrong: the meta RM's data), `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by
+   n, the top-tied count). A rerun with the same sampling settings reuses them.
+   Table 4's ablations (paper §3.2): `non_hinted=False` draws no un-hinted sample (SFT on the right hinted ones
+   only), `reject=False` (ours) keeps every sampled trajectory, right or wrong, with no too-easy rule, and
+   `rm_data=False` samples nothing: SFT on all of `general_data` alone ("w/o Rejective Sampling"; GRPO on its params
+   is the table's RL row).
 2. SFT on the accepted trajectories mixed with general chat data (`general_data`, a `general_fraction` share of the
    SFT rows; the paper's RFT set is 1070K general of 1256K), loss on the assistant tokens only, for `steps` optimizer
    steps (or `epochs` passes) in shuffled batches; checkpoints and metrics under `rft/`; output params in
