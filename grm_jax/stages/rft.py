@@ -82,10 +82,10 @@ def sample(config, model, examples, out_dir: str) -> dict[str, Any]:
   B = len(examples)
   valid, correct, seconds = np.zeros((B, 0), bool), np.zeros((B, 0), bool), 0.0
   judgements, accepted = [], []
-  if non_hinted:
+  if non_hinted and examples:  # (none left when every item is top-tied: nothing to judge)
     j = judge(sampler_model, examples, sampling)
-    valid, correct, seconds = np.asarray(j.valid, bool), np.asarray(trajectories.correctness(j, examples), bool), \
-      j.sampler_seconds
+    valid, correct = np.asarray(j.valid, bool), np.asarray(trajectories.correctness(j, examples), bool)
+    seconds = j.sampler_seconds
     for b, ex in enumerate(examples):
       for s in range(j.k):
         row = {"id": ex.id, "source": ex.source, "n": ex.n, "context": list(ex.context),
@@ -245,10 +245,11 @@ class TooFewAccepted(StageStopped):
   """RFT accepted fewer trajectories than `rft.min_accepted`: fine-tuning on them would pass on the base model."""
 
 
-def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str) -> str:
+def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str, top_tied: int = 0) -> str:
   return (
     f"rft: {accepted} trajectories accepted, fewer than rft.min_accepted={minimum}. Sampled {t['samples']} judgements "
-    f"of {t['items']} items: {t['valid_samples']} parsed ({100 * t['parse_rate']:.1f}%), {t['correct_samples']} "
+    f"of {t['items']} items ({top_tied} more left out: their best response is tied): {t['valid_samples']} parsed "
+    f"({100 * t['parse_rate']:.1f}%), {t['correct_samples']} "
     f"right, {t['too_easy_items']} items too easy; hinted {t['hinted_accepted']} of {t['hinted_samples']} right "
     f"(details: {os.path.join(out, 'stats.json')}, {os.path.join(out, 'judgements.jsonl')}). Sample with a model "
     "that writes parseable judgements (rft.sampler), give it more tokens (rft.sampling.max_new_tokens), items "
@@ -270,7 +271,8 @@ def _run(config, out: str) -> dict[str, Any]:
                           keys=SAMPLING_KEYS)
     accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
     if len(accepted) < int(config.rft.min_accepted):
-      raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out))
+      raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out,
+                                           stats["dropped_top_tied"]["total"]))
     sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
     if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
       general = general_examples(config.rft.general_data, model)

@@ -123,7 +123,7 @@ def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
   config.data.train_limit = 4
   config.rft.min_accepted = 1
   with pytest.raises(rft.TooFewAccepted, match=r"0 trajectories accepted, fewer than rft.min_accepted=1\. "
-                     r"Sampled 8 judgements of 4 items: 0 parsed"):
+                     r"Sampled 8 judgements of 4 items \(0 more left out: their best response is tied\): 0 parsed"):
     rft.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "rft" / "final") and not os.path.exists(tmp_path / "rft" / "done.json")
   config.rft.min_accepted = 0  # the smoke presets' setting: go on with the base params
