@@ -158,6 +158,12 @@ def rft() -> ml_collections.ConfigDict:
   c.sampling = sampling(k=3, temperature=1.0)  # k = N_RFT
   c.hinted = True  # also draw one hinted sample per item
   c.hinted_scope = "all"  # "all" items with n >= 2 (our reading of the paper) or "not_too_easy" (ours; stages/rft.py)
+  # Table 4's RFT ablations (paper §3.2 / §5.3); all True is the paper's recipe:
+  c.non_hinted = True  # False: "RFT w/o Non-Hinted Sampling": no plain sample, SFT on hinted trajectories only
+  # False: no rejection (ours, beside Table 4): every sampled trajectory is kept, right or wrong, no too-easy rule
+  c.reject = True
+  # False: "w/o Rejective Sampling": no RM trajectory, SFT on general_data alone (Table 4's RL row: GRPO on top of it)
+  c.rm_data = True
   c.min_accepted = 1  # fewer accepted trajectories stop the stage with an error (0: go on with the base params)
   # General chat SFT data mixed into RFT (the paper: 1070K of its 1256K RFT set; without it Overall drops 5.5):
   # a .jsonl / .json / .parquet file or an HF-layout folder of them, rows {"messages": [...]} (or "conversations").
@@ -422,6 +428,14 @@ def _check_rft(config: ml_collections.ConfigDict, rows: int) -> None:
   if r.general_fraction > 0 and not r.general_data:
     raise ValueError(f"config rft.general_fraction={r.general_fraction} needs rft.general_data (a chat data file or "
                      "folder)")
+  if not r.rm_data and not r.general_data:
+    raise ValueError("config rft.rm_data=False (RFT on general data alone) needs rft.general_data (a chat data file "
+                     "or folder)")
+  if not r.non_hinted and not r.hinted:
+    raise ValueError("config rft.non_hinted=False with rft.hinted=False samples nothing: set one of them True")
+  if not r.non_hinted and r.hinted_scope != "all":
+    raise ValueError(f"config rft.non_hinted=False with rft.hinted_scope={r.hinted_scope!r}: which items are too "
+                     "easy needs the non-hinted samples; set rft.hinted_scope=all")
 
 
 def _check_grpo(config: ml_collections.ConfigDict, rows: int) -> None:

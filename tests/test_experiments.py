@@ -18,7 +18,7 @@ from grm_jax.stages import common
 from grm_jax.stages import eval as eval_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = ("spct", "rft", "grpo", "metarm", "btrm", "eval", "baselines", "science")
+FILES = ("spct", "rft", "grpo", "metarm", "btrm", "eval", "baselines", "science", "ablations")
 
 
 def load(name):

@@ -12,7 +12,7 @@ scores. Given predicted scores S and ground-truth rewards r over the real respon
 - Unparseable judgements (valid=False) are wrong; items with no real responses are wrong.
 - Ground truth with a tied maximum has no "true best" (the paper guarantees a unique maximum in its data);
   every judgement of such an item is wrong, so it gives no training signal (-1 for the whole GRPO group means
-  zero advantage) and data builders should drop it (`has_unique_best`).
+  zero advantage), so the training stages drop it (`has_unique_best`; `stages.common.without_top_tied`).
 Eq. 11: reward = +1 if correct else -1.
 
 Arrays: scores [..., n_max], rewards and response masks broadcastable to it (e.g. rewards [B, 1, n_max] against

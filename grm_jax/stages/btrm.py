@@ -6,7 +6,8 @@ same data and scored on the same evaluation items as the GRM, so the two can sta
 
 1. Data. The training items (`common.training_items(config, "train")`, the RM data the RL stage trains on) minus the
    single-response ones, as the paper's BTRM ("minus single-response data"), and minus lists whose rewards are all
-   equal (no pair to learn from); both are counted. The held-out items (`config.data.test`) are filtered the same
+   equal (no pair to learn from), and minus the other lists whose best response is tied (as every training stage);
+   all are counted. The held-out items (`config.data.test`) are filtered the same
    way and give the pair accuracy before and after training.
 2. Input. Each response is the assistant turn after the item's context, in the scalar RM's chat template
    (`response_sequence`); the scalar is a head on the last real token's hidden state (`models.scalar_head`, the
@@ -65,17 +66,21 @@ STAGE_KEYS = ("seed", "model", "data", "btrm", "eval")
 
 
 def trainable(examples: Sequence[PreferenceExample]) -> tuple[list[PreferenceExample], dict[str, int]]:
-  """The items with at least one pair of different rewards, and how many were dropped: single responses (the
-  paper's "minus single-response data") and lists whose rewards are all equal (no Bradley–Terry pair)."""
-  kept, single, tied = [], 0, 0
+  """The items with at least one pair of different rewards and a single best response, and how many were dropped:
+  single responses (the paper's "minus single-response data"), lists whose rewards are all equal (no Bradley–Terry
+  pair) and other lists whose best response is tied (the RM data the GRM trains on has none: `common.top_tied`)."""
+  kept, single, no_pair, top_tied = [], 0, 0, 0
   for ex in examples:
     if ex.n < 2:
       single += 1
     elif ex.rewards is None or len(set(ex.rewards)) < 2:
-      tied += 1
+      no_pair += 1
+    elif common.top_tied(ex.n, ex.rewards):
+      top_tied += 1
     else:
       kept.append(ex)
-  return kept, {"items": len(examples), "kept": len(kept), "dropped_single": single, "dropped_no_pair": tied}
+  return kept, {"items": len(examples), "kept": len(kept), "dropped_single": single, "dropped_no_pair": no_pair,
+                "dropped_top_tied": top_tied}
 
 
 def response_sequence(model, context, response: str, max_len: int) -> tuple[list[int], bool]:

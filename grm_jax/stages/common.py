@@ -34,6 +34,7 @@ from absl import logging
 from grm_jax import files, judges, models, parallel, seeds
 from grm_jax.data.example import PreferenceExample
 from grm_jax.data.registry import load_dataset, load_mixture
+from grm_jax.grm import rules
 from grm_jax.judges import synthetic_critic, trajectories
 from grm_jax.models import lora
 
@@ -113,6 +114,30 @@ def training_items(config, split: str = "train"):
   limit = config.data.train_limit if split == "train" else config.data.test_limit
   return load_mixture(config.data[key], root=config.benchmark_root, limit=int(limit) or None, seed=int(config.seed),
                       synthetic_split=split, key=f"data.{key}")
+
+
+def top_tied(n: int, rewards: Sequence[float] | None) -> bool:
+  """An item of n >= 2 responses whose ground truth has no single maximum (`PreferenceExample.best` is None): Eq. 10
+  names no right judgement for it, so RFT would reject every sample, a GRPO group on it is all -1 (zero advantage)
+  and the meta RM would learn "wrong" for right-looking judgements. n = 1 items (a 0/1 label) have no tie."""
+  return n >= 2 and (rewards is None or not bool(rules.has_unique_best(np.asarray(rewards, dtype=float))))
+
+
+def without_top_tied(items: Sequence[PreferenceExample], stage: str) -> tuple[list[PreferenceExample], dict[str, Any]]:
+  """(the items training can use, the count of top-tied ones left out, overall and by source): every stage that
+  builds training items from RM data calls it (the paper's data has a unique maximum per item, §3.2; raw
+  UltraFeedback with n = 4 does not)."""
+  kept, by_source = [], {}
+  for ex in items:
+    if top_tied(ex.n, ex.rewards):
+      by_source[ex.source] = by_source.get(ex.source, 0) + 1
+    else:
+      kept.append(ex)
+  dropped = len(items) - len(kept)
+  if dropped:
+    logging.info("%s: left out %d of %d training items whose best response is tied (%s)", stage, dropped, len(items),
+                 by_source)
+  return kept, {"total": dropped, "by_source": dict(sorted(by_source.items()))}
 
 
 def heldout_check(config, group_name: str, model: models.Model) -> Callable[[Any, int], dict[str, float]] | None:

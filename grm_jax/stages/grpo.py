@@ -14,7 +14,9 @@ RL-data filter (paper App. C.1: the RL set drops items that DeepSeek-V2-Lite-Cha
 `grpo.filter.judge` set (a `models.load` spec, or "synthetic-critic" on the built-in data), that judge samples each
 training item `filter.sampling.k` times before training and every item it gets right every time is dropped: a group of
 all-right rollouts has zero advantage and teaches nothing. The judge is loaded, used and let go before the policy
-loads. Per-item counts go to `grpo/filter.jsonl`, the totals (overall and by source) to `grpo/filter.json` (reused by
+loads. Items whose ground truth ties at the top are left out before the filter and the steps (every rollout of
+one would be wrong: zero advantage) and counted in done.json (`dropped_top_tied`). Per-item counts go to
+`grpo/filter.jsonl`, the totals (overall and by source) to `grpo/filter.json` (reused by
 a rerun with the same settings) and to the stage's done.json.
 """
 
@@ -123,9 +125,10 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
 
 def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   g = config.grpo
-  items = common.training_items(config, "train")
+  # Top-tied items first (a group on one is all -1: zero advantage), so the RL-data filter never sees them either.
+  items, top_tied = common.without_top_tied(common.training_items(config, "train"), "grpo")
   if not items:
-    raise ValueError("config data.train: no training items")
+    raise ValueError(f"config data.train: no training items ({top_tied['total']} left out: their best is tied)")
   filtered = None
   if str(g.filter.judge):
     items, filtered = filter_items(config, items, out)
@@ -148,7 +151,7 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
                       max_nonfinite=int(g.optim.max_nonfinite_steps))
   save_params(os.path.join(out, "final"), state.params, model)
   return {**_summary(read_jsonl(os.path.join(out, "metrics.jsonl")), int(g.steps)), "items": len(items),
-          **({"filter": filtered} if filtered is not None else {})}
+          "dropped_top_tied": top_tied, **({"filter": filtered} if filtered is not None else {})}
 
 
 def _summary(history: list[dict[str, Any]], steps: int) -> dict[str, Any]:

@@ -4,9 +4,10 @@
 
 1. Data. Every line of `rft/judgements.jsonl` (the RFT stage's un-hinted samples, right and wrong) if present, plus
    `sampling.k` judgements per training item sampled from `policy` ("grpo": `grpo/final`, "rft": `rft/final`,
-   "base": the base model). Each is labelled by Eq. 10 (`trajectories.correctness`, the rule RFT and GRPO use). Written
-   to `metarm/samples.jsonl` with the sampling fingerprint in `metarm/samples.json`; a rerun with the same sampling
-   settings reuses them.
+   "base": the base model), both without items whose ground truth ties at the top (no judgement of one is right
+   under Eq. 10: its labels would all say "wrong"; counted in metrics.json). Each is labelled by Eq. 10
+   (`trajectories.correctness`, the rule RFT and GRPO use). Written to `metarm/samples.jsonl` with the sampling
+   fingerprint in `metarm/samples.json`; a rerun with the same sampling settings reuses them.
 2. Input. The plain meta template with the responses in the order that sample saw, the judgement as the assistant
    turn (`grm.prompts.meta_prompt`), in the meta RM's chat template. A sequence over `max_len` loses the start of
    its prompt (the judgement and the context right before it are what decide correctness); one whose judgement
@@ -251,7 +252,8 @@ def collect_samples(config, base, workdir: str, out: str) -> list[dict]:
     rft_path = os.path.join(workdir, "rft", "judgements.jsonl")
     if files.exists(rft_path):
       rows += [{**r, "origin": "rft"} for r in files.read_jsonl(rft_path)]
-    rows += sample_policy(config, base, common.training_items(config, "train"), workdir)
+    rows += sample_policy(config, base, common.without_top_tied(common.training_items(config, "train"), "metarm")[0],
+                          workdir)
     return {"rows": files.write_jsonl(samples_path, rows)}
 
   common.cached(os.path.join(out, "samples.json"), config, make, keys=SAMPLING_KEYS, workdir=workdir,
@@ -284,8 +286,11 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
 
   max_len = int(mc.max_len)
   seqs, labels, items = [], [], []
-  truncated = skipped = 0
+  truncated = skipped = tied = 0
   for r in rows:
+    if common.top_tied(int(r["n"]), r.get("rewards")):  # no Eq. 10 label (e.g. RFT judgements of an older run)
+      tied += 1
+      continue
     ids, cut = meta_sequence(meta_model, r["context"], r["responses"], r["text"], r["perm"], max_len)
     if ids is None:
       skipped += 1
@@ -298,7 +303,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
   held = np.array([item_heldout(src, iid, float(mc.heldout_fraction)) for src, iid in items], bool)
   tr, ho = np.flatnonzero(~held), np.flatnonzero(held)
   counts = {
-    "rows": len(rows), "skipped_too_long": skipped, "truncated": truncated,
+    "rows": len(rows), "dropped_top_tied": tied, "skipped_too_long": skipped, "truncated": truncated,
     "train": {"rows": len(tr), "positives": int(labels_a[tr].sum()), "negatives": int((~labels_a[tr]).sum())},
     "heldout": {"rows": len(ho), "positives": int(labels_a[ho].sum()), "negatives": int((~labels_a[ho]).sum())},
     "origins": {o: sum(r.get("origin") == o for r in rows) for o in sorted({r.get("origin", "") for r in rows})},

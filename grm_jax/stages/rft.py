@@ -11,9 +11,14 @@
    right. The hint only steers the sample: the SFT example pairs the judgement with the *un-hinted* prompt of the same
    response order, which is what the model will see at inference (the paper does not say; ours, the STaR
    "rationalisation" reading). A teacher's texts are re-tokenized by the trained model's tokenizer.
-   Written: `rft/judgements.jsonl` (every un-hinted sample, right or wrong: the meta RM's data),
-   `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by n). A rerun with the same
-   sampling settings reuses them.
+   Items of n >= 2 whose ground truth ties at the top are left out before sampling (Eq. 10 has no right judgement
+   for them) and counted (`dropped_top_tied`). Written: `rft/judgements.jsonl` (every un-hinted sample, right or
+   wrong: the meta RM's data), `rft/accepted.jsonl` (the SFT set) and `rft/stats.json` (acceptance by source and by
+   n, the top-tied count). A rerun with the same sampling settings reuses them.
+   Table 4's ablations (paper §3.2): `non_hinted=False` draws no un-hinted sample (SFT on the right hinted ones
+   only), `reject=False` (ours) keeps every sampled trajectory, right or wrong, with no too-easy rule, and
+   `rm_data=False` samples nothing: SFT on all of `general_data` alone ("w/o Rejective Sampling"; GRPO on its params
+   is the table's RL row).
 2. SFT on the accepted trajectories mixed with general chat data (`general_data`, a `general_fraction` share of the
    SFT rows; the paper's RFT set is 1070K general of 1256K), loss on the assistant tokens only, for `steps` optimizer
    steps (or `epochs` passes) in shuffled batches; checkpoints and metrics under `rft/`; output params in
@@ -47,7 +52,7 @@ from grm_jax.train.logprobs import token_logprobs
 
 # What decides the sampled trajectories (`common.cached`): the sampler, its settings and the items.
 SAMPLING_KEYS = ("seed", "model", "data", "grm", "rft.sampler", "rft.critic_noise", "rft.hinted", "rft.hinted_scope",
-                 "rft.sampling")
+                 "rft.sampling", "rft.non_hinted", "rft.reject")
 
 
 def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple[list[int], list[int]]:
@@ -63,53 +68,67 @@ def _as_training_pair(model, sampler_model, example, j, b: int, s: int) -> tuple
 
 def sample(config, model, examples, out_dir: str) -> dict[str, Any]:
   """Step 1: judge, filter, write the judgements and the accepted trajectories; returns the statistics (which the
-  stage stores in stats.json, the marker of this step)."""
+  stage stores in stats.json, the marker of this step). Items whose ground truth ties at the top are left out first
+  and counted (`common.without_top_tied`). Table 4's ablations: `rft.non_hinted=False` draws no non-hinted sample
+  (only hinted trajectories are trained on), `rft.reject=False` keeps every sampled trajectory, right or wrong."""
   rc = config.rft
-  judge, sampler_model = common.judge_with(config, str(rc.sampler), model, float(rc.critic_noise))
-  sampling = judges.Sampling.from_config(config, "rft.sampling", "rft")
-  j = judge(sampler_model, examples, sampling)
-  correct = trajectories.correctness(j, examples)
-  too_easy = correct.all(axis=1)
-  judgements, accepted = [], []
-  for b, ex in enumerate(examples):
-    for s in range(j.k):
-      row = {"id": ex.id, "source": ex.source, "n": ex.n, "context": list(ex.context), "responses": list(ex.responses),
-             "rewards": list(ex.rewards), "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s],
-             "valid": bool(j.valid[b, s]), "correct": bool(correct[b, s]), "template": j.templates[b]}
-      judgements.append(row)
-      if correct[b, s] and not too_easy[b]:
-        prompt, completion = _as_training_pair(model, sampler_model, ex, j, b, s)
-        accepted.append({**row, "hinted": False, "prompt_ids": prompt, "completion_ids": completion})
-
+  examples, top_tied = common.without_top_tied(examples, "rft")
+  non_hinted, reject = bool(rc.non_hinted), bool(rc.reject)
   scope = str(rc.hinted_scope)
   if scope not in trajectories.HINTED_SCOPES:
     raise ValueError(f"config rft.hinted_scope={scope!r}: choose one of {trajectories.HINTED_SCOPES}")
+  judge, sampler_model = common.judge_with(config, str(rc.sampler), model, float(rc.critic_noise))
+  sampling = judges.Sampling.from_config(config, "rft.sampling", "rft")
+  B = len(examples)
+  valid, correct, seconds = np.zeros((B, 0), bool), np.zeros((B, 0), bool), 0.0
+  judgements, accepted = [], []
+  if non_hinted and examples:  # (none left when every item is top-tied: nothing to judge)
+    j = judge(sampler_model, examples, sampling)
+    valid, correct = np.asarray(j.valid, bool), np.asarray(trajectories.correctness(j, examples), bool)
+    seconds = j.sampler_seconds
+    for b, ex in enumerate(examples):
+      for s in range(j.k):
+        row = {"id": ex.id, "source": ex.source, "n": ex.n, "context": list(ex.context),
+               "responses": list(ex.responses), "rewards": list(ex.rewards),
+               "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s], "valid": bool(j.valid[b, s]),
+               "correct": bool(correct[b, s]), "template": j.templates[b]}
+        judgements.append(row)
+        # Rejection (Eq. 10): a wrong sample is dropped, and so is every sample of an item all N got right.
+        if not reject or (correct[b, s] and not correct[b].all()):
+          prompt, completion = _as_training_pair(model, sampler_model, ex, j, b, s)
+          accepted.append({**row, "hinted": False, "prompt_ids": prompt, "completion_ids": completion})
+  # Too easy: all N non-hinted samples right (no item is, without rejection or without non-hinted samples).
+  too_easy = correct.all(axis=1) & (correct.shape[1] > 0) & reject
+
   hinted_idx = [b for b, ex in enumerate(examples)
                 if rc.hinted and ex.n > 1 and (scope == "all" or not too_easy[b])]
-  hinted_ok = np.zeros(len(examples), bool)
+  hinted_ok = np.zeros(B, bool)
   if hinted_idx:
     sub = [examples[b] for b in hinted_idx]
     hinted = sampling.replace(k=1, seed=seeds.seed_for(int(config.seed), "rft_hinted"))
     h = judge(sampler_model, sub, hinted, hint=True)
+    seconds += h.sampler_seconds
     h_correct = trajectories.correctness(h, sub)[:, 0]
     for i, b in enumerate(hinted_idx):
-      if not h_correct[i]:
+      if reject and not h_correct[i]:
         continue
       hinted_ok[b] = True
       ex, perm = examples[b], tuple(int(p) for p in h.perms[i, 0, : examples[b].n])
       _, completion = _as_training_pair(model, sampler_model, ex, h, i, 0)
       accepted.append({
         "id": ex.id, "source": ex.source, "n": ex.n, "perm": list(perm), "text": h.texts[i][0], "hinted": True,
+        "correct": bool(h_correct[i]),
         "prompt_ids": trajectories.training_prompt_ids(model, ex, perm, h.templates[i]),  # the un-hinted prompt
         "completion_ids": completion,
       })
 
   files.write_jsonl(os.path.join(out_dir, "judgements.jsonl"), judgements)
   files.write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
-  return _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
+  stats = _statistics(examples, valid, correct, too_easy, hinted_idx, hinted_ok, accepted, seconds)
+  return {**stats, "dropped_top_tied": top_tied, "non_hinted": non_hinted, "reject": reject}
 
 
-def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted) -> dict[str, Any]:
+def _statistics(examples, valid, correct, too_easy, hinted_idx, hinted_ok, accepted, seconds) -> dict[str, Any]:
   """Acceptance rates overall, by source and by n (how much each kind of item contributes to SFT)."""
   groups: dict[str, dict[str, dict[str, int]]] = {"by_source": defaultdict(lambda: defaultdict(int)),
                                                   "by_n": defaultdict(lambda: defaultdict(int))}
@@ -121,8 +140,8 @@ def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
     for key, name in (("by_source", ex.source), ("by_n", f"n={ex.n}")):
       g = groups[key][name]
       g["items"] += 1
-      g["samples"] += j.k
-      g["valid_samples"] += int(j.valid[b].sum())
+      g["samples"] += correct.shape[1]
+      g["valid_samples"] += int(valid[b].sum())
       g["correct_samples"] += int(correct[b].sum())
       g["too_easy_items"] += int(too_easy[b])
       g["hinted_samples"] += int(b in hinted)
@@ -138,6 +157,9 @@ def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
     return g
 
   total = defaultdict(int)
+  for key in ("items", "samples", "valid_samples", "correct_samples", "too_easy_items", "hinted_samples",
+              "hinted_accepted", "accepted_trajectories", "items_with_accepted"):
+    total[key] = 0  # present even with no item left
   for g in groups["by_n"].values():
     for k, v in g.items():
       total[k] += v
@@ -145,7 +167,7 @@ def _statistics(examples, j, correct, too_easy, hinted_idx, hinted_ok, accepted)
     "total": finish(total),
     "by_source": {k: finish(v) for k, v in sorted(groups["by_source"].items())},
     "by_n": {k: finish(v) for k, v in sorted(groups["by_n"].items())},
-    "sampler_seconds": j.sampler_seconds,
+    "sampler_seconds": seconds,
   }
 
 
@@ -223,10 +245,11 @@ class TooFewAccepted(StageStopped):
   """RFT accepted fewer trajectories than `rft.min_accepted`: fine-tuning on them would pass on the base model."""
 
 
-def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str) -> str:
+def _too_few_message(accepted: int, minimum: int, t: dict[str, Any], out: str, top_tied: int = 0) -> str:
   return (
     f"rft: {accepted} trajectories accepted, fewer than rft.min_accepted={minimum}. Sampled {t['samples']} judgements "
-    f"of {t['items']} items: {t['valid_samples']} parsed ({100 * t['parse_rate']:.1f}%), {t['correct_samples']} "
+    f"of {t['items']} items ({top_tied} more left out: their best response is tied): {t['valid_samples']} parsed "
+    f"({100 * t['parse_rate']:.1f}%), {t['correct_samples']} "
     f"right, {t['too_easy_items']} items too easy; hinted {t['hinted_accepted']} of {t['hinted_samples']} right "
     f"(details: {os.path.join(out, 'stats.json')}, {os.path.join(out, 'judgements.jsonl')}). Sample with a model "
     "that writes parseable judgements (rft.sampler), give it more tokens (rft.sampling.max_new_tokens), items "
@@ -242,16 +265,27 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def _run(config, out: str) -> dict[str, Any]:
   model = common.load_base(config)
-  stats = common.cached(os.path.join(out, "stats.json"), config,
-                        lambda: sample(config, model, common.training_items(config, "train"), out),
-                        keys=SAMPLING_KEYS)
-  accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
-  if len(accepted) < int(config.rft.min_accepted):
-    raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out))
-  sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
-  if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
-    general = general_examples(config.rft.general_data, model)
-    sequences = mix_general(sequences, general, float(config.rft.general_fraction), int(config.seed))
+  if config.rft.rm_data:
+    stats = common.cached(os.path.join(out, "stats.json"), config,
+                          lambda: sample(config, model, common.training_items(config, "train"), out),
+                          keys=SAMPLING_KEYS)
+    accepted = files.read_jsonl(os.path.join(out, "accepted.jsonl"))
+    if len(accepted) < int(config.rft.min_accepted):
+      raise TooFewAccepted(_too_few_message(len(accepted), int(config.rft.min_accepted), stats["total"], out,
+                                           stats["dropped_top_tied"]["total"]))
+    sequences = [(row["prompt_ids"], row["completion_ids"]) for row in accepted]
+    if config.rft.general_data and config.rft.general_fraction > 0 and sequences:
+      general = general_examples(config.rft.general_data, model)
+      sequences = mix_general(sequences, general, float(config.rft.general_fraction), int(config.seed))
+  else:
+    # Table 4's "w/o Rejective Sampling": no RM trajectory at all, SFT on the general chat data alone (all of it; its
+    # RL row is GRPO on these params). Nothing is sampled; stats.json says so.
+    stats = {"rm_data": False, "total": {}, "dropped_top_tied": {"total": 0, "by_source": {}}}
+    files.write_json(os.path.join(out, "stats.json"), stats)
+    accepted = []
+    for name in ("judgements.jsonl", "accepted.jsonl"):  # none: the meta RM reads no RFT judgement of this run
+      files.write_jsonl(os.path.join(out, name), [])
+    sequences = general_examples(config.rft.general_data, model)
   logging.info("rft: %d accepted trajectories (%d SFT sequences); stats %s", len(accepted), len(sequences),
                json.dumps(stats["total"]))
   history = []
@@ -270,4 +304,5 @@ def _run(config, out: str) -> dict[str, Any]:
     "sft_loss_first": history[0]["loss"] if history else None,
     "sft_loss_last": history[-1]["loss"] if history else None,
     "stats": stats["total"],
+    "dropped_top_tied": stats["dropped_top_tied"]["total"],
   }

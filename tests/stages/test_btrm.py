@@ -66,10 +66,12 @@ def test_trainable_drops_single_and_tied_items():
   items = [PreferenceExample(context=ctx, responses=["a"], rewards=[1.0]),
            PreferenceExample(context=ctx, responses=["a", "b"], rewards=[1.0, 0.0]),
            PreferenceExample(context=ctx, responses=["a", "b", "c"], rewards=[1.0, 1.0, 1.0]),
-           PreferenceExample(context=ctx, responses=["a", "b", "c"], rewards=[2.0, 1.0, 1.0])]
+           PreferenceExample(context=ctx, responses=["a", "b", "c"], rewards=[2.0, 1.0, 1.0]),
+           # pairs to learn from, but two best responses: the GRM's training stages have no Eq. 10 label for it
+           PreferenceExample(context=ctx, responses=["a", "b", "c", "d"], rewards=[2.0, 0.0, 2.0, 1.0])]
   kept, counts = btrm.trainable(items)
   assert [ex.n for ex in kept] == [2, 3]
-  assert counts == {"items": 4, "kept": 2, "dropped_single": 1, "dropped_no_pair": 1}
+  assert counts == {"items": 5, "kept": 2, "dropped_single": 1, "dropped_no_pair": 1, "dropped_top_tied": 1}
 
 
 def _write_items(path, items):
@@ -89,7 +91,8 @@ def _spct_smoke():
 def test_stage_end_to_end_and_rerun_reuses(tmp_path):
   ctx = [{"role": "user", "content": "Say it."}]
   singles = [PreferenceExample(context=ctx, responses=[f"single {i}"], rewards=[float(i % 2)]) for i in range(3)]
-  tied = [PreferenceExample(context=ctx, responses=["x", "y"], rewards=[1.0, 1.0])]
+  tied = [PreferenceExample(context=ctx, responses=["x", "y"], rewards=[1.0, 1.0]),
+          PreferenceExample(context=ctx, responses=["x", "y", "z"], rewards=[1.0, 1.0, 0.0])]  # its best is tied
   _write_items(tmp_path / "train.jsonl", singles + tied + _toy_items(6, seed=3))
   _write_items(tmp_path / "test.jsonl", singles[:1] + _toy_items(3, seed=4))
   config = _spct_smoke()
@@ -104,8 +107,8 @@ def test_stage_end_to_end_and_rerun_reuses(tmp_path):
   out = work / "btrm"
   metrics = json.loads((out / "metrics.json").read_text())
   print("counts", metrics["counts"], "before", metrics["before"], "after", metrics["after"])
-  assert metrics["counts"]["train"] == {"items": 10, "kept": 6, "dropped_single": 3, "dropped_no_pair": 1,
-                                        "truncated": 0}
+  assert metrics["counts"]["train"] == {"items": 11, "kept": 6, "dropped_single": 3, "dropped_no_pair": 1,
+                                        "dropped_top_tied": 1, "truncated": 0}
   assert metrics["counts"]["heldout"]["dropped_single"] == 1 and metrics["before"]["pairs"] >= 3
   assert info["dropped_single"] == 3 and info["steps"] == metrics["steps"] == 2  # 6 items x 2 epochs / batch 8
   assert (out / "final").is_dir() and (out / "metrics.jsonl").exists()

@@ -68,3 +68,36 @@ def test_a_fallible_judge_keeps_the_items_it_missed(tmp_path):
   rows = read_jsonl(tmp_path / "filter.jsonl")
   assert summary["total"]["dropped"] == sum(r["right"] == 2 for r in rows) == len(items) - len(kept)
   assert 0 < len(kept) < len(items)  # noise 0.5: P(both right) = 1/4 per item, 32 items
+
+
+def test_top_tied_items_never_reach_the_filter_or_the_rollouts(tmp_path, monkeypatch):
+  """[2, 2, 1] and [1, 1] have no right judgement under Eq. 10 (a group on one is all -1: zero advantage): GRPO
+  leaves them out before the RL-data filter and the steps, and done.json counts them. The n = 1 item stays."""
+  from grm_jax import parallel
+  from grm_jax.data.example import PreferenceExample
+
+  model = models.load("tiny:llama")  # its own: the state takes over its params' buffers
+  calls, judged = [], []
+  inner = scripted_judge(model, calls, rule=lambda i, j, hint: j > 0)  # never all right: the filter keeps all
+
+  def judge(m, examples, sampling, **kwargs):
+    judged.append([ex.id for ex in examples])
+    return inner(m, examples, sampling, **kwargs)
+
+  def item(i, rewards):
+    return PreferenceExample(context=[{"role": "user", "content": f"Q{i}?"}], rewards=rewards,
+                             responses=[f"a{i}.{r}" for r in range(len(rewards))], source="hand", id=f"h-{i}")
+
+  items = [item(0, [1.0, 0.0]), item(1, [2.0, 2.0, 1.0]), item(2, [0.0, 1.0, 0.5]), item(3, [1.0, 1.0]),
+           item(4, [1.0])]
+  monkeypatch.setattr(common.judges, "judge", judge)
+  monkeypatch.setattr(common, "load_base", lambda *a, **kw: model)
+  monkeypatch.setattr(common, "mesh_scope", lambda config: parallel.use_mesh(None))
+  monkeypatch.setattr(common, "training_items", lambda config, split="train": list(items))
+  config = _config("some/small-judge")
+  config.grpo.init, config.grpo.steps, config.grpo.prompts_per_step = "base", 2, 3
+  info = grpo.run(config, str(tmp_path), progress=False)
+  assert info["dropped_top_tied"] == {"total": 2, "by_source": {"hand": 2}} and info["items"] == 3
+  assert judged[0] == ["h-0", "h-2", "h-4"]  # the filter
+  assert judged[1:] and all(set(ids) <= {"h-0", "h-2", "h-4"} for ids in judged[1:])  # the rollouts
+  assert {r["item"] for r in read_jsonl(tmp_path / "grpo" / "rollouts.jsonl")} <= {"hand/h-0", "hand/h-2", "hand/h-4"}

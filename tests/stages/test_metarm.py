@@ -112,6 +112,35 @@ def test_stage_end_to_end_and_rerun_skips(tmp_path):
   assert set(params) == {"decoder", "head"} and params["head"]["kernel"].shape == (model.config.hidden_size,)
 
 
+def test_top_tied_items_give_the_meta_rm_no_rows(tmp_path, monkeypatch):
+  """An item whose best response is tied has no right judgement under Eq. 10, so its "wrong" labels would be wrong:
+  RFT judgements of one (from a run before RFT left them out) are dropped and counted, and the policy never judges
+  one."""
+  from grm_jax.data.example import PreferenceExample
+  from grm_jax.stages import common
+
+  os.makedirs(tmp_path / "rft")
+  tied_rows = [{**r, "id": f"t{i}", "n": 3, "responses": ["yes", "no", "yes!"], "rewards": [1.0, 0.0, 1.0],
+                "perm": [0, 1, 2], "text": "Scores: \\boxed{8, 2, 8}", "correct": False}
+               for i, r in enumerate(_rft_rows()[:2])]
+  with open(tmp_path / "rft" / "judgements.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in _rft_rows() + tied_rows)
+  config = _config()
+  items = common.training_items(config, "train")
+  tied_item = PreferenceExample(context=[{"role": "user", "content": "Q?"}], responses=["a", "b"],
+                                rewards=[1.0, 1.0], source="hand", id="tied")
+  monkeypatch.setattr(metarm.common, "training_items", lambda config, split="train": [*items, tied_item])
+  judged, judge = [], metarm.judges.judge
+  monkeypatch.setattr(metarm.judges, "judge",
+                      lambda model, examples, *a, **k: judged.extend(ex.id for ex in examples) or judge(
+                        model, examples, *a, **k))
+  metarm.run(config, str(tmp_path))
+  counts = json.loads((tmp_path / "metarm" / "metrics.json").read_text())["counts"]
+  assert judged == [ex.id for ex in items]  # not the tied one
+  assert counts["dropped_top_tied"] == 2 and counts["rows"] == 8 + 2 + len(items)
+  assert counts["train"]["rows"] + counts["heldout"]["rows"] == 8 + len(items)
+
+
 def test_probe_learns_heldout_correctness(tiny_llama):
   """The frozen decoder's states already carry the verdict; a logistic probe chosen by item-fold CV reads it."""
   train_seqs, train_labels = _judged_rows(tiny_llama, 64, seed=1)

@@ -18,8 +18,9 @@ def tiny_model():
   return models.load("tiny:llama")
 
 
-def scripted_judge(model, calls):
-  """Even items: every sample right (too easy). Odd items: sample 0 wrong, the rest right. Hinted: always right."""
+def scripted_judge(model, calls, rule=None):
+  """Even items: every sample right (too easy). Odd items: sample 0 wrong, the rest right. Hinted: always right.
+  `rule(index, sample, hint) -> right?` replaces that script (the index is the number at the end of the item's id)."""
 
   def judge(_, examples, sampling, *, hint=False, **kwargs):
     k, seed = sampling.k, sampling.seed
@@ -31,7 +32,7 @@ def scripted_judge(model, calls):
       row_t, row_p = [], []
       for j in range(k):
         perm = tuple(int(i) for i in rng.permutation(ex.n))
-        right = hint or index % 2 == 0 or j > 0
+        right = rule(index, j, hint) if rule else (hint or index % 2 == 0 or j > 0)
         best = int(np.argmax(ex.rewards))
         if ex.n == 1:
           shown = [int(ex.rewards[0]) if right else 1 - int(ex.rewards[0])]
@@ -122,7 +123,7 @@ def test_too_few_accepted_trajectories_stop_the_stage(tmp_path, monkeypatch):
   config.data.train_limit = 4
   config.rft.min_accepted = 1
   with pytest.raises(rft.TooFewAccepted, match=r"0 trajectories accepted, fewer than rft.min_accepted=1\. "
-                     r"Sampled 8 judgements of 4 items: 0 parsed"):
+                     r"Sampled 8 judgements of 4 items \(0 more left out: their best response is tied\): 0 parsed"):
     rft.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "rft" / "final") and not os.path.exists(tmp_path / "rft" / "done.json")
   config.rft.min_accepted = 0  # the smoke presets' setting: go on with the base params
@@ -188,3 +189,136 @@ def test_general_data_is_the_asked_share_as_far_as_it_reaches():
   assert len(mixed) == 10 + 57 and len({c[0] for _, c in mixed[10:]}) == 57  # round(10 * 0.85 / 0.15), no repeats
   assert len(rft.mix_general(plain, general[:5], 0.85, seed=0)) == 15
   assert rft.mix_general(plain, general, 0.0, seed=0) == plain
+
+
+# --------------------------------------------------------------------------------------------------
+# Items whose best response is tied, and Table 4's ablation switches, on hand-built items with scripted judgements.
+
+
+def _item(index: int, rewards, tag: str = "h"):
+  from grm_jax.data.example import PreferenceExample
+
+  return PreferenceExample(context=[{"role": "user", "content": f"Question {index}?"}],
+                           responses=[f"answer {index}.{i}" for i in range(len(rewards))], rewards=list(rewards),
+                           source="hand", id=f"{tag}-{index}")
+
+
+def _stage(monkeypatch, tiny_model, items, rule=None):
+  """rft.run on `items` (instead of the data config's) with the scripted judge; returns (config, judge calls)."""
+  calls = []
+  monkeypatch.setattr(rft.common.judges, "judge", scripted_judge(tiny_model, calls, rule))
+  monkeypatch.setattr(rft.common, "load_base", lambda *a, **k: tiny_model)
+  monkeypatch.setattr(rft.common, "mesh_scope", lambda config: parallel.use_mesh(None))
+  monkeypatch.setattr(rft.common, "training_items", lambda config, split="train": list(items))
+  config = rft_experiment.get_config("smoke")
+  config.rft.sampling.k = 3
+  config.rft.hinted_scope = "all"
+  config.rft.min_accepted = 0
+  config.rft.steps = 1
+  return config, calls
+
+
+def test_top_tied_items_never_reach_rft_and_are_counted_in_stats_json(tmp_path, monkeypatch):
+  """[5, 5, 1] and [3, 3] have no single best (Eq. 10 has no right answer for them): they are neither judged nor
+  trained on, and rft/stats.json counts them. A single response with a 0/1 label has no tie and stays."""
+  tiny_model = models.load("tiny:llama")  # its own: SFT takes over its params' buffers
+  items = [_item(1, [1.0, 0.0]), _item(2, [5.0, 5.0, 1.0]), _item(3, [0.0, 2.0, 1.0]), _item(4, [3.0, 3.0]),
+           _item(5, [1.0])]
+  judged = []
+  config, calls = _stage(monkeypatch, tiny_model, items, rule=lambda i, j, hint: hint or j > 0)
+  inner = rft.common.judges.judge
+
+  def recording(model, examples, sampling, **kwargs):
+    judged.extend(ex.id for ex in examples)
+    return inner(model, examples, sampling, **kwargs)
+
+  monkeypatch.setattr(rft.common.judges, "judge", recording)
+  info = rft.run(config, str(tmp_path))
+  stats = json.load(open(tmp_path / "rft" / "stats.json"))
+  assert stats["dropped_top_tied"] == {"total": 2, "by_source": {"hand": 2}} and info["dropped_top_tied"] == 2
+  assert stats["total"]["items"] == 3 and stats["by_n"]["n=1"]["items"] == 1
+  tied = {"h-2", "h-4"}
+  assert set(judged) == {"h-1", "h-3", "h-5"}  # plain samples of all three, hinted of the two lists
+  for name in ("judgements.jsonl", "accepted.jsonl"):
+    rows = read_jsonl(tmp_path / "rft" / name)
+    assert rows and not {r["id"] for r in rows} & tied, name
+  # Samples 1 and 2 of each kept item, and the hinted sample of each list.
+  assert len(read_jsonl(tmp_path / "rft" / "accepted.jsonl")) == 3 * 2 + 2
+
+
+# Known judgements (item index -> right? per plain sample, right? of the hinted sample; n = 1 gets no hint).
+PLAIN = {0: (True, True, True), 1: (False, True, True), 2: (False, False, False), 3: (True, False, False),
+         4: (False, True, False)}
+HINTED = {0: True, 1: False, 2: True, 3: True}
+
+
+def _ablation_items():
+  return [_item(i, [1.0, 0.0] if i % 2 else [0.0, 1.0], "a") for i in range(4)] + [_item(4, [1.0], "a")]
+
+
+def _accepted_as_set(path):
+  """{(item index, plain sample index or "hint", right?)} of accepted.jsonl (the scripted texts name the sample)."""
+  out = set()
+  for row in read_jsonl(path):
+    index = int(row["id"].rsplit("-", 1)[1])
+    sample = "hint" if row["hinted"] else int(row["text"].split(":")[0].rsplit(".", 1)[1])
+    out.add((index, sample, row["correct"]))
+  return out
+
+
+@pytest.mark.parametrize("switch", ["paper", "non_hinted=False", "reject=False"])
+def test_ablation_switches_change_what_rft_accepts(tmp_path, monkeypatch, tiny_model, switch):
+  """Paper (§3.2): right plain samples of items not all right, and right hinted samples. Without non-hinted
+  sampling: only the right hinted samples, no plain sample drawn. Without rejection: every sample, right or wrong,
+  no too-easy rule. Expected sets are read off the tables above by hand."""
+  config, calls = _stage(monkeypatch, tiny_model, _ablation_items(),
+                         rule=lambda i, j, hint: HINTED[i] if hint else PLAIN[i][j])
+  if switch != "paper":
+    key, value = switch.split("=")
+    config.rft[key] = value == "True"
+  os.makedirs(tmp_path / "rft")
+  stats = rft.sample(config, tiny_model, _ablation_items(), str(tmp_path / "rft"))["total"]  # step 1 only: no SFT
+  got = _accepted_as_set(tmp_path / "rft" / "accepted.jsonl")
+  if switch == "paper":
+    # item 0 is too easy (3/3), item 2 has no right plain sample; hinted: items 0, 2, 3 right, item 1 wrong.
+    assert got == {(1, 1, True), (1, 2, True), (3, 0, True), (4, 1, True),
+                   (0, "hint", True), (2, "hint", True), (3, "hint", True)}
+    assert stats["too_easy_items"] == 1
+  elif switch == "non_hinted=False":
+    assert got == {(0, "hint", True), (2, "hint", True), (3, "hint", True)}
+    assert [c["hint"] for c in calls] == [True] and stats["samples"] == 0
+    assert read_jsonl(tmp_path / "rft" / "judgements.jsonl") == []
+  else:
+    assert got == {(i, j, PLAIN[i][j]) for i in PLAIN for j in range(3)} | {(i, "hint", HINTED[i]) for i in HINTED}
+    assert len(read_jsonl(tmp_path / "rft" / "accepted.jsonl")) == 5 * 3 + 4 and stats["too_easy_items"] == 0
+
+
+def test_general_only_rft_trains_on_general_data_and_samples_nothing(tmp_path, monkeypatch):
+  """`rm_data=False` (Table 4's "w/o Rejective Sampling", the RFT its RL row starts from): no judge call, no RM
+  trajectory, SFT on every general chat; before, `mix_general` added nothing when no trajectory was accepted."""
+  tiny_model = models.load("tiny:llama")
+  config, calls = _stage(monkeypatch, tiny_model, _ablation_items(), rule=lambda i, j, hint: True)
+  chats = tmp_path / "chats.jsonl"
+  chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                    {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                           for i in range(5)))
+  config.rft.rm_data, config.rft.general_data = False, str(chats)
+  info = rft.run(config, str(tmp_path / "w"))
+  assert calls == [] and info["accepted"] == 0 and info["sft_sequences"] == 5 and info["sft_steps"] == 1
+  assert json.load(open(tmp_path / "w" / "rft" / "stats.json"))["rm_data"] is False
+  assert read_jsonl(tmp_path / "w" / "rft" / "judgements.jsonl") == []
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+  ({"rm_data": False}, r"rft.rm_data=False .* needs rft.general_data"),
+  ({"non_hinted": False, "hinted": False}, r"samples nothing"),
+  ({"non_hinted": False, "hinted_scope": "not_too_easy"}, r"set rft.hinted_scope=all"),
+])
+def test_bad_ablation_switches_are_refused(overrides, message):
+  from grm_jax import configs
+
+  config = rft_experiment.get_config("smoke")
+  for key, value in overrides.items():
+    config.rft[key] = value
+  with pytest.raises(ValueError, match=message):
+    configs.validate(config, num_devices=1)
