@@ -51,6 +51,7 @@ def max_abs_diff(a, b):
                                                                                 strict=True))
 
 
+@pytest.mark.slow  # the whole pipeline four times (~2.5 min): the LoRA test below keeps SIGKILL + resume in the default
 @pytest.mark.timeout(600)
 def test_spct_killed_during_grpo_resumes_to_the_same_results(tmp_path):
   env = run_env(tmp_path)

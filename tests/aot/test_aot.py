@@ -164,6 +164,7 @@ def _loop_free_forward_flops(cfg, mesh, rules, rows, length):
     return float(fn.lower(params, tokens).compile().cost_analysis()["flops"])
 
 
+@pytest.mark.slow  # four TPU compiles of an unrolled forward (~50 s); the cost model's own tests stay in the default
 def test_analytic_flops_match_xla_on_a_loop_free_program():
   """The rule in cost.py against XLA's count where XLA counts everything (no loops): a forward with every scan
   unrolled on one chip, and the extrapolation in depth that the CLI uses for the training steps."""
