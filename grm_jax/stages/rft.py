@@ -214,7 +214,7 @@ def sft_loss_fn(cfg, config_group):
   """NLL of the judgement tokens (`loss_mask`) under `config_group.loss_agg`, plus entropy and token count."""
 
   def loss_fn(params, mb):
-    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], rng=mb.get("rng"))
+    logp, ent = token_logprobs(cfg, params, mb["tokens"], mb["mask"], rng=mb.get("rng"), needed=mb["loss_mask"])
     loss = losses.nll_loss(logp, mb["loss_mask"], mode=config_group.loss_agg)
     return loss, {"entropy": losses.aggregate(ent, mb["loss_mask"], "token_mean"),
                   "tokens": losses.Weighted(mb["loss_mask"].sum(), 1.0)}

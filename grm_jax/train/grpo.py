@@ -30,12 +30,13 @@ from grm_jax.train.step import make_train_step, place_batch, split_micro_batches
 
 
 def _logp_program(cfg, temperature: float):
-  """jit(params, batch [M, b, T]) -> log-probs [M, b, T], bound to the current mesh scope."""
+  """jit(params, batch [M, b, T]) -> log-probs [M, b, T] at the completion tokens (`loss_mask`; 0 where no chunk
+  needed the head), bound to the current mesh scope."""
   def run(params, batch):
     def body(_, mb):
-      return None, token_logprobs(cfg, params, mb["tokens"], mb["mask"], temperature)[0]
+      return None, token_logprobs(cfg, params, mb["tokens"], mb["mask"], temperature, needed=mb["loss_mask"])[0]
 
-    return jax.lax.scan(body, None, {"tokens": batch["tokens"], "mask": batch["mask"]})[1]
+    return jax.lax.scan(body, None, {k: batch[k] for k in ("tokens", "mask", "loss_mask")})[1]
 
   return parallel.bound(jax.jit(run))
 
@@ -140,7 +141,8 @@ class GrpoUpdater:
 
   def _loss_fn(self, params, mb):
     g = self.g
-    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature, rng=mb.get("rng"))
+    logp, ent = token_logprobs(self.cfg, params, mb["tokens"], mb["mask"], g.temperature, rng=mb.get("rng"),
+                               needed=mb["loss_mask"])
     old = mb.get("old_logp")
     extra = {}
     if old is None:  # one inner update: the params that sampled are these params

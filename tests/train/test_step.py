@@ -45,13 +45,42 @@ def test_chunked_logprobs_equal_full_log_softmax():
   batch = ragged_batch(cfg)
   full = jax.nn.log_softmax(models.logits(model, batch["tokens"], batch["mask"]) / 0.7, axis=-1)
   want = np.take_along_axis(np.asarray(full[:, :-1]), batch["tokens"][:, 1:, None], -1)[..., 0]
-  got, ent = token_logprobs(cfg, model.params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["mask"]), 0.7, chunk=5)
+  got, ent = jax.jit(lambda p, t, m: token_logprobs(cfg, p, t, m, 0.7, chunk=5))(
+    model.params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["mask"]))
   m = batch["mask"][:, 1:]
   np.testing.assert_allclose(np.asarray(got[:, 1:])[m], want[m], atol=1e-5)
   p = np.exp(np.asarray(full[:, :-1]))
   want_ent = -(p * np.asarray(full[:, :-1])).sum(-1)
   np.testing.assert_allclose(np.asarray(ent[:, 1:])[m], want_ent[m], atol=1e-4)
   assert np.all(np.asarray(got[:, 0]) == 0)
+
+
+def test_head_chunks_with_no_loss_position_are_skipped_and_the_rest_are_unchanged():
+  """`needed` (the loss mask): the loss positions' log-probs, entropies and gradients equal the unmasked forward's;
+  a chunk with no loss position in any row reads exactly 0 (its head was not run), one with any is computed."""
+  cfg = tiny("llama")
+  params = models.from_config(cfg, seed=3).params
+  batch = ragged_batch(cfg, rows=4, length=24)
+  batch["loss_mask"][:] = 0
+  # The head reads tokens 1..23 as its positions 0..22, in six chunks of 4: token t is head position t - 1.
+  batch["loss_mask"][0, 16:19] = 1  # head positions 15-17: the end of chunk 3 and the start of chunk 4
+  batch["loss_mask"][2, 4] = 1  # head position 3, chunk 0: one position in one row keeps the chunk
+  tokens, mask, lm = (jnp.asarray(batch[k]) for k in ("tokens", "mask", "loss_mask"))
+  logprobs = jax.jit(lambda p, needed: token_logprobs(cfg, p, tokens, mask, chunk=4, needed=needed))
+  full, part = logprobs(params, None), logprobs(params, lm)
+  keep = np.asarray(lm) > 0
+  for f, p in zip(full, part, strict=True):
+    np.testing.assert_array_equal(np.asarray(p)[keep], np.asarray(f)[keep])
+  head = np.asarray(part[0])[:, 1:]  # the head's [B, T-1] positions, chunked by 4
+  live = {0, 3, 4}
+  for c in range(6):
+    values = head[:, 4 * c:4 * c + 4]
+    assert np.all(values == 0) == (c not in live), (c, values)
+
+  grad = jax.jit(jax.grad(lambda p, needed: jnp.sum(logprobs(p, needed)[0] * lm)))
+  g_full, g_part = grad(params, None), grad(params, lm)
+  for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_part), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean"])
