@@ -546,3 +546,31 @@ def test_readme_shows_what_the_dry_run_prints(pod):
   assert len(wanted) == 2
   quoted = [line[2:] for line in printed.strip().splitlines()]
   assert [shlex.split(q) for q in quoted] == [shlex.split(w) for w in wanted]
+
+
+def test_readme_pod_walkthrough_matches_the_preset_and_the_launcher(pod):
+  """The paper preset's walk-through names the preset's own input paths, and its launcher commands dry-run."""
+  from experiments import spct  # noqa: PLC0415
+
+  text = (ROOT / "README.md").read_text()
+  section = text[text.index("#### The paper preset on a pod") : text.index("### SLURM GPU cluster")]
+  rows = re.findall(r"^\| [^|]+ \| `([\w.]+)` \| `([^`]+)` \|", section, re.M)
+  config = spct.get_config("gemma2_27b")
+  assert [k for k, _ in rows] == ["model.name", "rft.sampler", "grpo.filter.judge", "rft.general_data"]
+  for key, path in rows:
+    value = config
+    for part in key.split("."):
+      value = value[part]
+    assert value == path, key
+  [commands] = re.findall(r"```bash\n(.*?)```", section, re.S)
+  seen = set()
+  for line in re.sub(r"\\\n\s*", "", commands).splitlines():
+    argv = shlex.split(line, comments=True)
+    if argv[:1] == ["launch/tpu_pod.sh"]:
+      printed = dry(pod, "--dry-run", *argv[1:], env=PROJECT)
+      seen.add(argv[1])
+      if argv[1] == "create":
+        assert printed[0][:4] == "gcloud compute disks create".split() and "--data-disk" in printed[-1]
+      if argv[1] == "setup":
+        assert "sudo mount -o ro,noload /dev/sdb /data" in flag(printed[-1], "--command")
+  assert seen == {"create", "setup", "run"}
