@@ -2,17 +2,27 @@
 # Create a Cloud TPU VM slice, install grm_jax on every worker, and run a job detached on all of them.
 #
 #   launch/tpu_pod.sh create NAME ZONE ACCELERATOR [--spot] [--queued] [--version V]
+#         [--data-disk DISK [--data-disk-snapshot SNAPSHOT [--data-disk-type TYPE]]]
 #       ACCELERATOR: v4-N, v5e-N (= gcloud's v5litepod-N), v5p-N or v6e-N; the TPU software version follows
 #       from the generation unless --version is given. --queued asks through a queued resource (waits in
 #       Google's queue for capacity instead of failing; setup once `gcloud compute tpus queued-resources
 #       describe NAME --zone ZONE` says ACTIVE); --spot makes the VMs preemptible and cheaper.
-#   launch/tpu_pod.sh setup NAME ZONE [--model-from gs://B/M --model-to /data/M]
-#         [--data-from gs://B/D --data-to /data/D] [--python 3.11]
+#       --data-disk attaches the persistent disk DISK (a name in ZONE, or projects/P/zones/Z/disks/D) read-only to
+#       every worker (gcloud's --data-disk source=...,mode=read-only): models and data too big for the workers'
+#       100 GiB boot disks, stored once. --data-disk-snapshot first creates DISK (default NAME-data) from a disk
+#       snapshot with `gcloud compute disks create` (pd-balanced; hyperdisk-ml, read-only-many, on v6e, which takes
+#       no Persistent Disk; --data-disk-type to choose). A bare disk name needs the project: CLOUDSDK_CORE_PROJECT,
+#       else gcloud's default project.
+#   launch/tpu_pod.sh setup NAME ZONE [--mount-data-disk /data [--data-disk-device /dev/sdb]]
+#         [--model-from gs://B/M --model-to /data/M] [--data-from gs://B/D --data-to /data/D] [--python 3.11]
 #       Copies this checkout (without .git, .venv) to ~/grm_jax on every worker, installs uv, makes a Python 3.11
-#       venv ~/grm_jax/.venv with uv and installs '.[tpu]' into it. --model-from / --data-from copy a GCS folder
-#       to the same local path on every worker, since each host reads the checkpoint (and the benchmark files)
-#       itself: pass --config.model.name=/data/M (and --config.benchmark_root=/data/D) to the job. Rerun setup
-#       after changing the code.
+#       venv ~/grm_jax/.venv with uv and installs '.[tpu]' into it. --mount-data-disk mounts the read-only data
+#       disk (create --data-disk) at the same folder on every worker (`mount -o ro,noload`: no journal replay, the
+#       disk is shared); the device is /dev/sdb, the first data disk, unless --data-disk-device says otherwise.
+#       --model-from / --data-from instead copy a GCS folder to the same local path on every worker's boot disk,
+#       since each host reads the checkpoint (and the benchmark files) itself: pass --config.model.name=/data/M
+#       (and --config.benchmark_root=/data/D) to the job. Models may also be read straight from gs:// (pass
+#       --config.model.name=gs://B/M; no copy). Rerun setup after changing the code or after a restart.
 #   launch/tpu_pod.sh run NAME ZONE [--run-name RUN] -- python -m grm_jax.main --config=... --workdir=gs://B/RUN
 #       Starts the command under nohup on every worker and returns at once: it survives the end of this
 #       session. python means the venv's python. Worker W logs to ~/grm_jax/logs/RUN.workerW.log on its own
@@ -109,13 +119,17 @@ latest_job='cd ~/grm_jax/logs 2>/dev/null && [ -f latest ] || { echo "worker $W:
 
 case $cmd in
   create)
-    accel='' version='' spot=() queued=0
+    accel='' version='' spot=() queued=0 disk='' snapshot='' disk_type=''
     while [ $# -gt 0 ]; do
       case $1 in
         --spot) spot=(--spot) ;;
         --queued) queued=1 ;;
         --version) [ $# -ge 2 ] || die "--version needs a value"; version=$2; shift ;;
         --version=*) version=${1#--version=} ;;
+        --data-disk | --data-disk-snapshot | --data-disk-type)
+          [ $# -ge 2 ] || die "create: $1 needs a value"
+          case $1 in --data-disk) disk=$2 ;; --data-disk-snapshot) snapshot=$2 ;; *) disk_type=$2 ;; esac
+          shift ;;
         -*) die "create: unknown option $1" ;;
         *) [ -z "$accel" ] || die "create: one ACCELERATOR, got $accel and $1"; accel=$1 ;;
       esac
@@ -127,19 +141,50 @@ case $cmd in
       version=$(runtime_version "$accel") ||
         die "unknown TPU generation in '$accel': known $known_accels (or give --version)"
     fi
+    data_disk=() access=()
+    if [ -n "$snapshot" ] || [ -n "$disk" ]; then
+      [ -n "$disk" ] || disk="$name-data"
+      [ -z "$disk_type" ] || [ -n "$snapshot" ] || die "create: --data-disk-type only applies with --data-disk-snapshot"
+      if [ -n "$snapshot" ]; then
+        [[ $disk != */* ]] || die "create: with --data-disk-snapshot, --data-disk is the new disk's name, got '$disk'"
+        # v6e attaches Hyperdisk only, and a Hyperdisk is shared read-only once its access mode says so
+        # (https://cloud.google.com/tpu/docs/setup-persistent-disk).
+        case $accel in v6e-*) : "${disk_type:=hyperdisk-ml}" ;; *) : "${disk_type:=pd-balanced}" ;; esac
+        case $disk_type in hyperdisk-*) access=(--access-mode READ_ONLY_MANY) ;; esac
+      fi
+      # The TPU API takes the disk's full path (AttachedDisk.source_disk); resolved before anything is created.
+      source=$disk
+      if [[ $disk != */* ]]; then
+        project=${CLOUDSDK_CORE_PROJECT:-}
+        if [ -z "$project" ] && [ "$dry_run" = 0 ]; then
+          project=$(gcloud config get-value project 2>/dev/null || true)
+        fi
+        [ -n "$project" ] || die "create: --data-disk $disk needs the project: set CLOUDSDK_CORE_PROJECT or give" \
+          "projects/P/zones/$zone/disks/$disk"
+        source="projects/$project/zones/$zone/disks/$disk"
+      fi
+      if [ -n "$snapshot" ]; then
+        gc compute disks create "$disk" --zone "$zone" --source-snapshot "$snapshot" --type "$disk_type" \
+          ${access[@]+"${access[@]}"}
+      fi
+      data_disk=(--data-disk "source=$source,mode=read-only")
+    fi
     if [ "$queued" = 1 ]; then
       gc compute tpus queued-resources create "$name" --node-id "$name" --zone "$zone" \
-        --accelerator-type "$accel" --runtime-version "$version" ${spot[@]+"${spot[@]}"}
+        --accelerator-type "$accel" --runtime-version "$version" ${spot[@]+"${spot[@]}"} \
+        ${data_disk[@]+"${data_disk[@]}"}
     else
       gc compute tpus tpu-vm create "$name" --zone "$zone" --accelerator-type "$accel" --version "$version" \
-        ${spot[@]+"${spot[@]}"}
+        ${spot[@]+"${spot[@]}"} ${data_disk[@]+"${data_disk[@]}"}
     fi ;;
 
   setup)
-    python_version=3.11 model_from='' model_to='' data_from='' data_to=''
+    python_version=3.11 model_from='' model_to='' data_from='' data_to='' mount_at='' device=/dev/sdb
     while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || die "setup: $1 needs a value"
       case $1 in
+        --mount-data-disk) mount_at=$2 ;;
+        --data-disk-device) device=$2 ;;
         --model-from) model_from=$2 ;;
         --model-to) model_to=$2 ;;
         --data-from) data_from=$2 ;;
@@ -149,6 +194,15 @@ case $cmd in
       esac
       shift 2
     done
+    mount=''
+    if [ -n "$mount_at" ]; then
+      [[ $mount_at =~ ^/[A-Za-z0-9._/-]+$ ]] || die "setup: --mount-data-disk must be an absolute path, got '$mount_at'"
+      [[ $device =~ ^/dev/[A-Za-z0-9._/-]+$ ]] || die "setup: --data-disk-device must be /dev/..., got '$device'"
+      mount_at=${mount_at%/}
+      # ro,noload: the disk is attached read-only to every worker, so ext4 must not replay its journal
+      # (https://cloud.google.com/tpu/docs/setup-persistent-disk). A second setup finds it mounted.
+      mount="; sudo mkdir -p $mount_at; mountpoint -q $mount_at || sudo mount -o ro,noload $device $mount_at"
+    fi
     copies=''
     for pair in "$model_from|$model_to" "$data_from|$data_to"; do
       src=${pair%|*} dst=${pair#*|}
@@ -156,6 +210,11 @@ case $cmd in
       # Checked here so that the paths need no quoting inside the remote script.
       [[ $src =~ ^gs://[A-Za-z0-9._/-]+$ ]] || die "setup: --model-from / --data-from must be gs://..., got '$src'"
       [[ $dst =~ ^/[A-Za-z0-9._/-]+$ ]] || die "setup: --model-to / --data-to must be an absolute path, got '$dst'"
+      if [ -n "$mount_at" ]; then
+        case $dst/ in
+          "$mount_at"/*) die "setup: $dst is on the read-only data disk at $mount_at; copy elsewhere" ;;
+        esac
+      fi
       # /data is not writable by the ssh user; the copy is owned by that user so that the job can read it.
       copies+="; mkdir -p $dst 2>/dev/null || { sudo mkdir -p $dst && sudo chown \"\$(id -u):\$(id -g)\" $dst; }"
       copies+="; gcloud storage cp -r --no-clobber \"${src%/}/*\" $dst/"
@@ -171,7 +230,7 @@ case $cmd in
     ssh_workers all "set -eu; mkdir -p ~/grm_jax/logs; tar -xzf ~/grm_jax_src.tgz -C ~/grm_jax; rm ~/grm_jax_src.tgz\
 ; export PATH=\"\$HOME/.local/bin:\$PATH\"; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh\
 ; cd ~/grm_jax; [ -x .venv/bin/python ] || uv venv --python $python_version .venv\
-; uv pip install --python .venv/bin/python -e \".[tpu]\"$copies\
+; uv pip install --python .venv/bin/python -e \".[tpu]\"$mount$copies\
 ; .venv/bin/python -c \"import sys, jax; print(sys.version.split()[0], jax.__version__)\"" ;;
 
   run)

@@ -1,6 +1,7 @@
 """`Model` (config + params + tokenizer), `load`, `logits`, `save_pretrained`.
 
-`load` accepts `builtin:<name>`, an HF checkpoint directory or a `.gguf` file, and places every
+`load` accepts `builtin:<name>`, an HF checkpoint directory (local or on an object store: `gs://…`) or a `.gguf`
+file, and places every
 weight in its sharding on the current mesh scope (`parallel.use_mesh`) as it is read (see weights.py); the model
 remembers that mesh and its rules. `logits` is a full, cache-free forward on the model's own mesh, compiled once per
 (config, mesh, rules).
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from grm_jax import parallel
+from grm_jax import files, parallel
 from grm_jax.models import builtin, hub, weights
 from grm_jax.models.config import ModelConfig, UnsupportedModelError, from_hf_config, to_hf_config
 from grm_jax.models.decoder import Decoder, KVCache, default_positions
@@ -127,6 +128,30 @@ def _load_tokenizer(directory: str, gguf_file: str | None = None, cache_dir: str
   return tok
 
 
+# Weight files: everything else in a checkpoint folder is small (config, tokenizer, chat template, generation config).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt", ".npz")
+
+
+def _local_small_files(directory: str, cache_dir: str | None = None) -> str:
+  """A local folder with the small files of a checkpoint folder on an object store (everything but the weights):
+  transformers reads a tokenizer from a local folder only. The weights themselves stream from the store
+  (`SafetensorsSource`); the copy is refreshed on every load, each file written whole under a temporary name and
+  renamed, so processes that share a host and load at once never see half a file."""
+  import hashlib  # noqa: PLC0415
+
+  key = hashlib.sha256(directory.rstrip("/").encode()).hexdigest()[:16]
+  out = os.path.join(cache_dir or builtin.default_cache_dir(), "remote", f"{files.path(directory).name}-{key}")
+  os.makedirs(out, exist_ok=True)
+  for item in files.path(directory).iterdir():
+    if item.name.endswith(_WEIGHT_SUFFIXES) or item.is_dir():
+      continue
+    tmp = os.path.join(out, f".{item.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+      f.write(item.read_bytes())
+    os.replace(tmp, os.path.join(out, item.name))
+  return out
+
+
 def _special_ids(hf: dict, tok) -> tuple[int | None, tuple[int, ...], int]:
   eos = hf.get("eos_token_id")
   eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
@@ -143,10 +168,9 @@ def _special_ids(hf: dict, tok) -> tuple[int | None, tuple[int, ...], int]:
 
 def _generation_eos(directory: str) -> list[int]:
   path = os.path.join(directory, "generation_config.json")
-  if not os.path.exists(path):
+  if not files.exists(path):
     return []
-  with open(path) as f:
-    eos = json.load(f).get("eos_token_id")
+  eos = files.read_json(path).get("eos_token_id")
   return eos if isinstance(eos, list) else ([eos] if eos is not None else [])
 
 
@@ -159,7 +183,8 @@ def load(
   **config_overrides,
 ) -> Model:
   """Load `builtin:<name>`, an HF directory (config.json + safetensors), a Hugging Face Hub id ("org/name", from the
-  local HF cache or downloaded into it: `models.hub`) or a `.gguf` file.
+  local HF cache or downloaded into it: `models.hub`) or a `.gguf` file. The HF directory may be on an object store
+  (`gs://bucket/gemma-2-27b`): the weights stream from it, only the small files are copied (`_local_small_files`).
 
   `tiny:<family>` (llama, qwen2, gemma2) is a tiny random model of that family with the embedded default's
   tokenizer and chat template: every pipeline stage runs on it in seconds (preset and stage tests, smoke runs).
@@ -174,6 +199,9 @@ def load(
     model = _load_gguf(path, overrides, tokenizer, cache_dir)
     model.source = spec
     return model
+  if files.is_remote(spec):
+    _check_remote(spec)
+    return _load_hf_dir(spec, overrides, tokenizer, cache_dir)
   if hub.is_hub_id(spec):
     model = _load_hf_dir(hub.snapshot(spec), overrides, tokenizer)
     model.source = spec
@@ -206,16 +234,28 @@ def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = Non
     return load(spec, dtype=dtype, param_dtype=param_dtype, cache_dir=cache_dir, **config_overrides).config
   if spec.startswith("builtin:"):
     spec = builtin.locate(spec.removeprefix("builtin:"), cache_dir=cache_dir)
-  if hub.is_hub_id(spec):
+  if files.is_remote(spec):
+    _check_remote(spec)
+  elif hub.is_hub_id(spec):
     spec = hub.snapshot(spec)
   if os.path.isfile(spec) and spec.endswith(".gguf"):
     return from_hf_config(GGUFSource(spec).hf_config(), source=spec, **overrides)
   cfg_path = os.path.join(spec, "config.json")
-  if not os.path.exists(cfg_path):
+  if not files.exists(cfg_path):
     raise FileNotFoundError(f"{spec}: no config.json to read the architecture from; set config model.arch to one of "
                             "grm_jax.models.config.PRESETS (e.g. gemma2-27b) to plan without the checkpoint")
-  with open(cfg_path) as f:
-    return from_hf_config(json.load(f), source=cfg_path, **overrides)
+  return from_hf_config(json.loads(files.read_text(cfg_path)), source=cfg_path, **overrides)
+
+
+def _check_remote(spec: str) -> None:
+  """An object-store checkpoint is an HF folder that exists; a GGUF file there is refused (its reader, the `gguf`
+  package, memory-maps a local file)."""
+  if spec.endswith(".gguf"):
+    raise CheckpointError(f"{spec}: a .gguf file is read from a local disk only; copy it first (gcloud storage cp "
+                          f"{spec} /data/) or load the model's HF safetensors folder from {spec.rsplit('/', 1)[0]}/")
+  if not files.isdir(spec):
+    raise FileNotFoundError(f"{spec}: no such folder; pass the gs://… folder that holds the checkpoint's config.json "
+                            "and safetensors")
 
 
 def _placement() -> dict[str, Any]:
@@ -242,13 +282,12 @@ def _load_tiny(spec, overrides, cache_dir) -> Model:
   return model
 
 
-def _load_hf_dir(directory, overrides, want_tokenizer) -> Model:
+def _load_hf_dir(directory, overrides, want_tokenizer, cache_dir=None) -> Model:
   cfg_path = os.path.join(directory, "config.json")
-  if not os.path.exists(cfg_path):
+  if not files.exists(cfg_path):
     raise CheckpointError(f"{cfg_path}: missing; an HF checkpoint directory needs config.json")
   try:
-    with open(cfg_path) as f:
-      hf = json.load(f)
+    hf = json.loads(files.read_text(cfg_path))
   except json.JSONDecodeError as e:
     raise CheckpointError(
       f"{cfg_path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the file or "
@@ -258,7 +297,9 @@ def _load_hf_dir(directory, overrides, want_tokenizer) -> Model:
   source = SafetensorsSource(directory)
   weights.check_complete(cfg, source, directory)
   params = weights.load_params(cfg, source)
-  tok = _load_tokenizer(directory) if want_tokenizer else None
+  tok = None
+  if want_tokenizer:
+    tok = _load_tokenizer(_local_small_files(directory, cache_dir) if files.is_remote(directory) else directory)
   hf = dict(hf)
   gen_eos = _generation_eos(directory)
   if gen_eos:

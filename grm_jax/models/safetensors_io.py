@@ -4,6 +4,10 @@ A small reader of our own (the format is an 8-byte header length, a JSON header,
 because it memory-maps lazily, handles bf16 through `ml_dtypes`, and can say exactly which
 file is truncated or malformed. Sharded checkpoints (`model.safetensors.index.json`) are read
 through the index.
+
+A checkpoint may also live on an object store (`gs://…`, any `etils.epath` / fsspec URL): its headers are read
+from the object and each tensor with one ranged read when it is asked for, so the weights stream from the bucket
+into their shards and no host ever stores a copy on its disk.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from grm_jax import files
 from grm_jax.models.weights import TensorSource
 
 _DTYPES = {
@@ -41,10 +46,14 @@ class CheckpointError(ValueError):
   """A weight file is missing, truncated or malformed; the message names it."""
 
 
+def _size(path: str) -> int:
+  return files.path(path).stat().length if files.is_remote(path) else os.path.getsize(path)
+
+
 def read_header(path: str) -> tuple[dict, int]:
   """(header dict, byte offset where tensor data starts)."""
-  size = os.path.getsize(path)
-  with open(path, "rb") as f:
+  size = _size(path)
+  with files.path(path).open("rb") as f:
     raw = f.read(8)
     if len(raw) < 8:
       raise CheckpointError(f"{path}: {size} bytes, too short to be a safetensors file (truncated? re-download it)")
@@ -82,15 +91,14 @@ class SafetensorsSource(TensorSource):
     self.directory = directory
     index = os.path.join(directory, INDEX_FILE)
     single = os.path.join(directory, SINGLE_FILE)
-    if os.path.exists(index):
-      with open(index) as f:
-        try:
-          weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-          raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from e
-      files = sorted(set(weight_map.values()))
-    elif os.path.exists(single):
-      files, weight_map = [SINGLE_FILE], None
+    if files.exists(index):
+      try:
+        weight_map = json.loads(files.read_text(index))["weight_map"]
+      except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from e
+      shards = sorted(set(weight_map.values()))
+    elif files.exists(single):
+      shards, weight_map = [SINGLE_FILE], None
     else:
       raise CheckpointError(
         f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}; an HF checkpoint directory needs its "
@@ -98,9 +106,9 @@ class SafetensorsSource(TensorSource):
         "save_pretrained(safe_serialization=True))"
       )
     self._where: dict[str, tuple[str, dict, int]] = {}
-    for fname in files:
+    for fname in shards:
       path = os.path.join(directory, fname)
-      if not os.path.exists(path):
+      if not files.exists(path):
         raise CheckpointError(f"{path}: listed in {INDEX_FILE} but missing; re-download the checkpoint")
       header, start = read_header(path)
       for name, meta in header.items():
@@ -125,7 +133,16 @@ class SafetensorsSource(TensorSource):
     shape = tuple(meta["shape"])
     if end - begin != int(np.prod(shape)) * dtype.itemsize:
       raise CheckpointError(f"{path}: tensor {name!r} byte range does not match its shape {shape}")
-    return np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
+    if not files.is_remote(path):
+      return np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
+    # An object store has no memory map: one ranged read of exactly this tensor's bytes.
+    with files.path(path).open("rb") as f:
+      f.seek(start + begin)
+      raw = f.read(end - begin)
+    if len(raw) != end - begin:
+      raise CheckpointError(f"{path}: tensor {name!r} read {len(raw)} of {end - begin} bytes; the object is truncated "
+                            "(upload it again)")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
 def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:

@@ -138,6 +138,80 @@ def test_create_spot_queued_and_version(pod):
   assert flag(pinned, "--version") == "tpu-vm-base"
 
 
+PROJECT = {"CLOUDSDK_CORE_PROJECT": "my-proj"}
+
+
+def test_create_with_a_data_disk_from_a_snapshot(pod):
+  """gcloud's documented forms: `compute disks create --source-snapshot`, then `--data-disk source=<full disk
+  path>,mode=read-only` on both `tpu-vm create` and `queued-resources create`."""
+  disk, tpu = dry(pod, "--dry-run", "create", "p", "us-east5-a", "v5p-128", "--data-disk-snapshot", "spct-inputs",
+                  env=PROJECT)
+  assert disk == "gcloud compute disks create p-data --zone us-east5-a --source-snapshot spct-inputs".split() + [
+    "--type", "pd-balanced"]
+  assert tpu[:5] == "gcloud compute tpus tpu-vm create".split()
+  assert flag(tpu, "--data-disk") == "source=projects/my-proj/zones/us-east5-a/disks/p-data,mode=read-only"
+  disk, queued = dry(pod, "--dry-run", "create", "p", "z", "v5p-128", "--queued", "--data-disk", "inputs",
+                     "--data-disk-snapshot", "snap", env=PROJECT)
+  assert disk[4] == "inputs" and flag(disk, "--source-snapshot") == "snap"
+  assert queued[3:5] == ["queued-resources", "create"]
+  assert flag(queued, "--data-disk") == "source=projects/my-proj/zones/z/disks/inputs,mode=read-only"
+  # v6e attaches Hyperdisk only; a Hyperdisk is shared read-only by its access mode.
+  disk, _ = dry(pod, "--dry-run", "create", "p", "z", "v6e-64", "--data-disk-snapshot", "snap", env=PROJECT)
+  assert flag(disk, "--type") == "hyperdisk-ml" and flag(disk, "--access-mode") == "READ_ONLY_MANY"
+  disk, _ = dry(pod, "--dry-run", "create", "p", "z", "v4-8", "--data-disk-snapshot", "s", "--data-disk-type",
+                "pd-ssd", env=PROJECT)
+  assert flag(disk, "--type") == "pd-ssd" and "--access-mode" not in disk
+
+
+def test_create_attaches_an_existing_disk_without_creating_one(pod):
+  [tpu] = dry(pod, "--dry-run", "create", "p", "z", "v5e-16", "--data-disk", "inputs", env=PROJECT)
+  assert tpu[:5] == "gcloud compute tpus tpu-vm create".split()
+  assert flag(tpu, "--data-disk") == "source=projects/my-proj/zones/z/disks/inputs,mode=read-only"
+  # A full path needs no project.
+  [queued] = dry(pod, "--dry-run", "create", "p", "z", "v5e-16", "--queued", "--data-disk",
+                 "projects/other/zones/z/disks/d")
+  assert flag(queued, "--data-disk") == "source=projects/other/zones/z/disks/d,mode=read-only"
+  # What a dry run prints is what runs.
+  args = ("create", "p", "z", "v5p-8", "--queued", "--spot", "--data-disk-snapshot", "snap")
+  printed = [argv[1:] for argv in dry(pod, "--dry-run", *args, env=PROJECT)]
+  rc, _, err, calls = pod(*args, mode="record", env=PROJECT)
+  assert rc == 0 and calls == printed, err
+
+
+@pytest.mark.parametrize(
+  "args, env, words",
+  [
+    (["--data-disk", "d"], {}, ["CLOUDSDK_CORE_PROJECT", "projects/P/zones/z/disks/d"]),
+    (["--data-disk", "d", "--data-disk-type", "pd-ssd"], PROJECT, ["--data-disk-snapshot"]),
+    (["--data-disk", "projects/x/zones/z/disks/d", "--data-disk-snapshot", "s"], PROJECT, ["new disk's name"]),
+    (["--data-disk"], PROJECT, ["needs a value"]),
+  ],
+)
+def test_data_disk_mistakes_are_one_line_before_anything_runs(pod, args, env, words):
+  rc, out, err, calls = pod("--dry-run", "create", "p", "z", "v5p-8", *args, env=env)
+  assert rc == 2 and out == "" and calls == [] and len(err.strip().splitlines()) == 1, err
+  assert all(w in err for w in words), err
+
+
+def test_setup_mounts_the_data_disk_read_only_on_every_worker(pod):
+  *_, ssh = dry(pod, "--dry-run", "setup", "p", "z", "--mount-data-disk", "/data/", "--model-from", "gs://b/tok",
+                "--model-to", "/home/tok")
+  assert "--worker=all" in ssh
+  script = flag(ssh, "--command")
+  mount = "sudo mkdir -p /data; mountpoint -q /data || sudo mount -o ro,noload /dev/sdb /data"
+  assert mount in script and script.index(mount) < script.index("gcloud storage cp")
+  *_, ssh = dry(pod, "--dry-run", "setup", "p", "z", "--mount-data-disk", "/mnt/disks/in", "--data-disk-device",
+                "/dev/nvme0n2")
+  assert "sudo mount -o ro,noload /dev/nvme0n2 /mnt/disks/in" in flag(ssh, "--command")
+  # Nothing can be copied onto the read-only disk.
+  rc, out, err, calls = pod("--dry-run", "setup", "p", "z", "--mount-data-disk", "/data", "--model-from", "gs://b/m",
+                            "--model-to", "/data/m")
+  assert rc == 2 and out == "" and calls == [] and "/data/m is on the read-only data disk" in err
+  for bad in (["--mount-data-disk", "data"], ["--mount-data-disk", "/data", "--data-disk-device", "sdb"]):
+    rc, out, err, calls = pod("--dry-run", "setup", "p", "z", *bad)
+    assert rc == 2 and out == "" and calls == [] and err.strip(), bad
+
+
 @pytest.mark.parametrize("accel", ["v3-8", "v7x-8", "v5q-8", "tpu-8"])
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_unknown_generation_is_one_line_error(pod, accel, dry_run):
@@ -472,3 +546,31 @@ def test_readme_shows_what_the_dry_run_prints(pod):
   assert len(wanted) == 2
   quoted = [line[2:] for line in printed.strip().splitlines()]
   assert [shlex.split(q) for q in quoted] == [shlex.split(w) for w in wanted]
+
+
+def test_readme_pod_walkthrough_matches_the_preset_and_the_launcher(pod):
+  """The paper preset's walk-through names the preset's own input paths, and its launcher commands dry-run."""
+  from experiments import spct  # noqa: PLC0415
+
+  text = (ROOT / "README.md").read_text()
+  section = text[text.index("#### The paper preset on a pod") : text.index("### SLURM GPU cluster")]
+  rows = re.findall(r"^\| [^|]+ \| `([\w.]+)` \| `([^`]+)` \|", section, re.M)
+  config = spct.get_config("gemma2_27b")
+  assert [k for k, _ in rows] == ["model.name", "rft.sampler", "grpo.filter.judge", "rft.general_data"]
+  for key, path in rows:
+    value = config
+    for part in key.split("."):
+      value = value[part]
+    assert value == path, key
+  [commands] = re.findall(r"```bash\n(.*?)```", section, re.S)
+  seen = set()
+  for line in re.sub(r"\\\n\s*", "", commands).splitlines():
+    argv = shlex.split(line, comments=True)
+    if argv[:1] == ["launch/tpu_pod.sh"]:
+      printed = dry(pod, "--dry-run", *argv[1:], env=PROJECT)
+      seen.add(argv[1])
+      if argv[1] == "create":
+        assert printed[0][:4] == "gcloud compute disks create".split() and "--data-disk" in printed[-1]
+      if argv[1] == "setup":
+        assert "sudo mount -o ro,noload /dev/sdb /data" in flag(printed[-1], "--command")
+  assert seen == {"create", "setup", "run"}
