@@ -60,9 +60,9 @@ HUB_DATASETS: dict[str, tuple[HubFiles, ...]] = {
   "offsetbias": (HubFiles("NCSOFT/offsetbias", ("train.jsonl",)),),
 }
 
-# The commit each repository is read at. The shas come from public records of these repositories at a known state:
-# RewardBench's is a snapshot with the 2,985 filtered pairs (the count the paper scores); HelpSteer2's holds the
-# ratings and the `preference/` folder of HelpSteer2-Preference; UltraFeedback's is its main branch with 63,967 rows.
+# The commit each repository is read at, taken from public write-ups that pinned these repositories (none could be
+# checked against the hub from here): RewardBench's is a snapshot whose filtered split has the 2,985 pairs;
+# HelpSteer2's was its main branch in September 2026; UltraFeedback's its main branch in August 2026 (63,967 rows).
 REVISIONS: dict[str, str | None] = {
   "allenai/reward-bench": "168d848cdbbea9764fae4a544dc9ca1e6cca4931",
   "nvidia/HelpSteer2": "990b2711a36180dd19d9c94b8627844866f8982a",
