@@ -74,7 +74,10 @@ def snapshot(repo_id: str, patterns: Sequence[str], *, repo_type: str = "model",
   at = f" at revision {revision}" if revision else ""
   what = f"no file matching {', '.join(missing)} in the Hugging Face cache" if cached else \
     "not in the Hugging Face cache"
+  # Every pattern is required: the missing ones are what to fetch. Otherwise fetch all (optional files too; the
+  # command skips the files already in the cache).
+  fetch = missing if required is None else list(patterns)
   raise FileNotFoundError(
     f"{repo_id}{at}: {what} ({where}) and {reason}; on a machine that reaches the hub run "
-    f"`{download_command(repo_id, missing, repo_type=repo_type, revision=revision)}` and copy the cache"
+    f"`{download_command(repo_id, fetch, repo_type=repo_type, revision=revision)}` and copy the cache"
     f"{', ' + instead if instead else ''} (gated repositories need HF_TOKEN)")

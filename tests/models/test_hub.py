@@ -61,4 +61,6 @@ def test_a_cached_checkpoint_without_its_weights_offline_names_them(tmp_path, mo
     hub.snapshot("someorg/partial", str(tmp_path / "hub"))
   assert "\n" not in str(e.value)
   assert str(e.value).startswith("someorg/partial: no file matching *.safetensors in the Hugging Face cache")
-  assert "`hf download someorg/partial --include '*.safetensors'`" in str(e.value)
+  # The command fetches every checkpoint file (the tokenizer too), not only the missing weights.
+  assert "`hf download someorg/partial --include 'config.json' --include 'generation_config.json' --include " \
+         "'*.safetensors'" in str(e.value) and "--include 'tokenizer*'" in str(e.value)
