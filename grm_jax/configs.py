@@ -15,6 +15,7 @@ import jax
 import ml_collections
 
 from grm_jax import parallel
+from grm_jax.data import hub as data_hub
 from grm_jax.data.registry import DEFAULT_ROOT, parse_mixture
 from grm_jax.grm.prompts import GRM_TEMPLATES
 from grm_jax.judges.meta_rm import META_METHODS, META_POLICIES
@@ -35,6 +36,9 @@ def base(stages: tuple[str, ...]) -> ml_collections.ConfigDict:
   # The folder data sets are read from by name (`rewardbench/`, `helpsteer2/`, ...), for every stage; its location
   # decides no number, so no stage fingerprints it. Default: `data.DEFAULT_ROOT`, ../shared/benchmarks beside the repo.
   c.benchmark_root = DEFAULT_ROOT
+  # A data set missing from benchmark_root is read from the Hugging Face Hub at the commit pinned in
+  # grm_jax.data.hub.REVISIONS; "NAME_OR_REPO=REVISION,..." overrides it (e.g. "rm-bench=main,ppe=<sha>").
+  c.hub_revisions = ""
   c.model = model()
   c.mesh = mesh()
   c.grm = grm()
@@ -376,6 +380,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check_lora(config)
   if "grm" in config and config.grm.template not in GRM_TEMPLATES:
     raise ValueError(f"config grm.template={config.grm.template!r}: choose one of {GRM_TEMPLATES}")
+  if config.get("hub_revisions"):
+    data_hub.parse_revisions(config.hub_revisions)  # a misspelt data set or repository fails now
   if "data" in config:
     for key in ("train", "test"):
       parse_mixture(config.data[key], f"data.{key}")  # a typo in a data spec fails now, not after the model loads

@@ -354,4 +354,12 @@ def initialize_distributed(
       raise
     log.debug("no cluster detected (%s): single-process run", e)
     return False
+  except KeyError as e:
+    # Older jax detects SLURM from SLURM_JOB_ID alone and then reads the step's variables: in an allocation reached
+    # by ssh or salloc (no srun step) SLURM_STEP_NODELIST & co. are missing. That is one process, not a cluster.
+    if explicit:
+      raise
+    log.warning("cluster detection stopped at a missing environment variable %s (a SLURM allocation without an srun "
+                "step?): single-process run; start the processes with srun for a multi-process one", e)
+    return False
   return jax.process_count() > 1

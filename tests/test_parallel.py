@@ -8,6 +8,10 @@ partitionable), and the test prints where each param lives (`pytest -s` shows th
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import subprocess
+import sys
 import threading
 
 import jax
@@ -407,3 +411,39 @@ def test_a_program_runs_on_its_own_mesh_from_a_thread_without_one():
   assert got["bound"].sharding.is_equivalent_to(want.sharding, 2)
   assert got["lowered"].is_equivalent_to(want.sharding, 2)
   np.testing.assert_array_equal(np.asarray(got["bound"]), 2 * x)
+
+
+def test_a_partial_slurm_environment_is_a_single_process_run(monkeypatch, caplog):
+  """Older jax took SLURM_JOB_ID alone for a SLURM cluster and then raised KeyError on the step's missing variables
+  (an allocation entered by ssh or salloc, no srun step); with no arguments that is one process, with a warning."""
+  def old_jax_initialize(**kwargs):
+    if kwargs["coordinator_address"] is None:
+      raise KeyError("SLURM_STEP_NODELIST")
+    raise AssertionError("not reached")
+
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", old_jax_initialize)
+  with caplog.at_level(logging.WARNING):
+    assert parallel.initialize_distributed() is False
+  assert "'SLURM_STEP_NODELIST'" in caplog.text and "srun" in caplog.text
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: (_ for _ in ()).throw(KeyError("X")))
+  with pytest.raises(KeyError):  # explicit arguments are the user's cluster: their error is not swallowed
+    parallel.initialize_distributed("localhost:1234", 2, 0)
+
+
+# Slow tier: a fresh process (JAX's cluster detection runs before any backend starts), about 5 s of imports.
+@pytest.mark.slow
+def test_a_partial_slurm_environment_through_jax_s_own_detection():
+  code = ("import os\n"
+          "from jax._src.clusters import slurm_cluster\n"
+          "# the detection of older jax: SLURM_JOB_ID alone\n"
+          "slurm_cluster.SlurmCluster.is_env_present = classmethod(lambda cls: 'SLURM_JOB_ID' in os.environ)\n"
+          "import jax\n"
+          "from grm_jax import parallel\n"
+          "print(parallel.initialize_distributed(), jax.distributed.is_initialized(), jax.process_count())\n")
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "XLA_FLAGS"))}
+  env.update(SLURM_JOB_ID="123", JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert p.stdout.split() == ["False", "False", "1"]
+  assert "SLURM_STEP_NODELIST" in p.stderr

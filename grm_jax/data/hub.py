@@ -18,6 +18,13 @@ differently): `NOT_ON_HUB` says where to get each.
 | skywork               | Skywork/Skywork-Reward-Preference-80K-v0.2 (`data/train-*`)                        |
 | offsetbias            | NCSOFT/offsetbias (`train.jsonl`)                                                  |
 
+Revisions. A hub data set can change under its name (rows added, fixed or removed by a new commit) and scores would
+drift with it silently, so each repository is read at the commit in `REVISIONS`, and the eval stage writes the
+revisions of every hub benchmark it read into results.json (`hub_revisions`). A repository whose commit could not be
+taken from a public record when the table was written is read at its default branch (revision None) and `UNPINNED`
+says why. The config's top-level `hub_revisions` overrides them: "NAME_OR_REPO=REVISION,..." (a data set name sets
+all of its repositories; a revision is a commit sha, a tag or "main").
+
 Each PPE correctness set keeps its name through the cache's folder name (`datasets--lmarena-ai--PPE-MATH-Best-of-K`),
 which is where the PPE reader takes it from.
 """
@@ -53,15 +60,61 @@ HUB_DATASETS: dict[str, tuple[HubFiles, ...]] = {
   "offsetbias": (HubFiles("NCSOFT/offsetbias", ("train.jsonl",)),),
 }
 
+# The commit each repository is read at, taken from public write-ups that pinned these repositories (none could be
+# checked against the hub from here): RewardBench's is a snapshot whose filtered split has the 2,985 pairs;
+# HelpSteer2's was its main branch in September 2026; UltraFeedback's its main branch in August 2026 (63,967 rows).
+REVISIONS: dict[str, str | None] = {
+  "allenai/reward-bench": "168d848cdbbea9764fae4a544dc9ca1e6cca4931",
+  "nvidia/HelpSteer2": "990b2711a36180dd19d9c94b8627844866f8982a",
+  "openbmb/UltraFeedback": "40b436560ca83a8dba36114c22ab3c66e43f6d5e",
+  "THU-KEG/RM-Bench": None,
+  "lmarena-ai/PPE-Human-Preference-V1": None,
+  **{f"lmarena-ai/PPE-{name}-Best-of-K": None for name in PPE_CORRECTNESS},
+  "Skywork/Skywork-Reward-Preference-80K-v0.2": None,
+  "NCSOFT/offsetbias": None,
+}
+_NO_RECORD = ("no commit of this repository was found in a public record when the table was written (2026-12-07); "
+              "pin one with the config's hub_revisions")
+UNPINNED: dict[str, str] = {repo: _NO_RECORD for repo, rev in REVISIONS.items() if rev is None}
+
 NOT_ON_HUB = {
   "rmb": "copy the RMB_dataset/ folder of github.com/Zhou-Zoey/RMB-Reward-Model-Benchmark there",
   "realmistake": "copy data.zip of github.com/psunlpgroup/ReaLMistake there",
 }
 
 
-def local_paths(name: str, cache_dir: str | None = None) -> list[str]:
-  """The local folders to read data set `name` from: its hub files, from the cache or downloaded into it."""
-  return [os.path.join(hub_cache.snapshot(f.repo_id, f.patterns, repo_type="dataset", cache_dir=cache_dir,
+def parse_revisions(text: str, key: str = "hub_revisions") -> dict[str, str]:
+  """ "NAME_OR_REPO=REVISION,..." -> {repo_id: revision}; a data set name stands for each of its repositories, and a
+  later entry wins. An unknown name or a malformed entry is a one-line ValueError naming `key`."""
+  out: dict[str, str] = {}
+  for part in (p.strip() for p in str(text or "").split(",")):
+    if not part:
+      continue
+    name, eq, revision = (s.strip() for s in part.partition("="))
+    if not eq or not name or not revision:
+      raise ValueError(f"config {key}: entry {part!r} is not NAME_OR_REPO=REVISION (e.g. 'rm-bench=main')")
+    if name in HUB_DATASETS:
+      out.update((f.repo_id, revision) for f in HUB_DATASETS[name])
+    elif name in REVISIONS:
+      out[name] = revision
+    else:
+      raise ValueError(f"config {key}: {name!r} is neither a hub data set {sorted(HUB_DATASETS)} nor one of their "
+                       f"repositories {sorted(REVISIONS)}")
+  return out
+
+
+def revisions(name: str, overrides: str = "") -> dict[str, str | None]:
+  """{repo_id: revision} that data set `name` is read at: `REVISIONS`, then the config's `hub_revisions`."""
+  chosen = parse_revisions(overrides)
+  return {f.repo_id: chosen.get(f.repo_id, REVISIONS[f.repo_id]) for f in HUB_DATASETS[name]}
+
+
+def local_paths(name: str, cache_dir: str | None = None, overrides: str = "") -> list[str]:
+  """The local folders to read data set `name` from: its hub files at their revisions (`revisions`), from the cache
+  or downloaded into it."""
+  at = revisions(name, overrides)
+  return [os.path.join(hub_cache.snapshot(f.repo_id, f.patterns, repo_type="dataset", revision=at[f.repo_id],
+                                          cache_dir=cache_dir,
                                           instead=f"or put the data set where the config's benchmark_root expects "
                                                   f"{name}"), f.subfolder)
           for f in HUB_DATASETS[name]]

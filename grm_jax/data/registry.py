@@ -137,6 +137,7 @@ def load_dataset(
   split: str | None = None,
   limit: int | None = None,
   on_error: OnError = "raise",
+  hub_revisions: str = "",
   **options: Any,
 ) -> Examples:
   """Reads a data set by name (see the module docstring) into `Examples`.
@@ -148,6 +149,8 @@ def load_dataset(
       for HF-layout folders the `{split}-*` / `{split}.*` files (HelpSteer2-Preference: its split column).
     limit: keep only the first `limit` examples (synthetic: the size of the set).
     on_error: "raise" (default) or "skip" malformed rows, counted in `.skipped`.
+    hub_revisions: the config's `hub_revisions` ("NAME_OR_REPO=REVISION,..."), for a data set read from the hub
+      (`data.hub.revisions`); unused when it is under `root`.
     **options: passed to the reader (e.g. `include_ties=True` for PPE, `n=2` for synthetic).
   """
   key, sep, arg = _resolve(name_or_path)
@@ -167,7 +170,7 @@ def load_dataset(
   elif folder is not None:
     paths = [epath.Path(root) / folder]
     if not paths[0].exists():
-      paths = _from_hub(key, paths[0])
+      paths = _from_hub(key, paths[0], hub_revisions)
   else:
     raise ValueError(f"{key!r} needs a path: '{key}:PATH'")
   if len(paths) == 1:
@@ -175,14 +178,26 @@ def load_dataset(
   return _read_all(reader, paths, kwargs, split)
 
 
-def _from_hub(key: str, where: epath.Path) -> list[epath.Path]:
+def hub_source(name_or_path: str, *, root: PathLike = DEFAULT_ROOT, hub_revisions: str = "") -> dict | None:
+  """{repo_id: revision} of the hub repositories `load_dataset(name_or_path, root=root)` reads (`data.hub`), or None
+  when it reads none (a folder under `root`, a path, synthetic data). What a report records beside its scores."""
+  key, sep, arg = _resolve(name_or_path)
+  if key == "synthetic" or (sep and arg) or key not in hub.HUB_DATASETS:
+    return None
+  folder = _READERS[key][1]
+  if folder is None or (epath.Path(root) / folder).exists():
+    return None
+  return hub.revisions(key, hub_revisions)
+
+
+def _from_hub(key: str, where: epath.Path, hub_revisions: str = "") -> list[epath.Path]:
   """The hub copy of a data set missing from the benchmark root (`data.hub`), or a one-line error."""
   if key in hub.NOT_ON_HUB:
     raise DataError(f"no such folder; {hub.NOT_ON_HUB[key]}", file=str(where))
   if key not in hub.HUB_DATASETS:
     raise DataError("no such file or directory", file=str(where))
   try:
-    return [epath.Path(p) for p in hub.local_paths(key)]
+    return [epath.Path(p) for p in hub.local_paths(key, overrides=hub_revisions)]
   except FileNotFoundError as e:
     raise DataError(f"no such folder, and {e}", file=str(where)) from None
 
@@ -269,6 +284,7 @@ def load_mixture(
   synthetic_split: str | None = None,
   key: str = "data.train",
   on_error: OnError = "raise",
+  hub_revisions: str = "",
 ) -> Examples:
   """Items of one or several data sets (`parse_mixture` syntax), each with its own limit, `limit` on the total.
 
@@ -278,14 +294,15 @@ def load_mixture(
   takes from every source in proportion to what it read (in expectation), not from the first source only. Items
   keep their reader's `source`. `synthetic_split` is the split of `synthetic` parts; the other readers read the
   files they are given. A reader's ValueError is re-raised naming `key` and the part (a `DataError` as it is: it
-  names the file and row).
+  names the file and row). `hub_revisions` is `load_dataset`'s.
   """
   parts = parse_mixture(text, key)
   loaded = []
   for part in parts:
     options = {"split": synthetic_split} if _resolve(part.spec)[0] == "synthetic" and synthetic_split else {}
     try:
-      loaded.append(load_dataset(part.spec, root=root, limit=_cap(part.limit, limit), on_error=on_error, **options))
+      loaded.append(load_dataset(part.spec, root=root, limit=_cap(part.limit, limit), on_error=on_error,
+                                 hub_revisions=hub_revisions, **options))
     except DataError:
       raise  # names the file and row already
     except ValueError as e:

@@ -16,6 +16,9 @@ from grm_jax import hub_cache
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*",
          "special_tokens_map.json", "*.model", "vocab.json", "merges.txt", "*.jinja")
+# The files without which no checkpoint loads: a cached snapshot lacking one is completed by a download (or is an
+# error). The others depend on the family (a SentencePiece `*.model`, a `*.jinja` template) and may be absent.
+REQUIRED = ("config.json", "*.safetensors")
 
 
 def is_hub_id(spec: str) -> bool:
@@ -25,4 +28,5 @@ def is_hub_id(spec: str) -> bool:
 
 def snapshot(repo_id: str, cache_dir: str | None = None) -> str:
   """The local folder of `repo_id`'s checkpoint files: the cached snapshot, or a fresh download into the cache."""
-  return hub_cache.snapshot(repo_id, FILES, cache_dir=cache_dir, instead="or pass a local checkpoint directory")
+  return hub_cache.snapshot(repo_id, FILES, required=REQUIRED, cache_dir=cache_dir,
+                            instead="or pass a local checkpoint directory")

@@ -113,7 +113,7 @@ def training_items(config, split: str = "train"):
   key = "train" if split == "train" else "test"
   limit = config.data.train_limit if split == "train" else config.data.test_limit
   return load_mixture(config.data[key], root=config.benchmark_root, limit=int(limit) or None, seed=int(config.seed),
-                      synthetic_split=split, key=f"data.{key}")
+                      synthetic_split=split, key=f"data.{key}", hub_revisions=hub_revisions(config))
 
 
 def top_tied(n: int, rewards: Sequence[float] | None) -> bool:
@@ -181,6 +181,11 @@ def datasets_of(config: Any) -> list[str]:
   return names
 
 
+def hub_revisions(config) -> str:
+  """The config's top-level `hub_revisions` ("NAME_OR_REPO=REVISION,..."; `data.hub`), '' when it has none."""
+  return str(config.get("hub_revisions", "") or "")
+
+
 def select_items(name: str, config, limit: int | None) -> list[PreferenceExample]:
   """`limit` items of a dataset: the first ones, or (eval.subsample='random') a seeded uniform
   sample kept in file order — benchmark files are sorted by subset, so the first 32 RewardBench
@@ -189,12 +194,13 @@ def select_items(name: str, config, limit: int | None) -> list[PreferenceExample
     raise ValueError(f"config.eval.subsample={config.eval.subsample!r}; use 'first' or 'random'")
   # The built-in synthetic set is evaluated on its test split, whose problems training never sees.
   synthetic = name.split(":", 1)[0].lower() == "synthetic"
-  split = {"split": "test"} if synthetic else {}
+  extra: dict[str, str] = {"split": "test"} if synthetic else {}
+  extra["hub_revisions"] = hub_revisions(config)
   # The synthetic stream is already in seeded random order (and a narrow task mix has only so many test problems),
   # so its first `limit` items are the random sample.
   if config.eval.subsample == "first" or not limit or synthetic:
-    return list(load_dataset(name, root=config.benchmark_root, limit=limit, **split))
-  examples = list(load_dataset(name, root=config.benchmark_root, **split))
+    return list(load_dataset(name, root=config.benchmark_root, limit=limit, **extra))
+  examples = list(load_dataset(name, root=config.benchmark_root, **extra))
   if len(examples) <= limit:
     return examples
   rng = np.random.default_rng(seeds.seed_for(int(config.seed), "eval"))

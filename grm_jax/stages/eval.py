@@ -55,6 +55,7 @@ from absl import logging
 
 from grm_jax import files, grm, judges, parallel
 from grm_jax.data.example import PreferenceExample
+from grm_jax.data.registry import hub_source
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report, stats
 from grm_jax.eval.metrics import benchmark_of, official_metric
@@ -302,7 +303,8 @@ def run(config: Any, workdir: str | os.PathLike) -> dict[str, Any]:
   """Evaluates `config.model` on `config.eval.datasets`; writes `workdir/eval/` and returns the results dict. A rerun
   with the same config and the same judged params returns the stored results.json."""
   return common.run_stage(config, os.fspath(workdir), "eval", lambda out: _run(config, workdir, out),
-                          keys=STAGE_KEYS, upstream=upstream(config, workdir),
+                          keys=STAGE_KEYS + (("hub_revisions",) if common.hub_revisions(config) else ()),
+                          upstream=upstream(config, workdir),
                           reuse=lambda out, _: files.read_json(os.path.join(out, "results.json")))
 
 
@@ -322,6 +324,16 @@ def upstream(config: Any, workdir: str | os.PathLike) -> tuple[str, ...]:
     names.append(meta)
   return tuple(dict.fromkeys(n for n in names if n and n != "base" and files.isdir(os.path.join(os.fspath(workdir),
                                                                                                  n))))
+
+
+def hub_revisions(config: Any, names: Sequence[str]) -> dict[str, dict[str, str | None]]:
+  """{data set: {repo_id: revision}} for the data sets of `names` read from the hub (`data.registry.hub_source`)."""
+  out = {}
+  for name in names:
+    source = hub_source(name, root=config.benchmark_root, hub_revisions=common.hub_revisions(config))
+    if source is not None:
+      out[name] = source
+  return out
 
 
 def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any]:
@@ -397,6 +409,9 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     "config": cfg,
     "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
     "datasets": per_dataset,
+    # The hub repositories and commits each data set read from the Hugging Face Hub was taken at (None: its default
+    # branch, unpinned); a data set read from benchmark_root or a path is absent.
+    "hub_revisions": hub_revisions(config, names),
     "skipped_datasets": skipped_datasets,
     "paper": paper.comparison(per_dataset, compared[0] if compared else None, policy),
     "totals": _totals(per_dataset),

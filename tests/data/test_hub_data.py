@@ -1,27 +1,43 @@
 """Data sets by name from a Hugging Face cache laid out as huggingface_hub lays it out, offline; a missing one is one
-line that says what to download (or, for the two not on the hub, where to get them)."""
+line that says what to download (or, for the two not on the hub, where to get them). A cached snapshot that lacks
+some requested files is completed from the hub (a fake one here) or, offline, is one line naming them. Each
+repository is read at its pinned revision."""
 
+import gzip
+import json
+import re
+
+import huggingface_hub
 import huggingface_hub.constants
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from grm_jax import data
-from grm_jax.data import DataError, hub
+from grm_jax.data import DataError, hub, registry
 from grm_jax.data.registry import load_dataset
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _cached(cache, repo_id, files):
-  """<cache>/datasets--org--name/{refs/main, snapshots/<commit>/<file>}: what `huggingface-cli download` leaves."""
+def cached(cache, repo_id, files, commit=None):
+  """<cache>/datasets--org--name/{refs/main, snapshots/<commit>/<file>}: what `hf download` leaves. The commit is the
+  repository's pinned revision (`hub.REVISIONS`), else COMMIT. Rows go to parquet, or gzipped JSON lines for .gz."""
+  commit = commit or hub.REVISIONS.get(repo_id) or COMMIT
   repo = cache / f"datasets--{repo_id.replace('/', '--')}"
   (repo / "refs").mkdir(parents=True, exist_ok=True)
-  (repo / "refs" / "main").write_text(COMMIT)
+  (repo / "refs" / "main").write_text(commit)
   for name, rows in files.items():
-    path = repo / "snapshots" / COMMIT / name
+    path = repo / "snapshots" / commit / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    if name.endswith(".gz"):
+      path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    else:
+      pq.write_table(pa.Table.from_pylist(rows), path)
+  return repo / "snapshots" / commit
+
+
+_cached = cached
 
 
 @pytest.fixture
@@ -66,7 +82,7 @@ def test_offline_and_not_cached_is_one_line_with_the_download_command(offline_ca
     load_dataset("skywork", root=tmp_path / "none")
   message = str(e.value)
   assert "\n" not in message and str(tmp_path / "none" / "skywork") in message
-  assert ("huggingface-cli download Skywork/Skywork-Reward-Preference-80K-v0.2 --repo-type dataset --include "
+  assert ("hf download Skywork/Skywork-Reward-Preference-80K-v0.2 --repo-type dataset --include "
           "'data/train-*'") in message
   with pytest.raises(DataError, match=r"rmb: no such folder; copy the RMB_dataset/ folder of github.com/Zhou-Zoey"):
     load_dataset("rmb", root=tmp_path / "none")
@@ -78,3 +94,95 @@ def test_every_hub_name_is_a_registry_name_and_the_root_wins(tmp_path, offline_c
   local.mkdir(parents=True)
   pq.write_table(pa.Table.from_pylist([_pair(9)]), local / "filtered-00000-of-00001.parquet")
   assert [e.id for e in load_dataset("rewardbench", root=tmp_path / "root")] == ["9"]  # no cache needed
+
+
+def _helpsteer2_row(i):
+  return {"prompt": f"p{i // 2}", "response": f"r{i}", "helpfulness": i % 5, "correctness": 3, "coherence": 4,
+          "complexity": 1, "verbosity": 2}
+
+
+def test_a_snapshot_without_the_requested_files_offline_is_one_line_naming_them(offline_cache):
+  # HelpSteer2-Preference was read first: the snapshot folder of nvidia/HelpSteer2 holds its preference/ file only.
+  cached(offline_cache, "nvidia/HelpSteer2", {"preference/preference.jsonl.gz": [{"x": 1}]})
+  (folder,) = hub.local_paths("helpsteer2-preference")
+  assert folder.endswith("preference")
+  with pytest.raises(FileNotFoundError) as e:
+    hub.local_paths("helpsteer2")
+  message, rev = str(e.value), hub.REVISIONS["nvidia/HelpSteer2"]
+  assert "\n" not in message
+  assert message.startswith(f"nvidia/HelpSteer2 at revision {rev}: no file matching train.jsonl.gz, "
+                            "validation.jsonl.gz in the Hugging Face cache")
+  assert (f"`hf download nvidia/HelpSteer2 --repo-type dataset --revision {rev} --include 'train.jsonl.gz' "
+          "--include 'validation.jsonl.gz'`") in message
+
+
+def test_a_snapshot_without_the_requested_files_online_downloads_them(offline_cache, tmp_path, monkeypatch):
+  rev = hub.REVISIONS["nvidia/HelpSteer2"]
+  remote = {"train.jsonl.gz": [_helpsteer2_row(i) for i in range(4)], "validation.jsonl.gz": [_helpsteer2_row(9)],
+            "preference/preference.jsonl.gz": [{"x": 1}], "disagreements/disagreements.jsonl.gz": [{"x": 2}]}
+  cached(offline_cache, "nvidia/HelpSteer2", {"preference/preference.jsonl.gz": [{"x": 1}]})
+  real, online = huggingface_hub.snapshot_download, []
+
+  def fake_hub(repo_id, *, local_files_only=False, **kwargs):
+    """The hub: a download writes the repository's files that match allow_patterns into the cache's snapshot."""
+    if local_files_only:
+      return real(repo_id, local_files_only=True, **kwargs)
+    online.append((repo_id, kwargs["revision"], tuple(kwargs["allow_patterns"])))
+    wanted = {n: rows for n, rows in remote.items()
+              if any(re.fullmatch(p.replace(".", r"\.").replace("*", ".*"), n) for p in kwargs["allow_patterns"])}
+    return str(cached(offline_cache, repo_id, wanted, commit=kwargs["revision"]))
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_hub)
+  (folder,) = hub.local_paths("helpsteer2")
+  assert online == [("nvidia/HelpSteer2", rev, ("train.jsonl.gz", "validation.jsonl.gz"))]
+  assert sorted(p.name for p in (offline_cache / "datasets--nvidia--HelpSteer2" / "snapshots" / rev).rglob("*.gz")) \
+    == ["preference.jsonl.gz", "train.jsonl.gz", "validation.jsonl.gz"]
+  assert len(load_dataset("helpsteer2", root=tmp_path / "none")) == 2  # train: 2 prompts x 2 responses; validation: 1
+  hub.local_paths("helpsteer2")
+  hub.local_paths("helpsteer2-preference")
+  assert len(online) == 1, "complete snapshots come from the cache"
+
+
+def test_every_hub_repository_is_pinned_or_says_why_not():
+  repos = {f.repo_id for files in hub.HUB_DATASETS.values() for f in files}
+  assert set(hub.REVISIONS) == repos
+  for repo, rev in hub.REVISIONS.items():
+    if rev is None:
+      assert hub.UNPINNED[repo], repo
+    else:
+      assert re.fullmatch(r"[0-9a-f]{40}", rev), (repo, rev)  # a commit: a branch or tag can move
+      assert repo not in hub.UNPINNED
+  assert hub.REVISIONS["allenai/reward-bench"] is not None  # the paper's main benchmark
+
+
+def test_revisions_are_overridden_from_the_config(offline_cache, tmp_path):
+  assert hub.revisions("rewardbench") == {"allenai/reward-bench": hub.REVISIONS["allenai/reward-bench"]}
+  over = hub.revisions("ppe", "ppe=main,lmarena-ai/PPE-MATH-Best-of-K=" + COMMIT)
+  assert over["lmarena-ai/PPE-MATH-Best-of-K"] == COMMIT
+  assert {r for repo, r in over.items() if repo != "lmarena-ai/PPE-MATH-Best-of-K"} == {"main"}
+  with pytest.raises(ValueError, match=r"^config hub_revisions: 'reward-bench' is neither a hub data set"):
+    hub.parse_revisions("reward-bench=main")
+  with pytest.raises(ValueError, match=r"^config hub_revisions: entry 'rewardbench' is not NAME_OR_REPO=REVISION"):
+    hub.parse_revisions("rewardbench")
+  # The override is the revision read: a cache holding RewardBench at another commit serves it.
+  cached(offline_cache, "allenai/reward-bench", {"data/filtered-00000-of-00001.parquet": [_pair(5)]}, commit=COMMIT)
+  with pytest.raises(DataError, match="--revision " + hub.REVISIONS["allenai/reward-bench"]):
+    load_dataset("rewardbench", root=tmp_path / "none")
+  out = load_dataset("rewardbench", root=tmp_path / "none", hub_revisions=f"rewardbench={COMMIT}")
+  assert [e.id for e in out] == ["5"]
+  assert registry.hub_source("rewardbench", root=tmp_path / "none", hub_revisions=f"rewardbench={COMMIT}") == {
+    "allenai/reward-bench": COMMIT}
+  assert registry.hub_source("synthetic", root=tmp_path / "none") is None
+
+
+def test_a_misspelt_hub_revision_fails_at_config_validation():
+  from experiments import eval as eval_experiment  # noqa: PLC0415
+  from grm_jax import configs  # noqa: PLC0415
+
+  c = eval_experiment.get_config("smoke")
+  assert c.hub_revisions == ""
+  c.hub_revisions = "rewardbnch=main"
+  with pytest.raises(ValueError, match=r"^config hub_revisions: 'rewardbnch' is neither"):
+    configs.validate(c)
+  c.hub_revisions = "rewardbench=main"
+  configs.validate(c)

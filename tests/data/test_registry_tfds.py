@@ -24,8 +24,8 @@ def test_registry_errors(tmp_path, monkeypatch):
     data.load_dataset("rewardbench", root=tmp_path, split="train")
   with pytest.raises(ValueError, match="'jsonl' needs a path"):
     data.load_dataset("jsonl")
-  with pytest.raises(data.DataError, match="rewardbench: no such folder, and allenai/reward-bench: not in the Hugging "
-                                           "Face cache"):
+  with pytest.raises(data.DataError, match="rewardbench: no such folder, and allenai/reward-bench at revision "
+                                           "[0-9a-f]{40}: not in the Hugging Face cache"):
     data.load_dataset("rewardbench", root=tmp_path)
   with pytest.raises(data.DataError, match="none.jsonl: no such file or directory"):  # a path named: no hub lookup
     data.load_dataset(f"math:{tmp_path}/none.jsonl")

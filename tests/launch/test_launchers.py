@@ -524,6 +524,54 @@ def test_sbatch_srun_line(tmp_path):
   assert mem == "XLA_PYTHON_CLIENT_MEM_FRACTION=0.8"
 
 
+def test_sbatch_xla_flags_and_srun_extra(tmp_path):
+  """The GPU latency-hiding scheduler joins the caller's XLA_FLAGS (a value already there wins), and SRUN_EXTRA's
+  words reach srun before the job (a pyxis container's flags)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "XLA_FLAGS=${XLA_FLAGS-<unset>}" "$@"\n')
+  (bin_dir / "srun").chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "XLA_", "GRM_JAX", "SRUN_"))}
+  env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SLURM_JOB_ID="7")
+  job = ["python", "-m", "grm_jax.main", "--workdir=/shared/w"]
+  lhs = "--xla_gpu_enable_latency_hiding_scheduler"
+
+  def run(**extra):
+    p = subprocess.run([BASH, str(SBATCH), *job], capture_output=True, text=True, cwd=tmp_path, env={**env, **extra},
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    flags, *args = p.stdout.splitlines()
+    assert args[-len(job):] == job
+    return flags, args[: -len(job)]
+
+  flags, options = run()
+  assert flags == f"XLA_FLAGS={lhs}=true"
+  assert run(XLA_FLAGS="--xla_dump_to=/tmp/d")[0] == f"XLA_FLAGS=--xla_dump_to=/tmp/d {lhs}=true"
+  assert run(XLA_FLAGS=f"{lhs}=false")[0] == f"XLA_FLAGS={lhs}=false"  # the caller's choice is kept
+  assert run(GRM_JAX_XLA_GPU_FLAGS="")[0] == "XLA_FLAGS=<unset>"
+  image = "--container-image=IMAGE"
+  _, with_extra = run(SRUN_EXTRA=f"  {image}   --container-mounts=/shared:/shared ")
+  assert with_extra == [*options, image, "--container-mounts=/shared:/shared"]
+
+
+# Slow tier: a JAX import in a subprocess (seconds). XLA ends a process on an XLA_FLAGS flag its version lacks.
+@pytest.mark.slow
+def test_sbatch_xla_flags_are_known_to_the_installed_jaxlib(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$XLA_FLAGS"\n')
+  (bin_dir / "srun").chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "XLA_", "GRM_JAX", "SRUN_"))}
+  env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SLURM_JOB_ID="7")
+  p = subprocess.run([BASH, str(SBATCH), "true"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+  flags = p.stdout.strip()
+  assert flags.startswith("--xla_gpu"), p.stdout + p.stderr
+  check = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+                         capture_output=True, text=True, env={**env, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+                         timeout=120)
+  assert check.returncode == 0, check.stderr[-2000:]
+
+
 def test_shellcheck():
   shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=os.path.dirname(sys.executable))
   if shellcheck is None:

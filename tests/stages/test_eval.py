@@ -467,3 +467,45 @@ def test_ppe_correctness_gets_its_tie_expected_value_and_interval(config):
   assert "| correctness, tie-expected | 50.0 | 50.0 |" in md
   lo, hi = d["metrics"]["k1"]["correctness_ci95"]
   assert f"({100 * lo:.1f}–{100 * hi:.1f})" in md
+
+
+@pytest.fixture
+def hub_rewardbench(tmp_path, monkeypatch):
+  """An offline Hugging Face cache holding RewardBench at its pinned commit and at tests' COMMIT (4 pairs)."""
+  import huggingface_hub.constants  # noqa: PLC0415
+
+  from grm_jax.data import hub  # noqa: PLC0415
+  from tests.data.test_hub_data import COMMIT, _pair, cached  # noqa: PLC0415
+
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+  rows = [_pair(i) for i in range(4)]
+  for commit in (hub.REVISIONS["allenai/reward-bench"], COMMIT):
+    cached(tmp_path / "hub", "allenai/reward-bench", {"data/filtered-00000-of-00001.parquet": rows}, commit=commit)
+  return hub.REVISIONS["allenai/reward-bench"], COMMIT
+
+
+def test_hub_revisions_name_the_commit_of_each_data_set_read_from_the_hub(config, tmp_path, hub_rewardbench):
+  pinned, other = hub_rewardbench
+  config.benchmark_root = str(tmp_path / "no-benchmarks")
+  assert eval_stage.hub_revisions(config, ["rewardbench", "synthetic"]) == {
+    "rewardbench": {"allenai/reward-bench": pinned}}
+  config.hub_revisions = f"rewardbench={other}"
+  assert eval_stage.hub_revisions(config, ["rewardbench"]) == {"rewardbench": {"allenai/reward-bench": other}}
+  (tmp_path / "no-benchmarks" / "rewardbench").mkdir(parents=True)
+  assert eval_stage.hub_revisions(config, ["rewardbench"]) == {}  # read from benchmark_root: no hub revision
+
+
+# Slow tier: two runs of the stage (~30 s of compiles on 2 CPU cores); the test above covers the function it records.
+@pytest.mark.slow
+def test_results_record_the_hub_revision_of_each_hub_benchmark(config, tmp_path, patched, hub_rewardbench):
+  pinned, other = hub_rewardbench
+  config.benchmark_root = str(tmp_path / "no-benchmarks")  # RewardBench comes from the hub cache
+  config.eval.datasets = "rewardbench,synthetic"
+  results = eval_stage.run(config, tmp_path / "w")
+  stored = json.loads((tmp_path / "w" / "eval" / "results.json").read_text())
+  assert results["hub_revisions"] == stored["hub_revisions"] == {"rewardbench": {"allenai/reward-bench": pinned}}
+  config.hub_revisions = f"allenai/reward-bench={other}"
+  again = eval_stage.run(config, tmp_path / "w")  # another revision is other data: the stage runs again
+  assert again["hub_revisions"] == {"rewardbench": {"allenai/reward-bench": other}}
+  assert len(patched[0]) == 4
