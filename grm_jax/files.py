@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 from etils import epath
+
+from grm_jax.errors import Unreachable, one_line
 
 PathLike = str | os.PathLike
 
@@ -87,9 +90,41 @@ def remove(p: PathLike) -> None:
   barrier(f"remove {target}")
 
 
+REACH_SECONDS = 15.0
+"""How long the first look at a remote workdir may take before the run stops (gcsfs retries a failing connection
+with backoff for about a minute before it raises)."""
+
+
+def check_reachable(p: PathLike, seconds: float = REACH_SECONDS) -> None:
+  """Fails fast, in one line (`errors.Unreachable`), when the object store of a remote workdir does not answer: no
+  network, no credentials, no such bucket, or no file system for the scheme (gcsfs not installed). The first look
+  runs in a helper thread so a client that retries for a minute cannot hold the run; a hung thread dies with the
+  process."""
+  outcome: dict[str, Any] = {}
+
+  def look() -> None:
+    try:
+      outcome["exists"] = epath.Path(p).exists()
+    except BaseException as e:  # noqa: BLE001 - reported below, in the main thread
+      outcome["error"] = e
+
+  thread = threading.Thread(target=look, name="check_reachable", daemon=True)
+  thread.start()
+  thread.join(seconds)
+  todo = ("check the bucket name, the network and the credentials (gcloud auth application-default login); gs:// "
+          "needs gcsfs: pip install 'grm_jax[gcs]'")
+  if thread.is_alive():
+    raise Unreachable(f"--workdir={p}: no answer from the object store in {seconds:.0f} s; {todo}")
+  if "error" in outcome:
+    e = outcome["error"]
+    raise Unreachable(f"--workdir={p}: cannot reach it ({type(e).__name__}: {one_line(e)[:300]}); {todo}")
+
+
 def ensure_writable_dir(p: PathLike) -> epath.Path:
   """Creates the folder and checks it is one (not a file), with a one-line error a user can act on."""
   out = epath.Path(p)
+  if is_remote(p):
+    check_reachable(p)
   if out.exists() and not out.is_dir():
     raise ValueError(f"--workdir={p} is a file; give a folder (it is created if missing)")
   return makedirs(out)

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from grm_jax import parallel
+from grm_jax.errors import MissingFile
 from grm_jax.models import builtin, hub, weights
 from grm_jax.models.config import ModelConfig, UnsupportedModelError, from_hf_config, to_hf_config
 from grm_jax.models.decoder import Decoder, KVCache, default_positions
@@ -179,7 +180,7 @@ def load(
     model.source = spec
     return model
   if not os.path.exists(spec):
-    raise FileNotFoundError(
+    raise MissingFile(
       f"{spec}: no such file or directory; pass an HF checkpoint directory, a Hugging Face Hub id (org/name), a "
       f".gguf file or one of {', '.join('builtin:' + k for k in builtin.BUILTINS)}"
     )
@@ -212,10 +213,9 @@ def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = Non
     return from_hf_config(GGUFSource(spec).hf_config(), source=spec, **overrides)
   cfg_path = os.path.join(spec, "config.json")
   if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{spec}: no config.json to read the architecture from; set config model.arch to one of "
-                            "grm_jax.models.config.PRESETS (e.g. gemma2-27b) to plan without the checkpoint")
-  with open(cfg_path) as f:
-    return from_hf_config(json.load(f), source=cfg_path, **overrides)
+    raise MissingFile(f"{spec}: no config.json to read the architecture from; set config model.arch to one of "
+                      "grm_jax.models.config.PRESETS (e.g. gemma2-27b) to plan without the checkpoint")
+  return from_hf_config(_read_hf_config(cfg_path), source=cfg_path, **overrides)
 
 
 def _placement() -> dict[str, Any]:
@@ -242,18 +242,25 @@ def _load_tiny(spec, overrides, cache_dir) -> Model:
   return model
 
 
+def _read_hf_config(cfg_path: str) -> dict[str, Any]:
+  """A checkpoint's config.json as a dict, or a `CheckpointError` naming the file and the place it breaks."""
+  try:
+    with open(cfg_path) as f:
+      hf = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    where = f" at line {e.lineno}, column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else f" ({e})"
+    raise CheckpointError(
+      f"{cfg_path}: invalid JSON{where}; fix the file or re-download the checkpoint's config.json") from None
+  if not isinstance(hf, dict):
+    raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(hf).__name__}; re-download config.json")
+  return hf
+
+
 def _load_hf_dir(directory, overrides, want_tokenizer) -> Model:
   cfg_path = os.path.join(directory, "config.json")
   if not os.path.exists(cfg_path):
     raise CheckpointError(f"{cfg_path}: missing; an HF checkpoint directory needs config.json")
-  try:
-    with open(cfg_path) as f:
-      hf = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CheckpointError(
-      f"{cfg_path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the file or "
-      "re-download the checkpoint's config.json"
-    ) from e
+  hf = _read_hf_config(cfg_path)
   cfg = from_hf_config(hf, source=cfg_path, **overrides)
   source = SafetensorsSource(directory)
   weights.check_complete(cfg, source, directory)

@@ -15,6 +15,7 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from grm_jax.errors import UserError
 from grm_jax.models.weights import TensorSource
 
 _DTYPES = {
@@ -37,7 +38,7 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
   """A weight file is missing, truncated or malformed; the message names it."""
 
 
