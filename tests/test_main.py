@@ -282,3 +282,18 @@ def test_a_gs_workdir_that_does_not_answer_stops_after_the_deadline(gs_as):
   with pytest.raises(errors.Unreachable, match=r"--workdir=gs://slow/run: no answer from the object store in 0 s"):
     files.check_reachable("gs://slow/run", seconds=0.3)
   assert time.perf_counter() - start < 3
+
+
+@pytest.mark.slow
+def test_the_command_line_reports_a_broken_config_json_in_one_line(tmp_path):
+  """The same through `python -m grm_jax.main` (absl's app.run): exit 2, one line, no traceback."""
+  model = os.path.dirname(_write(f"{tmp_path}/broken/config.json", '{"model_type": "llama",'))
+  data = _write(f"{tmp_path}/good.jsonl", '{"prompt": "q", "responses": ["a", "b"], "best": 0}\n')
+  done = subprocess.run([sys.executable, "-m", "grm_jax.main", f"--config={EVAL}:smoke", f"--workdir={tmp_path}/w",
+                         f"--config.model.name={model}", f"--config.eval.datasets=jsonl:{data}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+    f"grm_jax.main: {model}/config.json: invalid JSON at line 1, column 24: Expecting property name enclosed in "
+    "double quotes; fix the file or re-download the checkpoint's config.json")
