@@ -48,7 +48,8 @@ setup(
     "reward": ["httpx>=0.27"],
     # --config.logging.wandb=True: every stage's metrics in one Weights & Biases run per job.
     "wandb": ["wandb>=0.19"],
-    # gcsfs: gs:// workdirs and data paths (etils.epath reads and writes them through fsspec).
+    # gcsfs: gs:// workdirs and data paths (etils.epath reads and writes them through fsspec), TensorBoard events
+    # included (grm_jax.train.metrics writes them through epath, not tensorboardX's google-cloud-storage writer).
     "tpu": ["jax[tpu]", "gcsfs"],
     "gpu": ["jax[cuda12]", "gcsfs"],
     "gcs": ["gcsfs"],

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 from etils import epath
+
+from grm_jax.errors import Unreachable, one_line
 
 PathLike = str | os.PathLike
 
@@ -87,9 +90,41 @@ def remove(p: PathLike) -> None:
   barrier(f"remove {target}")
 
 
+REACH_SECONDS = 15.0
+"""How long the first look at a remote workdir may take before the run stops (gcsfs retries a failing connection
+with backoff for about a minute before it raises)."""
+
+
+def check_reachable(p: PathLike, seconds: float = REACH_SECONDS) -> None:
+  """Fails fast, in one line (`errors.Unreachable`), when the object store of a remote workdir does not answer: no
+  network, no credentials, no such bucket, or no file system for the scheme (gcsfs not installed). The first look
+  runs in a helper thread so a client that retries for a minute cannot hold the run; a hung thread dies with the
+  process."""
+  outcome: dict[str, Any] = {}
+
+  def look() -> None:
+    try:
+      outcome["exists"] = epath.Path(p).exists()
+    except BaseException as e:  # noqa: BLE001 - reported below, in the main thread
+      outcome["error"] = e
+
+  thread = threading.Thread(target=look, name="check_reachable", daemon=True)
+  thread.start()
+  thread.join(seconds)
+  todo = ("check the bucket name, the network and the credentials (gcloud auth application-default login); gs:// "
+          "needs gcsfs: pip install 'grm_jax[gcs]'")
+  if thread.is_alive():
+    raise Unreachable(f"--workdir={p}: no answer from the object store in {seconds:.0f} s; {todo}")
+  if "error" in outcome:
+    e = outcome["error"]
+    raise Unreachable(f"--workdir={p}: cannot reach it ({type(e).__name__}: {one_line(e)[:300]}); {todo}")
+
+
 def ensure_writable_dir(p: PathLike) -> epath.Path:
   """Creates the folder and checks it is one (not a file), with a one-line error a user can act on."""
   out = epath.Path(p)
+  if is_remote(p):
+    check_reachable(p)
   if out.exists() and not out.is_dir():
     raise ValueError(f"--workdir={p} is a file; give a folder (it is created if missing)")
   return makedirs(out)
@@ -126,10 +161,16 @@ def read_json(p: PathLike) -> Any:
   return json.loads(read_text(p))
 
 
-def read_jsonl(p: PathLike) -> list[dict]:
-  """All complete lines of a JSONL file; a torn last line (a process killed mid-append) is skipped."""
+def shards(p: PathLike) -> epath.Path:
+  """The folder of a JSONL log's per-step objects on an object store: `grpo/rollouts.jsonl` -> `grpo/rollouts/`
+  (`append_jsonl(..., shard=...)` writes one object there per step instead of rewriting the log whole)."""
+  out = epath.Path(p)
+  return out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name + ".d")
+
+
+def _parse_jsonl(text: str) -> list[dict]:
   rows = []
-  for line in read_text(p).splitlines():
+  for line in text.splitlines():
     if not line.strip():
       continue
     try:
@@ -137,6 +178,50 @@ def read_jsonl(p: PathLike) -> list[dict]:
     except json.JSONDecodeError:
       continue
   return rows
+
+
+def _shard_files(p: PathLike) -> list[epath.Path]:
+  folder = shards(p)
+  if not (is_remote(p) and folder.is_dir()):
+    return []
+  # Listed by name (not glob: the fsspec backends disagree on the scheme prefix of glob results).
+  return sorted((c for c in folder.iterdir() if c.name.endswith(".jsonl")), key=lambda c: c.name)
+
+
+def jsonl_exists(p: PathLike) -> bool:
+  """Whether a JSONL log has any part: the file, or (on an object store) its per-step objects."""
+  return exists(p) or bool(_shard_files(p))
+
+
+def read_jsonl(p: PathLike) -> list[dict]:
+  """All complete lines of a JSONL log: the file's, then (on an object store) those of its per-step objects in name
+  order (`shards`). A torn last line (a process killed mid-append) is skipped."""
+  rows = _parse_jsonl(read_text(p)) if exists(p) or not is_remote(p) else []
+  for part in _shard_files(p):
+    rows += _parse_jsonl(part.read_text())
+  return rows
+
+
+def filter_jsonl(p: PathLike, keep) -> None:
+  """Keeps the rows of a JSONL log for which `keep(row)` holds (a resumed run drops the steps it redoes). The file is
+  rewritten whole (local: renamed into place); a per-step object is deleted when none of its rows is kept and left
+  untouched when all are."""
+  if is_writer():
+    if exists(p):
+      _write(p, _lines([r for r in read_jsonl_file(p) if keep(r)]))
+    for part in _shard_files(p):
+      rows = _parse_jsonl(part.read_text())
+      kept = [r for r in rows if keep(r)]
+      if not kept:
+        part.unlink()
+      elif len(kept) < len(rows):
+        _write(part, _lines(kept))
+  barrier(f"filter {p}")
+
+
+def read_jsonl_file(p: PathLike) -> list[dict]:
+  """The complete lines of one JSONL file (without a log's per-step objects)."""
+  return _parse_jsonl(read_text(p))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,6 +275,10 @@ def write_json(p: PathLike, obj: Any) -> None:
   write_text(p, dumps(obj, indent=2) + "\n")
 
 
+def _lines(rows: Iterable[Any]) -> bytes:
+  return "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
 def write_jsonl(p: PathLike, rows: Iterable[Any]) -> int:
   """One strict JSON line per row; returns the number of rows."""
   lines = [dumps(r, ensure_ascii=False) for r in rows]
@@ -197,19 +286,28 @@ def write_jsonl(p: PathLike, rows: Iterable[Any]) -> int:
   return len(lines)
 
 
-def append_jsonl(p: PathLike, rows: Iterable[Any]) -> None:
-  """Adds lines to a JSONL file. Local files are appended to (a killed run keeps every line written); an object
-  store has no append, so the object is rewritten whole."""
+def append_jsonl(p: PathLike, rows: Iterable[Any], *, shard: str | None = None) -> None:
+  """Adds lines to a JSONL log. Local files are appended to (a killed run keeps every line written). An object
+  store has no append: with `shard` (a name that sorts in step order, e.g. `step_000000123`) the lines become the
+  new object `shards(p)/<shard>.jsonl`, so a log of hundreds of rollouts a step is never re-uploaded whole
+  (`read_jsonl` reads the parts back in order); without it (a log of a few lines) the object is rewritten whole."""
   text = "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows)
   if is_writer():
     out = epath.Path(p)
-    if is_remote(p):
+    if is_remote(p) and shard is not None:
+      _write(shards(p) / f"{shard}.jsonl", text.encode("utf-8"))
+    elif is_remote(p):
       _write(p, ((out.read_bytes() if out.exists() else b"") + text.encode("utf-8")))
     else:
       out.parent.mkdir(parents=True, exist_ok=True)
       with open(out, "a", encoding="utf-8") as f:
         f.write(text)
   barrier(f"append {p}")
+
+
+def step_shard(step: int) -> str:
+  """The per-step object name of a step's lines (zero-padded: names sort in step order)."""
+  return f"step_{int(step):09d}"
 
 
 def save_figure(fig, p: PathLike, **kw) -> None:

@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from grm_jax import configs, files, parallel
+from grm_jax.errors import UserError, one_line
 from grm_jax.train import tracking
 from grm_jax.train.errors import Preempted, StageStopped
 
@@ -122,16 +123,25 @@ def main(argv):
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if not files.is_writer():
     logging.set_verbosity(logging.WARNING)  # one process tells the story; the others speak up only for problems
+  execute(config, _WORKDIR.value)
+
+
+def execute(config, workdir: str) -> None:
+  """The command once its flags are parsed: check the config and the workdir, run the stages, print the summary.
+  A user's mistake (a config value, `errors.UserError`: a path, a file, a model, a data row, an unreachable
+  workdir) ends the process with one line on stderr and exit status 2; a preemption with 143; a stopped stage
+  with 1; anything else is a bug and keeps its traceback."""
   try:
     config.stages = configs.stage_list(config.stages)
     configs.validate(config)
-    files.ensure_writable_dir(_WORKDIR.value)
-  except ValueError as e:
-    print(f"grm_jax.main: {e}", file=sys.stderr)
-    sys.exit(2)
-  tracking.start(config.get("logging", {}), _WORKDIR.value, config.to_dict())
+    files.ensure_writable_dir(workdir)
+  except (ValueError, UserError) as e:
+    _user_error(e)
+  tracking.start(config.get("logging", {}), workdir, config.to_dict())
   try:
-    results = run(config, _WORKDIR.value)
+    results = run(config, workdir)
+  except UserError as e:  # a path, file, model or data row the user gave: one line, exit 2, as a config mistake
+    _user_error(e)
   except Preempted as e:
     print(f"grm_jax.main: {e}", file=sys.stderr)
     sys.exit(143)
@@ -143,6 +153,12 @@ def main(argv):
   if files.is_writer():
     summary = {k: v.get("summary", v) if isinstance(v, dict) else v for k, v in results.items()}
     print(files.dumps(_without_outcomes(summary), indent=2, default=str)[:4000])
+
+
+def _user_error(e: BaseException) -> None:
+  """A user's mistake: its message on one line, exit status 2, no traceback (tracebacks are for bugs)."""
+  print(f"grm_jax.main: {one_line(e)}", file=sys.stderr)
+  sys.exit(2)
 
 
 def _without_outcomes(x):

@@ -1,20 +1,32 @@
 """grm_jax.files: strict JSON, whole-file writes, and a pipeline whose workdir and data live on gs:// (a fake bucket:
 fsspec's in-memory file system registered for the gs protocol, which is how etils.epath reaches Cloud Storage)."""
 
+import collections
 import json
 import os
+import types
 
+import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from experiments import eval as eval_experiment
 from grm_jax import files, main
 from grm_jax.data import PreferenceExample, write_examples
+from grm_jax.stages.grpo import RolloutLog
+from grm_jax.train.metrics import MetricsWriter
+from tests.train.test_metrics import event_scalars
 
 
 class FakeGCS(MemoryFileSystem):
   protocol = ("gs", "gcs")
   root_marker = ""
+  writes: collections.Counter = collections.Counter()  # uploads per object: an object store has no append
+
+  def _open(self, path, mode="rb", **kwargs):
+    if "w" in mode or "a" in mode:
+      FakeGCS.writes[self._strip_protocol(path)] += 1
+    return super()._open(path, mode, **kwargs)
 
 
 @pytest.fixture
@@ -33,6 +45,8 @@ def bucket(monkeypatch):
   yield name
   for key in [k for k in FakeGCS.store if k.startswith(name)]:
     del FakeGCS.store[key]
+  for key in [k for k in FakeGCS.writes if k.startswith(name)]:
+    del FakeGCS.writes[key]
   backend.fsspec_backend._get_filesystem.cache_clear()
 
 
@@ -99,3 +113,51 @@ def test_evaluation_with_workdir_and_data_on_gs(bucket, tmp_path):
   again = main.run(config, workdir)["eval"]
   assert again["seconds"] == stored["seconds"]  # reused, not evaluated again
   assert [r["stage"] for r in files.read_jsonl(f"{workdir}/timings.jsonl")] == ["eval", "eval"]
+
+
+def _objects(prefix: str) -> dict[str, int]:
+  """Uploads per object under `prefix` (path relative to it)."""
+  return {k[len(prefix) + 1 :]: n for k, n in FakeGCS.writes.items() if k.startswith(prefix + "/")}
+
+
+def _rollouts(step: int, items: int = 2, k: int = 3):
+  """One GRPO step's batch and judgements as `RolloutLog.write` reads them (items x k rollouts of 2 responses)."""
+  batch = [types.SimpleNamespace(source="hand", id=f"s{step}-{b}", n=2) for b in range(items)]
+  j = types.SimpleNamespace(k=k, perms=np.zeros((items, k, 2), int), texts=[[f"t{step}.{b}.{s}" for s in range(k)]
+                            for b in range(items)], valid=np.ones((items, k), bool), scores=np.ones((items, k, 2)))
+  return batch, j, np.ones((items, k))
+
+
+def test_grpo_rollouts_and_metrics_on_a_bucket_are_one_object_per_step_never_rewritten(bucket):
+  """An object store has no append: each step's rollouts and metrics are one new object (`rollouts/step_*.jsonl`),
+  uploaded once, and the log reads back whole and in order. A resumed run drops the objects of the steps it redoes."""
+  out = f"{bucket}/w/grpo"
+  log = RolloutLog(f"{out}/rollouts.jsonl")
+  with MetricsWriter(f"{out}/metrics.jsonl") as metrics:
+    for step in range(3):
+      log.write(step, *_rollouts(step))
+      metrics.write(step + 1, {"reward_mean": step / 2})
+  prefix = out
+  shards = [f"step_{s:09d}.jsonl" for s in (1, 2, 3)]
+  assert _objects(prefix) == {**{f"rollouts/{n}": 1 for n in shards}, **{f"metrics/{n}": 1 for n in shards}}
+  rows = files.read_jsonl(f"{out}/rollouts.jsonl")
+  assert [(r["step"], r["item"], r["sample"]) for r in rows] == [
+    (s + 1, f"hand/s{s}-{b}", i) for s in range(3) for b in range(2) for i in range(3)]
+  assert files.read_jsonl(f"{out}/metrics.jsonl") == [{"step": s + 1, "reward_mean": s / 2} for s in range(3)]
+
+  # Killed after step 3's logs but restored from the checkpoint of step 1: steps 2 and 3 are redone.
+  resumed = RolloutLog(f"{out}/rollouts.jsonl")
+  MetricsWriter(f"{out}/metrics.jsonl", resume_from_step=1).close()
+  assert [r["step"] for r in files.read_jsonl(f"{out}/metrics.jsonl")] == [1]
+  resumed.write(1, *_rollouts(1))
+  assert sorted({r["step"] for r in files.read_jsonl(f"{out}/rollouts.jsonl")}) == [1, 2]
+  assert len(files.read_jsonl(f"{out}/rollouts.jsonl")) == 12
+
+
+def test_tensorboard_events_on_a_bucket_read_back(bucket):
+  """TensorBoard events of a gs:// workdir go to the bucket (through epath, like every other file) and parse back."""
+  with MetricsWriter(f"{bucket}/w/rft/metrics.jsonl", tensorboard_dir=f"{bucket}/w/rft/tb") as w:
+    w.write(1, {"loss": 0.5, "nan": float("nan")})
+    w.write(2, {"loss": 0.25})
+  [event_file] = [k for k in FakeGCS.store if k.startswith(f"{bucket}/w/rft/tb/events.out.tfevents.")]
+  assert event_scalars(files.path(event_file).read_bytes()) == [("loss", 1, 0.5), ("loss", 2, 0.25)]

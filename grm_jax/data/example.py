@@ -21,11 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from grm_jax import files
+from grm_jax.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(ValueError, UserError):
   """A malformed file or row. The message always names the file and, when there is one, the row/line.
 
   Subclasses `ValueError` so callers that only care about "bad input" can catch that.

@@ -25,7 +25,7 @@ from typing import Any
 from etils.epath import Path
 
 from grm_jax.data.benchmarks import to_turns
-from grm_jax.data.example import Examples, PreferenceExample
+from grm_jax.data.example import DataError, Examples, PreferenceExample
 from grm_jax.data.io import OnError, PathLike, Sink, as_str, iter_rows, list_files, require
 
 RowFn = Callable[..., Any]
@@ -436,7 +436,11 @@ def _trl_row(row: dict[str, Any]) -> PreferenceExample:
 
 
 def _jsonl_row(row: Any, file: Path, loc: str) -> PreferenceExample:
-  trl = isinstance(row, dict) and "chosen" in row and "rejected" in row and "responses" not in row
+  trl = isinstance(row, dict) and ("chosen" in row or "rejected" in row) and "responses" not in row
+  if trl and not ("chosen" in row and "rejected" in row):  # a TRL pair with one side missing, not an unknown key
+    missing = "rejected" if "chosen" in row else "chosen"
+    raise DataError(f"a TRL-style row (prompt / chosen / rejected) needs both 'chosen' and 'rejected': missing "
+                    f"{missing!r}")
   ex = _trl_row(row) if trl else PreferenceExample.from_dict(row)
   if "source" not in row or "id" not in row:  # hand-written files: still give metrics a unit and a key
     ex = dataclasses.replace(

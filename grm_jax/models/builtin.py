@@ -15,6 +15,8 @@ import subprocess
 import sys
 import zipfile
 
+from grm_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class BuiltinModel:
@@ -36,7 +38,7 @@ BUILTINS = {
 }
 
 
-class BuiltinModelError(RuntimeError):
+class BuiltinModelError(RuntimeError, UserError):
   pass
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from grm_jax.errors import UserError
+
 FAMILIES = ("llama", "qwen2", "gemma2")
 
 # transformers `architectures` / `model_type` values we can load, mapped to our family.
@@ -29,7 +31,7 @@ _HF_ARCH_OF_FAMILY = {v: k for k, v in HF_ARCHITECTURES.items()}
 NO_WINDOW = 2**30
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(ValueError, UserError):
   """A checkpoint describes an architecture or option this decoder does not implement."""
 
 

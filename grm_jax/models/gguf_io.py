@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from grm_jax.errors import UserError
 from grm_jax.models.config import UnsupportedModelError
 from grm_jax.models.weights import TensorSource
 
@@ -41,7 +42,7 @@ _LAYER_NAMES_GEMMA2 = {
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-class GGUFError(ValueError):
+class GGUFError(ValueError, UserError):
   """The GGUF file cannot be read as a supported model; the message names the file."""
 
 

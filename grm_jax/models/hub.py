@@ -12,6 +12,7 @@ import os
 import re
 
 from grm_jax import hub_cache
+from grm_jax.errors import MissingFile
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*",
@@ -28,5 +29,8 @@ def is_hub_id(spec: str) -> bool:
 
 def snapshot(repo_id: str, cache_dir: str | None = None) -> str:
   """The local folder of `repo_id`'s checkpoint files: the cached snapshot, or a fresh download into the cache."""
-  return hub_cache.snapshot(repo_id, FILES, required=REQUIRED, cache_dir=cache_dir,
-                            instead="or pass a local checkpoint directory")
+  try:
+    return hub_cache.snapshot(repo_id, FILES, required=REQUIRED, cache_dir=cache_dir,
+                              instead="or pass a local checkpoint directory")
+  except FileNotFoundError as e:  # neither cached nor downloadable: the message says what to download (a UserError)
+    raise MissingFile(str(e)) from None

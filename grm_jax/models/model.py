@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from grm_jax import files, parallel
+from grm_jax.errors import MissingFile
 from grm_jax.models import builtin, hub, weights
 from grm_jax.models.config import ModelConfig, UnsupportedModelError, from_hf_config, to_hf_config
 from grm_jax.models.decoder import Decoder, KVCache, default_positions
@@ -207,7 +208,7 @@ def load(
     model.source = spec
     return model
   if not os.path.exists(spec):
-    raise FileNotFoundError(
+    raise MissingFile(
       f"{spec}: no such file or directory; pass an HF checkpoint directory, a Hugging Face Hub id (org/name), a "
       f".gguf file or one of {', '.join('builtin:' + k for k in builtin.BUILTINS)}"
     )
@@ -242,9 +243,9 @@ def load_config(spec: str, dtype: str = "float32", param_dtype: str | None = Non
     return from_hf_config(GGUFSource(spec).hf_config(), source=spec, **overrides)
   cfg_path = os.path.join(spec, "config.json")
   if not files.exists(cfg_path):
-    raise FileNotFoundError(f"{spec}: no config.json to read the architecture from; set config model.arch to one of "
-                            "grm_jax.models.config.PRESETS (e.g. gemma2-27b) to plan without the checkpoint")
-  return from_hf_config(json.loads(files.read_text(cfg_path)), source=cfg_path, **overrides)
+    raise MissingFile(f"{spec}: no config.json to read the architecture from; set config model.arch to one of "
+                      "grm_jax.models.config.PRESETS (e.g. gemma2-27b) to plan without the checkpoint")
+  return from_hf_config(_read_hf_config(cfg_path), source=cfg_path, **overrides)
 
 
 def _check_remote(spec: str) -> None:
@@ -254,8 +255,8 @@ def _check_remote(spec: str) -> None:
     raise CheckpointError(f"{spec}: a .gguf file is read from a local disk only; copy it first (gcloud storage cp "
                           f"{spec} /data/) or load the model's HF safetensors folder from {spec.rsplit('/', 1)[0]}/")
   if not files.isdir(spec):
-    raise FileNotFoundError(f"{spec}: no such folder; pass the gs://… folder that holds the checkpoint's config.json "
-                            "and safetensors")
+    raise MissingFile(f"{spec}: no such folder; pass the gs://… folder that holds the checkpoint's config.json "
+                      "and safetensors")
 
 
 def _placement() -> dict[str, Any]:
@@ -282,17 +283,24 @@ def _load_tiny(spec, overrides, cache_dir) -> Model:
   return model
 
 
+def _read_hf_config(cfg_path: str) -> dict[str, Any]:
+  """A checkpoint's config.json as a dict, or a `CheckpointError` naming the file and the place it breaks."""
+  try:
+    hf = json.loads(files.read_text(cfg_path))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    where = f" at line {e.lineno}, column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else f" ({e})"
+    raise CheckpointError(
+      f"{cfg_path}: invalid JSON{where}; fix the file or re-download the checkpoint's config.json") from None
+  if not isinstance(hf, dict):
+    raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(hf).__name__}; re-download config.json")
+  return hf
+
+
 def _load_hf_dir(directory, overrides, want_tokenizer, cache_dir=None) -> Model:
   cfg_path = os.path.join(directory, "config.json")
   if not files.exists(cfg_path):
     raise CheckpointError(f"{cfg_path}: missing; an HF checkpoint directory needs config.json")
-  try:
-    hf = json.loads(files.read_text(cfg_path))
-  except json.JSONDecodeError as e:
-    raise CheckpointError(
-      f"{cfg_path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the file or "
-      "re-download the checkpoint's config.json"
-    ) from e
+  hf = _read_hf_config(cfg_path)
   cfg = from_hf_config(hf, source=cfg_path, **overrides)
   source = SafetensorsSource(directory)
   weights.check_complete(cfg, source, directory)

@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from grm_jax import files
+from grm_jax.errors import UserError
 from grm_jax.models.weights import TensorSource
 
 _DTYPES = {
@@ -42,7 +43,7 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
   """A weight file is missing, truncated or malformed; the message names it."""
 
 

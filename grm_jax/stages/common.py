@@ -281,7 +281,7 @@ def run_stage(config, workdir: str, name: str, work: Callable[[str], dict[str, A
 
 STARTED = "started.json"
 """The fingerprint a stage's training outputs (checkpoints, metrics) belong to, written before its work starts."""
-STALE = ("checkpoints", "metrics.jsonl", "final", "done.json")
+STALE = ("checkpoints", "metrics.jsonl", "metrics", "final", "done.json")  # metrics/: its per-step objects (gs://)
 """What a stage's training leaves that belongs to one fingerprint: resumed only with the same inputs."""
 
 

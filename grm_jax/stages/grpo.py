@@ -30,7 +30,7 @@ from absl import logging
 
 from grm_jax import judges
 from grm_jax.buckets import row_bucket
-from grm_jax.files import append_jsonl, exists, read_jsonl, write_jsonl
+from grm_jax.files import append_jsonl, filter_jsonl, read_jsonl, step_shard, write_jsonl
 from grm_jax.grm import rules
 from grm_jax.judges import trajectories
 from grm_jax.models import lora
@@ -166,7 +166,8 @@ def _summary(history: list[dict[str, Any]], steps: int) -> dict[str, Any]:
 
 
 class RolloutLog:
-  """`grpo/rollouts.jsonl`: every rollout of every step. The first write of a resumed run first drops the lines of
+  """`grpo/rollouts.jsonl` (on an object store: `grpo/rollouts/step_<step>.jsonl`, one object per step; read either
+  with `files.read_jsonl`): every rollout of every step. The first write of a resumed run first drops the lines of
   the steps it redoes, so each step appears once."""
 
   def __init__(self, path: str):
@@ -174,14 +175,16 @@ class RolloutLog:
     self.started = False
 
   def write(self, step: int, batch, j: judges.Judgements, reward: np.ndarray) -> None:
-    if not self.started and exists(self.path):
-      write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["step"] <= step])
+    if not self.started:
+      filter_jsonl(self.path, lambda r: r["step"] <= step)
     self.started = True
+    # On an object store each step is one new object (`grpo/rollouts/step_000000123.jsonl`): hundreds of rollouts a
+    # step appended to one object would re-upload the whole log every step.
     append_jsonl(self.path, [
       {"step": int(step) + 1, "item": f"{ex.source}/{ex.id}", "sample": s,
        "perm": [int(i) for i in j.perms[b, s, : ex.n]], "text": j.texts[b][s], "valid": bool(j.valid[b, s]),
        "scores": [float(x) for x in j.scores[b, s, : ex.n]] if j.valid[b, s] else None, "reward": float(reward[b, s])}
-      for b, ex in enumerate(batch) for s in range(j.k)])
+      for b, ex in enumerate(batch) for s in range(j.k)], shard=step_shard(int(step) + 1))
 
 
 class GrpoStep:

@@ -8,9 +8,11 @@ loaded by the analysis scripts (`read_jsonl`).
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,41 @@ def _to_float(name: str, value: Any) -> float:
   return float(arr.reshape(()))
 
 
+class _RemoteEventFile:
+  """One TensorBoard event file on an object store, written through `etils.epath` (the path layer of every other
+  file here, so gcsfs's credentials serve it and a test's fsspec memory file system stands in for a bucket). An
+  object has no append: the events are kept in memory and the object is replaced whole on each flush (tensorboardX
+  flushes every `flush_secs`, 120 s, and on close). Scalars are a few dozen bytes a step, so the object stays small;
+  tensorboardX's own gs:// writer (google-cloud-storage) does the same."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.buffer = io.BytesIO()
+    self.lock = threading.Lock()  # the flushing thread and the writing one share the buffer
+
+  def write(self, data: bytes) -> None:
+    with self.lock:
+      self.buffer.write(data)
+
+  def flush(self) -> None:
+    with self.lock:
+      data = self.buffer.getvalue()
+    files.path(self.path).write_bytes(data)
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _RemoteEventFiles:
+  """tensorboardX's writer factory for one URL scheme (`record_writer.register_writer_factory`)."""
+
+  def open(self, path: str) -> _RemoteEventFile:
+    return _RemoteEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    files.path(path).mkdir(parents=True, exist_ok=True)  # a no-op on a bucket; fsspec's memory fs keeps folders
+
+
 def _tensorboard_writer(logdir: str):
   try:
     from tensorboardX import SummaryWriter
@@ -38,13 +75,21 @@ def _tensorboard_writer(logdir: str):
       from torch.utils.tensorboard import SummaryWriter
     except ImportError:
       return None
+  if files.is_remote(logdir):
+    if "torch" in SummaryWriter.__module__:
+      return None  # torch's writer reaches object stores only through TensorFlow's file system
+    from tensorboardX import record_writer
+
+    # Events on gs:// (and any fsspec scheme) go through epath, replacing tensorboardX's google-cloud-storage
+    # writer: one storage layer and one dependency (gcsfs, the `gcs` / `tpu` / `gpu` extras) for every file of a run.
+    record_writer.register_writer_factory(logdir.split("://", 1)[0], _RemoteEventFiles())
   return SummaryWriter(logdir)
 
 
 class MetricsWriter:
-  """Append-only JSONL of {"step": int, **scalars} per line (+ TensorBoard event files when `tensorboardX` or
-  `torch.utils.tensorboard` is importable and the folder is local; silently skipped otherwise), plus an optional
-  tqdm postfix.
+  """Append-only JSONL of {"step": int, **scalars} per line (one object per step on an object store), TensorBoard
+  event files when `tensorboardX` or `torch.utils.tensorboard` is importable (silently skipped otherwise; on an object
+  store through tensorboardX only), plus an optional tqdm postfix.
 
   Every process calls it alike (the file writes wait for each other, see `grm_jax.files`); process 0 writes.
   """
@@ -64,16 +109,12 @@ class MetricsWriter:
     self.path = os.fspath(path_jsonl)
     self.pbar = pbar
     self._tb = None
-    if resume_from_step is not None and files.exists(self.path):
-      self._truncate_after(resume_from_step)
-    if tensorboard_dir is not None and files.is_writer() and not files.is_remote(tensorboard_dir):
+    if resume_from_step is not None:
+      files.filter_jsonl(self.path, lambda r: int(r.get("step", -1)) <= resume_from_step)
+    if tensorboard_dir is not None and files.is_writer():
       self._tb = _tensorboard_writer(tensorboard_dir)
       if self._tb is None:
         log.info("no tensorboardX / torch.utils.tensorboard: metrics go to %s only", self.path)
-
-  def _truncate_after(self, step: int) -> None:
-    # Written whole and renamed into place: a crash here cannot lose the metrics of the steps we keep.
-    files.write_jsonl(self.path, [r for r in files.read_jsonl(self.path) if int(r.get("step", -1)) <= step])
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> dict:
     """Log one step; returns the record as written ({"step": step, name: float, ...}).
@@ -85,7 +126,7 @@ class MetricsWriter:
     for name, value in scalars.items():
       record[name] = _to_float(name, value)
     # A NaN or infinite value is written as null (strict JSON); the returned record keeps it.
-    files.append_jsonl(self.path, [record])
+    files.append_jsonl(self.path, [record], shard=files.step_shard(step))  # on an object store: one object a step
     tracking.log(self.path, step, record)
     if self._tb is not None:
       for name, value in record.items():

@@ -66,20 +66,23 @@ def test_without_resume_appends(tmp_path):
   assert [r["step"] for r in read_jsonl(path)] == [1, 2]
 
 
-def _events(folder):
-  """(tag, step, value) of every scalar in the TensorBoard event files under `folder` (TFRecord framing: length,
-  its CRC, the Event proto, its CRC)."""
+def event_scalars(data: bytes) -> list[tuple[str, int, float]]:
+  """(tag, step, value) of every scalar in one TensorBoard event file (TFRecord framing: length, its CRC, the Event
+  proto, its CRC)."""
   from tensorboardX.proto import event_pb2  # noqa: PLC0415
 
-  out = []
-  for path in sorted(folder.rglob("events.out.tfevents.*")):
-    data, pos = path.read_bytes(), 0
-    while pos < len(data):
-      n = int.from_bytes(data[pos : pos + 8], "little")
-      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
-      pos += 12 + n + 4
-      out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+  out, pos = [], 0
+  while pos < len(data):
+    n = int.from_bytes(data[pos : pos + 8], "little")
+    event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+    pos += 12 + n + 4
+    out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
   return out
+
+
+def _events(folder):
+  """Every scalar of the TensorBoard event files under `folder`."""
+  return [e for path in sorted(folder.rglob("events.out.tfevents.*")) for e in event_scalars(path.read_bytes())]
 
 
 def test_tensorboard_events_are_written(tmp_path):

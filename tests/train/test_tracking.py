@@ -1,6 +1,7 @@
 """W&B tracking: one run per job, each stage's scalars under its path with its own step axis; offline for real."""
 
 import glob
+import os
 import sys
 import types
 
@@ -9,6 +10,7 @@ import pytest
 from grm_jax import configs
 from grm_jax.train import tracking
 from grm_jax.train.metrics import MetricsWriter
+from tests.test_files import bucket  # noqa: F401  (the fake gs:// bucket fixture)
 
 
 class _FakeRun:
@@ -77,3 +79,28 @@ def test_bad_wandb_settings_are_one_line_before_any_model_loads(monkeypatch):
   monkeypatch.setattr(configs.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(ValueError, match="config logging.wandb=True needs the wandb package: pip install wandb"):
     configs.validate(c, num_devices=1)
+
+
+def test_a_gs_workdir_keeps_wandb_files_in_a_local_cache_named_by_the_run(bucket, tmp_path, monkeypatch):  # noqa: F811
+  """wandb writes its files with plain `open`: for a gs:// workdir they go to a local cache folder named by the run id
+  (not `<cwd>/gs:/…`), the run is named after the workdir's last folder, and stages log under their path in it."""
+  runs = []
+  fake = types.SimpleNamespace(init=lambda **kw: runs.append(_FakeRun(**kw)) or runs[-1])
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  monkeypatch.chdir(tmp_path)
+  workdir = f"{bucket}/runs/spct-1"
+  settings = configs.tracking()
+  settings.wandb = True
+  run = tracking.start(settings, workdir, {})
+  try:
+    rid = tracking.run_id(workdir)
+    assert rid == tracking.run_id(workdir + "/") != tracking.run_id(f"{bucket}/runs/spct-2")
+    assert run.init["dir"] == str(tmp_path / "cache" / "grm_jax" / "wandb" / rid) and os.path.isdir(run.init["dir"])
+    assert run.init["name"] == "spct-1" and run.init["id"] == rid
+    with MetricsWriter(f"{workdir}/seed0/rft/metrics.jsonl") as w:
+      w.write(1, {"loss": 2.5})
+  finally:
+    tracking.finish()
+  assert run.logged == [{"seed0/rft/step": 1, "seed0/rft/loss": 2.5}]
+  assert not (tmp_path / "gs:").exists()
