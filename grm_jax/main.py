@@ -103,6 +103,8 @@ def _explain(argv: list[str], error: Exception) -> str:
 
 
 def _parse_flags(argv: list[str]):
+  # First, before an experiment file or anything else can start a JAX backend: no libtpu errors without a TPU.
+  parallel.pin_cpu_without_tpu()
   try:
     return flags.FLAGS(argv)
   except Exception as e:
@@ -119,7 +121,6 @@ def main(argv):
   except Exception as e:
     print(f"grm_jax.main: {_explain(sys.argv, e)}", file=sys.stderr)
     sys.exit(2)
-  parallel.pin_cpu_without_tpu()  # before jax starts a backend: no libtpu errors on a machine without a TPU
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if not files.is_writer():
     logging.set_verbosity(logging.WARNING)  # one process tells the story; the others speak up only for problems

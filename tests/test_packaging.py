@@ -101,8 +101,8 @@ def test_a_cpu_start_prints_no_tpu_errors():
           "print(pinned, jax.default_backend())")
   out = subprocess.run([sys.executable, "-c", code], env=_clean_env(PYTHONPATH=ROOT), capture_output=True, text=True,
                        timeout=120, check=True)
-  assert out.stdout.split() == ["True", "cpu"]
   assert not E_LEVEL.search(out.stderr), out.stderr
+  assert out.stdout.split() == ["True", "cpu"]
 
 
 @pytest.mark.slow
