@@ -8,8 +8,14 @@ setup(
   description="Pointwise generative reward models trained with Self-Principled Critique Tuning, in JAX/Flax",
   long_description=open("README.md", encoding="utf-8").read(),
   long_description_content_type="text/markdown",
+  license="Apache-2.0",
+  url="https://arxiv.org/abs/2504.02495",
   python_requires=">=3.11",
-  packages=find_packages(include=["grm_jax", "grm_jax.*"]),
+  # experiments/ (the `--config` files) is installed as grm_jax/experiments: one copy in the repository, and
+  # `--config=spct:smoke` finds it after a plain (non-editable) install (grm_jax.configs.resolve_experiment).
+  packages=[*find_packages(include=["grm_jax", "grm_jax.*"]), "grm_jax.experiments"],
+  package_dir={"grm_jax.experiments": "experiments"},
+  entry_points={"console_scripts": ["grm-jax=grm_jax.main:cli"]},
   install_requires=[
     "jax>=0.7",
     "flax>=0.11",
@@ -17,6 +23,7 @@ setup(
     "orbax-checkpoint>=0.11",
     "etils[epath]",  # paths that may be gs:// (grm_jax.files); orbax uses the same library
     "transformers>=4.56",
+    "jinja2>=3.1",  # transformers renders chat templates with it but does not require it (found by a plain install)
     "tensorflow-datasets>=4.9.9",
     "ml-collections>=1.0",
     "absl-py",

@@ -13,6 +13,8 @@ import os
 
 import jax
 import ml_collections
+from absl import flags as absl_flags
+from ml_collections import config_flags
 
 from grm_jax import parallel
 from grm_jax.data import hub as data_hub
@@ -287,13 +289,57 @@ def claims() -> ml_collections.ConfigDict:
   return c
 
 
+def experiment_dirs() -> list[str]:
+  """Where experiment files are looked up by name: the copy installed with the package (`grm_jax/experiments`, from
+  setup.py's package_dir) and, in a source checkout or an editable install, the repository's `experiments/`."""
+  package = os.path.dirname(os.path.abspath(__file__))
+  return [d for d in (os.path.join(package, "experiments"), os.path.join(os.path.dirname(package), "experiments"))
+          if os.path.isdir(d)]
+
+
+def experiment_names() -> list[str]:
+  """The experiment files found by name (`spct`, `eval`, ...), for messages."""
+  return sorted({f[:-3] for d in experiment_dirs() for f in os.listdir(d) if f.endswith(".py") and f[0] != "_"})
+
+
+def resolve_experiment(spec: str) -> str:
+  """`spct:smoke` -> `<installed experiments>/spct.py:smoke`. A path that exists is kept as it is; a bare name
+  (`spct`, `spct.py`) or the documented `experiments/<name>.py` that does not exist from here is looked up among the
+  installed experiment files, so the README's commands work from any folder after a plain `pip install`."""
+  path, sep, preset = spec.partition(":")
+  if not path or os.path.exists(path):
+    return spec
+  head, base_name = os.path.split(path)
+  if head not in ("", "experiments"):
+    return spec
+  name = base_name if base_name.endswith(".py") else base_name + ".py"
+  for folder in experiment_dirs():
+    if os.path.isfile(os.path.join(folder, name)):
+      return os.path.join(folder, name) + sep + preset
+  return spec
+
+
+def define_experiment_flag(name: str, help_string: str):
+  """`config_flags.DEFINE_config_file` (the file, `:preset` passed to its `get_config`, the config locked) whose value
+  may also name an installed experiment: `--config=spct:smoke` and `--config=experiments/spct.py:smoke` load the same
+  file (`resolve_experiment`). ml_collections keeps its parser class private, so the flag's own parser is wrapped."""
+  holder = config_flags.DEFINE_config_file(name, None, help_string)
+  parser = absl_flags.FLAGS[name].parser
+  parse = parser.parse
+  parser.parse = lambda spec: parse(resolve_experiment(spec))
+  return holder
+
+
 def load_experiment(path: str):
-  """The experiment file at `path` as a module (its `get_config(preset)`, `PRESETS`, ...): experiment files live
-  outside the package, beside each other, and one may build on another (baselines.py and science.py on spct.py)."""
+  """The experiment file at `path` (or named `path`: `resolve_experiment`) as a module (its `get_config(preset)`,
+  `PRESETS`, ...): experiment files are files, not modules of the package, beside each other, and one may build on
+  another (baselines.py and science.py on spct.py)."""
   import importlib.util  # noqa: PLC0415
 
+  path = resolve_experiment(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"no such file {path!r}")
+    raise FileNotFoundError(f"no such file {path!r} (an experiment file's path, or one of the experiment names "
+                            f"{experiment_names()})")
   name = "grm_jax_experiment_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,5 @@
-"""Entry point: `python -m grm_jax.main --config=experiments/<file>.py[:preset] --workdir=DIR`.
+"""Entry point: `python -m grm_jax.main --config=experiments/<file>.py[:preset] --workdir=DIR` (or `grm-jax ...`;
+`--config=<file>[:preset]` names an experiment file installed with the package, e.g. `--config=spct:smoke`).
 
 The config file's `get_config(preset)` builds an `ml_collections.ConfigDict`; command-line
 overrides (`--config.eval.k=8`) are applied by `config_flags`, which rejects a key the config
@@ -16,7 +17,6 @@ import sys
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from grm_jax import configs, files, parallel
 from grm_jax.errors import UserError, one_line
@@ -25,7 +25,7 @@ from grm_jax.train.errors import Preempted, StageStopped
 
 STAGES = ("rft", "grpo", "metarm", "btrm", "eval", "compare", "claims")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file, e.g. experiments/eval.py:smoke")
+_CONFIG = configs.define_experiment_flag("config", "experiment file or name: experiments/eval.py:smoke, eval:smoke")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (config snapshot, data, checkpoints, reports)")
 flags.mark_flags_as_required(["config", "workdir"])
 # Multi-process runs: with none of these, JAX's own cluster detection (Cloud TPU pods, SLURM, Open MPI) decides, and
@@ -104,6 +104,8 @@ def _explain(argv: list[str], error: Exception) -> str:
 
 
 def _parse_flags(argv: list[str]):
+  # First, before an experiment file or anything else can start a JAX backend: no libtpu errors without a TPU.
+  parallel.pin_cpu_without_tpu()
   try:
     return flags.FLAGS(argv)
   except Exception as e:
@@ -170,5 +172,10 @@ def _without_outcomes(x):
   return x
 
 
-if __name__ == "__main__":
+def cli():
+  """The `grm-jax` console script (setup.py's entry_points): the same as `python -m grm_jax.main`."""
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

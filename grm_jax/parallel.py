@@ -18,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import importlib.metadata
+import importlib.util
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -324,6 +327,55 @@ def describe(tree, shardings) -> list[str]:
   for (path, leaf), s in zip(flat, flat_s, strict=True):
     lines.append(f"{jax.tree_util.keystr(path):50s} {str(tuple(leaf.shape)):28s} {s.spec}")
   return lines
+
+
+_TPU_HOST_VARS = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "COLAB_TPU_ADDR")
+
+
+def tpu_attached(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
+  """Whether this machine looks like it has TPU chips: their device files (`/dev/accel*` on v2-v5p, `/dev/vfio/<n>` on
+  v5e and later) or the variables GKE (or Colab) sets for libtpu. Not any `TPU_*`: importing jax sets
+  TPU_LIBRARY_PATH and TPU_SKIP_MDS_QUERY itself where libtpu is installed."""
+  environ = os.environ if environ is None else environ
+  if any(environ.get(k) for k in _TPU_HOST_VARS):
+    return True
+  try:
+    names = os.listdir(dev)
+  except OSError:
+    return False
+  vfio = os.path.join(dev, "vfio")
+  groups = os.listdir(vfio) if os.path.isdir(vfio) else []  # numbered IOMMU groups; `vfio/vfio` is on many machines
+  return any(n.startswith("accel") for n in names) or any(g.isdigit() for g in groups)
+
+
+def _jax_platforms() -> str | None:
+  return jax.config.jax_platforms
+
+
+def _other_pjrt_plugins() -> bool:
+  """A GPU (or other) PJRT plugin: an entry point in the `jax_plugins` group or a module of that namespace package."""
+  entry_points = importlib.metadata.entry_points(group="jax_plugins")
+  return bool(entry_points) or importlib.util.find_spec("jax_plugins") is not None
+
+
+def should_pin_cpu(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
+  """No TPU attached, no other accelerator plugin installed, no platform chosen by the user (JAX_PLATFORMS,
+  `jax_platforms`): CPU is then the only backend JAX could start anyway."""
+  environ = os.environ if environ is None else environ
+  if environ.get("JAX_PLATFORMS") or _jax_platforms():
+    return False
+  return not tpu_attached(environ, dev) and not _other_pjrt_plugins()
+
+
+def pin_cpu_without_tpu(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
+  """Pin JAX to its CPU backend where `should_pin_cpu`; True when it did. Why: JAX tries its TPU backend first, and
+  where libtpu is installed (`make env` installs it for `python -m grm_jax.aot`, which compiles with it on a CPU)
+  libtpu prints E-level lines (`unexpected worker hostname`) before every CPU run, and without it JAX logs
+  "Unable to initialize backend 'tpu'". Call before anything touches a device."""
+  if not should_pin_cpu(environ, dev):
+    return False
+  jax.config.update("jax_platforms", "cpu")
+  return True
 
 
 def initialize_distributed(

@@ -16,9 +16,10 @@
 #   launch/tpu_pod.sh setup NAME ZONE [--mount-data-disk /data [--data-disk-device /dev/sdb]]
 #         [--model-from gs://B/M --model-to /data/M] [--data-from gs://B/D --data-to /data/D] [--python 3.11]
 #       Copies this checkout (without .git, .venv) to ~/grm_jax on every worker, installs uv, makes a Python 3.11
-#       venv ~/grm_jax/.venv with uv and installs '.[tpu]' into it. --mount-data-disk mounts the read-only data
-#       disk (create --data-disk) at the same folder on every worker (`mount -o ro,noload`: no journal replay, the
-#       disk is shared); the device is /dev/sdb, the first data disk, unless --data-disk-device says otherwise.
+#       venv ~/grm_jax/.venv with uv and installs '.[tpu]' into it (versions: launch/constraints.txt).
+#       --mount-data-disk mounts the read-only data disk (create --data-disk) at the same folder on every worker
+#       (`mount -o ro,noload`: no journal replay, the disk is shared); the device is /dev/sdb, the first data disk,
+#       unless --data-disk-device says otherwise.
 #       --model-from / --data-from instead copy a GCS folder to the same local path on every worker's boot disk,
 #       since each host reads the checkpoint (and the benchmark files) itself: pass --config.model.name=/data/M
 #       (and --config.benchmark_root=/data/D) to the job. Models may also be read straight from gs:// (pass
@@ -226,11 +227,12 @@ case $cmd in
       --exclude=.pytest_cache --exclude=.ruff_cache -czf "$tarball" .
     [ "$dry_run" = 1 ] || trap 'rm -f "$tarball"' EXIT
     gc compute tpus tpu-vm scp "$tarball" "$name:grm_jax_src.tgz" --zone "$zone" --worker=all
-    # A venv that already exists is kept: setup then only updates the code and the packages.
+    # A venv that already exists is kept: setup then only updates the code and the packages. Every worker resolves
+    # on its own: launch/constraints.txt (make constraints) pins them all to the versions the tests ran against.
     ssh_workers all "set -eu; mkdir -p ~/grm_jax/logs; tar -xzf ~/grm_jax_src.tgz -C ~/grm_jax; rm ~/grm_jax_src.tgz\
 ; export PATH=\"\$HOME/.local/bin:\$PATH\"; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh\
 ; cd ~/grm_jax; [ -x .venv/bin/python ] || uv venv --python $python_version .venv\
-; uv pip install --python .venv/bin/python -e \".[tpu]\"$mount$copies\
+; uv pip install --python .venv/bin/python -c launch/constraints.txt -e \".[tpu]\"$mount$copies\
 ; .venv/bin/python -c \"import sys, jax; print(sys.version.split()[0], jax.__version__)\"" ;;
 
   run)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from grm_jax import files
+from grm_jax import configs, files
 from grm_jax.aot import hardware
 from grm_jax.aot.run import markdown, run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file:preset, e.g. experiments/spct.py:gemma2_27b")
+_CONFIG = configs.define_experiment_flag("config", "experiment file or name:preset, e.g. spct:gemma2_27b")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice: v4-8 ..., v5e-1/4/8/..., v5p-8 ..., v6e-1/4/8/...")
 _JSON = flags.DEFINE_string("json", None, "write every number to this JSON file")
 _MARKDOWN = flags.DEFINE_string("markdown", None, "write the tables of docs/scaling.md to this file")

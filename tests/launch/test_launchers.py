@@ -236,7 +236,7 @@ def test_setup_dry_run(pod, tmp_path):
     "tar -xzf ~/grm_jax_src.tgz -C ~/grm_jax",
     "https://astral.sh/uv/install.sh",
     "uv venv --python 3.11 .venv",
-    'uv pip install --python .venv/bin/python -e ".[tpu]"',
+    'uv pip install --python .venv/bin/python -c launch/constraints.txt -e ".[tpu]"',
     'gcloud storage cp -r --no-clobber "gs://b/gemma-2-27b/*" /data/gemma-2-27b/',
   ):
     assert part in script, part
@@ -345,7 +345,8 @@ def test_setup_on_a_local_worker(pod, tmp_path):
   assert not (pod.home / "grm_jax_src.tgz").exists()
   assert model.is_dir() and ["storage", "cp", "-r", "--no-clobber", "gs://b/gemma-2-27b/*", f"{model}/"] in calls
   uv_calls = (pod.home / "uv_calls").read_text().splitlines()
-  assert uv_calls == ["venv --python 3.11 .venv", "pip install --python .venv/bin/python -e .[tpu]"]
+  assert uv_calls == ["venv --python 3.11 .venv",
+                      "pip install --python .venv/bin/python -c launch/constraints.txt -e .[tpu]"]
   # A second setup keeps the venv and only reinstalls.
   rc, _, err, _ = pod(*args, mode="worker")
   assert rc == 0, err
