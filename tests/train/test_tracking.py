@@ -3,6 +3,7 @@
 import glob
 import os
 import sys
+import time
 import types
 
 import pytest
@@ -65,9 +66,17 @@ def test_an_offline_wandb_run_records_the_metrics(tmp_path):
   finally:
     tracking.finish()
   rid = tracking.run_id(str(tmp_path))
-  [record] = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{rid}" / f"run-{rid}.wandb"))
-  data = open(record, "rb").read()
-  assert b"rft/loss" in data and b"rft/step" in data and b"0.3333" in data
+  pattern = str(tmp_path / "wandb" / f"offline-run-*-{rid}" / f"run-{rid}.wandb")
+  # wandb's service process writes the record after `finish` returns; on a loaded machine it can lag a few seconds.
+  data, deadline = b"", time.monotonic() + 30
+  while time.monotonic() < deadline:
+    records = glob.glob(pattern)
+    assert len(records) <= 1, records
+    data = open(records[0], "rb").read() if records else b""
+    if b"rft/loss" in data and b"rft/step" in data and b"0.3333" in data:
+      break
+    time.sleep(0.2)
+  assert b"rft/loss" in data and b"rft/step" in data and b"0.3333" in data, (pattern, len(data))
 
 
 def test_bad_wandb_settings_are_one_line_before_any_model_loads(monkeypatch):
