@@ -21,6 +21,11 @@ Presets:
            2026-11-29: the SPCT GRM then reaches only 53.1% at k=1 and 56.2% with Voting@4 (75.0% and 81.2% on the
            default budget): a fast check that everything runs, not a comparison to read much into
   smoke    tiny:llama, seconds (what the preset test runs)
+  gemma2_27b  the paper's baselines at its scale (App. C.2), beside spct.py:gemma2_27b (its model, data, RFT, RL-data
+           filter, GRPO, meta RM and evaluation): the LLM-as-a-Judge and the GRM without principles with the App. G
+           templates (`judge`, `no_principles`), trained by the same RFT + GRPO (the judge's RL data pairwise only,
+           as the paper's); the BT RM on the RL data after the filter minus single responses, at the preset's
+           8,192-token rows (`BTRM_27B`). Compiled for a v5p-128 pod: docs/scaling.md
 """
 
 import os
@@ -29,7 +34,7 @@ import ml_collections
 
 from grm_jax import configs
 
-PRESETS = ("default", "quick", "smoke")
+PRESETS = ("default", "quick", "smoke", "gemma2_27b")
 VARIANT_STAGES = ("rft", "grpo", "eval")
 # A variant judges with its own template and nothing else changes; the meta RM and the before-training baseline are
 # the SPCT run's, so its evaluation skips them.
@@ -39,6 +44,12 @@ VARIANTS = {
 }
 SYSTEMS = ("base GRM=eval@baseline;SPCT GRM=eval;BT RM=btrm;pairwise judge=judge/eval;"
            "GRM w/o principles=no_principles/eval")
+# `gemma2_27b`: the variants with the paper's App. G templates, not the compact CPU forms.
+VARIANTS_27B = {name: v.replace("compact_", "") for name, v in VARIANTS.items()}
+# `gemma2_27b`'s BT RM (the paper states no BTRM settings: ours): rows of the preset's 8,192 tokens (RFT's and the
+# meta RM's `max_len`), 128 items per step in 16 micro-batches (8 items of up to 4 responses: the meta RM's 32 rows
+# of a pass), the meta RM's lr (configs.btrm).
+BTRM_27B = {"batch_size": 128, "micro_batches": 16, "max_len": 8192}
 # The `quick` preset's budget for every system, beside spct.py's default: one RFT epoch instead of two (~19 SFT steps),
 # two GRPO steps instead of three.
 QUICK = "rft.epochs=1.0;grpo.steps=2"
@@ -49,12 +60,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"experiments/baselines.py: unknown preset {preset!r}; choose one of {PRESETS}")
   c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
-    "smoke" if preset == "smoke" else "default")
+    preset if preset in ("smoke", "gemma2_27b") else "default")
   if preset == "quick":
     c = configs.overridden(c, QUICK, "experiments/baselines.py QUICK")
   c.btrm = configs.btrm()
-  c.btrm.batch_size, c.btrm.max_len = 4, 512
-  c.variants = ml_collections.ConfigDict(dict(VARIANTS))
+  if preset == "gemma2_27b":
+    c.btrm.update(BTRM_27B)
+  else:
+    c.btrm.batch_size, c.btrm.max_len = 4, 512
+  c.variants = ml_collections.ConfigDict(dict(VARIANTS_27B if preset == "gemma2_27b" else VARIANTS))
   c.compare = configs.compare()
   c.compare.systems = SYSTEMS
   c.stages = (*c.stages, "btrm", *(f"{v}/{s}" for v in VARIANTS for s in VARIANT_STAGES), "compare")
