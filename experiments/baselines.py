@@ -47,9 +47,9 @@ SYSTEMS = ("base GRM=eval@baseline;SPCT GRM=eval;BT RM=btrm;pairwise judge=judge
 # `gemma2_27b`: the variants with the paper's App. G templates, not the compact CPU forms.
 VARIANTS_27B = {name: v.replace("compact_", "") for name, v in VARIANTS.items()}
 # `gemma2_27b`'s BT RM (the paper states no BTRM settings: ours): rows of the preset's 8,192 tokens (RFT's and the
-# meta RM's `max_len`), 128 items per step in 16 micro-batches (8 items of up to 4 responses: the meta RM's 32 rows
-# of a pass), the meta RM's lr (configs.btrm).
-BTRM_27B = {"batch_size": 128, "micro_batches": 16, "max_len": 8192}
+# meta RM's `max_len`), 128 items per step in 8 micro-batches (16 items of up to 4 responses: at most RFT's 64 rows
+# of a pass; 16 items split over 128 GPUs' data x fsdp = 16), the meta RM's lr (configs.btrm).
+BTRM_27B = {"batch_size": 128, "micro_batches": 8, "max_len": 8192}
 # The `quick` preset's budget for every system, beside spct.py's default: one RFT epoch instead of two (~19 SFT steps),
 # two GRPO steps instead of three.
 QUICK = "rft.epochs=1.0;grpo.steps=2"
