@@ -7,9 +7,11 @@
 One table (`compare/report.md`) of:
 - the GRM before training (`eval@baseline`: the evaluation's `baseline` params);
 - the SPCT GRM: Voting@k and MetaRM@k (arXiv 2504.02495v3 Table 3);
-- a Bradley-Terry scalar RM on the same training items without single responses (DeepSeek-BTRM-27B, Table 2);
-- a pairwise LLM-as-a-Judge (App. G template: name the best response) trained by the same RFT + GRPO, judged with
-  majority voting (Eq. 13) and TokenProb voting (Table 3);
+- a Bradley-Terry scalar RM on the RL data (the training items GRPO's filter kept) without single responses
+  (DeepSeek-BTRM-27B, Table 2; App. C.2);
+- a pairwise LLM-as-a-Judge (App. G template: name the best response) trained by the same RFT + GRPO, its RL data
+  pairwise only (App. C.2), judged with majority voting (Eq. 13) and TokenProb voting (Table 3); on RMB it judges a
+  Best-of-N list as n-1 best-vs-other pairs that must all be right (§5.1, `grm_jax.eval.pairs`);
 - the GRM without principle generation (the ablation of Table 4), trained by the same RFT + GRPO.
 Each variant's own evaluation report sits in `<workdir>/<variant>/eval/`.
 
