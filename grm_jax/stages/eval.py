@@ -170,13 +170,13 @@ def evaluate_dataset(
   at_meta, meta_info = None, None
   if meta is not None:
     k_meta = grm.default_k_meta(j.k)
-    meta_voted = item_votes(j, meta, k_meta)
+    meta_voted = fold(item_votes(j, meta, k_meta))
     at_meta = _scored(bench, examples, meta_voted, key, config)
     outcomes["meta"] = metrics_lib.item_outcomes(examples, [meta_voted])
-    meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
+    meta_info = {"k_meta": k_meta, **meta_stats(meta, list(protocol.pairs) if protocol else examples, j)}
     # The paper's k_meta ablation (Table 7) at k_max: the top 1, 2, ..., k samples by meta logit (k = Voting@k).
     meta_info["by_k_meta"] = {str(m): metrics_lib.score_benchmark(
-      bench, examples, _rows(examples, item_votes(j, meta, m)), None,
+      bench, examples, _rows(examples, fold(item_votes(j, meta, m))), None,
       "expected")[official] for m in range(1, j.k + 1)}
   at_token_prob, token_prob_info = None, None
   if token_probs is not None:
@@ -402,7 +402,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
     shown = list(protocol.pairs) if protocol else examples  # RMB's Best-of-N lists as pairs for the judge
     j = judge(model, shown, config)
     judged[name] = (shown, j)
-    meta = (judgement_logits(meta_rm, examples, j, int(config.eval.meta_batch_size))
+    meta = (judgement_logits(meta_rm, shown, j, int(config.eval.meta_batch_size))
             if meta_rm is not None else None)
     if meta is not None:
       metas[name] = meta

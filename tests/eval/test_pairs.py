@@ -65,8 +65,9 @@ def test_rmb_bon_item_scored_by_its_pairs(picks, right):
   protocol = eval_stage.pair_protocols({"rmb": [BON], "synthetic": [BON]}, c)["rmb"]
   assert list(eval_stage.pair_protocols({"synthetic": [BON]}, c)) == []  # only RMB is judged as pairs
   j = _scripted_pair_judge(protocol.pairs, picks)
-  d = eval_stage.evaluate_dataset("rmb", [BON], j, c, protocol=protocol)
-  for column in ("k1", "voting"):
+  meta = np.linspace(-1.0, 1.0, 9).reshape(3, 3)  # a meta RM's logits per pair sample: MetaRM@k folds the same way
+  d = eval_stage.evaluate_dataset("rmb", [BON], j, c, meta, protocol=protocol)
+  for column in ("k1", "voting", "meta"):
     assert d["metrics"][column]["Helpfulness/BoN"] == right
     assert d["metrics"][column]["overall_expected"] == right
   assert d["outcomes"]["voting"] == [right] and d["outcomes"]["ids"] == ["rmb/Helpfulness/bon_a/7"]
