@@ -46,7 +46,9 @@ VARIANTS = {
 }
 SYSTEMS = ("base GRM=eval@baseline;SPCT GRM=eval;BT RM=btrm;pairwise judge=judge/eval;"
            "GRM w/o principles=no_principles/eval")
-# `gemma2_27b`: the variants with the paper's App. G templates, not the compact CPU forms.
+# `gemma2_27b`: the systems of the paper's Table 2 (no untrained GRM: spct.py:gemma2_27b does not judge again with the
+# base model) and the variants with the paper's App. G templates, not the compact CPU forms.
+SYSTEMS_27B = SYSTEMS.replace("base GRM=eval@baseline;", "")
 VARIANTS_27B = {name: v.replace("compact_", "") for name, v in VARIANTS.items()}
 # `gemma2_27b`'s BT RM (the paper states no BTRM settings: ours): rows of the preset's 8,192 tokens (RFT's and the
 # meta RM's `max_len`), 128 items per step in 8 micro-batches (16 items of up to 4 responses: at most RFT's 64 rows
@@ -72,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.btrm.batch_size, c.btrm.max_len = 4, 512
   c.variants = ml_collections.ConfigDict(dict(VARIANTS_27B if preset == "gemma2_27b" else VARIANTS))
   c.compare = configs.compare()
-  c.compare.systems = SYSTEMS
+  c.compare.systems = SYSTEMS_27B if preset == "gemma2_27b" else SYSTEMS
   c.stages = (*c.stages, "btrm", *(f"{v}/{s}" for v in VARIANTS for s in VARIANT_STAGES), "compare")
   if preset == "smoke":
     configs.smoke(c)

@@ -161,6 +161,7 @@ def test_baselines_at_27b_are_the_spct_recipe_with_the_paper_templates():
   templates = {v: dict(kv.split("=", 1) for kv in str(o).split(";"))["grm.template"]
                for v, o in config.variants.items()}
   assert templates == {"judge": "judge", "no_principles": "no_principles"}
+  assert "eval@baseline" not in config.compare.systems and not config.eval.baseline  # the 27B run has no base column
   assert load("baselines").get_config("default").btrm.max_len == 512
 
 
