@@ -53,6 +53,8 @@ TARGETS = {
   ("spct", "qwen2_5_1_5b_lora"): [("1 GPU", 1, {}), ("v5e-1", hardware.parse_slice("v5e-1").chips, {})],
   # "mesh fsdp x tensor for a v5p-128 pod / 128 GPUs", unchanged.
   ("spct", "gemma2_27b"): [("v5p-128", hardware.parse_slice("v5p-128").chips, {}), ("128 GPUs", 128, {})],
+  # The paper's baselines beside it, on the same pod (docs/scaling/baselines_gemma2_27b_v5p-128.json).
+  ("baselines", "gemma2_27b"): [("v5p-128", hardware.parse_slice("v5p-128").chips, {}), ("128 GPUs", 128, {})],
   # The paper's protocol "on accelerators", no count stated: one device (the stage's judge batches pad to the mesh).
   ("eval", "paper"): [("1 device", 1, {})],
 }
@@ -147,6 +149,20 @@ def test_bad_batch_for_the_group_or_mesh_names_the_key():
   config.grm.template = "single"  # the n = 1 training template is not a GRM template for n >= 2 items
   with pytest.raises(ValueError, match="grm.template='single'"):
     configs.validate(config, num_devices=1)
+
+
+def test_baselines_at_27b_are_the_spct_recipe_with_the_paper_templates():
+  """baselines.py:gemma2_27b: spct.py:gemma2_27b's stages and settings, the App. G judge / no-principles templates,
+  the BT RM at the preset's 8,192-token rows (not the CPU presets' 512 or configs.btrm's 1,024)."""
+  config, spct = load("baselines").get_config("gemma2_27b"), load("spct").get_config("gemma2_27b")
+  for group in ("model", "data", "rft", "grpo", "metarm", "eval"):
+    assert config[group].to_dict() == spct[group].to_dict(), group
+  assert config.btrm.max_len == spct.rft.max_len == spct.metarm.max_len == 8192
+  templates = {v: dict(kv.split("=", 1) for kv in str(o).split(";"))["grm.template"]
+               for v, o in config.variants.items()}
+  assert templates == {"judge": "judge", "no_principles": "no_principles"}
+  assert "eval@baseline" not in config.compare.systems and not config.eval.baseline  # the 27B run has no base column
+  assert load("baselines").get_config("default").btrm.max_len == 512
 
 
 def test_readme_shows_the_paper_recipe_table_of_the_preset():

@@ -41,6 +41,7 @@ from grm_jax.models.decoder import decode_step as model_decode_step
 from grm_jax.sampling import engine
 from grm_jax.sampling.generate import MAX_ROWS
 from grm_jax.sampling.params import sampling_shardings
+from grm_jax.stages import btrm as btrm_stage
 from grm_jax.stages import grpo as grpo_stage
 from grm_jax.stages import metarm, rft
 from grm_jax.train.grpo import GrpoConfig, GrpoUpdater
@@ -289,6 +290,47 @@ def metarm_states(plan: Plan) -> Program:
   return Program("metarm/states", scalar_rm.depth_program(plan.cfg), args, f"{b} rows x {t} tokens", flops, flops,
                  cost.forward_bytes(plan.cfg, params, 1), b * t, kind="forward", rows=b, length=t,
                  cfg=plan.cfg)
+
+
+# The BT RM's batch row is an item with all its responses padded to the run's longest list: the paper's RM data
+# (`spct.PAPER_RM_DATA`) has lists of at most 4 (UltraFeedback); the rest are pairs.
+BTRM_RESPONSES = 4
+
+
+@_on_plan
+def btrm_step(plan: Plan, micro_batches: int | None = None) -> Program:
+  """The Bradley-Terry step (`stages.btrm.bt_loss_fn` under `make_train_step`): `batch_size / micro_batches` items
+  of `BTRM_RESPONSES` responses of `max_len` tokens per pass, one [rows * n, T] forward of the scalar RM."""
+  g, n = plan.config.btrm, BTRM_RESPONSES
+  m, b = _micro(g)
+  m = micro_batches or m
+  t = int(g.max_len)
+  optimizer, schedule = make_optimizer(g.optim, 1000)
+  fn = make_train_step(btrm_stage.bt_loss_fn(plan.cfg), optimizer, schedule, compute_dtype=plan.cfg.dtype)
+  batch = {"tokens": plan.batch((m, b, n, t), jnp.int32), "mask": plan.batch((m, b, n, t), jnp.bool_),
+           "rewards": plan.batch((m, b, n), jnp.float32), "valid": plan.batch((m, b, n), jnp.bool_)}
+  flops, model_flops = cost.train_flops(plan.cfg, m * b * n, t, head=False)
+  trained, frozen = lora.split(_meta_params(plan), plan.cfg.lora)
+  return Program("btrm/step", fn, (abstract_state(trained, optimizer), batch, *_frozen_arg(frozen)),
+                 f"{m} x {b} items x {n} responses x {t} tokens", flops, model_flops,
+                 cost.train_bytes(plan.cfg, trained, optimizer, m), m * b * n * t, rows=b * n, length=t,
+                 cfg=plan.cfg, param_args=trained)
+
+
+@_on_plan
+def btrm_scores(plan: Plan) -> Program:
+  """The BT RM's scalars (held-out pairs, evaluation): `judges.scalar_rm.score_program` on a micro-batch's rows
+  (`batch_size / micro_batches` items x `BTRM_RESPONSES`, as `stages.btrm` scores), in the model's stored dtype."""
+  g = plan.config.btrm
+  shards = plan.mesh.shape["data"] * plan.mesh.shape["fsdp"]
+  b = -(-(max(1, int(g.batch_size) // int(g.micro_batches)) * BTRM_RESPONSES) // shards) * shards
+  t = int(g.max_len)
+  params = _meta_params(plan)
+  args = (params, plan.array((b, t), jnp.int32, ("activation_batch", "activation_length")),
+          plan.array((b, t), jnp.bool_, ("activation_batch", "activation_length")))
+  flops = cost.forward_flops(plan.cfg, b, t, head=False)
+  return Program("btrm/scores", scalar_rm.score_program(plan.cfg), args, f"{b} rows x {t} tokens", flops, flops,
+                 cost.forward_bytes(plan.cfg, params, 1), b * t, kind="forward", rows=b, length=t, cfg=plan.cfg)
 
 
 def _meta_params(plan: Plan):
@@ -573,4 +615,7 @@ def stage_programs(plan: Plan, decode_steps: bool = True) -> list[Callable[[], P
              resident=_eval_resident)
     if str(e.meta_model):
       add(meta_scores, on=ev)
+  if "btrm" in stages:  # the baselines' Bradley-Terry RM (experiments/baselines.py)
+    add(btrm_step)
+    add(btrm_scores)
   return out

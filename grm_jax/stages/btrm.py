@@ -4,11 +4,13 @@ same data and scored on the same evaluation items as the GRM, so the two can sta
 `run(config, workdir)` reads `config.model`, `config.mesh`, `config.data`, `config.seed`, `config.btrm` and
 `config.eval`:
 
-1. Data. The training items (`common.training_items(config, "train")`, the RM data the RL stage trains on) minus the
-   single-response ones, as the paper's BTRM ("minus single-response data"), and minus lists whose rewards are all
-   equal (no pair to learn from), and minus the other lists whose best response is tied (as every training stage);
-   all are counted. The held-out items (`config.data.test`) are filtered the same
-   way and give the pair accuracy before and after training.
+1. Data. The RL data (paper App. C.2: "the RL-stage data minus single-response data"): the training items
+   (`common.training_items(config, "train")`) minus those the RL-data filter dropped (`grpo.filter`, App. C.1: read
+   from the grpo stage's verdicts, `common.rl_filter_dropped`, so run it first; none without a filter judge), minus
+   the single-response ones, minus lists whose rewards are all equal (no pair to learn from) and minus the other
+   lists whose best response is tied (as every training stage); all are counted ("dropped_filter",
+   "dropped_single", ...). The held-out items (`config.data.test`; no filter) are dropped the same way otherwise
+   and give the pair accuracy before and after training.
 2. Input. Each response is the assistant turn after the item's context, in the scalar RM's chat template
    (`response_sequence`); the scalar is a head on the last real token's hidden state (`models.scalar_head`, the
    meta RM's model too: a zero head, so every pair starts tied), scored by `judges.scalar_rm`. A sequence over
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import jax
@@ -57,21 +59,26 @@ from grm_jax.train.batching import pad_rows
 from grm_jax.train.checkpoint import save_params
 from grm_jax.train.fit import FitConfig, fit
 
-STAGE_KEYS = ("seed", "model", "data", "btrm", "eval")
-"""Config parts that decide the numbers: the training items (data, seed), the model, the training, the eval items."""
+STAGE_KEYS = ("seed", "model", "data", "grpo.filter", "btrm", "eval")
+"""Config parts that decide the numbers: the training items (data, seed, the RL-data filter), the model, the
+training, the eval items."""
 
 
 # --------------------------------------------------------------------------------------------------
 # Items and sequences.
 
 
-def trainable(examples: Sequence[PreferenceExample]) -> tuple[list[PreferenceExample], dict[str, int]]:
+def trainable(examples: Sequence[PreferenceExample], filtered: Container[tuple[str, str]] = frozenset(),
+              ) -> tuple[list[PreferenceExample], dict[str, int]]:
   """The items with at least one pair of different rewards and a single best response, and how many were dropped:
-  single responses (the paper's "minus single-response data"), lists whose rewards are all equal (no Bradley–Terry
-  pair) and other lists whose best response is tied (the RM data the GRM trains on has none: `common.top_tied`)."""
-  kept, single, no_pair, top_tied = [], 0, 0, 0
+  those the RL-data filter dropped (`filtered`: their (source, id)), single responses (the paper's "minus
+  single-response data"), lists whose rewards are all equal (no Bradley–Terry pair) and other lists whose best
+  response is tied (the RM data the GRM trains on has none: `common.top_tied`)."""
+  kept, dropped, single, no_pair, top_tied = [], 0, 0, 0, 0
   for ex in examples:
-    if ex.n < 2:
+    if (ex.source, ex.id) in filtered:
+      dropped += 1
+    elif ex.n < 2:
       single += 1
     elif ex.rewards is None or len(set(ex.rewards)) < 2:
       no_pair += 1
@@ -79,8 +86,8 @@ def trainable(examples: Sequence[PreferenceExample]) -> tuple[list[PreferenceExa
       top_tied += 1
     else:
       kept.append(ex)
-  return kept, {"items": len(examples), "kept": len(kept), "dropped_single": single, "dropped_no_pair": no_pair,
-                "dropped_top_tied": top_tied}
+  return kept, {"items": len(examples), "kept": len(kept), "dropped_filter": dropped, "dropped_single": single,
+                "dropped_no_pair": no_pair, "dropped_top_tied": top_tied}
 
 
 def response_sequence(model, context, response: str, max_len: int) -> tuple[list[int], bool]:
@@ -210,14 +217,18 @@ def evaluate_items(model, params, datasets: dict[str, list[PreferenceExample]], 
 
 
 def run(config, workdir: str) -> dict[str, Any]:
-  return common.run_stage(config, workdir, "btrm", lambda out: _run(config, workdir, out), keys=STAGE_KEYS)
+  # With a filter judge the grpo stage's verdicts are read: a remade grpo stage makes the BT RM again.
+  upstream = ("grpo",) if "grpo" in config and str(config.grpo.filter.judge) else ()
+  return common.run_stage(config, workdir, "btrm", lambda out: _run(config, workdir, out), keys=STAGE_KEYS,
+                          upstream=upstream)
 
 
 def _run(config, workdir: str, out: str) -> dict[str, Any]:
   start = time.perf_counter()
   bc = config.btrm
   max_len = int(bc.max_len)
-  train_items, train_counts = trainable(common.training_items(config, "train"))
+  train_items, train_counts = trainable(common.training_items(config, "train"),
+                                        common.rl_filter_dropped(config, workdir) or frozenset())
   test_items, test_counts = trainable(common.training_items(config, "test"))
   logging.info("btrm: training items %s, held-out items %s", train_counts, test_counts)
   if not train_items:
@@ -255,6 +266,7 @@ def _run(config, workdir: str, out: str) -> dict[str, Any]:
              "seconds": time.perf_counter() - start}
   files.write_json(os.path.join(out, "results.json"), results)
   return {"results": "results.json", "steps": len(history), "train_items": len(train_items),
-          "dropped_single": train_counts["dropped_single"], "heldout_accuracy_before": before["accuracy"],
+          "dropped_single": train_counts["dropped_single"], "dropped_filter": train_counts["dropped_filter"],
+          "heldout_accuracy_before": before["accuracy"],
           "heldout_accuracy_after": after["accuracy"],
           **{f"{n}/{d['official_metric']}": d["k1"] for n, d in per_dataset.items()}}

@@ -116,6 +116,28 @@ def training_items(config, split: str = "train"):
                       synthetic_split=split, key=f"data.{key}", hub_revisions=hub_revisions(config))
 
 
+RL_FILTER_KEYS = ("seed", "model", "data", "grm", "grpo.filter")
+"""What decides the RL-data filter's verdicts (`cached` in the grpo stage): its judge (loaded with the model group's
+dtypes), its sampling and the items. The btrm stage checks the filter it reads against them."""
+
+
+def rl_filter_dropped(config, workdir: str) -> set[tuple[str, str]] | None:
+  """The (source, id) of the training items the grpo stage's RL-data filter dropped (paper App. C.1), read from
+  `<workdir>/grpo/filter.json{,l}`; None when the config has no filter (`grpo.filter.judge` = ''), so the RL data
+  is every training item. The BT RM trains on the RL data (App. C.2), so it reads the verdicts the GRM's RL used
+  rather than judging again; they must have been made with this config's settings."""
+  if "grpo" not in config or not str(config.grpo.filter.judge):
+    return None
+  marker, rows = (os.path.join(os.fspath(workdir), "grpo", f) for f in ("filter.json", "filter.jsonl"))
+  if not (files.exists(marker) and files.exists(rows)):
+    raise ValueError(f"config grpo.filter.judge={str(config.grpo.filter.judge)!r}: no RL-data filter verdicts at "
+                     f"{marker}; run the grpo stage first (its filter writes them) or set grpo.filter.judge=''")
+  if files.read_json(marker).get("fingerprint") != fingerprint(config, *RL_FILTER_KEYS):
+    raise ValueError(f"{marker} was made with other settings than this config's {RL_FILTER_KEYS}; run the grpo "
+                     "stage again with this config (its filter rejudges) before the stage that reads it")
+  return {(r["source"], r["id"]) for r in files.read_jsonl(rows) if r["dropped"]}
+
+
 def top_tied(n: int, rewards: Sequence[float] | None) -> bool:
   """An item of n >= 2 responses whose ground truth has no single maximum (`PreferenceExample.best` is None): Eq. 10
   names no right judgement for it, so RFT would reject every sample, a GRPO group on it is all -1 (zero advantage)

@@ -21,7 +21,10 @@
    each sample picks one response; Voting@k is then the majority vote (paper Eq. 13) and TokenProb@k (Tables 3/6,
    "w/ TokenProb") weights each vote by the probability of the chosen index token (`grm.token_prob`). The paper
    defines no best-of-one question for the judge, so its single-response items (ReaLMistake) are left out and
-   counted, and a data set with no item of n >= 2 is skipped and named in the results ("skipped_datasets");
+   counted, and a data set with no item of n >= 2 is skipped and named in the results ("skipped_datasets"). On
+   RMB the judge sees a Best-of-N list as the benchmark's n-1 pairs of the best response against each other one,
+   right only if every pair is (paper §5.1, `eval.pairs`: each pair judged with k samples and voted on its own;
+   "pair_protocol" in its results counts the lists split and the pairs judged);
    With `eval.baseline` ("base", "rft", or several: "base,rft") each data set is judged again with those params
    (same items, seeds and k) for the before / after tables ("baselines" in results.json);
    Every column (k=1, Voting@k, MetaRM@k, TokenProb@k, the baselines') also carries its official metric's
@@ -59,6 +62,7 @@ from grm_jax.data.registry import hub_source
 from grm_jax.eval import metrics as metrics_lib
 from grm_jax.eval import paper, report, stats
 from grm_jax.eval.metrics import benchmark_of, official_metric
+from grm_jax.eval.pairs import PairProtocol, bon_pairs
 from grm_jax.eval.scaling import scaling_curve
 from grm_jax.grm.prompts import JUDGE_TEMPLATES, SCORE_RANGES
 from grm_jax.judges import token_prob, trajectories
@@ -114,29 +118,49 @@ def load_meta(config: Any, model: Any, workdir: str | os.PathLike = ".") -> tupl
   return meta_model, params, meta_max_len(path)
 
 
+def pair_protocols(datasets: Mapping[str, Sequence[PreferenceExample]], config: Any) -> dict[str, PairProtocol]:
+  """The RMB data sets' pair protocol for a pairwise judge (`eval.pairs.bon_pairs`, tied pairs drawn from the run's
+  seed), for those that have a Best-of-N list to split."""
+  out = {}
+  for name, examples in datasets.items():
+    if benchmark_of(name) == "rmb":
+      protocol = bon_pairs(examples, int(config.seed))
+      if protocol.num_split:
+        out[name] = protocol
+  return out
+
+
+def _unfolded(votes: Any) -> np.ndarray:
+  return np.asarray(votes)
+
+
 def evaluate_dataset(
   name: str, examples: Sequence[PreferenceExample], j: judges.Judgements, config: Any, meta: np.ndarray | None = None,
   token_probs: tuple[np.ndarray, np.ndarray] | None = None, judge_skipped: int = 0,
+  protocol: PairProtocol | None = None,
 ) -> dict[str, Any]:
   """Official metrics at k=1, Voting@k_max, (with meta logits [B, k]) MetaRM@k_max and (with a judge template's
   (probs, located) [B, k], `token_prob.choice_probs`) TokenProb@k_max, the scaling table, and the judgement
-  statistics of one data set. `judge_skipped`: single-response items left out for the judge template."""
+  statistics of one data set. `judge_skipped`: single-response items left out for the judge template. With
+  `protocol` (RMB for a pairwise judge) `j` judged `protocol.pairs` and every column's votes are folded back onto
+  `examples` (`PairProtocol.fold`) before they are scored."""
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-  (at_k1, first), (at_kmax, voted) = _k1_and_voting(bench, examples, j, key, config)
+  fold = protocol.fold if protocol is not None else _unfolded
+  (at_k1, first), (at_kmax, voted) = _k1_and_voting(bench, examples, j, key, config, fold)
   official = official_metric(bench, at_kmax)
   outcomes = {"ids": [f"{ex.source}/{ex.id}" for ex in examples], "k1": metrics_lib.item_outcomes(examples, [first]),
               "voting": metrics_lib.item_outcomes(examples, [voted])}
   seed, resamples = int(config.seed), int(config.eval.bootstrap_resamples)
 
   def metric(votes: np.ndarray, k: jax.Array) -> float:
-    return metrics_lib.score_benchmark(bench, examples, _rows(examples, votes), k)[official]
+    return metrics_lib.score_benchmark(bench, examples, _rows(examples, fold(votes)), k)[official]
 
   def band(subsets: np.ndarray) -> dict[str, Any]:
     """A scaling point's tie-expected value (mean over its subsets), 95% bootstrap interval over items and per-item
     outcomes (moved to the data set's "outcomes" below)."""
-    tables = [_rows(examples, v) for v in subsets]
+    tables = [_rows(examples, fold(v)) for v in subsets]
     out: dict[str, Any] = {"expected": float(np.mean(
       [metrics_lib.score_benchmark(bench, examples, t, None, "expected")[official] for t in tables])),
       "items": metrics_lib.item_outcomes(examples, tables)}
@@ -147,18 +171,18 @@ def evaluate_dataset(
   at_meta, meta_info = None, None
   if meta is not None:
     k_meta = grm.default_k_meta(j.k)
-    meta_voted = item_votes(j, meta, k_meta)
+    meta_voted = fold(item_votes(j, meta, k_meta))
     at_meta = _scored(bench, examples, meta_voted, key, config)
     outcomes["meta"] = metrics_lib.item_outcomes(examples, [meta_voted])
-    meta_info = {"k_meta": k_meta, **meta_stats(meta, examples, j)}
+    meta_info = {"k_meta": k_meta, **meta_stats(meta, list(protocol.pairs) if protocol else examples, j)}
     # The paper's k_meta ablation (Table 7) at k_max: the top 1, 2, ..., k samples by meta logit (k = Voting@k).
     meta_info["by_k_meta"] = {str(m): metrics_lib.score_benchmark(
-      bench, examples, _rows(examples, item_votes(j, meta, m)), None,
+      bench, examples, _rows(examples, fold(item_votes(j, meta, m))), None,
       "expected")[official] for m in range(1, j.k + 1)}
   at_token_prob, token_prob_info = None, None
   if token_probs is not None:
     probs, located = (np.asarray(a) for a in token_probs)
-    weighted = np.asarray(grm.token_prob_votes(scores, probs, valid))
+    weighted = fold(np.asarray(grm.token_prob_votes(scores, probs, valid)))
     at_token_prob = _scored(bench, examples, weighted, key, config)
     outcomes["token_prob"] = metrics_lib.item_outcomes(examples, [weighted])
     token_prob_info = {"valid": int(valid.sum()), "located": int((located & valid).sum()),
@@ -180,6 +204,8 @@ def evaluate_dataset(
                 **({"token_prob": at_token_prob} if token_probs is not None else {})},
     "meta_rm": meta_info,
     **({"token_prob": token_prob_info, "judge_skipped_single": int(judge_skipped)} if token_probs is not None else {}),
+    **({"pair_protocol": {"lists_split": protocol.num_split, "pairs_judged": len(protocol.pairs)}}
+       if protocol is not None else {}),
     "scaling": [{"k": int(k), **row} for k, row in sorted(table.items())],
     # Per item (ids in item order), each column's and scaling point's tie-expected correctness (None: no unique
     # best): what `eval.claims` compares between runs on the same items.
@@ -203,11 +229,12 @@ def _scored(bench: str, examples, votes: np.ndarray, key: jax.Array, config: Any
   return out
 
 
-def _k1_and_voting(bench: str, examples, j: judges.Judgements, key: jax.Array, config: Any) -> tuple[tuple, tuple]:
+def _k1_and_voting(bench: str, examples, j: judges.Judgements, key: jax.Array, config: Any,
+                   fold=_unfolded) -> tuple[tuple, tuple]:
   """((metrics, votes) at k=1: each item's first sample, (metrics, votes) of Voting@k over all of its samples);
-  metrics as `_scored` gives them."""
-  first = item_votes(j, samples=slice(0, 1))
-  voted = item_votes(j)
+  metrics as `_scored` gives them. `fold`: the votes of `j`'s items onto `examples` (`PairProtocol.fold`)."""
+  first = fold(item_votes(j, samples=slice(0, 1)))
+  voted = fold(item_votes(j))
   return (_scored(bench, examples, first, key, config), first), (_scored(bench, examples, voted, key, config), voted)
 
 
@@ -230,16 +257,20 @@ def with_stage_params(model: Any, stage: str, workdir: str | os.PathLike) -> Any
   return common.with_params(model, restore_trained(path, model.params, model.config.lora))
 
 
-def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, config, workdir) -> dict[str, Any]:
+def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, config, workdir,
+                     protocols: Mapping[str, PairProtocol] | None = None) -> dict[str, Any]:
   """Judges every data set again with the `baseline` params ("base", or a stage of this workdir) and the same
-  seeds, items and k: the before / after table of a training run (k=1 and Voting@k on the official metric)."""
+  seeds, items and k: the before / after table of a training run (k=1 and Voting@k on the official metric).
+  `protocols`: the data sets a pairwise judge sees as pairs (`pair_protocols`), judged and folded the same way."""
   model = with_stage_params(base_model, baseline, workdir)
   key = jax.random.PRNGKey(int(config.seed))
   out: dict[str, Any] = {"policy": baseline, "datasets": {}}
   for name, examples in datasets.items():
-    j = judge(model, examples, config)
+    protocol = (protocols or {}).get(name)
+    j = judge(model, list(protocol.pairs) if protocol else examples, config)
     official = per_dataset[name]["official_metric"]
-    (at_k1, first), (at_kmax, voted) = _k1_and_voting(benchmark_of(name), examples, j, key, config)
+    (at_k1, first), (at_kmax, voted) = _k1_and_voting(benchmark_of(name), examples, j, key, config,
+                                                      protocol.fold if protocol else _unfolded)
     out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
                              "parse_failure_rate": j.parse_failure_rate,
                              "metrics": {"k1": at_k1, "voting": at_kmax},  # all of them: the paper's columns
@@ -362,6 +393,7 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
   if not names:
     raise ValueError(f"config.eval.datasets: nothing to judge with template {template!r}: "
                      f"{skipped_datasets}")
+  protocols = pair_protocols(datasets, config) if judging else {}
 
   model = load_model(config)
   base_model = model
@@ -378,14 +410,17 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
   for i, name in enumerate(names):
     examples = datasets[name]
     logging.info("eval: [%d/%d] judging %s: %d items x k=%d", i + 1, len(names), name, len(examples), k)
-    j = judge(model, examples, config)
-    judged[name] = (examples, j)
-    meta = (judgement_logits(meta_rm, examples, j, int(config.eval.meta_batch_size))
+    protocol = protocols.get(name)
+    shown = list(protocol.pairs) if protocol else examples  # RMB's Best-of-N lists as pairs for the judge
+    j = judge(model, shown, config)
+    judged[name] = (shown, j)
+    meta = (judgement_logits(meta_rm, shown, j, int(config.eval.meta_batch_size))
             if meta_rm is not None else None)
     if meta is not None:
       metas[name] = meta
-    probs = token_prob.choice_probs(model, j, eval_sampling(config).items_per_call(len(examples))) if judging else None
-    per_dataset[name] = evaluate_dataset(name, examples, j, config, meta, probs, judge_skipped.get(name, 0))
+    probs = token_prob.choice_probs(model, j, eval_sampling(config).items_per_call(len(shown))) if judging else None
+    per_dataset[name] = evaluate_dataset(name, examples, j, config, meta, probs, judge_skipped.get(name, 0),
+                                         protocol)
     d = per_dataset[name]
     logging.info(
       "eval: %s: %s k=1 %.4f, voting@%d %.4f; parse failures %.1f%%; %.2f items/s, %.1f tok/s",
@@ -399,7 +434,8 @@ def _run(config: Any, workdir: str | os.PathLike, out_dir: str) -> dict[str, Any
       d["throughput"]["tokens_per_s"],
     )
 
-  compared = [compare_baseline(b, base_model, datasets, per_dataset, config, workdir) for b in compare_with]
+  compared = [compare_baseline(b, base_model, datasets, per_dataset, config, workdir, protocols)
+              for b in compare_with]
 
   results = {
     "model": str(config.model.name),

@@ -18,6 +18,9 @@ loads. Items whose ground truth ties at the top are left out before the filter a
 one would be wrong: zero advantage) and counted in done.json (`dropped_top_tied`). Per-item counts go to
 `grpo/filter.jsonl`, the totals (overall and by source) to `grpo/filter.json` (reused by
 a rerun with the same settings) and to the stage's done.json.
+
+The LLM-as-a-Judge baseline (`grm.template` "judge" / "compact_judge") learns in RL on pairwise data only (paper
+App. C.2): its single-response items are left out before the filter and counted in done.json (`dropped_single`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from grm_jax import judges
 from grm_jax.buckets import row_bucket
 from grm_jax.files import append_jsonl, filter_jsonl, read_jsonl, step_shard, write_jsonl
 from grm_jax.grm import rules
+from grm_jax.grm.prompts import JUDGE_TEMPLATES
 from grm_jax.judges import trajectories
 from grm_jax.models import lora
 from grm_jax.stages import common
@@ -67,9 +71,7 @@ def rollout_sampling(config, step: int) -> judges.Sampling:
 
 
 STAGE_KEYS = ("seed", "model", "grm", "data", "grpo")
-# What decides the RL-data filter's verdicts (`common.cached`): its judge (loaded with the model group's dtypes), its
-# sampling and the items.
-FILTER_KEYS = ("seed", "model", "data", "grm", "grpo.filter")
+FILTER_KEYS = common.RL_FILTER_KEYS  # what decides the RL-data filter's verdicts
 
 
 class NothingToLearn(StageStopped):
@@ -117,6 +119,16 @@ def filter_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
   return {"total": count(rows), "by_source": {s: count([r for r in rows if r["source"] == s]) for s in sources}}
 
 
+def pairwise_only(config, items) -> tuple[list, int]:
+  """(the items GRPO trains on, how many single-response items were left out): the judge template's RL data has
+  no n = 1 item (App. C.2: the LLM-as-a-Judge is trained on pairwise data only in RL; it names the best of several
+  responses); the GRM's keeps them (0/1 template)."""
+  if common.grm_template(config) not in JUDGE_TEMPLATES:
+    return list(items), 0
+  kept = [ex for ex in items if ex.n >= 2]
+  return kept, len(items) - len(kept)
+
+
 def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
   upstream = ("rft",) if str(config.grpo.init) == "rft" else ()
   return common.run_stage(config, workdir, "grpo", lambda out: _run(config, workdir, out, progress),
@@ -129,6 +141,10 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
   items, top_tied = common.without_top_tied(common.training_items(config, "train"), "grpo")
   if not items:
     raise ValueError(f"config data.train: no training items ({top_tied['total']} left out: their best is tied)")
+  items, single = pairwise_only(config, items)
+  if not items:
+    raise ValueError(f"config data.train: no item of two or more responses for the {common.grm_template(config)} "
+                     f"template ({single} single-response items left out: it learns on pairwise data only)")
   filtered = None
   if str(g.filter.judge):
     items, filtered = filter_items(config, items, out)
@@ -151,7 +167,8 @@ def _run(config, workdir: str, out: str, progress: bool) -> dict[str, Any]:
                       max_nonfinite=int(g.optim.max_nonfinite_steps))
   save_params(os.path.join(out, "final"), state.params, model)
   return {**_summary(read_jsonl(os.path.join(out, "metrics.jsonl")), int(g.steps)), "items": len(items),
-          "dropped_top_tied": top_tied, **({"filter": filtered} if filtered is not None else {})}
+          "dropped_top_tied": top_tied, "dropped_single": single,
+          **({"filter": filtered} if filtered is not None else {})}
 
 
 def _summary(history: list[dict[str, Any]], steps: int) -> dict[str, Any]:

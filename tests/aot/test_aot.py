@@ -310,3 +310,23 @@ def test_a_lora_plan_trains_the_adapters_beside_a_frozen_base_in_compute_dtype()
   assert set(beside) == {"moments", "reference adapters", "params (as stored)"}
   stored = beside["params (as stored)"]
   assert sum(cost.per_chip_bytes(a) for a in stored if a.dtype == jnp.float32 and a.ndim > 2) == adapters
+
+
+@pytest.mark.slow  # two TPU compiles of the tiny model (~30 s on 2 cores)
+def test_btrm_programs_are_planned_with_a_btrm_stage(plan):
+  """The baselines' BT RM (`btrm` in the stages): its step takes [M, items, BTRM_RESPONSES, max_len] batches and
+  its scores a micro-batch's rows, both compiled; without the stage neither is planned."""
+  assert not any(b().name.startswith("btrm/") for b in programs.stage_programs(plan))
+  c = _smoke_config(**{"btrm.batch_size": 8, "btrm.micro_batches": 2, "btrm.max_len": 128})
+  c.stages = (*c.stages, "btrm")
+  s = hardware.parse_slice("v5p-8")
+  bplan = plan_for(c, s, hardware.tpu_devices(s), prompt_len=200)
+  builds = {b().name: b for b in programs.stage_programs(bplan)}
+  assert {"btrm/step", "btrm/scores"} <= set(builds)
+  step, scores = builds["btrm/step"](), builds["btrm/scores"]()
+  assert step.args[1]["tokens"].shape == (2, 4, programs.BTRM_RESPONSES, 128)
+  assert step.args[1]["rewards"].shape == (2, 4, programs.BTRM_RESPONSES)
+  assert scores.args[1].shape == (4 * programs.BTRM_RESPONSES, 128)
+  for p in (step, scores):
+    r = aot_compile.compile_program(p, hardware.TPU_CHIPS["v5p"], 95 << 30, 4, xla_flops=False)
+    assert r.fits and r.needed > 0

@@ -71,7 +71,13 @@ def test_trainable_drops_single_and_tied_items():
            PreferenceExample(context=ctx, responses=["a", "b", "c", "d"], rewards=[2.0, 0.0, 2.0, 1.0])]
   kept, counts = btrm.trainable(items)
   assert [ex.n for ex in kept] == [2, 3]
-  assert counts == {"items": 5, "kept": 2, "dropped_single": 1, "dropped_no_pair": 1, "dropped_top_tied": 1}
+  assert counts == {"items": 5, "kept": 2, "dropped_filter": 0, "dropped_single": 1, "dropped_no_pair": 1,
+                    "dropped_top_tied": 1}
+  # The RL-data filter's drops (by source and id) go first, whatever else the item is.
+  items = [PreferenceExample(context=ctx, responses=["a", "b"], rewards=[1.0, 0.0], source="s", id=str(i))
+           for i in range(3)] + [PreferenceExample(context=ctx, responses=["a"], rewards=[1.0], source="s", id="3")]
+  kept, counts = btrm.trainable(items, {("s", "1"), ("s", "3"), ("other", "0")})
+  assert [ex.id for ex in kept] == ["0", "2"] and counts["dropped_filter"] == 2 and counts["dropped_single"] == 0
 
 
 def _write_items(path, items):
@@ -103,14 +109,29 @@ def test_stage_end_to_end_and_rerun_reuses(tmp_path):
   config.btrm.batch_size, config.btrm.epochs = 8, 2  # items per step split over the tests' 8 CPU devices
   configs.validate(config)
   work = tmp_path / "work"
+  # The RL data is what the grpo stage's filter kept: without its verdicts the stage says what to run.
+  config.grpo.filter.judge = "some/small-judge"
+  with pytest.raises(ValueError, match=r"no RL-data filter verdicts at .*grpo/filter.json; run the grpo stage first"):
+    btrm.run(config, str(work))
+  # Verdicts as the filter writes them (`grpo.filter_items`): it dropped one single response and two toy items.
+  train = common.training_items(config, "train")
+  toys = [ex for ex in train if ex.responses[0].split()[0] in ("good", "bad")]  # _toy_items: each has a pair
+  dropped = {id(ex) for ex in [next(ex for ex in train if ex.n == 1), *toys[:2]]}
+  assert len(toys) == 6 and len({(ex.source, ex.id) for ex in train}) == 11
+  rows = [{"id": ex.id, "source": ex.source, "dropped": id(ex) in dropped} for ex in train]
+  (work / "grpo").mkdir(parents=True)
+  with open(work / "grpo" / "filter.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  common.cached(str(work / "grpo" / "filter.json"), config, lambda: {"total": {}}, keys=common.RL_FILTER_KEYS)
   info = btrm.run(config, str(work))
   out = work / "btrm"
   metrics = json.loads((out / "metrics.json").read_text())
   print("counts", metrics["counts"], "before", metrics["before"], "after", metrics["after"])
-  assert metrics["counts"]["train"] == {"items": 11, "kept": 6, "dropped_single": 3, "dropped_no_pair": 1,
-                                        "dropped_top_tied": 1, "truncated": 0}
+  assert metrics["counts"]["train"] == {"items": 11, "kept": 4, "dropped_filter": 3, "dropped_single": 2,
+                                        "dropped_no_pair": 1, "dropped_top_tied": 1, "truncated": 0}
   assert metrics["counts"]["heldout"]["dropped_single"] == 1 and metrics["before"]["pairs"] >= 3
-  assert info["dropped_single"] == 3 and info["steps"] == metrics["steps"] == 2  # 6 items x 2 epochs / batch 8
+  assert info["dropped_single"] == 2 and info["dropped_filter"] == 3
+  assert info["steps"] == metrics["steps"] == 1  # 4 items x 2 epochs / batch 8
   assert (out / "final").is_dir() and (out / "metrics.jsonl").exists()
   results = json.loads((out / "results.json").read_text())
   assert results["policy"] == "btrm"

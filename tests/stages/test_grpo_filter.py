@@ -70,9 +70,14 @@ def test_a_fallible_judge_keeps_the_items_it_missed(tmp_path):
   assert 0 < len(kept) < len(items)  # noise 0.5: P(both right) = 1/4 per item, 32 items
 
 
-def test_top_tied_items_never_reach_the_filter_or_the_rollouts(tmp_path, monkeypatch):
+@pytest.mark.parametrize("template, rl_ids", [
+  ("compact", ["h-0", "h-2", "h-4"]),
+  pytest.param("compact_judge", ["h-0", "h-2"], marks=pytest.mark.slow),  # a second GRPO run: `pairwise_only` below
+])
+def test_top_tied_items_never_reach_the_filter_or_the_rollouts(tmp_path, monkeypatch, template, rl_ids):
   """[2, 2, 1] and [1, 1] have no right judgement under Eq. 10 (a group on one is all -1: zero advantage): GRPO
-  leaves them out before the RL-data filter and the steps, and done.json counts them. The n = 1 item stays."""
+  leaves them out before the RL-data filter and the steps, and done.json counts them. The n = 1 item stays for the
+  GRM; the LLM-as-a-Judge learns on pairwise data only (paper App. C.2): its RL data has no n = 1 item, counted."""
   from grm_jax import parallel
   from grm_jax.data.example import PreferenceExample
 
@@ -95,9 +100,24 @@ def test_top_tied_items_never_reach_the_filter_or_the_rollouts(tmp_path, monkeyp
   monkeypatch.setattr(common, "mesh_scope", lambda config: parallel.use_mesh(None))
   monkeypatch.setattr(common, "training_items", lambda config, split="train": list(items))
   config = _config("some/small-judge")
+  config.grm.template = template
   config.grpo.init, config.grpo.steps, config.grpo.prompts_per_step = "base", 2, 3
   info = grpo.run(config, str(tmp_path), progress=False)
-  assert info["dropped_top_tied"] == {"total": 2, "by_source": {"hand": 2}} and info["items"] == 3
-  assert judged[0] == ["h-0", "h-2", "h-4"]  # the filter
-  assert judged[1:] and all(set(ids) <= {"h-0", "h-2", "h-4"} for ids in judged[1:])  # the rollouts
-  assert {r["item"] for r in read_jsonl(tmp_path / "grpo" / "rollouts.jsonl")} <= {"hand/h-0", "hand/h-2", "hand/h-4"}
+  assert info["dropped_top_tied"] == {"total": 2, "by_source": {"hand": 2}} and info["items"] == len(rl_ids)
+  assert info["dropped_single"] == 3 - len(rl_ids)
+  assert judged[0] == rl_ids  # the filter
+  assert judged[1:] and all(set(ids) <= set(rl_ids) for ids in judged[1:])  # the rollouts
+  assert {r["item"] for r in read_jsonl(tmp_path / "grpo" / "rollouts.jsonl")} <= {f"hand/{i}" for i in rl_ids}
+
+
+@pytest.mark.parametrize("template, kept", [("compact", 3), ("default", 3), ("compact_judge", 2), ("judge", 2)])
+def test_the_judge_learns_on_pairwise_data_only(template, kept):
+  """App. C.2: the LLM-as-a-Judge's RL data has no single-response item (the GRM's keeps them, 0/1 template)."""
+  from grm_jax.data.example import PreferenceExample
+
+  items = [PreferenceExample(context=[{"role": "user", "content": "q"}], responses=["a"] * n,
+                             rewards=[1.0] + [0.0] * (n - 1), source="s", id=str(i)) for i, n in enumerate((1, 2, 4))]
+  config = _config("")
+  config.grm.template = template
+  got, single = grpo.pairwise_only(config, items)
+  assert [ex.id for ex in got] == [ex.id for ex in items if ex.n >= 2 or kept == 3] and single == 3 - kept
