@@ -5,6 +5,7 @@ is skipped stage by stage; the same with LoRA adapters, whose checkpoints hold t
 import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,9 @@ def test_a_lora_run_killed_during_grpo_resumes_to_the_same_adapters(tmp_path):
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   done = subprocess.run(command(whole, *extra), cwd=REPO, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
+  # The killed run starts from the whole run's RFT (its done marker's fingerprint holds, so RFT is reused, not rerun):
+  # what is killed and resumed is GRPO, and both GRPO runs start from the same adapters by construction.
+  shutil.copytree(whole / "rft", killed / "rft")
   _kill_during_grpo(command(killed, *extra), killed, env)
   rerun = subprocess.run(command(killed, *extra), cwd=REPO, env=env, capture_output=True, text=True)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
