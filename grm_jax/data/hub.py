@@ -20,10 +20,11 @@ differently): `NOT_ON_HUB` says where to get each.
 
 Revisions. A hub data set can change under its name (rows added, fixed or removed by a new commit) and scores would
 drift with it silently, so each repository is read at the commit in `REVISIONS`, and the eval stage writes the
-revisions of every hub benchmark it read into results.json (`hub_revisions`). A repository whose commit could not be
-taken from a public record when the table was written is read at its default branch (revision None) and `UNPINNED`
-says why. The config's top-level `hub_revisions` overrides them: "NAME_OR_REPO=REVISION,..." (a data set name sets
-all of its repositories; a revision is a commit sha, a tag or "main").
+commit every hub benchmark was read at into results.json (`hub_revisions`: the snapshot's sha, so an unpinned
+repository's read is recorded too). A repository whose commit could not be taken from a public record when the
+table was written is read at its default branch (revision None) and `UNPINNED` says why. The config's top-level
+`hub_revisions` overrides them: "NAME_OR_REPO=REVISION,..." (a data set name sets all of its repositories; a revision
+is a commit sha, a tag or "main").
 
 Each PPE correctness set keeps its name through the cache's folder name (`datasets--lmarena-ai--PPE-MATH-Best-of-K`),
 which is where the PPE reader takes it from.
@@ -107,6 +108,16 @@ def revisions(name: str, overrides: str = "") -> dict[str, str | None]:
   """{repo_id: revision} that data set `name` is read at: `REVISIONS`, then the config's `hub_revisions`."""
   chosen = parse_revisions(overrides)
   return {f.repo_id: chosen.get(f.repo_id, REVISIONS[f.repo_id]) for f in HUB_DATASETS[name]}
+
+
+def commits_read(name: str, cache_dir: str | None = None, overrides: str = "") -> dict[str, str]:
+  """{repo_id: the commit sha} data set `name` was read at: the name of its snapshot folder in the Hugging Face cache
+  (`<cache>/datasets--org--name/snapshots/<sha>`), so an unpinned repository (`UNPINNED`) or a branch given in
+  `hub_revisions` is recorded as the exact commit its files came from."""
+  at = revisions(name, overrides)
+  folders = {f.repo_id: hub_cache.snapshot(f.repo_id, f.patterns, repo_type="dataset", revision=at[f.repo_id],
+                                          cache_dir=cache_dir) for f in HUB_DATASETS[name]}
+  return {repo: os.path.basename(os.path.normpath(folder)) for repo, folder in folders.items()}
 
 
 def local_paths(name: str, cache_dir: str | None = None, overrides: str = "") -> list[str]:

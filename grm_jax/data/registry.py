@@ -179,15 +179,16 @@ def load_dataset(
 
 
 def hub_source(name_or_path: str, *, root: PathLike = DEFAULT_ROOT, hub_revisions: str = "") -> dict | None:
-  """{repo_id: revision} of the hub repositories `load_dataset(name_or_path, root=root)` reads (`data.hub`), or None
-  when it reads none (a folder under `root`, a path, synthetic data). What a report records beside its scores."""
+  """{repo_id: commit sha} of the hub repositories `load_dataset(name_or_path, root=root)` read (`data.hub`, its
+  cached snapshots: pinned or not, the exact commit), or None when it reads none (a folder under `root`, a path,
+  synthetic data). What a report records beside its scores."""
   key, sep, arg = _resolve(name_or_path)
   if key == "synthetic" or (sep and arg) or key not in hub.HUB_DATASETS:
     return None
   folder = _READERS[key][1]
   if folder is None or (epath.Path(root) / folder).exists():
     return None
-  return hub.revisions(key, hub_revisions)
+  return hub.commits_read(key, overrides=hub_revisions)
 
 
 def _from_hub(key: str, where: epath.Path, hub_revisions: str = "") -> list[epath.Path]:

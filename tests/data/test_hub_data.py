@@ -172,6 +172,9 @@ def test_revisions_are_overridden_from_the_config(offline_cache, tmp_path):
   assert [e.id for e in out] == ["5"]
   assert registry.hub_source("rewardbench", root=tmp_path / "none", hub_revisions=f"rewardbench={COMMIT}") == {
     "allenai/reward-bench": COMMIT}
+  # A branch (or an unpinned repository's default branch) is recorded as the commit its files came from.
+  assert registry.hub_source("rewardbench", root=tmp_path / "none", hub_revisions="rewardbench=main") == {
+    "allenai/reward-bench": (offline_cache / "datasets--allenai--reward-bench" / "refs" / "main").read_text()}
   assert registry.hub_source("synthetic", root=tmp_path / "none") is None
 
 
