@@ -256,7 +256,9 @@ def grpo_reference(plan: Plan) -> Program:
   updater, _ = _grpo_updater(plan)
   params = plan.params()
   ref = params if plan.cfg.lora.rank else _compute_copy(plan, params)
-  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_)}
+  # The loss mask says which head chunks run (`train.logprobs`); the count below assumes all of them do.
+  batch = {"tokens": plan.batch((m, b, t), jnp.int32), "mask": plan.batch((m, b, t), jnp.bool_),
+           "loss_mask": plan.batch((m, b, t), jnp.float32)}
   flops = cost.forward_flops(plan.cfg, m * b, t)
   return Program("grpo/reference_logprobs", updater.logp, (ref, batch), f"{m} x {b} rollouts x {t} tokens", flops,
                  flops, cost.forward_bytes(plan.cfg, ref, m), m * b * t, kind="forward", rows=b, length=t,

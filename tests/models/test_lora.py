@@ -117,7 +117,8 @@ def test_the_kl_reference_under_lora_is_the_base_model_without_a_copy():
   ref = reference_params(model.config, model.params, g)
   updater = GrpoUpdater(model.config, g, optax.adam(1e-3), None)
   tokens = _tokens(cfg, 2, 10)
-  batch = {"tokens": jnp.asarray(tokens[None]), "mask": jnp.ones((1, 2, 10), bool)}
+  batch = {"tokens": jnp.asarray(tokens[None]), "mask": jnp.ones((1, 2, 10), bool),
+           "loss_mask": jnp.ones((1, 2, 10), jnp.float32)}
   want = np.asarray(GrpoUpdater(cfg, g, optax.adam(1e-3), None).logp(base.params, batch))
   np.testing.assert_array_equal(np.asarray(updater.logp(ref, batch)), want)
   assert np.abs(np.asarray(updater.logp(model.params, batch)) - want).max() > 1e-4  # the policy itself differs
