@@ -1,6 +1,6 @@
 """Train-step time and peak memory of SmolLM2-135M (f32) at batch 8 x 1,024 tokens on this machine.
 
-  python benchmarks/train_step.py [--batch 8] [--length 1024] [--micro 1] [--remat] [--steps 3]
+  python benchmarks/train_step.py [--batch 8] [--length 1024] [--micro 1] [--remat] [--steps 3] [--skip-head]
 
 One SFT step (chunked log-probs, NLL on the second half of each row, AdamW) through `train.step.make_train_step`,
 the step every stage uses. Prints the compile time, the steady-state step time, tokens/s and the process's peak RSS
@@ -28,6 +28,8 @@ def main():
   ap.add_argument("--micro", type=int, default=1)
   ap.add_argument("--remat", action="store_true")
   ap.add_argument("--steps", type=int, default=3)
+  # As RFT's SFT and GRPO do: the loss mask goes to the head, whose chunks without a loss position are skipped.
+  ap.add_argument("--skip-head", dest="skip_head", action="store_true")
   args = ap.parse_args()
   model = models.load("builtin:smollm2-135m-instruct", remat=args.remat)
   cfg = model.config
@@ -39,7 +41,7 @@ def main():
   }
 
   def loss_fn(params, mb):
-    logp, _ = token_logprobs(cfg, params, mb["tokens"], mb["mask"])
+    logp, _ = token_logprobs(cfg, params, mb["tokens"], mb["mask"], needed=mb["loss_mask"] if args.skip_head else None)
     return losses.nll_loss(logp, mb["loss_mask"]), {}
 
   group = configs.optim(1e-5)

@@ -93,6 +93,20 @@ def test_sft_step_shards_params_and_moments_by_the_rules_and_memory_adds_up(plan
   assert r.fits and r.headroom > 0.99
 
 
+def test_every_program_of_the_plan_lowers(plan):
+  """Every program the smoke preset's stages run traces and lowers with its abstract, sharded arguments (what a
+  changed batch key or shape breaks; the TPU compiles of the test below are in the slow tier)."""
+  names = []
+  for build in programs.stage_programs(plan):
+    p = build()
+    p.fn.lower(*p.args)
+    names.append(p.name)
+  assert {"rft/sft_step", "grpo/step", "grpo/reference_logprobs", "grpo/rollouts_insert", "grpo/rollouts_step"} <= set(
+    names), names
+  assert any(n.startswith("metarm/") for n in names) and any(n.startswith("eval/") for n in names), names
+
+
+@pytest.mark.slow  # five TPU compiles (~90 s on 2 cores); the test above lowers every program in the default tier
 def test_grpo_and_sampler_programs_compile(plan):
   """GRPO's rollouts run on the continuous engine: its insert and step programs at the layout `generate` picks,
   and one iteration of its decode loop alone."""

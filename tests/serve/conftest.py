@@ -45,7 +45,7 @@ def smoke_grm():
   opt = optax.adam(2e-2)
 
   def loss(params):
-    logp, _ = token_logprobs(cfg, params, batch["tokens"], batch["mask"])
+    logp, _ = token_logprobs(cfg, params, batch["tokens"], batch["mask"], needed=batch["loss_mask"])
     return -(logp * batch["loss_mask"]).sum() / batch["loss_mask"].sum()
 
   @jax.jit
