@@ -75,7 +75,7 @@ REVISIONS: dict[str, str | None] = {
   "NCSOFT/offsetbias": None,
 }
 _NO_RECORD = ("no commit of this repository was found in a public record when the table was written (2026-12-07); "
-              "pin one with the config's hub_revisions")
+              "pin one with the config's hub_revisions (`python -m grm_jax.data.hub` prints each one's current commit)")
 UNPINNED: dict[str, str] = {repo: _NO_RECORD for repo, rev in REVISIONS.items() if rev is None}
 
 NOT_ON_HUB = {
@@ -129,3 +129,17 @@ def local_paths(name: str, cache_dir: str | None = None, overrides: str = "") ->
                                           instead=f"or put the data set where the config's benchmark_root expects "
                                                   f"{name}"), f.subfolder)
           for f in HUB_DATASETS[name]]
+
+
+def current_commits(repos=None, api=None) -> dict[str, str]:
+  """{repo_id: the sha its default branch points at now} (asks the hub: needs network), for the repositories of
+  `UNPINNED` unless `repos` names others: what to paste into `REVISIONS`, or pass as the config's `hub_revisions`."""
+  if api is None:
+    from huggingface_hub import HfApi  # noqa: PLC0415
+
+    api = HfApi(token=os.environ.get("HF_TOKEN") or None)
+  return {repo: api.dataset_info(repo).sha for repo in (repos or UNPINNED)}
+
+
+if __name__ == "__main__":  # python -m grm_jax.data.hub: the pins for the unpinned repositories, as hub_revisions
+  print(",".join(f"{repo}={sha}" for repo, sha in current_commits().items()))

@@ -189,3 +189,20 @@ def test_a_misspelt_hub_revision_fails_at_config_validation():
     configs.validate(c)
   c.hub_revisions = "rewardbench=main"
   configs.validate(c)
+
+
+def test_current_commits_ask_the_hub_for_each_unpinned_repository():
+  """`python -m grm_jax.data.hub` prints a hub_revisions string pinning every unpinned repository at its current
+  commit (a fake hub answers here); the string parses back to those pins."""
+  import types  # noqa: PLC0415
+
+  asked = []
+
+  class FakeApi:
+    def dataset_info(self, repo):
+      asked.append(repo)
+      return types.SimpleNamespace(sha=f"{abs(hash(repo)):040x}"[:40])
+
+  pins = hub.current_commits(api=FakeApi())
+  assert sorted(asked) == sorted(hub.UNPINNED) == sorted(pins)
+  assert hub.parse_revisions(",".join(f"{r}={s}" for r, s in pins.items())) == pins
