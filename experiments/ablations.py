@@ -24,7 +24,6 @@ Presets:
   smoke    tiny:llama, seconds (what the preset test runs: every switch above)
 """
 
-import os
 
 import ml_collections
 
@@ -50,10 +49,7 @@ SYSTEMS = ("RFT=eval;RFT w/o hinted=no_hinted/eval;RFT w/o non-hinted=no_non_hin
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"experiments/ablations.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
-    "smoke" if preset == "smoke" else "default")
+  c = configs.on_spct(__file__, preset, PRESETS, "smoke" if preset == "smoke" else "default")
   c.rft.general_data = GENERAL_DATA
   c.eval.policy, c.eval.meta_model, c.eval.baseline = "rft", "", ""  # the reference: the GRM after RFT (RFT_ONLY)
   c.variants = ml_collections.ConfigDict(dict(VARIANTS))

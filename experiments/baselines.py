@@ -30,7 +30,6 @@ Presets:
            8,192-token rows (`BTRM_27B`). Compiled for a v5p-128 pod: docs/scaling.md
 """
 
-import os
 
 import ml_collections
 
@@ -61,10 +60,7 @@ QUICK = "rft.epochs=1.0;grpo.steps=2"
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"experiments/baselines.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
-    preset if preset in ("smoke", "gemma2_27b") else "default")
+  c = configs.on_spct(__file__, preset, PRESETS, preset if preset in ("smoke", "gemma2_27b") else "default")
   if preset == "quick":
     c = configs.overridden(c, QUICK, "experiments/baselines.py QUICK")
   c.btrm = configs.btrm()

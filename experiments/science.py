@@ -20,7 +20,6 @@ Presets: default (CPU, seeds 0, 1, 2; measured 2026-11-29 on a 2-core CPU: about
 results in the README and docs/results/science/), smoke (tiny:llama, seconds: what the preset test runs).
 """
 
-import os
 
 import ml_collections
 
@@ -36,10 +35,7 @@ ABLATION = "grm.template=compact_no_principles;eval.meta_model=;eval.baseline="
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"experiments/science.py: unknown preset {preset!r}; choose one of {PRESETS}")
-  c = configs.load_experiment(os.path.join(os.path.dirname(__file__), "spct.py")).get_config(
-    "smoke" if preset == "smoke" else "default")
+  c = configs.on_spct(__file__, preset, PRESETS, "smoke" if preset == "smoke" else "default")
   c.eval.sampling.k = K
   c.eval.baseline = "base,rft"
   c.btrm = configs.btrm()

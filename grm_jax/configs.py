@@ -347,6 +347,14 @@ def load_experiment(path: str):
   return module
 
 
+def on_spct(file: str, preset: str, presets, spct_preset: str) -> ml_collections.ConfigDict:
+  """The start of an experiment file built on spct.py (ablations.py, baselines.py, science.py; `file`: its
+  `__file__`): `preset` checked against its `presets`, then spct.py's config at `spct_preset`."""
+  if preset not in presets:
+    raise ValueError(f"experiments/{os.path.basename(file)}: unknown preset {preset!r}; choose one of {presets}")
+  return load_experiment(os.path.join(os.path.dirname(file), "spct.py")).get_config(spct_preset)
+
+
 def parse_overrides(text: str, key: str) -> list[tuple[str, str]]:
   """`"grm.template=judge;eval.meta_model="` -> [(dotted key, value text)]; a part without '=' names `key`."""
   out = []

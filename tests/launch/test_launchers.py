@@ -525,15 +525,22 @@ def test_sbatch_srun_line(tmp_path):
   assert mem == "XLA_PYTHON_CLIENT_MEM_FRACTION=0.8"
 
 
-def test_sbatch_xla_flags_and_srun_extra(tmp_path):
-  """The GPU latency-hiding scheduler joins the caller's XLA_FLAGS (a value already there wins), and SRUN_EXTRA's
-  words reach srun before the job (a pyxis container's flags)."""
+def _fake_srun(tmp_path, body: str) -> dict:
+  """An environment inside a SLURM job (SLURM_JOB_ID set, no other SLURM_/XLA_/SRUN_ variable) whose `srun` is a
+  script running `body`."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  (bin_dir / "srun").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "XLA_FLAGS=${XLA_FLAGS-<unset>}" "$@"\n')
+  (bin_dir / "srun").write_text(f"#!/usr/bin/env bash\n{body}\n")
   (bin_dir / "srun").chmod(0o755)
   env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "XLA_", "GRM_JAX", "SRUN_"))}
   env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SLURM_JOB_ID="7")
+  return env
+
+
+def test_sbatch_xla_flags_and_srun_extra(tmp_path):
+  """The GPU latency-hiding scheduler joins the caller's XLA_FLAGS (a value already there wins), and SRUN_EXTRA's
+  words reach srun before the job (a pyxis container's flags)."""
+  env = _fake_srun(tmp_path, 'printf "%s\\n" "XLA_FLAGS=${XLA_FLAGS-<unset>}" "$@"')
   job = ["python", "-m", "grm_jax.main", "--workdir=/shared/w"]
   lhs = "--xla_gpu_enable_latency_hiding_scheduler"
 
@@ -558,12 +565,7 @@ def test_sbatch_xla_flags_and_srun_extra(tmp_path):
 # Slow tier: a JAX import in a subprocess (seconds). XLA ends a process on an XLA_FLAGS flag its version lacks.
 @pytest.mark.slow
 def test_sbatch_xla_flags_are_known_to_the_installed_jaxlib(tmp_path):
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  (bin_dir / "srun").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$XLA_FLAGS"\n')
-  (bin_dir / "srun").chmod(0o755)
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "XLA_", "GRM_JAX", "SRUN_"))}
-  env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SLURM_JOB_ID="7")
+  env = _fake_srun(tmp_path, 'printf "%s\\n" "$XLA_FLAGS"')
   p = subprocess.run([BASH, str(SBATCH), "true"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
   flags = p.stdout.strip()
   assert flags.startswith("--xla_gpu"), p.stdout + p.stderr
