@@ -130,10 +130,6 @@ def pair_protocols(datasets: Mapping[str, Sequence[PreferenceExample]], config: 
   return out
 
 
-def _unfolded(votes: Any) -> np.ndarray:
-  return np.asarray(votes)
-
-
 def evaluate_dataset(
   name: str, examples: Sequence[PreferenceExample], j: judges.Judgements, config: Any, meta: np.ndarray | None = None,
   token_probs: tuple[np.ndarray, np.ndarray] | None = None, judge_skipped: int = 0,
@@ -147,7 +143,7 @@ def evaluate_dataset(
   bench = benchmark_of(name)
   key = jax.random.PRNGKey(int(config.seed))
   scores, valid = np.asarray(j.scores), np.asarray(j.valid)
-  fold = protocol.fold if protocol is not None else _unfolded
+  fold = protocol.fold if protocol is not None else np.asarray
   (at_k1, first), (at_kmax, voted) = _k1_and_voting(bench, examples, j, key, config, fold)
   official = official_metric(bench, at_kmax)
   outcomes = {"ids": [f"{ex.source}/{ex.id}" for ex in examples], "k1": metrics_lib.item_outcomes(examples, [first]),
@@ -230,7 +226,7 @@ def _scored(bench: str, examples, votes: np.ndarray, key: jax.Array, config: Any
 
 
 def _k1_and_voting(bench: str, examples, j: judges.Judgements, key: jax.Array, config: Any,
-                   fold=_unfolded) -> tuple[tuple, tuple]:
+                   fold=np.asarray) -> tuple[tuple, tuple]:
   """((metrics, votes) at k=1: each item's first sample, (metrics, votes) of Voting@k over all of its samples);
   metrics as `_scored` gives them. `fold`: the votes of `j`'s items onto `examples` (`PairProtocol.fold`)."""
   first = fold(item_votes(j, samples=slice(0, 1)))
@@ -270,7 +266,7 @@ def compare_baseline(baseline: str, base_model: Any, datasets, per_dataset, conf
     j = judge(model, list(protocol.pairs) if protocol else examples, config)
     official = per_dataset[name]["official_metric"]
     (at_k1, first), (at_kmax, voted) = _k1_and_voting(benchmark_of(name), examples, j, key, config,
-                                                      protocol.fold if protocol else _unfolded)
+                                                      protocol.fold if protocol else np.asarray)
     out["datasets"][name] = {"official_metric": official, "k1": at_k1[official], "voting": at_kmax[official],
                              "parse_failure_rate": j.parse_failure_rate,
                              "metrics": {"k1": at_k1, "voting": at_kmax},  # all of them: the paper's columns
