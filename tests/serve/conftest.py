@@ -4,9 +4,11 @@ sampling); `serving` runs a server on localhost in this process."""
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from filelock import FileLock
 
 from grm_jax import models
 from grm_jax.reward import Recipe, chat_frame, plan
@@ -28,9 +30,29 @@ def _targets(n: int, rng) -> str:
 
 
 @pytest.fixture(scope="session")
-def smoke_grm():
-  """tiny:llama fine-tuned for 40 Adam steps on 4 of the recipe's own prompts to answer with a score block."""
+def smoke_grm(tmp_path_factory, worker_id):
+  """tiny:llama fine-tuned for 40 Adam steps on 4 of the recipe's own prompts to answer with a score block.
+
+  Trained once per test run: under pytest-xdist the first worker to need it trains it and saves the params in the
+  run's shared temporary folder; the other worker waits on the lock and loads them (pytest-xdist's documented
+  pattern for session data), instead of spending ~45 s training the same params again."""
   model = models.load("tiny:llama")
+  if worker_id == "master":
+    return dataclasses.replace(model, params=_train(model))
+  saved = tmp_path_factory.getbasetemp().parent / "smoke_grm.npz"  # the run's folder, shared by its workers
+  treedef = jax.tree.structure(model.params)
+  with FileLock(f"{saved}.lock"):
+    if saved.exists():
+      with np.load(saved) as arrays:
+        params = jax.tree.unflatten(treedef, [jnp.asarray(arrays[str(i)]) for i in range(treedef.num_leaves)])
+    else:
+      params = _train(model)
+      with open(saved, "wb") as f:  # a file object: np.savez would append ".npz" to a name without it
+        np.savez(f, **{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))})
+  return dataclasses.replace(model, params=params)
+
+
+def _train(model):
   recipe = smoke_recipe(model.tokenizer)
   rng = np.random.default_rng(0)
   prompts_, targets = [], []
@@ -58,4 +80,4 @@ def smoke_grm():
   for _ in range(40):
     params, state, value = step(params, state)
   assert float(value) < 1.0, f"the smoke GRM did not learn its output format (NLL {float(value):.2f})"
-  return dataclasses.replace(model, params=params)
+  return params
