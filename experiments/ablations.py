@@ -24,7 +24,6 @@ Presets:
   smoke    tiny:llama, seconds (what the preset test runs: every switch above)
 """
 
-
 import ml_collections
 
 from grm_jax import configs

@@ -30,7 +30,6 @@ Presets:
            8,192-token rows (`BTRM_27B`). Compiled for a v5p-128 pod: docs/scaling.md
 """
 
-
 import ml_collections
 
 from grm_jax import configs

@@ -20,7 +20,6 @@ Presets: default (CPU, seeds 0, 1, 2; measured 2026-11-29 on a 2-core CPU: about
 results in the README and docs/results/science/), smoke (tiny:llama, seconds: what the preset test runs).
 """
 
-
 import ml_collections
 
 from grm_jax import configs

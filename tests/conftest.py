@@ -4,11 +4,10 @@
 import os
 from pathlib import Path
 
-# Must be set before JAX initialises its backends; the single-device tests simply use device 0. LLVM at -O0: the
-# tiny models spend most of their test time compiling, not running, and -O0 compiles them about a third faster
-# (measured 2026-12-07). XLA's own passes and the no-fast-math float semantics are the same at every LLVM level; the
-# subprocesses that set XLA_FLAGS themselves (most of them: a user's command line) and real runs keep XLA's default.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+from tests.xla_flags import FAST_COMPILE
+
+# Must be set before JAX initialises its backends; the single-device tests simply use device 0.
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -58,12 +57,11 @@ def benchmark_root(request):
   return get
 
 
-
 # The files that hold the default tier's longest tests (30-120 s each on 2 cores, measured 2026-12-07) run first.
 # pytest.ini picks xdist's worksteal scheduling: each worker starts with half of the tests in this order and an idle
 # one takes the end of the other's queue, so the long tests start early and the short ones even out the end (xdist's
 # default "load" handed the first 100 tests, every long one, to one worker: 5 min of the other's time idle).
-# Whole files move, so a module's fixtures are set up once per worker.
+# The sort moves whole files, so a file's tests stay together unless a worker takes them over.
 LONGEST_FIRST = (
   "tests/test_resume.py", "tests/serve/test_server.py", "tests/stages/test_rft.py", "tests/sampling/test_engine.py",
   "tests/serve/test_exported_reward.py", "tests/stages/test_heldout.py", "tests/train/test_grpo_toy.py",

@@ -13,6 +13,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from grm_jax import configs, main
+from tests.xla_flags import FAST_COMPILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL = os.path.join(ROOT, "experiments", "eval.py")
@@ -87,8 +88,7 @@ def test_a_diverging_stage_stops_with_an_error_and_writes_no_params(tmp_path):
     [sys.executable, "-m", "grm_jax.main", f"--config={spct}:smoke", f"--workdir={tmp_path}",
      "--config.rft.optim.learning_rate=1e12", "--config.rft.epochs=10"],
     capture_output=True, text=True, cwd=ROOT, timeout=600,
-    env={**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"},  # one device, as a user's CPU run (-O0
-    # as in conftest.py: a tiny run's time is compiling)
+    env={**os.environ, "XLA_FLAGS": FAST_COMPILE},  # one device, as a user's CPU run
   )
   assert proc.returncode == 1, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]

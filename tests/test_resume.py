@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from grm_jax.files import read_jsonl
+from tests.xla_flags import FAST_COMPILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
@@ -35,10 +36,10 @@ def command(workdir, *extra):
 
 
 def run_env(tmp_path):
-  """One CPU device (the smoke batch is 4 rollouts), LLVM at -O0 as in conftest.py, and one XLA compilation cache for
+  """One CPU device (the smoke batch is 4 rollouts), the suite's fast compiles, and one XLA compilation cache for
   the test's runs: the killed and the resumed run load the programs the first run compiled (the same executables, so
   the same numbers) instead of compiling them again, which is most of a tiny run's time."""
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0",
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE,
           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
 
